@@ -1,0 +1,33 @@
+# Entry points for a fresh clone. `make demo` installs into .venv and runs the main job;
+# `make test` runs the default (fast) test suite. See BUILD.md for accelerators.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORK ?= work
+
+.PHONY: install demo test test-slow bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first (only used to read .pt checkpoints); an unpinned torch pulls a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,convert]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m asd_jax.data.synth --out $(WORK)/synth_dcase
+
+test: install
+	$(PY) -m pytest -q -n 2
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(WORK) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Flax encoders (BEATs, EAT), classification heads and the dual-branch model."""

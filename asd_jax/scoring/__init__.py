@@ -1,0 +1,1 @@
+"""Anomaly scoring in NumPy: SMOTE, cosine kNN, normalisation, fusion, thresholds. Never imports JAX."""

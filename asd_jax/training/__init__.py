@@ -1,0 +1,1 @@
+"""Fine-tuning: LoRA partition, optimiser, pure train step, loop and checkpoints."""

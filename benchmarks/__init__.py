@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.run` rewrites the tables in BENCHMARKS.md."""

@@ -1,0 +1,1 @@
+"""Python config files, one per system of the report; each exposes `get_config()`."""

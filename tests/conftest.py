@@ -1,0 +1,28 @@
+"""Shared pytest setup: two emulated CPU devices, parsed absl flags, the fixtures folder."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
+
+# grain's multi-worker paths read absl flags; tests never call app.run.
+flags.FLAGS.mark_as_parsed()
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def fixtures_dir() -> pathlib.Path:
+  """The read-only reference fixtures: $ASD_JAX_FIXTURES, else ../shared/fixtures."""
+  return pathlib.Path(os.environ.get("ASD_JAX_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> pathlib.Path:
+  path = fixtures_dir()
+  if not (path / "manifest.json").exists():
+    pytest.fail(f"reference fixtures not found at {path} (set ASD_JAX_FIXTURES)")
+  return path

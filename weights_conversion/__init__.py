@@ -1,0 +1,1 @@
+"""Command-line converters from the released PyTorch checkpoints to Orbax Flax parameters."""
