@@ -235,12 +235,15 @@ class MultiHeadAttention(nn.Module):
   """BEATs self-attention with the gated relative-position bias.
 
   `position_bias: [heads, query, key]` (ungated) is passed in; the layer that owns the bucket table (layer 0)
-  computes it when given None. Returns `(output [batch, tokens, dim], position_bias)`.
+  computes it when given None. Returns `(output [batch, tokens, dim], position_bias)`. `fused` uses
+  `jax.nn.dot_product_attention` (same maths; cuDNN-eligible on GPU) instead of the explicit einsum/softmax
+  reference path, except in training with attention dropout, which it cannot apply.
   """
 
   config: BEATsConfig
   has_bias_table: bool = False
   dtype: Any = jnp.float32
+  fused: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, key_padding_mask: jax.Array | None, position_bias: jax.Array | None,
@@ -260,9 +263,9 @@ class MultiHeadAttention(nn.Module):
       buckets = relative_position_buckets(tokens, cfg.num_buckets, cfg.max_distance)
       position_bias = jnp.transpose(table(jnp.asarray(buckets)), (2, 0, 1))  # [heads, query, key]
 
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q * (head_dim**-0.5), k).astype(jnp.float32)
+    bias = None  # gated relative-position bias, [batch or 1, heads, query, key] float32
     if position_bias is not None:
-      bias = position_bias[None].astype(jnp.float32)  # [1, heads, query, key]
+      bias = position_bias[None].astype(jnp.float32)
       if cfg.gru_rel_pos:
         gate_logits = nn.Dense(8, dtype=self.dtype, param_dtype=jnp.float32, name="grep_linear")(q)
         gate_logits = gate_logits.astype(jnp.float32).reshape(batch, tokens, heads, 2, 4).sum(-1)
@@ -270,6 +273,13 @@ class MultiHeadAttention(nn.Module):
         grep_a = self.param("grep_a", nn.initializers.ones, (heads,), jnp.float32)
         gate = gate_a[..., 0] * (gate_b[..., 0] * grep_a - 1.0) + 2.0  # [batch, query, heads]
         bias = jnp.transpose(gate, (0, 2, 1))[..., None] * bias
+    if self.fused and not (train and cfg.attention_dropout > 0):
+      mask = None if key_padding_mask is None else jnp.logical_not(key_padding_mask)[:, None, None, :]
+      out = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(self.dtype),
+                                         mask=mask, scale=head_dim**-0.5)
+      return dense("out_proj")(out.reshape(batch, tokens, dim)), position_bias
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * (head_dim**-0.5), k).astype(jnp.float32)
+    if bias is not None:
       logits = logits + bias
     if key_padding_mask is not None:
       logits = jnp.where(key_padding_mask[:, None, None, :], -jnp.inf, logits)
@@ -285,13 +295,14 @@ class EncoderLayer(nn.Module):
   config: BEATsConfig
   has_bias_table: bool = False
   dtype: Any = jnp.float32
+  fused_attention: bool = False
 
   @nn.compact
   def __call__(self, x, key_padding_mask, position_bias, *, train: bool):
     cfg = self.config
     dropout = lambda rate: nn.Dropout(rate, deterministic=not train)
     norm = lambda name: nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, param_dtype=jnp.float32, name=name)
-    attention = MultiHeadAttention(cfg, self.has_bias_table, self.dtype, name="self_attn")
+    attention = MultiHeadAttention(cfg, self.has_bias_table, self.dtype, self.fused_attention, name="self_attn")
     fc1 = nn.Dense(cfg.encoder_ffn_embed_dim, dtype=self.dtype, param_dtype=jnp.float32, name="fc1")
     fc2 = nn.Dense(cfg.encoder_embed_dim, dtype=self.dtype, param_dtype=jnp.float32, name="fc2")
     activation = _ACTIVATIONS[cfg.activation_fn]
@@ -317,6 +328,7 @@ class TransformerEncoder(nn.Module):
 
   config: BEATsConfig
   dtype: Any = jnp.float32
+  fused_attention: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, padding_mask: jax.Array | None, *, train: bool) -> tuple[jax.Array, ...]:
@@ -336,7 +348,8 @@ class TransformerEncoder(nn.Module):
     for i in range(cfg.encoder_layers):
       if cfg.layer_wise_gradient_decay_ratio != 1.0:
         x = _scale_gradient(x, cfg.layer_wise_gradient_decay_ratio)
-      layer = EncoderLayer(cfg, has_bias_table=(i == 0), dtype=self.dtype, name=f"layers_{i}")
+      layer = EncoderLayer(cfg, has_bias_table=(i == 0), dtype=self.dtype, fused_attention=self.fused_attention,
+                           name=f"layers_{i}")
       y, position_bias = layer(x, padding_mask, position_bias, train=train)
       if train and cfg.encoder_layerdrop > 0:
         keep = jax.random.uniform(self.make_rng("dropout")) > cfg.encoder_layerdrop
@@ -354,10 +367,12 @@ class BEATs(nn.Module):
   Attributes:
     config: the checkpoint's `BEATsConfig`.
     dtype: compute dtype (parameters stay float32; softmax and LayerNorm statistics run in float32).
+    fused_attention: use `jax.nn.dot_product_attention` instead of the explicit reference attention.
   """
 
   config: BEATsConfig = BEATS_ITER3_PLUS
   dtype: Any = jnp.float32
+  fused_attention: bool = False
 
   @nn.compact
   def __call__(self, fbank: jax.Array, padding_mask: jax.Array | None = None, *,
@@ -386,7 +401,8 @@ class BEATs(nn.Module):
       x = nn.Dense(cfg.encoder_embed_dim, dtype=self.dtype, param_dtype=jnp.float32, name="post_extract_proj")(x)
     self.sow("intermediates", "patch_tokens", x)
     x = nn.Dropout(cfg.dropout_input, deterministic=not train)(x)
-    layer_outputs = TransformerEncoder(cfg, self.dtype, name="encoder")(x, padding_mask, train=train)
+    encoder = TransformerEncoder(cfg, self.dtype, self.fused_attention, name="encoder")
+    layer_outputs = encoder(x, padding_mask, train=train)
 
     if cfg.finetuned_model:
       self._audioset_probs(layer_outputs[-1], padding_mask, train)

@@ -33,18 +33,19 @@ def tiny(fixtures):
   return beats.load(fixtures / "beats_tiny.pt")
 
 
-def _apply(config, params, fbank, padding_mask=None, dtype=jnp.float32):
-  out, state = beats.BEATs(config, dtype=dtype).apply({"params": params}, fbank, padding_mask,
-                                                       mutable=["intermediates"])
+def _apply(config, params, fbank, padding_mask=None, dtype=jnp.float32, fused=False):
+  model = beats.BEATs(config, dtype=dtype, fused_attention=fused)
+  out, state = model.apply({"params": params}, fbank, padding_mask, mutable=["intermediates"])
   return out, state["intermediates"]
 
 
-def test_reproduces_upstream_from_wav(tiny, io):
+@pytest.mark.parametrize("fused", [False, True], ids=["reference", "dot_product_attention"])
+def test_reproduces_upstream_from_wav(tiny, io, fused):
   config, params = tiny
   assert config == beats.BEATS_TINY
   features = fb.fbank(io["wav"], fb.BEATS_FBANK)
   np.testing.assert_allclose(features, io["fbank"], rtol=0, atol=ATOL)
-  out, inter = _apply(config, params, features)
+  out, inter = _apply(config, params, features, fused=fused)
   np.testing.assert_allclose(inter["patch_tokens"][0], io["patch_tokens"], rtol=0, atol=ATOL)
   np.testing.assert_allclose(inter["encoder"]["encoder_input"][0], io["encoder_input"], rtol=0, atol=ATOL)
   assert len(out.layer_outputs) == 2
@@ -62,14 +63,15 @@ def test_all_false_padding_mask_changes_nothing(tiny, io):
   assert masked.token_mask.shape == (2, 192) and bool(masked.token_mask.all())
 
 
-def test_padded_frames_do_not_reach_real_tokens(tiny, io):
+@pytest.mark.parametrize("fused", [False, True], ids=["reference", "dot_product_attention"])
+def test_padded_frames_do_not_reach_real_tokens(tiny, io, fused):
   config, params = tiny
   mask = np.zeros((2, 398), bool)
   mask[0, 320:] = True  # time patches 20..23 of clip 0; upstream's rule maps it to tokens 160..191
   other = io["fbank"].copy()
   other[0, 320:] = np.random.default_rng(0).normal(size=other[0, 320:].shape)
-  a, _ = _apply(config, params, io["fbank"], mask)
-  b, _ = _apply(config, params, other, mask)
+  a, _ = _apply(config, params, io["fbank"], mask, fused=fused)
+  b, _ = _apply(config, params, other, mask, fused=fused)
   np.testing.assert_array_equal(np.asarray(a.token_mask[0]), np.arange(192) < 160)
   np.testing.assert_allclose(a.features[0, :160], b.features[0, :160], rtol=0, atol=1e-5)
   assert np.abs(np.asarray(a.features[0, :160]) - io["features"][0, :160]).max() > 1e-3  # the mask acts
