@@ -114,6 +114,6 @@ def test_multi_worker_matches_in_process(data):
     out = _take(it, 3)
     it.close() if hasattr(it, "close") else None
     return out
-  for a, b in zip(first(0), first(2)):
+  for a, b in zip(first(0), first(1)):
     np.testing.assert_array_equal(a["index"], b["index"])
     np.testing.assert_array_equal(a["wav"], b["wav"])
