@@ -8,11 +8,11 @@ label construction) and sums two SCAdaCos losses (see `scadacos.py`):
   main:   C classes,  fixed random centres, on `concat(beats, eat)` with mixed-up labels `[B, C]`, weight 1
   featex: 3C classes, trained centres,      on the exchanged fused embedding with labels `[B, 3C]`, weight 1
 
-State split for the train step: `params = {'encoder': {'beats', 'eat'}, 'heads': {'featex_centres'}}`
-(encoder weights, with LoRA applied by the optimizer partition over q/v/out projections; the featex centres
-must be trainable there), and `extra = {'main_centres', 'main_scale', 'featex_scale'}`, which is never
-differentiated: the scales are re-estimated in every step and returned, the main centres stay as initialised
-(as in the reference, where that head is not trainable).
+State split for the train step: model params `{'encoder': {'beats', 'eat'}, 'head': {'featex_centres'}}`
+(LoRA factors over the q/v/out projections are merged into them before `loss_fn` is called; the featex
+centres match the default trainable pattern `^head/`), and `extra = {'main_centres', 'main_scale',
+'featex_scale'}`, which is never differentiated: the scales are re-estimated in every step and returned, the
+main centres stay as initialised (as in the reference, where that head is not trainable).
 """
 
 from __future__ import annotations
@@ -99,9 +99,22 @@ class DualBranchLossConfig:
   max_scale: float = scadacos.DEFAULT_MAX_SCALE
 
 
+NON_INPUT_KEYS = ("label", "valid")  # batch entries that are not mixed up
+
+
 def fbank_inputs(inputs: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
   """Front end for batches that carry both fbanks: `{'beats_fbank', 'eat_fbank'}` -> the pair."""
   return inputs["beats_fbank"], inputs["eat_fbank"]
+
+
+def wav_frontend(beats_fbank_config=None, eat_fbank_config=None) -> Callable[[Mapping[str, jax.Array]],
+                                                                             tuple[jax.Array, jax.Array]]:
+  """Front end computing both fbanks from `{'wav': [B, samples]}` (16 kHz), so mixup acts on waveforms."""
+  from asd_jax.audio import fbank as fb  # pylint: disable=import-outside-toplevel
+
+  beats_cfg = beats_fbank_config or fb.BEATS_FBANK
+  eat_cfg = eat_fbank_config or fb.EAT_FBANK
+  return lambda inputs: (fb.fbank(inputs["wav"], beats_cfg), fb.fbank(inputs["wav"], eat_cfg))
 
 
 def init(rng: jax.Array, model: DualBranch, beats_fbank: jax.Array, eat_fbank: jax.Array,
@@ -116,7 +129,7 @@ def init(rng: jax.Array, model: DualBranch, beats_fbank: jax.Array, eat_fbank: j
   fused_dim = beats_emb.shape[-1] + eat_emb.shape[-1]
   c, k = config.num_classes, config.num_subclusters
   params = {"encoder": encoder_params,
-            "heads": {"featex_centres": scadacos.init_centres(featex_rng, fused_dim, 3 * c, k)}}
+            "head": {"featex_centres": scadacos.init_centres(featex_rng, fused_dim, 3 * c, k)}}
   extra = {"main_centres": scadacos.init_centres(main_rng, fused_dim, c, k),
            "main_scale": jnp.asarray(scadacos.initial_scale(c, k), jnp.float32),
            "featex_scale": jnp.asarray(scadacos.initial_scale(3 * c, k), jnp.float32)}
@@ -130,9 +143,12 @@ def loss_fn(params: Params, extra: Params, batch: Mapping[str, Any], rng: jax.Ar
   """Featex + SCAdaCos training loss of one batch (pure; bind `model`, `config`, `frontend` with partial).
 
   Args:
-    params: `{'encoder': ..., 'heads': {'featex_centres': [D, 3C*K]}}`, differentiated.
+    params: plain model params `{'encoder': ..., 'head': {'featex_centres': [D, 3C*K]}}` (LoRA merged),
+      differentiated.
     extra: `{'main_centres': [D, C*K], 'main_scale': (), 'featex_scale': ()}`, not differentiated.
-    batch: `{'inputs': pytree of [B, ...] arrays, 'label': [B] int class ids in [0, C)}`.
+    batch: `{'label': [B] int class ids in [0, C), 'valid': optional [B] 0/1 padding mask, and the input
+      arrays [B, ...] (e.g. 'wav', or 'beats_fbank' and 'eat_fbank')}`; every entry but 'label' and 'valid'
+      is mixed up. A valid sample whose partner is padding is neither mixed nor exchanged.
     rng: key for mixup, featex and dropout.
     model: the `DualBranch` module.
     config: loss settings.
@@ -140,25 +156,29 @@ def loss_fn(params: Params, extra: Params, batch: Mapping[str, Any], rng: jax.Ar
       reads precomputed fbanks, a waveform front end makes mixup act on waveforms as in the reference.
 
   Returns:
-    `(loss, (new_extra, metrics))`: `new_extra` carries the adapted scales; `metrics` are scalars.
+    `(loss, (metrics, new_extra))` (the train step's convention): `metrics` are scalars, `new_extra` carries
+    the adapted scales.
   """
   mixup_rng, featex_rng, dropout_rng = jax.random.split(rng, 3)
   labels = jax.nn.one_hot(batch["label"], config.num_classes, dtype=jnp.float32)
   batch_size = labels.shape[0]
+  valid = batch.get("valid")
+  partner_valid = True if valid is None else featex.partner(valid) > 0
   lam, apply_mixup = featex.draw_mixup(mixup_rng, batch_size, config.mixup_prob)
-  inputs, labels = featex.mixup(batch["inputs"], labels, lam, apply_mixup)
+  inputs = {key: value for key, value in batch.items() if key not in NON_INPUT_KEYS}
+  inputs, labels = featex.mixup(inputs, labels, lam, apply_mixup & partner_valid)
   beats_fbank, eat_fbank = frontend(inputs)
   beats_emb, eat_emb = model.apply({"params": params["encoder"]}, beats_fbank, eat_fbank, train=True,
                                    rngs={"dropout": dropout_rng})
 
   k = config.num_subclusters
-  bounds = {"min_scale": config.min_scale, "max_scale": config.max_scale}
+  bounds = {"min_scale": config.min_scale, "max_scale": config.max_scale, "weights": valid}
   main_loss, main_scale, main_metrics = scadacos.scadacos_loss(
       fuse(beats_emb, eat_emb), labels, extra["main_centres"], extra["main_scale"], num_subclusters=k, **bounds)
-  exchanged = featex.draw_exchange(featex_rng, batch_size, config.featex_prob)
+  exchanged = featex.draw_exchange(featex_rng, batch_size, config.featex_prob) & partner_valid
   featex_loss, featex_scale, featex_metrics = scadacos.scadacos_loss(
       featex.exchange_features(beats_emb, eat_emb, exchanged), featex.exchange_labels(labels, exchanged),
-      params["heads"]["featex_centres"], extra["featex_scale"], num_subclusters=k, **bounds)
+      params["head"]["featex_centres"], extra["featex_scale"], num_subclusters=k, **bounds)
 
   loss = config.main_weight * main_loss + config.featex_weight * featex_loss
   new_extra = dict(extra, main_scale=main_scale, featex_scale=featex_scale)
@@ -166,7 +186,7 @@ def loss_fn(params: Params, extra: Params, batch: Mapping[str, Any], rng: jax.Ar
              "main_scale": main_scale, "featex_scale": featex_scale,
              "main_median_angle": main_metrics["median_angle"],
              "featex_median_angle": featex_metrics["median_angle"]}
-  return loss, (new_extra, metrics)
+  return loss, (metrics, new_extra)
 
 
 def embed(model: DualBranch, params: Params, beats_fbank: jax.Array, eat_fbank: jax.Array,

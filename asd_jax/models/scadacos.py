@@ -70,6 +70,7 @@ def log_class_probabilities(cosines: jax.Array, scale: jax.Array, num_subcluster
 
 
 def adapted_scale(cosines: jax.Array, labels: jax.Array, scale: jax.Array, num_subclusters: int, *,
+                  weights: jax.Array | None = None,
                   min_scale: float = DEFAULT_MIN_SCALE,
                   max_scale: float = DEFAULT_MAX_SCALE) -> tuple[jax.Array, jax.Array]:
   """The AdaCos scale re-estimated on a batch, without gradient.
@@ -79,6 +80,8 @@ def adapted_scale(cosines: jax.Array, labels: jax.Array, scale: jax.Array, num_s
     labels: `[batch, C]` soft labels (one-hot or mixed up).
     scale: the current scale, a scalar.
     num_subclusters: K.
+    weights: optional `[batch]` 0/1 validity of each sample (padding of a last batch); invalid samples are
+      left out of B_avg and of the median.
     min_scale, max_scale: bounds the new scale is clipped to (the guard against blow-up).
 
   Returns:
@@ -88,18 +91,24 @@ def adapted_scale(cosines: jax.Array, labels: jax.Array, scale: jax.Array, num_s
   cosines = jax.lax.stop_gradient(cosines.astype(jnp.float32))
   labels = jax.lax.stop_gradient(labels.astype(jnp.float32))
   scale = jax.lax.stop_gradient(jnp.asarray(scale, jnp.float32))
-  batch = cosines.shape[0]
-  log_b_avg = jax.nn.logsumexp(scale * cosines) - math.log(batch)
   angles = jnp.arccos(jnp.clip(cosines, -1.0 + ANGLE_EPS, 1.0 - ANGLE_EPS))
   target_weights = jnp.repeat(labels, num_subclusters, axis=-1)  # [batch, C*K], column c*K + k
-  median_angle = jnp.median(jnp.sum(target_weights * angles, axis=-1))
+  target_angles = jnp.sum(target_weights * angles, axis=-1)  # [batch]
+  if weights is None:
+    log_b_avg = jax.nn.logsumexp(scale * cosines) - math.log(cosines.shape[0])
+    median_angle = jnp.median(target_angles)
+  else:
+    valid = jax.lax.stop_gradient(weights) > 0
+    log_b_avg = (jax.nn.logsumexp(jnp.where(valid[:, None], scale * cosines, -jnp.inf))
+                 - jnp.log(jnp.sum(valid.astype(jnp.float32))))
+    median_angle = jnp.nanmedian(jnp.where(valid, target_angles, jnp.nan))
   estimate = log_b_avg / jnp.cos(jnp.minimum(math.pi / 4, median_angle))
   new_scale = jnp.where(jnp.isfinite(estimate), jnp.clip(estimate, min_scale, max_scale), scale)
   return new_scale, median_angle
 
 
 def scadacos_loss(embeddings: jax.Array, labels: jax.Array, centres: jax.Array, scale: jax.Array, *,
-                  num_subclusters: int, adapt_scale: bool = True,
+                  num_subclusters: int, adapt_scale: bool = True, weights: jax.Array | None = None,
                   min_scale: float = DEFAULT_MIN_SCALE,
                   max_scale: float = DEFAULT_MAX_SCALE) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """Mean SCAdaCos cross-entropy over a batch, and the scale to carry to the next step.
@@ -111,6 +120,7 @@ def scadacos_loss(embeddings: jax.Array, labels: jax.Array, centres: jax.Array, 
     scale: the current scale (non-trainable state), a scalar.
     num_subclusters: K.
     adapt_scale: re-estimate the scale on this batch first (training); False uses `scale` as is.
+    weights: optional `[batch]` 0/1 sample validity; the loss is the mean over valid samples.
     min_scale, max_scale: guard bounds of the adapted scale.
 
   Returns:
@@ -123,11 +133,16 @@ def scadacos_loss(embeddings: jax.Array, labels: jax.Array, centres: jax.Array, 
                      f"{num_classes}*{num_subclusters} for labels of width {num_classes}")
   cosines = cosine_similarity(embeddings, centres)
   if adapt_scale:
-    scale, median_angle = adapted_scale(cosines, labels, scale, num_subclusters,
+    scale, median_angle = adapted_scale(cosines, labels, scale, num_subclusters, weights=weights,
                                         min_scale=min_scale, max_scale=max_scale)
   else:
     scale = jnp.asarray(scale, jnp.float32)
     median_angle = jnp.array(jnp.nan, jnp.float32)
   log_probs = log_class_probabilities(cosines, jax.lax.stop_gradient(scale), num_subclusters)
-  loss = -jnp.mean(jnp.sum(labels.astype(jnp.float32) * log_probs, axis=-1))
+  per_sample = -jnp.sum(labels.astype(jnp.float32) * log_probs, axis=-1)
+  if weights is None:
+    loss = jnp.mean(per_sample)
+  else:
+    w = weights.astype(jnp.float32)
+    loss = jnp.sum(w * per_sample) / jnp.maximum(jnp.sum(w), 1.0)
   return loss, scale, {"scale": scale, "median_angle": median_angle}

@@ -56,8 +56,8 @@ def _setup(config=None):
 
 def test_init_shapes_and_initial_scales():
   _, _, params, extra, _, _ = _setup()
-  assert set(params) == {"encoder", "heads"} and set(params["encoder"]) == {"beats", "eat"}
-  assert params["heads"]["featex_centres"].shape == (14, 3 * NUM_CLASSES * NUM_SUBCLUSTERS)
+  assert set(params) == {"encoder", "head"} and set(params["encoder"]) == {"beats", "eat"}
+  assert params["head"]["featex_centres"].shape == (14, 3 * NUM_CLASSES * NUM_SUBCLUSTERS)
   assert extra["main_centres"].shape == (14, NUM_CLASSES * NUM_SUBCLUSTERS)
   np.testing.assert_allclose(extra["main_scale"], np.sqrt(2) * np.log(6 - 1), rtol=1e-6)
   np.testing.assert_allclose(extra["featex_scale"], np.sqrt(2) * np.log(18 - 1), rtol=1e-6)
@@ -90,7 +90,7 @@ def test_jit_matches_eager():
 
 
 def _batch(beats_fbank, eat_fbank):
-  return {"inputs": {"beats_fbank": beats_fbank, "eat_fbank": eat_fbank}, "label": jnp.array([0, 2, 1, 1])}
+  return {"beats_fbank": beats_fbank, "eat_fbank": eat_fbank, "label": jnp.array([0, 2, 1, 1])}
 
 
 @pytest.mark.parametrize("featex_prob", [0.0, 1.0])
@@ -98,7 +98,7 @@ def test_loss_without_mixup_equals_heads_composed_by_hand(featex_prob):
   config = dual_branch.DualBranchLossConfig(num_classes=NUM_CLASSES, num_subclusters=NUM_SUBCLUSTERS,
                                             mixup_prob=0.0, featex_prob=featex_prob, featex_weight=0.5)
   model, config, params, extra, beats_fbank, eat_fbank = _setup(config)
-  loss, (new_extra, metrics) = dual_branch.loss_fn(params, extra, _batch(beats_fbank, eat_fbank),
+  loss, (metrics, new_extra) = dual_branch.loss_fn(params, extra, _batch(beats_fbank, eat_fbank),
                                                    jax.random.key(3), model=model, config=config)
   fused = dual_branch.embed(model, params, beats_fbank, eat_fbank)
   y = jax.nn.one_hot(jnp.array([0, 2, 1, 1]), NUM_CLASSES)
@@ -109,13 +109,26 @@ def test_loss_without_mixup_equals_heads_composed_by_hand(featex_prob):
     y_ssl = jnp.concatenate([jnp.zeros_like(y), 0.5 * y, 0.5 * y[::-1]], axis=-1)
   else:
     x_ssl, y_ssl = fused, jnp.concatenate([y, jnp.zeros_like(y), jnp.zeros_like(y)], axis=-1)
-  ssl, ssl_scale, _ = scadacos.scadacos_loss(x_ssl, y_ssl, params["heads"]["featex_centres"],
+  ssl, ssl_scale, _ = scadacos.scadacos_loss(x_ssl, y_ssl, params["head"]["featex_centres"],
                                              extra["featex_scale"], num_subclusters=NUM_SUBCLUSTERS)
   np.testing.assert_allclose(loss, main + 0.5 * ssl, rtol=1e-5)
   np.testing.assert_allclose(metrics["main_loss"], main, rtol=1e-5)
   np.testing.assert_allclose(new_extra["main_scale"], main_scale, rtol=1e-6)
   np.testing.assert_allclose(new_extra["featex_scale"], ssl_scale, rtol=1e-6)
   assert new_extra["main_centres"] is extra["main_centres"]
+
+
+def test_padded_samples_do_not_count():
+  config = dual_branch.DualBranchLossConfig(num_classes=NUM_CLASSES, num_subclusters=NUM_SUBCLUSTERS,
+                                            mixup_prob=0.0, featex_prob=0.0)
+  model, config, params, extra, beats_fbank, eat_fbank = _setup(config)
+  batch = dict(_batch(beats_fbank, eat_fbank), valid=jnp.array([1.0, 1.0, 1.0, 0.0]))
+  loss, (_, new_extra) = dual_branch.loss_fn(params, extra, batch, jax.random.key(0), model=model, config=config)
+  first3 = {key: value[:3] for key, value in _batch(beats_fbank, eat_fbank).items()}
+  want, (_, want_extra) = dual_branch.loss_fn(params, extra, first3, jax.random.key(0), model=model, config=config)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  np.testing.assert_allclose(new_extra["main_scale"], want_extra["main_scale"], rtol=1e-5)
+  np.testing.assert_allclose(new_extra["featex_scale"], want_extra["featex_scale"], rtol=1e-5)
 
 
 def test_mixup_acts_on_the_inputs_given_to_the_frontend():
@@ -130,7 +143,7 @@ def test_mixup_acts_on_the_inputs_given_to_the_frontend():
 
   wav = beats_fbank.reshape(4, -1)
   rng = jax.random.key(5)
-  dual_branch.loss_fn(params, extra, {"inputs": {"wav": wav}, "label": jnp.array([0, 2, 1, 1])}, rng,
+  dual_branch.loss_fn(params, extra, {"wav": wav, "label": jnp.array([0, 2, 1, 1])}, rng,
                       model=model, config=config, frontend=frontend)
   lam, apply = featex.draw_mixup(jax.random.split(rng, 3)[0], 4, config.mixup_prob)
   want = np.where(np.asarray(apply)[:, None], np.asarray(lam)[:, None] * wav + (1 - np.asarray(lam)[:, None]) *
@@ -140,13 +153,13 @@ def test_mixup_acts_on_the_inputs_given_to_the_frontend():
 
 def test_gradients_reach_encoders_and_featex_centres_only():
   model, config, params, extra, beats_fbank, eat_fbank = _setup()
-  grads, (new_extra, metrics) = jax.grad(
+  grads, (metrics, new_extra) = jax.grad(
       functools.partial(dual_branch.loss_fn, model=model, config=config), has_aux=True)(
           params, extra, _batch(beats_fbank, eat_fbank), jax.random.key(1))
   assert jax.tree.structure(grads) == jax.tree.structure(params)
   for leaf in jax.tree.leaves(grads):
     assert np.all(np.isfinite(leaf))
-  assert float(jnp.abs(grads["heads"]["featex_centres"]).sum()) > 0
+  assert float(jnp.abs(grads["head"]["featex_centres"]).sum()) > 0
   assert float(jnp.abs(grads["encoder"]["beats"]["layer_1"]["kernel"]).sum()) > 0
   assert float(jnp.abs(grads["encoder"]["eat"]["layer_1"]["kernel"]).sum()) > 0
   assert all(np.isfinite(float(v)) for v in metrics.values())
@@ -160,12 +173,12 @@ def test_sharded_loss_and_grads_equal_single_device():
   step = jax.jit(jax.value_and_grad(functools.partial(dual_branch.loss_fn, model=model, config=config),
                                     has_aux=True))
   rng = jax.random.key(2)
-  (loss, (new_extra, _)), grads = step(params, extra, batch, rng)
+  (loss, (_, new_extra)), grads = step(params, extra, batch, rng)
 
   mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   sharded_batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
   replicated = NamedSharding(mesh, P())
-  (s_loss, (s_extra, _)), s_grads = step(jax.device_put(params, replicated), jax.device_put(extra, replicated),
+  (s_loss, (_, s_extra)), s_grads = step(jax.device_put(params, replicated), jax.device_put(extra, replicated),
                                          sharded_batch, rng)
   np.testing.assert_allclose(s_loss, loss, rtol=1e-5)
   np.testing.assert_allclose(s_extra["main_scale"], new_extra["main_scale"], rtol=1e-5)

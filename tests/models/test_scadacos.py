@@ -161,3 +161,18 @@ def test_no_gradient_through_scale_and_gradient_through_centres():
 def test_rejects_mismatched_centres():
   with pytest.raises(ValueError, match="expected C\\*K"):
     scadacos.scadacos_loss(jnp.ones((2, 3)), jnp.eye(2), jnp.ones((3, 5)), 2.0, num_subclusters=2)
+
+
+def test_weights_leave_padding_out_of_loss_and_scale():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(5, 4)).astype(np.float32)
+  centres = rng.normal(size=(4, 6)).astype(np.float32)
+  labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 1, 0]]
+  weights = np.array([1, 1, 0, 1, 0], np.float32)
+  keep = weights > 0
+  want_scale, want_loss, want_median = _reference(x[keep].astype(np.float64), labels[keep].astype(np.float64),
+                                                  centres.astype(np.float64), 2.5, 2)
+  loss, scale, metrics = scadacos.scadacos_loss(x, labels, centres, 2.5, num_subclusters=2, weights=weights)
+  np.testing.assert_allclose(scale, want_scale, rtol=1e-5)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["median_angle"], want_median, rtol=1e-5)
