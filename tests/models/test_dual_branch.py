@@ -1,5 +1,6 @@
 """Dual-branch model: wiring of the two encoders, inference embeddings, featex + SCAdaCos loss, sharding."""
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -184,3 +185,32 @@ def test_sharded_loss_and_grads_equal_single_device():
   np.testing.assert_allclose(s_extra["main_scale"], new_extra["main_scale"], rtol=1e-5)
   np.testing.assert_allclose(s_extra["featex_scale"], new_extra["featex_scale"], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s_grads, grads)
+
+
+@pytest.mark.slow  # about 30 s of CPU, mostly compiling the BEATs gradient
+def test_real_tiny_beats_branch_from_waveforms():
+  """Tiny BEATs as the BEATs branch (EAT stays the fixture until it lands), fbanks computed from waveforms."""
+  from asd_jax.audio import fbank as fb
+  from asd_jax.models import beats
+
+  # No layerdrop, so every layer's attention must receive a gradient.
+  beats_config = dataclasses.replace(beats.BEATS_TINY, encoder_layerdrop=0.0)
+  model = dual_branch.DualBranch(beats=beats.BEATs(beats_config), eat=TinyEncoder(dim=6, cls_token=True),
+                                 eat_pool="cls")
+  config = dual_branch.DualBranchLossConfig(num_classes=NUM_CLASSES, num_subclusters=NUM_SUBCLUSTERS)
+  eat_fbank_config = fb.FbankConfig(**{**fb.EAT_FBANK.__dict__, "target_length": 32})
+  frontend = dual_branch.wav_frontend(fb.BEATS_FBANK, eat_fbank_config)
+  wav = 0.1 * jax.random.normal(jax.random.key(0), (4, 3200))  # 0.2 s at 16 kHz -> 18 BEATs frames
+  beats_fbank, eat_fbank = frontend({"wav": wav})
+  params, extra = dual_branch.init(jax.random.key(1), model, beats_fbank, eat_fbank, config)
+  embed = functools.partial(dual_branch.embed, model)
+  fused = embed(params, beats_fbank, eat_fbank)
+  assert fused.shape == (4, beats.BEATS_TINY.encoder_embed_dim + 6)
+  np.testing.assert_allclose(jax.jit(embed)(params, beats_fbank, eat_fbank), fused, rtol=1e-4, atol=1e-5)
+  loss_fn = functools.partial(dual_branch.loss_fn, model=model, config=config, frontend=frontend)
+  grads, (metrics, _) = jax.jit(jax.grad(loss_fn, has_aux=True))(
+      params, extra, {"wav": wav, "label": jnp.array([0, 2, 1, 1])}, jax.random.key(2))
+  assert np.isfinite(float(metrics["loss"]))
+  q_grads = [g for path, g in jax.tree_util.tree_leaves_with_path(grads["encoder"]["beats"])
+             if "q_proj" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path)]
+  assert q_grads and all(float(jnp.abs(g).sum()) > 0 for g in q_grads)
