@@ -22,7 +22,9 @@ class TinyAttention(nn.Module):
     b, t, _ = x.shape
     split = lambda y: y.reshape(b, t, self.heads, self.dim // self.heads)  # noqa: E731
     q = split(nn.Dense(self.dim, name="q_proj")(x))
-    k = split(nn.Dense(self.dim, name="k_proj")(x))
+    # No key bias: its gradient is exactly zero (softmax is shift-invariant), and Adam would turn the
+    # float noise in that zero into visible updates that differ between device layouts.
+    k = split(nn.Dense(self.dim, use_bias=False, name="k_proj")(x))
     v = split(nn.Dense(self.dim, name="v_proj")(x))
     attn = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]), axis=-1)
     out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, t, self.dim)
