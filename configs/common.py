@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.init_checkpoint = ""  # converted (or released) encoder checkpoint; architecture comes from it
   c.model.dtype = "auto"  # compute dtype: bfloat16 on GPU/TPU, float32 on CPU; params stay float32
   c.model.dropout_rate = 0.1  # on the pooled embedding, before the ArcFace head
+  c.model.never_trained = ""  # regex of parameter paths that are fixed buffers, never updated
   c.model.pool = ""  # token pooling: "mean" or "cls"; "" = the encoder's default (mean)
 
   c.loss = ml_collections.ConfigDict()

@@ -81,7 +81,8 @@ def init_trainable(config: ml_collections.ConfigDict, model: classifier.Classifi
 
 
 def labels_for(config: ml_collections.ConfigDict, tree: Any) -> Any:
-  return lora.trainable_labels(tree, train_encoder=not config.lora.enabled)
+  return lora.trainable_labels(tree, train_encoder=not config.lora.enabled,
+                               never_trained=config.model.get("never_trained", ""))
 
 
 def make_optimizer(config: ml_collections.ConfigDict, labels: Any, total_steps: int):

@@ -74,19 +74,25 @@ def merge_lora(params: Params, *, alpha: float) -> Params:
   return tu.unflatten_dict(flat)
 
 
-def trainable_labels(params: Params, *, train_encoder: bool, trainable_modules: str = r"^head/") -> Params:
+def trainable_labels(params: Params, *, train_encoder: bool, trainable_modules: str = r"^head/",
+                     never_trained: str = "") -> Params:
   """Label tree (TRAINABLE/FROZEN per leaf) for `optax.partition` over `{"model", "lora"}` params.
 
   LoRA factors are always trainable; model leaves are trainable when `train_encoder` (full fine-tuning)
-  or when their path (inside "model") matches `trainable_modules` (the head).
+  or when their path (inside "model") matches `trainable_modules` (the head), unless it matches
+  `never_trained` (fixed buffers stored as parameters, e.g. EAT's sin-cos positions).
   """
   pattern = re.compile(trainable_modules)
+  fixed = re.compile(never_trained) if never_trained else None
 
   def label(path, _):
     keys = tuple(getattr(p, "key", p) for p in path)
     if keys[0] == "lora":
       return TRAINABLE
-    return TRAINABLE if train_encoder or pattern.search(_path(keys[1:])) else FROZEN
+    name = _path(keys[1:])
+    if fixed is not None and fixed.search(name):
+      return FROZEN
+    return TRAINABLE if train_encoder or pattern.search(name) else FROZEN
 
   return jax.tree_util.tree_map_with_path(label, params)
 
