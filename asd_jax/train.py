@@ -63,7 +63,6 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
 
   tree = experiment.init_trainable(config, model, init_rng, encoder_params)
   labels = experiment.labels_for(config, tree)
-  logging.info("parameters:\n%s", experiment.format_summary(tree, labels))
   print(experiment.format_summary(tree, labels))
   tx, _ = experiment.make_optimizer(config, labels, num_steps)
   state = ts.create_state(tree, tx)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
 
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import layout
+from asd_jax.data import pipeline
 
 
 def _root(config: ml_collections.ConfigDict) -> str:
@@ -34,17 +36,29 @@ def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> 
   return labels_lib.LabelSpace.from_records(layout.train_records(records(config)))
 
 
+def _wav_config(config: ml_collections.ConfigDict) -> pipeline.WavConfig:
+  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds)
+
+
+def _local_batch(global_batch: int) -> int:
+  processes = jax.process_count()
+  if global_batch % processes:
+    raise ValueError(f"batch size {global_batch} is not divisible by the {processes} processes")
+  return global_batch // processes
+
+
 def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace):
   """`(endless shuffled iterator of this process's batches, number of training clips)`."""
-  from asd_jax.data import pipeline  # Lands with the data layer.
-
   train = layout.train_records(records(config))
-  return pipeline.train_iterator(train, space, config), len(train)
+  dataset = pipeline.training_dataset(train, space, batch_size=_local_batch(config.train.batch_size),
+                                      seed=config.seed, config=_wav_config(config),
+                                      worker_count=config.data.num_workers)
+  return iter(dataset), len(train)
 
 
 def embedding_batches(config: ml_collections.ConfigDict):
-  """`(clips, iterator of ordered batches with "valid" masks)` over every clip of the dataset."""
-  from asd_jax.data import pipeline  # Lands with the data layer.
-
+  """`(clips, ordered single pass over this process's clips, last batch padded with a "valid" mask)`."""
   clips = records(config)
-  return clips, pipeline.ordered_batches(clips, config)
+  dataset = pipeline.inference_dataset(clips, None, batch_size=_local_batch(config.embed.batch_size),
+                                       config=_wav_config(config), worker_count=config.data.num_workers)
+  return clips, iter(dataset)
