@@ -185,3 +185,19 @@ def test_converter_cli_round_trip(tmp_path, fixtures, tiny, io):
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, tiny[1])
   with pytest.raises(checkpoint_io.CheckpointError, match="expected 'eat'|holds a 'beats' model"):
     checkpoint_io.restore_converted(tmp_path / "beats", "eat")
+
+
+@pytest.mark.parametrize("changes", [dict(relative_position_embedding=False),
+                                     dict(gru_rel_pos=False, deep_norm=False, layer_norm_first=True),
+                                     dict(embed_dim=64, conv_bias=True)], ids=["no_rel_pos", "pre_ln", "no_proj"])
+def test_other_configs_have_upstream_key_layout(changes):
+  config = dataclasses.replace(beats.BEATS_TINY, **changes)
+  shapes = beats.expected_state_dict_shapes(config)
+  rng = np.random.default_rng(0)
+  state_dict = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+  if config.relative_position_embedding:
+    tables = [k for k in state_dict if "relative_attention_bias" in k]
+    state_dict.update({k: state_dict[tables[0]] for k in tables})
+  params = beats.convert_state_dict(state_dict, config)  # also checks the tree against the module's
+  out = beats.BEATs(config).apply({"params": params}, np.zeros((1, 32, 128), np.float32))
+  assert out.features.shape == (1, 16, 64) and np.isfinite(np.asarray(out.features)).all()
