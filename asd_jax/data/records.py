@@ -13,6 +13,10 @@ TARGET = "target"
 NORMAL = "normal"
 ANOMALY = "anomaly"
 
+SPLIT_TRAIN = "train"
+SPLIT_TEST = "test"
+SPLIT_SUPPLEMENTAL = "supplemental"
+
 # What a recording contains: an ordinary machine clip, or one of the DCASE 2025
 # supplementary recordings of the same machine type.
 KIND_MACHINE = "machine"

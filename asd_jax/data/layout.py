@@ -1,0 +1,170 @@
+"""Scanning a DCASE Task 2 dataset folder into a sorted list of `ClipRecord`s.
+
+A dataset root holds one folder per machine type (`<root>/<machine>/{train,test,supplemental}/*.wav`,
+plus `attributes_<ss>.csv`); a machine folder itself is also accepted as a root. Folders without
+`train/`, `test/` or `supplemental/` (e.g. `ground_truth_data/`) are not machine types and are
+skipped. Every wav name is parsed (`filenames.py`); all problems of a scan are collected and
+raised together in one `DatasetError`, so one bad file can never silently shift labels.
+
+Attributes come from `attributes_<ss>.csv` when it lists the file (authoritative: it resolves
+values that contain underscores), else from the file name. `attributes="require"` turns a
+missing CSV (for a machine whose names carry attributes) into an error; `"auto"` (default) falls
+back to the names, which is what the 2020/2021 datasets (no CSV) need.
+"""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+from collections.abc import Iterable, Sequence
+
+from asd_jax.data import filenames
+from asd_jax.data import records as rec
+
+ClipRecord = rec.ClipRecord
+SPLIT_DIRS = (rec.SPLIT_TRAIN, rec.SPLIT_TEST, rec.SPLIT_SUPPLEMENTAL)
+_CSV_KEY = "file_name"
+
+
+class DatasetError(ValueError):
+  """Problems found while scanning a dataset; `problems` lists one message per file."""
+
+  def __init__(self, root: str | pathlib.Path, problems: Sequence[str]):
+    self.problems = list(problems)
+    shown = "\n  ".join(self.problems[:50])
+    more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+    super().__init__(f"{len(self.problems)} problem(s) in dataset {root}:\n  {shown}{more}")
+
+
+def read_attributes_csv(path: str | pathlib.Path) -> dict[str, tuple[tuple[str, str], ...]]:
+  """Reads an official `attributes_<ss>.csv` -> {wav base name: ((name, value), ...)}.
+
+  Columns: `file_name,d1p,d1v,d2p,d2v,...` (parameter/value pairs; empty cells and the
+  `noAttribute` parameter are skipped).
+  """
+  path = pathlib.Path(path)
+  with path.open(newline="") as f:
+    rows = list(csv.reader(f))
+  if not rows or not rows[0] or rows[0][0].strip() != _CSV_KEY:
+    raise ValueError(f"{path}: expected a header starting with '{_CSV_KEY}', found {rows[:1]}")
+  table = {}
+  for line_no, row in enumerate(rows[1:], start=2):
+    if not row or not row[0].strip():
+      continue
+    cells = [c.strip() for c in row[1:]]
+    if len(cells) % 2:
+      cells.append("")
+    pairs = tuple((k, v) for k, v in zip(cells[0::2], cells[1::2])
+                  if k and k != filenames.NO_ATTRIBUTE)
+    name = pathlib.PurePosixPath(row[0].strip().replace("\\", "/")).name
+    if name in table and table[name] != pairs:
+      raise ValueError(f"{path}:{line_no}: {name} listed twice with different attributes")
+    table[name] = pairs
+  return table
+
+
+def _machine_dirs(root: pathlib.Path) -> list[pathlib.Path]:
+  if any((root / d).is_dir() for d in SPLIT_DIRS):
+    return [root]
+  return sorted(p for p in root.iterdir() if p.is_dir() and any((p / d).is_dir() for d in SPLIT_DIRS))
+
+
+def _scan_machine(machine_dir: pathlib.Path, attributes: str, problems: list[str]) -> list[ClipRecord]:
+  machine = machine_dir.name
+  table: dict[str, tuple[tuple[str, str], ...]] = {}
+  csv_paths = sorted(machine_dir.glob("attributes_*.csv"))
+  for csv_path in csv_paths:
+    try:
+      table.update(read_attributes_csv(csv_path))
+    except (ValueError, OSError, csv.Error) as e:
+      problems.append(f"{csv_path}: unreadable attributes CSV: {e}")
+  out = []
+  for split_dir in SPLIT_DIRS:
+    folder = machine_dir / split_dir
+    if not folder.is_dir():
+      continue
+    for path in sorted(folder.iterdir()):
+      if path.suffix.lower() != ".wav":
+        continue
+      try:
+        parsed = filenames.parse_name(path.name, supplemental=split_dir == rec.SPLIT_SUPPLEMENTAL)
+      except filenames.FileNameError as e:
+        problems.append(f"{path}: {e}")
+        continue
+      if parsed.split is not None and parsed.split != split_dir:
+        problems.append(f"{path}: name says split '{parsed.split}' but the file is in '{split_dir}/'")
+        continue
+      attrs = filenames.parse_attribute_string(parsed.attribute_string)
+      if path.name in table:
+        listed = table[path.name]
+        name_attrs = parsed.attribute_string
+        if listed and name_attrs not in ("", filenames.NO_ATTRIBUTE) and (
+            filenames.attribute_string(listed) != name_attrs):
+          problems.append(f"{path}: attributes in the name ({name_attrs}) disagree with "
+                          f"{machine_dir}/attributes_*.csv ({filenames.attribute_string(listed)})")
+          continue
+        attrs = listed if listed or not attrs else attrs
+      elif (attributes == "require" and parsed.kind == rec.KIND_MACHINE
+            and parsed.attribute_string not in ("", filenames.NO_ATTRIBUTE)):
+        where = ", ".join(str(p) for p in csv_paths) or f"no attributes_*.csv in {machine_dir}"
+        problems.append(f"{path}: not listed in the attributes CSV ({where})")
+        continue
+      out.append(ClipRecord(
+          path=str(path), machine=machine, section=parsed.section, split=split_dir,
+          domain=parsed.domain, label=parsed.label, attributes=attrs, kind=parsed.kind))
+  return out
+
+
+def scan_dataset(root: str | pathlib.Path, *, attributes: str = "auto") -> list[ClipRecord]:
+  """Scans `root` (all machine types, or one machine folder) -> records sorted by path.
+
+  Args:
+    root: dataset root (`<root>/<machine>/{train,test,supplemental}`) or one machine folder.
+    attributes: "auto" (CSV when present, else names) or "require" (every attributed clip
+      must be listed in an `attributes_<ss>.csv`).
+
+  Raises:
+    DatasetError: listing every unparseable file, split mismatch or attribute conflict.
+  """
+  if attributes not in ("auto", "require"):
+    raise ValueError(f"attributes must be 'auto' or 'require', got {attributes!r}")
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise DatasetError(root, [f"{root}: not a directory"])
+  problems: list[str] = []
+  found = []
+  dirs = _machine_dirs(root)
+  if not dirs:
+    raise DatasetError(root, [f"{root}: no machine folder with train/, test/ or supplemental/"])
+  for machine_dir in dirs:
+    found.extend(_scan_machine(machine_dir, attributes, problems))
+  if problems:
+    raise DatasetError(root, problems)
+  if not found:
+    raise DatasetError(root, [f"{root}: no .wav files found"])
+  return sorted(found, key=lambda r: r.path)
+
+
+def select(records: Iterable[ClipRecord], *, machine: str | None = None, split: str | None = None,
+           domain: str | None = None, label: str | None = None, kind: str | None = None
+           ) -> list[ClipRecord]:
+  """The records matching every given field (None = any), in their original order."""
+  want = {"machine": machine, "split": split, "domain": domain, "label": label, "kind": kind}
+  want = {k: v for k, v in want.items() if v is not None}
+  return [r for r in records if all(getattr(r, k) == v for k, v in want.items())]
+
+
+def train_records(records: Iterable[ClipRecord]) -> list[ClipRecord]:
+  return select(records, split=rec.SPLIT_TRAIN)
+
+
+def test_records(records: Iterable[ClipRecord]) -> list[ClipRecord]:
+  return select(records, split=rec.SPLIT_TEST)
+
+
+def supplemental_records(records: Iterable[ClipRecord]) -> list[ClipRecord]:
+  return select(records, split=rec.SPLIT_SUPPLEMENTAL)
+
+
+def machines(records: Iterable[ClipRecord]) -> list[str]:
+  return sorted({r.machine for r in records})

@@ -1,0 +1,137 @@
+r"""Writes per-clip embeddings of a trained (or only converted) model for every clip of a dataset.
+
+  python -m asd_jax.embed --config=configs/leat.py --workdir=DIR [--layers=all|last] [--out=FILE]
+
+Uses the latest training checkpoint in `DIR/checkpoints` (LoRA factors merged into the weights); without
+one, the encoder of `config.model.init_checkpoint` (or a random tiny encoder, for demos). Writes
+`embeddings.npz` with `embedding: [clips, dim]` (the pooled final layer, the utterance embedding) and, with
+`--layers=all`, `layer_embeddings: [clips, layers, dim]` (the pooled output of every layer), plus
+`embeddings_records.json` listing the clips in the same order. Batches are fixed-size (the last one
+padded), so the forward pass compiles once; they are split over all devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+
+import jax
+import numpy as np
+import tqdm
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from asd_jax.training import checkpoints
+from asd_jax.training import experiment
+from asd_jax.training import lora
+from asd_jax.training import sharding as shd
+from asd_jax.training import train_step as ts
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
+_LAYERS = flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")
+_OUT = flags.DEFINE_string("out", "", "Output .npz (default: WORKDIR/embeddings.npz).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def make_forward(model, mesh, all_layers: bool):
+  """Jitted `forward(params, wav [batch, samples]) -> {"embedding", ["layer_embeddings"]}` (batch sharded)."""
+
+  def forward(params, wav):
+    out = model.apply({"params": params}, wav, train=False, all_layers=all_layers)
+    out.pop("cosine")
+    return out
+
+  return jax.jit(forward, in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
+                 out_shardings=shd.replicated(mesh))
+
+
+def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, batch_size: int, mesh,
+                  num_clips: int, progress: bool = True) -> dict[str, np.ndarray]:
+  """Runs `forward` over `batches` (`{"wav": [b, samples], "index": [b], optional "valid": [b]}`, b <=
+  batch_size; short batches are padded) and returns each output as `[num_clips, ...]` ordered by index."""
+  shd.check_batch_size(batch_size, mesh)
+  outputs: dict[str, np.ndarray] = {}
+  seen = np.zeros(num_clips, bool)
+  with tqdm.tqdm(total=num_clips, unit="clip", disable=not progress, dynamic_ncols=True) as bar:
+    for batch in batches:
+      wav, index = np.asarray(batch["wav"], np.float32), np.asarray(batch["index"])
+      valid = np.asarray(batch.get("valid", np.ones(len(index), bool)), bool)
+      if len(index) > batch_size:
+        raise ValueError(f"batch of {len(index)} clips is larger than the batch size {batch_size}")
+      pad = batch_size - len(index)
+      if pad:
+        wav = np.concatenate([wav, np.zeros((pad,) + wav.shape[1:], wav.dtype)])
+      result = jax.device_get(forward(params, shd.put_batch({"wav": wav}, mesh)["wav"]))
+      keep = np.flatnonzero(valid)
+      for key, value in result.items():
+        if key not in outputs:
+          outputs[key] = np.zeros((num_clips,) + value.shape[1:], np.float32)
+        outputs[key][index[keep]] = value[keep]
+      seen[index[keep]] = True
+      bar.update(len(keep))
+  if not seen.all():
+    raise ValueError(f"{int((~seen).sum())} of {num_clips} clips got no embedding (first missing index "
+                     f"{int(np.flatnonzero(~seen)[0])}): the batch iterator skipped clips")
+  return outputs
+
+
+def model_params(config, workdir: str):
+  """`(model, params, source)`: trained weights (LoRA merged) from the workdir's latest checkpoint, else the
+  converted encoder (`config.model.init_checkpoint`) or a random one, with a 1-class head."""
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  arch, encoder_params = experiment.architecture(config.model)
+  rng = jax.random.key(config.seed)
+  if os.path.isdir(ckpt_dir):
+    ckpt = checkpoints.Checkpointer(ckpt_dir)
+    if ckpt.latest_step() is not None:
+      meta = ckpt.restore_meta()
+      num_classes = len(meta["label_space"]["classes"])
+      model = experiment.build_model(config.model, arch, num_classes)
+      abstract_tree = experiment.init_trainable(config, model, rng, abstract=True)
+      labels = experiment.labels_for(config, abstract_tree)
+      tx, _ = experiment.make_optimizer(config, labels, meta["num_steps"])
+      abstract_state = jax.eval_shape(lambda t: ts.create_state(t, tx), abstract_tree)
+      mesh = shd.data_mesh()
+      state, _, _ = ckpt.restore(checkpoints.abstract_like(abstract_state, shd.replicated(mesh)))
+      ckpt.close()
+      merged = lora.merge_lora(state.params, alpha=config.lora.alpha)
+      return model, merged, f"{ckpt_dir} step {int(state.step)}"
+    ckpt.close()
+  model = experiment.build_model(config.model, arch, 1)
+  params = experiment.init_trainable(config, model, rng, encoder_params)["model"]
+  source = config.model.init_checkpoint or "random initialisation"
+  logging.warning("no training checkpoint in %s: embedding with %s", ckpt_dir, source)
+  return model, params, source
+
+
+def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progress: bool = True) -> str:
+  """Writes the embeddings of every clip of `config.data.root`; returns the .npz path."""
+  from asd_jax.training import data as train_data
+
+  workdir = os.path.abspath(workdir)
+  model, params, source = model_params(config, workdir)
+  mesh = shd.data_mesh()
+  params = shd.replicate(params, mesh)
+  clips, batches = train_data.embedding_batches(config)
+  outputs = embed_batches(make_forward(model, mesh, all_layers), params, batches,
+                          batch_size=config.embed.batch_size, mesh=mesh, num_clips=len(clips), progress=progress)
+  out = out or os.path.join(workdir, "embeddings.npz")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  np.savez(out, **outputs)
+  with open(os.path.splitext(out)[0] + "_records.json", "w") as f:
+    json.dump({"source": source, "records": [dataclasses.asdict(c) for c in clips]}, f)
+  logging.info("wrote %s (%d clips, from %s)", out, len(clips), source)
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  print(embed(_CONFIG.value, _WORKDIR.value, all_layers=_LAYERS.value == "all", out=_OUT.value))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,242 @@
+"""DCASE Task 2 submission and ground-truth files.
+
+Submission folder (one pair per machine type and section):
+  anomaly_score_<machine>_section_<ss>_test.csv    rows `clip.wav,score`
+  decision_result_<machine>_section_<ss>_test.csv  rows `clip.wav,0|1`
+Ground-truth folder, as in the official evaluator:
+  ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv        `clip.wav,0|1` (1 = anomalous)
+  ground_truth_domain/ground_truth_<machine>_section_<ss>_test.csv      `clip.wav,0|1` (1 = target)
+  ground_truth_attributes/ground_truth_<machine>_section_<ss>_test.csv  `clip.wav,<full dev name>`
+The attributes files let a submission name clips by their full development names (the second
+column plus ".wav"); those names are mapped to the short names of the ground truth. The folder
+`ground_truth_attributes` may be absent, then score files must use the ground-truth names.
+Unlike the official script, which pairs rows by sorting both files, clips are matched by name,
+and a missing, extra or duplicate clip is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from asd_jax.data import records as records_lib
+
+GT_DATA = "ground_truth_data"
+GT_DOMAIN = "ground_truth_domain"
+GT_ATTRIBUTES = "ground_truth_attributes"
+_GT_NAME = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d\d)_test\.csv$")
+
+
+def score_file_name(machine: str, section: str) -> str:
+  return f"anomaly_score_{machine}_section_{section}_test.csv"
+
+
+def decision_file_name(machine: str, section: str) -> str:
+  return f"decision_result_{machine}_section_{section}_test.csv"
+
+
+def ground_truth_file_name(machine: str, section: str) -> str:
+  return f"ground_truth_{machine}_section_{section}_test.csv"
+
+
+def _read_rows(path: str) -> list[tuple[int, str, str]]:
+  """(line number, clip, value) of a two-column CSV; blank lines are skipped."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"missing file: {path}")
+  rows = []
+  with open(path, newline="") as f:
+    for line_no, row in enumerate(csv.reader(f), start=1):
+      if not row or all(not c.strip() for c in row):
+        continue
+      if len(row) < 2:
+        raise ValueError(f"{path}:{line_no}: expected 'clip,value', found {','.join(row)!r}")
+      rows.append((line_no, row[0].strip(), row[1].strip()))
+  return rows
+
+
+def read_named_values(path: str, *, integer: bool = False, rename: dict[str, str] | None = None) -> dict[str, float]:
+  """{clip: value} of a `clip,value` CSV, with clips renamed through `rename` where listed.
+
+  Raises ValueError naming the file, line and clip for a non-numeric value (or not 0/1 when
+  `integer`) and for a clip listed twice.
+  """
+  values: dict[str, float] = {}
+  lines: dict[str, int] = {}
+  for line_no, clip, text in _read_rows(path):
+    name = rename.get(clip, clip) if rename else clip
+    try:
+      value = float(text)
+    except ValueError:
+      raise ValueError(f"{path}:{line_no}: clip {clip}: value {text!r} is not a number") from None
+    if not np.isfinite(value):
+      raise ValueError(f"{path}:{line_no}: clip {clip}: value {text!r} is not finite")
+    if integer:
+      if value not in (0.0, 1.0):
+        raise ValueError(f"{path}:{line_no}: clip {clip}: expected 0 or 1, found {text!r}")
+      value = int(value)
+    if name in values:
+      raise ValueError(f"{path}: clip {name} listed twice (lines {lines[name]} and {line_no})")
+    values[name] = value
+    lines[name] = line_no
+  if not values:
+    raise ValueError(f"{path}: no rows")
+  return values
+
+
+@dataclasses.dataclass(frozen=True)
+class SectionTruth:
+  """Ground truth of one section: clip names (sorted), labels and domains (0/1), name map."""
+
+  machine: str
+  section: str
+  clips: list[str]
+  labels: np.ndarray
+  domains: np.ndarray
+  full_to_short: dict[str, str]
+
+
+def read_ground_truth(directory: str) -> list[SectionTruth]:
+  """All sections of a ground-truth folder, sorted by machine then section."""
+  data_dir = os.path.join(directory, GT_DATA)
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f"ground truth folder {directory} has no {GT_DATA}/ subfolder")
+  keys = []
+  for name in sorted(os.listdir(data_dir)):
+    match = _GT_NAME.match(name)
+    if match:
+      keys.append((match["machine"], match["section"]))
+  if not keys:
+    raise FileNotFoundError(f"no ground_truth_<machine>_section_<ss>_test.csv files in {data_dir}")
+  has_attributes = os.path.isdir(os.path.join(directory, GT_ATTRIBUTES))
+  truths = []
+  for machine, section in sorted(keys):
+    file_name = ground_truth_file_name(machine, section)
+    label_path = os.path.join(data_dir, file_name)
+    domain_path = os.path.join(directory, GT_DOMAIN, file_name)
+    labels = read_named_values(label_path, integer=True)
+    domains = read_named_values(domain_path, integer=True)
+    if set(labels) != set(domains):
+      raise ValueError(f"{label_path} and {domain_path} list different clips: "
+                       f"{_describe_difference(set(labels), set(domains))}")
+    full_to_short = {}
+    if has_attributes:
+      attr_path = os.path.join(directory, GT_ATTRIBUTES, file_name)
+      for line_no, short, full in _read_rows(attr_path):
+        if short not in labels:
+          raise ValueError(f"{attr_path}:{line_no}: clip {short} is not in {label_path}")
+        full_to_short[f"{full}.wav"] = short
+    clips = sorted(labels)
+    truths.append(SectionTruth(
+        machine=machine, section=section, clips=clips,
+        labels=np.array([labels[c] for c in clips], np.int64),
+        domains=np.array([domains[c] for c in clips], np.int64),
+        full_to_short=full_to_short,
+    ))
+  return truths
+
+
+def _describe_difference(found: set[str], expected: set[str], limit: int = 5) -> str:
+  missing = sorted(expected - found)
+  extra = sorted(found - expected)
+  parts = []
+  if missing:
+    parts.append(f"{len(missing)} missing ({', '.join(missing[:limit])}{', ...' if len(missing) > limit else ''})")
+  if extra:
+    parts.append(f"{len(extra)} unexpected ({', '.join(extra[:limit])}{', ...' if len(extra) > limit else ''})")
+  return "; ".join(parts)
+
+
+def read_submission_section(directory: str, truth: SectionTruth, *, decisions: bool = True):
+  """Scores [n] (and decisions [n] or None) of one section, in `truth.clips` order."""
+  expected = set(truth.clips)
+  out = []
+  paths = [os.path.join(directory, score_file_name(truth.machine, truth.section))]
+  if decisions:
+    paths.append(os.path.join(directory, decision_file_name(truth.machine, truth.section)))
+  for path, integer in zip(paths, (False, True)):
+    values = read_named_values(path, integer=integer, rename=truth.full_to_short)
+    if set(values) != expected:
+      raise ValueError(f"{path}: clips do not match the ground truth ({len(values)} rows, "
+                       f"{len(expected)} expected): {_describe_difference(set(values), expected)}")
+    out.append(np.array([values[c] for c in truth.clips]))
+  return out[0], (out[1].astype(np.int64) if decisions else None)
+
+
+def _clip_name(record: records_lib.ClipRecord) -> str:
+  return os.path.basename(record.path)
+
+
+def write_submission(
+    directory: str,
+    records: Sequence[records_lib.ClipRecord],
+    scores: np.ndarray,
+    decisions: np.ndarray,
+) -> list[str]:
+  """Writes the DCASE anomaly-score and decision files of a system.
+
+  Args:
+    directory: output folder (created).
+    records: the test clips; clips are named by their wav file's base name.
+    scores: [n] anomaly scores; decisions: [n] 0/1.
+
+  Returns:
+    The written paths.
+  """
+  scores = np.asarray(scores, np.float64)
+  decisions = np.asarray(decisions)
+  if scores.shape != (len(records),) or decisions.shape != (len(records),):
+    raise ValueError(f"{len(records)} records, scores {scores.shape}, decisions {decisions.shape}")
+  if not np.all(np.isfinite(scores)):
+    raise ValueError(f"non-finite scores for {[_clip_name(records[i]) for i in np.nonzero(~np.isfinite(scores))[0][:5]]}")
+  if not np.all(np.isin(decisions, (0, 1))):
+    raise ValueError("decisions must be 0 or 1")
+  os.makedirs(directory, exist_ok=True)
+  groups: dict[tuple[str, str], list[int]] = {}
+  for i, r in enumerate(records):
+    groups.setdefault((r.machine, r.section), []).append(i)
+  written = []
+  for (machine, section), idx in sorted(groups.items()):
+    names = [_clip_name(records[i]) for i in idx]
+    if len(set(names)) != len(names):
+      dup = sorted({n for n in names if names.count(n) > 1})
+      raise ValueError(f"{machine} section {section}: duplicate clip names {dup[:5]}")
+    for file_name, column in ((score_file_name(machine, section), [repr(float(scores[i])) for i in idx]),
+                              (decision_file_name(machine, section), [str(int(decisions[i])) for i in idx])):
+      path = os.path.join(directory, file_name)
+      with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(zip(names, column))
+      written.append(path)
+  return written
+
+
+def write_ground_truth(directory: str, records: Sequence[records_lib.ClipRecord]) -> list[str]:
+  """Writes an official-style ground-truth folder from labelled test records (e.g. the dev set).
+
+  Clips keep their file names; the attributes files map each name (without ".wav") to itself.
+  """
+  for sub in (GT_DATA, GT_DOMAIN, GT_ATTRIBUTES):
+    os.makedirs(os.path.join(directory, sub), exist_ok=True)
+  groups: dict[tuple[str, str], list[records_lib.ClipRecord]] = {}
+  for r in records:
+    if r.label not in (records_lib.NORMAL, records_lib.ANOMALY) or r.domain not in (records_lib.SOURCE, records_lib.TARGET):
+      raise ValueError(f"{r.path}: ground truth needs a label and a domain, found label={r.label!r} domain={r.domain!r}")
+    groups.setdefault((r.machine, r.section), []).append(r)
+  written = []
+  for (machine, section), recs in sorted(groups.items()):
+    name = ground_truth_file_name(machine, section)
+    rows = {
+        GT_DATA: [(_clip_name(r), int(r.label == records_lib.ANOMALY)) for r in recs],
+        GT_DOMAIN: [(_clip_name(r), int(r.domain == records_lib.TARGET)) for r in recs],
+        GT_ATTRIBUTES: [(_clip_name(r), os.path.splitext(_clip_name(r))[0]) for r in recs],
+    }
+    for sub, content in rows.items():
+      path = os.path.join(directory, sub, name)
+      with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(content)
+      written.append(path)
+  return written

@@ -1,0 +1,189 @@
+"""The DCASE 2023-2025 Task 2 metrics, as the official evaluator computes them.
+
+Per machine type and section (labels: 0 normal, 1 anomalous; domains: 0 source, 1 target):
+  AUC (source): ROC AUC over the source-domain normal clips and all anomalous clips of the section.
+  AUC (target): likewise with the target-domain normal clips.
+  pAUC: scikit-learn's standardised partial AUC (`roc_auc_score(max_fpr=0.1)`) over all clips.
+  precision / recall / F1 per domain: over the clips of that domain (normal and anomalous), from
+    the 0/1 decisions, each denominator floored at machine epsilon.
+Official score: the harmonic mean of every section's AUC (source), AUC (target) and pAUC (each
+pAUC counted once), every value first raised to at least machine epsilon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.stats
+from sklearn import metrics as sk_metrics
+
+MAX_FPR = 0.1
+EPS = sys.float_info.epsilon
+
+
+@dataclasses.dataclass(frozen=True)
+class SectionMetrics:
+  """Metrics of one machine type and section. P/R/F1 are None without decisions."""
+
+  machine: str
+  section: str
+  n_clips: int
+  auc_all: float
+  auc_source: float
+  auc_target: float
+  pauc: float
+  precision_source: float | None = None
+  precision_target: float | None = None
+  recall_source: float | None = None
+  recall_target: float | None = None
+  f1_source: float | None = None
+  f1_target: float | None = None
+
+
+def _check_binary(values: np.ndarray, what: str, where: str) -> np.ndarray:
+  values = np.asarray(values)
+  bad = ~np.isin(values, (0, 1))
+  if bad.any():
+    raise ValueError(f"{where}: {what} must be 0 or 1, found {np.unique(values[bad])[:5].tolist()}")
+  return values.astype(np.int64)
+
+
+def _auc(y_true: np.ndarray, y_score: np.ndarray, where: str, **kwargs) -> float:
+  if len(np.unique(y_true)) < 2:
+    raise ValueError(f"{where}: AUC needs both normal and anomalous clips, found labels {np.unique(y_true).tolist()}")
+  return float(sk_metrics.roc_auc_score(y_true, y_score, **kwargs))
+
+
+def _precision_recall_f1(y_true: np.ndarray, decisions: np.ndarray) -> tuple[float, float, float]:
+  tp = float(np.sum((y_true == 1) & (decisions == 1)))
+  fp = float(np.sum((y_true == 0) & (decisions == 1)))
+  fn = float(np.sum((y_true == 1) & (decisions == 0)))
+  precision = tp / max(tp + fp, EPS)
+  recall = tp / max(tp + fn, EPS)
+  f1 = 2.0 * precision * recall / max(precision + recall, EPS)
+  return precision, recall, f1
+
+
+def section_metrics(
+    machine: str,
+    section: str,
+    labels: np.ndarray,
+    domains: np.ndarray,
+    scores: np.ndarray,
+    decisions: np.ndarray | None = None,
+) -> SectionMetrics:
+  """Official metrics of one section.
+
+  Args:
+    labels: [n] 0 normal / 1 anomalous.
+    domains: [n] 0 source / 1 target.
+    scores: [n] anomaly scores (higher = more anomalous).
+    decisions: optional [n] 0/1 decisions.
+  """
+  where = f"{machine} section {section}"
+  labels = _check_binary(labels, "labels", where)
+  domains = _check_binary(domains, "domains", where)
+  scores = np.asarray(scores, np.float64)
+  if not (labels.shape == domains.shape == scores.shape) or labels.ndim != 1:
+    raise ValueError(f"{where}: labels {labels.shape}, domains {domains.shape}, scores {scores.shape} differ")
+  if not np.all(np.isfinite(scores)):
+    raise ValueError(f"{where}: non-finite anomaly scores")
+  values = dict(
+      auc_all=_auc(labels, scores, where),
+      pauc=_auc(labels, scores, where, max_fpr=MAX_FPR),
+  )
+  for name, d in (("source", 0), ("target", 1)):
+    keep = (domains == d) | (labels == 1)
+    values[f"auc_{name}"] = _auc(labels[keep], scores[keep], f"{where} ({name} normal + all anomalous)")
+  if decisions is not None:
+    decisions = _check_binary(decisions, "decisions", where)
+    if decisions.shape != labels.shape:
+      raise ValueError(f"{where}: {decisions.shape[0]} decisions for {labels.shape[0]} clips")
+    for name, d in (("source", 0), ("target", 1)):
+      in_domain = domains == d
+      p, r, f = _precision_recall_f1(labels[in_domain], decisions[in_domain])
+      values.update({f"precision_{name}": p, f"recall_{name}": r, f"f1_{name}": f})
+  return SectionMetrics(machine=machine, section=section, n_clips=int(labels.size), **values)
+
+
+def hmean_clipped(values: Sequence[float]) -> float:
+  """Harmonic mean after raising every value to at least machine epsilon (the official rule)."""
+  return float(scipy.stats.hmean(np.maximum(np.asarray(values, np.float64), EPS)))
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineSummary:
+  """One row of the report's Table 1: section means and the harmonic mean of all values."""
+
+  machine: str
+  auc_source: float  # arithmetic mean over the machine's sections
+  auc_target: float
+  pauc: float
+  hmean: float  # harmonic mean of all AUC (source), AUC (target) and pAUC values of the machine
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """Everything the official evaluator reports, for a list of sections."""
+
+  sections: list[SectionMetrics]
+  machines: list[MachineSummary]
+  official_score: float
+  hmean_auc_source: float
+  hmean_auc_target: float
+  hmean_pauc: float
+  arithmetic_mean: float  # mean of all AUC (source), AUC (target), pAUC values
+
+  def to_json_dict(self) -> dict:
+    return dict(
+        official_score=self.official_score,
+        hmean_auc_source=self.hmean_auc_source,
+        hmean_auc_target=self.hmean_auc_target,
+        hmean_pauc=self.hmean_pauc,
+        arithmetic_mean=self.arithmetic_mean,
+        sections=[dataclasses.asdict(s) for s in self.sections],
+        machines=[dataclasses.asdict(m) for m in self.machines],
+    )
+
+
+def summarize(sections: Sequence[SectionMetrics]) -> Evaluation:
+  """Official score and per-machine summaries from section metrics."""
+  sections = list(sections)
+  if not sections:
+    raise ValueError("no sections to evaluate")
+  machines = []
+  for machine in dict.fromkeys(s.machine for s in sections):
+    own = [s for s in sections if s.machine == machine]
+    src, tgt, pauc = ([getattr(s, f) for s in own] for f in ("auc_source", "auc_target", "pauc"))
+    machines.append(MachineSummary(
+        machine=machine, auc_source=float(np.mean(src)), auc_target=float(np.mean(tgt)),
+        pauc=float(np.mean(pauc)), hmean=hmean_clipped(src + tgt + pauc),
+    ))
+  src = [s.auc_source for s in sections]
+  tgt = [s.auc_target for s in sections]
+  pauc = [s.pauc for s in sections]
+  return Evaluation(
+      sections=sections,
+      machines=machines,
+      official_score=hmean_clipped(src + tgt + pauc),
+      hmean_auc_source=hmean_clipped(src),
+      hmean_auc_target=hmean_clipped(tgt),
+      hmean_pauc=hmean_clipped(pauc),
+      arithmetic_mean=float(np.mean(src + tgt + pauc)),
+  )
+
+
+def format_table(evaluation: Evaluation, *, percent: bool = True) -> str:
+  """The report's Table 1 as a markdown table: per machine AUC_s, AUC_t, pAUC, hmean; overall."""
+  scale = 100.0 if percent else 1.0
+  fmt = (lambda v: f"{v * scale:.2f}") if percent else (lambda v: f"{v:.4f}")
+  lines = ["| machine | AUC (source) | AUC (target) | pAUC | hmean |", "|---|---|---|---|---|"]
+  for m in evaluation.machines:
+    lines.append(f"| {m.machine} | {fmt(m.auc_source)} | {fmt(m.auc_target)} | {fmt(m.pauc)} | {fmt(m.hmean)} |")
+  e = evaluation
+  lines.append(f"| hmean (all) | {fmt(e.hmean_auc_source)} | {fmt(e.hmean_auc_target)} | {fmt(e.hmean_pauc)} "
+               f"| {fmt(e.official_score)} |")
+  return "\n".join(lines)

@@ -1,0 +1,345 @@
+"""Fit and apply one model's kNN anomaly scorer, per machine type and section, as plain data.
+
+`fit` takes the normal training embeddings of one model with their `ClipRecord`s and, for every
+(machine, section): builds the memory bank (source clips plus SMOTE-oversampled target clips by
+default), computes leave-one-out kNN scores of the training clips, their mean and standard
+deviation (the normalisation statistics) and a decision threshold on the normalised scale.
+`score` applies it to test embeddings. The fitted `Scorer` is NumPy arrays plus a JSON-able dict,
+saved to and loaded from one `.npz` file, so an exported detector needs no training data.
+
+Bank modes (`config.bank`):
+  "joint": one bank of source + target + synthetic target embeddings; score = kNN distance.
+  "target_only": target + synthetic target embeddings only.
+  "domain_min": separate source and (target + synthetic) banks; score = min of the two
+    kNN distances.
+Leave-one-out statistics use the original training clips only: SMOTE points lie on segments
+that start at a target clip, so a clip's distance to them would be close to zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from asd_jax.data import records as records_lib
+from asd_jax.scoring import features, knn, smote, threshold as threshold_lib
+
+BANK_MODES = ("joint", "target_only", "domain_min")
+NORMALIZATIONS = ("loo", "none")
+_FORMAT_VERSION = 1
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Scorer settings; the defaults are those of the DCASE 2025 BEATs/EAT report."""
+  return ml_collections.ConfigDict(
+      dict(
+          k=1,  # neighbours; the score is the mean cosine distance to them
+          smote=True,
+          smote_k_neighbors=2,
+          smote_seed=0,
+          bank="joint",  # one of BANK_MODES
+          layers=None,  # layer indices to concatenate, None = all
+          normalize_layers=True,  # L2-normalise each layer before concatenating
+          normalization="loo",  # "loo": leave-one-out train mean/std; "none": raw distances
+          threshold_method="gamma",  # threshold_lib.METHODS
+          threshold_quantile=0.9,
+          query_chunk=knn.DEFAULT_QUERY_CHUNK,
+          bank_chunk=knn.DEFAULT_BANK_CHUNK,
+      )
+  )
+
+
+SectionKey = tuple[str, str]  # (machine, section)
+
+
+@dataclasses.dataclass
+class SectionState:
+  """Fitted state of one (machine, section).
+
+  Attributes:
+    bank: [n_bank, dim] float32 unit-norm memory bank.
+    bank_clip: [n_bank] int, index into the training clips given to `fit` of the clip each entry
+      came from; for a SMOTE entry, the nearest original target clip.
+    bank_domain: [n_bank] int8, 0 source, 1 target (synthetic entries are target).
+    bank_synthetic: [n_bank] bool.
+    train_clip: [n_train] int, the training clips (indices into `fit`'s input) of this section.
+    train_scores: [n_train] normalised leave-one-out scores of those clips.
+    mean, std: normalisation statistics of the raw leave-one-out scores.
+    threshold: decision threshold on the normalised scale.
+  """
+
+  bank: np.ndarray
+  bank_clip: np.ndarray
+  bank_domain: np.ndarray
+  bank_synthetic: np.ndarray
+  train_clip: np.ndarray
+  train_scores: np.ndarray
+  mean: float
+  std: float
+  threshold: float
+
+  ARRAYS = ("bank", "bank_clip", "bank_domain", "bank_synthetic", "train_clip", "train_scores")
+  SCALARS = ("mean", "std", "threshold")
+
+
+@dataclasses.dataclass
+class Scorer:
+  """A fitted scorer for one model: settings, training clip paths, and one state per section."""
+
+  config: dict[str, Any]
+  train_paths: list[str]
+  sections: dict[SectionKey, SectionState]
+
+  def save(self, path: str) -> None:
+    """Writes every array and a JSON header into one `.npz` file (no pickles)."""
+    arrays = {}
+    header = dict(version=_FORMAT_VERSION, config=self.config, train_paths=self.train_paths, sections=[])
+    for i, ((machine, section), state) in enumerate(sorted(self.sections.items())):
+      header["sections"].append(
+          dict(machine=machine, section=section, **{k: float(getattr(state, k)) for k in SectionState.SCALARS})
+      )
+      for name in SectionState.ARRAYS:
+        arrays[f"s{i}_{name}"] = getattr(state, name)
+    arrays["header_json"] = np.array(json.dumps(header))
+    np.savez(path, **arrays)
+
+  @classmethod
+  def load(cls, path: str) -> "Scorer":
+    """Reads a file written by `save`."""
+    with np.load(path, allow_pickle=False) as data:
+      if "header_json" not in data:
+        raise ValueError(f"{path}: not a saved Scorer (no header_json entry)")
+      header = json.loads(str(data["header_json"]))
+      if header.get("version") != _FORMAT_VERSION:
+        raise ValueError(f"{path}: Scorer format {header.get('version')}, expected {_FORMAT_VERSION}")
+      sections = {}
+      for i, sec in enumerate(header["sections"]):
+        arrays = {name: data[f"s{i}_{name}"] for name in SectionState.ARRAYS}
+        sections[(sec["machine"], sec["section"])] = SectionState(
+            **arrays, **{k: sec[k] for k in SectionState.SCALARS}
+        )
+    return cls(config=header["config"], train_paths=header["train_paths"], sections=sections)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+  """Scores of a list of clips.
+
+  Attributes:
+    raw: [n] kNN cosine distance (mean over k).
+    normalized: [n] (raw - mean) / std with the section's training statistics.
+    nearest_train_clip: [n] index into the scorer's `train_paths` of the nearest normal clip.
+    decisions: [n] int, 1 where normalized > the section's threshold.
+  """
+
+  raw: np.ndarray
+  normalized: np.ndarray
+  nearest_train_clip: np.ndarray
+  decisions: np.ndarray
+
+
+def _as_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+  merged = default_config().to_dict()
+  if config is not None:
+    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    unknown = sorted(set(given) - set(merged))
+    if unknown:
+      raise ValueError(f"unknown scorer config fields {unknown}; known: {sorted(merged)}")
+    merged.update(given)
+  if merged["bank"] not in BANK_MODES:
+    raise ValueError(f"config.bank={merged['bank']!r}; expected one of {BANK_MODES}")
+  if merged["normalization"] not in NORMALIZATIONS:
+    raise ValueError(f"config.normalization={merged['normalization']!r}; expected one of {NORMALIZATIONS}")
+  if merged["layers"] is not None:
+    merged["layers"] = [int(i) for i in merged["layers"]]
+  return merged
+
+
+def _vectors(embeddings: np.ndarray, n_records: int, config: dict[str, Any], what: str) -> np.ndarray:
+  x = np.asarray(embeddings)
+  if x.shape[0] != n_records:
+    raise ValueError(f"{what}: {x.shape[0]} embeddings for {n_records} records")
+  x = features.concat_layers(x, config["layers"], normalize_layers=config["normalize_layers"])
+  if not np.all(np.isfinite(x)):
+    bad = np.nonzero(~np.all(np.isfinite(x), axis=1))[0][:5]
+    raise ValueError(f"{what}: non-finite embeddings at rows {bad.tolist()}")
+  return x.astype(np.float32, copy=False)
+
+
+def group_by_section(records: Sequence[records_lib.ClipRecord]) -> dict[SectionKey, np.ndarray]:
+  """{(machine, section): [n] indices of the records of that section, in input order}."""
+  groups: dict[SectionKey, list[int]] = {}
+  for i, r in enumerate(records):
+    groups.setdefault((r.machine, r.section), []).append(i)
+  return {key: np.asarray(idx, np.int64) for key, idx in sorted(groups.items())}
+
+
+def _knn_scores(queries, bank, k, config, exclude=None) -> knn.KnnResult:
+  return knn.cosine_knn(
+      queries, bank, k, bank_is_normalized=True, exclude=exclude,
+      query_chunk=config["query_chunk"], bank_chunk=config["bank_chunk"],
+  )
+
+
+def _bank_parts(state: SectionState, mode: str) -> list[np.ndarray]:
+  """Row indices of the bank's searchable parts: one part, or source and target for domain_min."""
+  rows = np.arange(len(state.bank))
+  if mode == "joint":
+    return [rows]
+  target = rows[state.bank_domain == 1]
+  if mode == "target_only":
+    return [target]
+  return [rows[state.bank_domain == 0], target]
+
+
+def _search(state: SectionState, queries: np.ndarray, config: dict[str, Any], exclude_clip=None):
+  """Raw scores [n] and nearest bank rows [n] over the bank parts of `config['bank']`.
+
+  exclude_clip: optional [n] training-clip index per query, removed from the search together
+  with all synthetic entries (leave-one-out on original clips).
+  """
+  best_score = np.full(len(queries), np.inf)
+  best_row = np.zeros(len(queries), np.int64)
+  for rows in _bank_parts(state, config["bank"]):
+    if exclude_clip is not None:
+      rows = rows[~state.bank_synthetic[rows]]
+    k = config["k"]
+    exclude = None
+    if exclude_clip is not None:
+      position = {int(c): j for j, c in enumerate(state.bank_clip[rows])}
+      exclude = np.array([position.get(int(c), -1) for c in exclude_clip], np.int64)
+    available = len(rows) - (1 if exclude is not None else 0)
+    if available < 1:
+      continue
+    result = _knn_scores(queries, state.bank[rows], min(k, available), config, exclude)
+    score = result.score
+    better = score < best_score
+    best_score[better] = score[better]
+    best_row[better] = rows[result.nearest[better]]
+  if not np.all(np.isfinite(best_score)):
+    raise ValueError("a bank part is empty: too few training clips for this bank mode")
+  return best_score, best_row
+
+
+def fit(
+    embeddings: np.ndarray,
+    records: Sequence[records_lib.ClipRecord],
+    config: Mapping[str, Any] | None = None,
+) -> Scorer:
+  """Fits a scorer on one model's normal training embeddings.
+
+  Args:
+    embeddings: [clips, layers, dim] (or [clips, dim]) pooled embeddings of `records`.
+    records: the training clips; each needs domain "source" or "target". Anomalous clips and
+      supplementary recordings (kind != "machine") are rejected.
+    config: overrides of `default_config()`.
+
+  Returns:
+    A `Scorer` with one `SectionState` per (machine, section) of `records`.
+  """
+  config = _as_config(config)
+  records = list(records)
+  x = _vectors(embeddings, len(records), config, "fit")
+  for r in records:
+    if r.domain not in (records_lib.SOURCE, records_lib.TARGET):
+      raise ValueError(f"{r.path}: training clip needs domain source/target, found {r.domain!r}")
+    if r.label == records_lib.ANOMALY or r.kind != records_lib.KIND_MACHINE:
+      raise ValueError(f"{r.path}: only normal machine clips can be training clips (label={r.label}, kind={r.kind})")
+  sections = {}
+  for key, idx in group_by_section(records).items():
+    is_target = np.array([records[i].domain == records_lib.TARGET for i in idx])
+    src_idx, tgt_idx = idx[~is_target], idx[is_target]
+    synthetic = np.zeros((0, x.shape[1]), np.float32)
+    if config["smote"] and len(tgt_idx):
+      synthetic = smote.oversample_target(
+          x[src_idx], x[tgt_idx], k_neighbors=config["smote_k_neighbors"], seed=config["smote_seed"]
+      )
+    synthetic_parent = np.zeros(0, np.int64)
+    if len(synthetic):
+      synthetic_parent = tgt_idx[knn.cosine_knn(synthetic, x[tgt_idx], 1).nearest]
+    bank = knn.l2_normalize(np.concatenate([x[src_idx], x[tgt_idx], synthetic]))
+    n_syn = len(synthetic)
+    state = SectionState(
+        bank=bank.astype(np.float32),
+        bank_clip=np.concatenate([src_idx, tgt_idx, synthetic_parent]).astype(np.int64),
+        bank_domain=np.concatenate([np.zeros(len(src_idx)), np.ones(len(tgt_idx) + n_syn)]).astype(np.int8),
+        bank_synthetic=np.concatenate([np.zeros(len(idx), bool), np.ones(n_syn, bool)]),
+        train_clip=idx,
+        train_scores=np.zeros(len(idx)),
+        mean=0.0, std=1.0, threshold=0.0,
+    )
+    if config["bank"] != "joint" and (len(tgt_idx) == 0 or (config["bank"] == "domain_min" and len(src_idx) == 0)):
+      raise ValueError(f"{key}: bank mode {config['bank']!r} needs source and target training clips; "
+                       f"found {len(src_idx)} source, {len(tgt_idx)} target")
+    raw_loo, _ = _search(state, x[idx], config, exclude_clip=idx)
+    if config["normalization"] == "loo":
+      state.mean = float(raw_loo.mean())
+      state.std = float(max(raw_loo.std(), 1e-12))
+    state.train_scores = (raw_loo - state.mean) / state.std
+    state.threshold = threshold_lib.fit_threshold(
+        state.train_scores, method=config["threshold_method"], quantile=config["threshold_quantile"]
+    )
+    sections[key] = state
+  return Scorer(config=config, train_paths=[r.path for r in records], sections=sections)
+
+
+def score(scorer: Scorer, embeddings: np.ndarray, records: Sequence[records_lib.ClipRecord]) -> Scores:
+  """Scores clips with a fitted scorer.
+
+  Args:
+    scorer: from `fit` or `Scorer.load`.
+    embeddings: [clips, layers, dim] (or [clips, dim]) embeddings of `records`, same model and
+      layers as at fit time.
+    records: the clips; only machine and section are read.
+
+  Returns:
+    `Scores` in the order of `records`.
+  """
+  config = scorer.config
+  records = list(records)
+  x = _vectors(embeddings, len(records), config, "score")
+  n = len(records)
+  raw, normalized = np.zeros(n), np.zeros(n)
+  nearest, decisions = np.zeros(n, np.int64), np.zeros(n, np.int64)
+  for key, idx in group_by_section(records).items():
+    if key not in scorer.sections:
+      raise ValueError(f"{records[idx[0]].path}: no fitted state for machine {key[0]!r} section {key[1]!r}; "
+                       f"fitted: {sorted(scorer.sections)}")
+    state = scorer.sections[key]
+    if x.shape[1] != state.bank.shape[1]:
+      raise ValueError(f"score: embedding dim {x.shape[1]} != fitted dim {state.bank.shape[1]} for {key}")
+    raw_s, rows = _search(state, x[idx], config)
+    raw[idx] = raw_s
+    normalized[idx] = (raw_s - state.mean) / state.std
+    nearest[idx] = state.bank_clip[rows]
+    decisions[idx] = threshold_lib.decide(normalized[idx], state.threshold)
+  return Scores(raw=raw, normalized=normalized, nearest_train_clip=nearest, decisions=decisions)
+
+
+def fused_thresholds(
+    scorers: Sequence[Scorer],
+    weights: Sequence[float],
+    *,
+    method: str = "gamma",
+    quantile: float = 0.9,
+) -> dict[SectionKey, float]:
+  """Per-section thresholds for a fused system, fitted on the fused training scores.
+
+  All scorers must have been fitted on the same training clips in the same order.
+  """
+  if len(scorers) != len(weights):
+    raise ValueError(f"{len(weights)} weights for {len(scorers)} scorers")
+  first = scorers[0]
+  out = {}
+  for key, state in first.sections.items():
+    for s in scorers[1:]:
+      if key not in s.sections or not np.array_equal(s.sections[key].train_clip, state.train_clip):
+        raise ValueError(f"scorers were fitted on different training clips for {key}")
+    fused = sum(w * s.sections[key].train_scores for w, s in zip(weights, scorers))
+    out[key] = threshold_lib.fit_threshold(fused, method=method, quantile=quantile)
+  return out

@@ -1,0 +1,64 @@
+"""The training and embedding runs' view of the data layer: label space, clip lists and batch iterators.
+
+Thin glue over `asd_jax.data` (dataset scan, label space, Grain pipeline), so the CLIs read as
+"records -> labels -> batches" and the data layer's details stay in one place.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+
+from asd_jax.data import labels as labels_lib
+from asd_jax.data import layout
+from asd_jax.data import pipeline
+
+
+def _root(config: ml_collections.ConfigDict) -> str:
+  return os.path.abspath(config.data.root) if config.data.root else ""
+
+
+def records(config: ml_collections.ConfigDict):
+  """Every clip under `config.data.root`, sorted by path."""
+  return layout.scan_dataset(_root(config))
+
+
+def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> labels_lib.LabelSpace | None:
+  """The label space of the training clips (None if the dataset is missing and not `required`)."""
+  root = _root(config)
+  if not root or not os.path.isdir(root):
+    if required:
+      raise FileNotFoundError(f"config.data.root={config.data.root!r} is not a directory; make the synthetic "
+                              "data with `python -m asd_jax.data.synth --out DIR` or point it at a DCASE dataset")
+    return None
+  return labels_lib.LabelSpace.from_records(layout.train_records(records(config)))
+
+
+def _wav_config(config: ml_collections.ConfigDict) -> pipeline.WavConfig:
+  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds)
+
+
+def _local_batch(global_batch: int) -> int:
+  processes = jax.process_count()
+  if global_batch % processes:
+    raise ValueError(f"batch size {global_batch} is not divisible by the {processes} processes")
+  return global_batch // processes
+
+
+def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace):
+  """`(endless shuffled iterator of this process's batches, number of training clips)`."""
+  train = layout.train_records(records(config))
+  dataset = pipeline.training_dataset(train, space, batch_size=_local_batch(config.train.batch_size),
+                                      seed=config.seed, config=_wav_config(config),
+                                      worker_count=config.data.num_workers)
+  return iter(dataset), len(train)
+
+
+def embedding_batches(config: ml_collections.ConfigDict):
+  """`(clips, ordered single pass over this process's clips, last batch padded with a "valid" mask)`."""
+  clips = records(config)
+  dataset = pipeline.inference_dataset(clips, None, batch_size=_local_batch(config.embed.batch_size),
+                                       config=_wav_config(config), worker_count=config.data.num_workers)
+  return clips, iter(dataset)

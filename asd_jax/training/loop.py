@@ -1,0 +1,112 @@
+"""The host-side training loop: batches in, compiled steps, progress, metrics and checkpoints out.
+
+`fit` owns everything that is not pure: it resumes from the latest checkpoint (state and input-iterator
+position), compiles the step once ahead of time (compile time is logged on its own), feeds sharded batches,
+shows a tqdm bar with loss, accuracy, step time and clips/s, appends metrics to `metrics.jsonl`, and saves
+periodic checkpoints. Because the step is pure and its rng is folded with the step counter, a run killed
+after any checkpoint and resumed gives the same parameters as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+import tqdm
+from absl import logging
+from jax.sharding import Mesh
+
+from asd_jax.training import checkpoints as ckpt_lib
+from asd_jax.training import metrics as metrics_lib
+from asd_jax.training import sharding as shd
+from asd_jax.training import train_step as ts
+
+
+class CheckpointableIterator(Protocol):
+  """An endless batch iterator whose position can be saved and restored (Grain iterators are)."""
+
+  def __next__(self) -> dict[str, np.ndarray]: ...
+
+  def get_state(self) -> Any: ...
+
+  def set_state(self, state: Any) -> None: ...
+
+
+def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableIterator, *, num_steps: int,
+        mesh: Mesh, rng: jax.Array, checkpointer: ckpt_lib.Checkpointer | None = None,
+        checkpoint_every: int = 0, meta: dict[str, Any] | None = None,
+        writer: metrics_lib.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
+        progress: bool = True, stop_after: int | None = None) -> ts.TrainState:
+  """Trains `state` until `state.step == num_steps` and returns it (replicated over `mesh`).
+
+  Args:
+    state: freshly initialised state; replaced by the latest checkpoint in `checkpointer` if there is one.
+    train_step: the pure step (`make_train_step`), jitted here with the mesh's shardings.
+    batches: endless iterator of process-local numpy batches `{"wav": [b, samples], "label": [b], ...}`.
+    num_steps: total number of updates of the run (over all epochs).
+    mesh: the data-parallel mesh; state and rng are replicated, batches split over its "data" axis.
+    rng: base key; step `i` uses `fold_in(rng, i)` inside the step.
+    checkpointer, checkpoint_every, meta: save every `checkpoint_every` steps and at the end, with `meta`.
+    writer: metrics sink; `log_every`: steps between metric rows (the bar updates every step).
+    stop_after: stop (after saving) once this many steps ran in this call: simulates a killed job in tests.
+  """
+  state = shd.replicate(state, mesh)
+  rng = shd.replicate(rng, mesh)
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    abstract = ckpt_lib.abstract_like(state, shd.replicated(mesh))
+    state, iterator_state, _ = checkpointer.restore(abstract)
+    batches.set_state(iterator_state)
+    logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
+  start = int(state.step)
+  if start >= num_steps:
+    return state
+
+  jitted = ts.jit_train_step(train_step, mesh)
+  batch = shd.put_batch(next(batches), mesh)
+  clips = int(batch["label"].shape[0])
+  t0 = time.perf_counter()
+  compiled = jitted.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t0
+  logging.info("train step compiled in %.1f s", compile_s)
+  if writer is not None:
+    writer.write(start, {"compile_s": compile_s})
+
+  def save(step: int) -> None:
+    if checkpointer is not None:
+      checkpointer.save(step, state, batches.get_state(), meta or {})
+
+  bar = tqdm.tqdm(total=num_steps, initial=start, disable=not progress or jax.process_index() != 0,
+                  unit="step", dynamic_ncols=True)
+  ran = 0
+  step = start
+  try:
+    while True:
+      t0 = time.perf_counter()
+      state, metrics = compiled(state, batch, rng)
+      metrics = jax.device_get(metrics)  # Waits for the step: the time below is the step's.
+      step_s = time.perf_counter() - t0
+      step, ran = step + 1, ran + 1
+      shown = {"loss": f"{metrics['loss']:.4f}", "acc": f"{metrics['accuracy']:.3f}" if "accuracy" in metrics else "",
+               "step_s": f"{step_s:.3f}", "clips/s": f"{clips / step_s:.1f}"}
+      bar.set_postfix(shown, refresh=False)
+      bar.update(1)
+      if writer is not None and (step % log_every == 0 or step == num_steps):
+        row = {**metrics, "step_s": step_s, "clips_per_s": clips / step_s}
+        if steps_per_epoch:
+          row["epoch"] = step / steps_per_epoch
+        writer.write(step, row)
+      done = step >= num_steps or (stop_after is not None and ran >= stop_after)
+      if done or (checkpoint_every and step % checkpoint_every == 0):
+        save(step)
+      if done:
+        break
+      batch = shd.put_batch(next(batches), mesh)
+  finally:
+    bar.close()
+    if checkpointer is not None:
+      checkpointer.wait()
+  return state
+

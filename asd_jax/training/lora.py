@@ -1,0 +1,117 @@
+"""LoRA as a parameter partition: factors in their own subtree, merged into the weights at apply time.
+
+The trainable tree is `{"model": <plain Flax params>, "lora": {<module path>: {"a": [in, r], "b": [r, out]}}}`.
+`init_lora` makes a factor pair for every kernel whose '/'-joined path matches a regex (A ~ U(-1/sqrt(in), 1/sqrt(in)),
+the Kaiming-uniform init of the original LoRA code, B = 0, so training starts from the pretrained model).
+`merge_lora` forms `W + (alpha / r) A @ B` functionally, inside the loss, so the model code knows nothing
+about LoRA; `trainable_labels` tells `optax.partition` which leaves get updates: the LoRA factors and the
+head, never the frozen encoder (which also gets no optimiser state). `merge_lora` on trained factors is
+also the export step that folds them into plain weights.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.traverse_util as tu
+import jax
+import jax.numpy as jnp
+
+TRAINABLE = "trainable"
+FROZEN = "frozen"
+# q, v and out projections of every attention block (the report's LoRA targets).
+DEFAULT_TARGETS = r"(^|/)(q_proj|v_proj|out_proj)/kernel$"
+
+Params = Any
+
+
+def _path(keys: tuple[str, ...]) -> str:
+  return "/".join(str(k) for k in keys)
+
+
+def init_lora(model_params: Params, rng: jax.Array, *, rank: int, targets: str = DEFAULT_TARGETS) -> Params:
+  """LoRA factors for every 2-D kernel of `model_params` whose path matches `targets`.
+
+  Returns a nested dict mirroring the model tree down to each targeted module, whose leaves are
+  `{"a": [in, rank], "b": [rank, out]}` float32 (the "kernel" level is replaced by the factor pair).
+  Raises ValueError when nothing matches (a misspelt regex would otherwise train the head only).
+  """
+  pattern = re.compile(targets)
+  flat = tu.flatten_dict(model_params)
+  hits = sorted((k, v) for k, v in flat.items() if pattern.search(_path(k)))
+  if not hits:
+    raise ValueError(f"LoRA targets {targets!r} match no parameter; paths look like {_path(next(iter(flat)))!r}")
+  lora = {}
+  for i, (keys, kernel) in enumerate(hits):
+    if kernel.ndim != 2:
+      raise ValueError(f"LoRA target {_path(keys)} has shape {kernel.shape}; expected a 2-D [in, out] kernel")
+    fan_in, fan_out = kernel.shape
+    bound = 1.0 / fan_in**0.5
+    a = jax.random.uniform(jax.random.fold_in(rng, i), (fan_in, rank), jnp.float32, -bound, bound)
+    lora[keys[:-1] + ("a",)] = a
+    lora[keys[:-1] + ("b",)] = jnp.zeros((rank, fan_out), jnp.float32)
+  return tu.unflatten_dict(lora)
+
+
+def merge_lora(params: Params, *, alpha: float) -> Params:
+  """Plain model params `W + (alpha / r) A @ B` from `{"model", "lora"}`; `params["model"]` if no LoRA.
+
+  Pure and jittable; used in the loss (gradients reach A and B through the product) and for export.
+  """
+  model, lora = params["model"], params.get("lora") or {}
+  if not lora:
+    return model
+  flat = tu.flatten_dict(model)
+  for keys, pair in tu.flatten_dict(lora, is_leaf=lambda _, v: isinstance(v, dict) and "a" in v).items():
+    kernel_key = keys + ("kernel",)
+    if kernel_key not in flat:
+      raise KeyError(f"LoRA factors at {_path(keys)} have no kernel {_path(kernel_key)} in the model params")
+    a, b = pair["a"], pair["b"]
+    kernel = flat[kernel_key]
+    delta = (alpha / a.shape[-1]) * (a @ b)
+    flat[kernel_key] = (kernel.astype(jnp.float32) + delta).astype(kernel.dtype)
+  return tu.unflatten_dict(flat)
+
+
+def trainable_labels(params: Params, *, train_encoder: bool, trainable_modules: str = r"^head/",
+                     never_trained: str = "") -> Params:
+  """Label tree (TRAINABLE/FROZEN per leaf) for `optax.partition` over `{"model", "lora"}` params.
+
+  LoRA factors are always trainable; model leaves are trainable when `train_encoder` (full fine-tuning)
+  or when their path (inside "model") matches `trainable_modules` (the head), unless it matches
+  `never_trained` (fixed buffers stored as parameters, e.g. EAT's sin-cos positions).
+  """
+  pattern = re.compile(trainable_modules)
+  fixed = re.compile(never_trained) if never_trained else None
+
+  def label(path, _):
+    keys = tuple(getattr(p, "key", p) for p in path)
+    if keys[0] == "lora":
+      return TRAINABLE
+    name = _path(keys[1:])
+    if fixed is not None and fixed.search(name):
+      return FROZEN
+    return TRAINABLE if train_encoder or pattern.search(name) else FROZEN
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def count_params(tree: Params) -> int:
+  """Number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
+  return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def summary(params: Params, labels: Params, depth: int = 2) -> list[tuple[str, int, int]]:
+  """`(subtree path, total, trainable)` parameter counts per subtree up to `depth` levels, plus "total"."""
+  rows: dict[str, list[int]] = {}
+  flat_p = tu.flatten_dict(params)
+  flat_l = tu.flatten_dict(labels)
+  for keys, leaf in flat_p.items():
+    name = _path(keys[:depth])
+    row = rows.setdefault(name, [0, 0])
+    row[0] += int(leaf.size)
+    row[1] += int(leaf.size) if flat_l[keys] == TRAINABLE else 0
+  out = [(name, total, train) for name, (total, train) in sorted(rows.items())]
+  out.append(("total", sum(r[1] for r in out), sum(r[2] for r in out)))
+  return out

@@ -1,0 +1,57 @@
+"""Training metrics on disk: one JSON object per line in `metrics.jsonl`, and TensorBoard if available.
+
+Only process 0 writes. TensorBoard logging uses `tensorboardX` when it is installed (it is not a
+dependency); the JSONL file is always written and is what tests and scripts read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _plain(value: Any) -> Any:
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    return np.asarray(value).item() if np.ndim(value) == 0 else np.asarray(value).tolist()
+  return value
+
+
+class MetricWriter:
+  """Appends `{"step": step, **metrics}` to `<workdir>/metrics.jsonl` (and TensorBoard scalars)."""
+
+  def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(os.fspath(workdir), "metrics.jsonl")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(os.fspath(workdir), exist_ok=True)
+      if tensorboard:
+        try:
+          from tensorboardX import SummaryWriter  # Optional; not a dependency.
+          self._tb = SummaryWriter(os.path.join(os.fspath(workdir), "tensorboard"))
+        except ImportError:
+          pass
+
+  def write(self, step: int, metrics: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self._tb is not None:
+      for key, value in row.items():
+        if key != "step" and isinstance(value, (int, float)):
+          self._tb.add_scalar(key, value, step)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,102 @@
+"""A pure, loss-generic training step and the ArcFace classification loss it is used with.
+
+`TrainState` is a plain pytree (step, params, opt_state, extra), so Orbax saves it as is and jit shards it.
+`extra` holds non-trainable state that the loss updates itself (e.g. SCAdaCos' adaptive scale): a loss
+function has the signature
+
+  loss_fn(params, extra, batch, rng) -> (loss, (metrics, new_extra))
+
+and `make_train_step(loss_fn, tx)` turns it into `train_step(state, batch, rng) -> (state, metrics)`.
+The rng handed to the loss is `fold_in(rng, step)`, so the loop passes one fixed key and a resumed run
+draws the same dropout masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from asd_jax.models import arcface
+from asd_jax.training import lora
+from asd_jax.training import sharding as shd
+
+LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, tuple[dict, Any]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training step reads and writes.
+
+  Attributes:
+    step: int32 scalar, number of updates applied.
+    params: trainable tree (e.g. `{"model": ..., "lora": ...}`), float32.
+    opt_state: optimiser state (none for frozen leaves).
+    extra: non-trainable state updated by the loss (a possibly empty dict).
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  extra: Any = flax.struct.field(default_factory=dict)
+
+
+def create_state(params: Any, tx: optax.GradientTransformation, extra: Any = None) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    extra={} if extra is None else extra)
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
+                    labels: Any = None) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+  """The pure update `train_step(state, batch, rng) -> (state, metrics)` (not jitted; see `jit_train_step`).
+
+  `labels` (the partition labels) restricts the reported `grad_norm` to trainable leaves, so the gradients
+  of frozen weights are never needed and XLA drops them.
+  """
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (metrics, extra)), grads = grad_fn(state.params, state.extra, batch, step_rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    trainable = grads if labels is None else jax.tree.map(
+        lambda g, l: g if l == lora.TRAINABLE else None, grads, labels)
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(trainable)}
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra)
+    return new_state, metrics
+
+  return train_step
+
+
+def jit_train_step(train_step: Callable, mesh: Mesh, donate: bool = True) -> Callable:
+  """`train_step` jitted for data parallelism: state and rng replicated, batch split over "data"."""
+  rep = shd.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(rep, shd.batch_sharded(mesh), rep), out_shardings=(rep, rep),
+                 donate_argnums=(0,) if donate else ())
+
+
+def classification_loss(model: nn.Module, *, lora_alpha: float, scale: float = arcface.DEFAULT_SCALE,
+                        margin: float = arcface.DEFAULT_MARGIN) -> LossFn:
+  """ArcFace loss of a `Classifier` on `batch = {"wav" [batch, samples], "label" [batch], ("valid")}`.
+
+  LoRA factors (if any) are merged into the weights before the forward pass.
+  """
+
+  def loss_fn(params, extra, batch, rng):
+    model_params = lora.merge_lora(params, alpha=lora_alpha)
+    out = model.apply({"params": model_params}, batch["wav"], train=True, rngs={"dropout": rng})
+    weights = batch.get("valid")
+    loss = arcface.arcface_loss(out["cosine"], batch["label"], scale=scale, margin=margin, weights=weights)
+    correct = (jnp.argmax(out["cosine"], -1) == batch["label"]).astype(jnp.float32)
+    accuracy = jnp.mean(correct) if weights is None else jnp.sum(correct * weights) / jnp.maximum(
+        jnp.sum(weights), 1.0)
+    return loss, ({"accuracy": accuracy}, extra)
+
+  return loss_fn

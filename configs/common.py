@@ -1,0 +1,70 @@
+"""Defaults shared by every fine-tuning config; the system configs import this and change a few fields.
+
+Choices not fixed by the report, and why:
+- Schedule: 5 % linear warm-up then cosine decay to 0 (standard for fine-tuning pretrained transformers;
+  warm-up keeps the first AdamW steps from wrecking pretrained features while the head is still random).
+- Weight decay 0.01 on matrices only, clipping at global norm 1.0: common, harmless fine-tuning defaults.
+- ArcFace s=30, m=0.2: the values of the DCASE 2025 BEATs+EAT system (see asd_jax.models.arcface).
+- LoRA alpha = rank (scale 1): the update starts at the size AdamW makes it, and changing the rank
+  does not change the effective learning rate of the factors.
+"""
+
+import ml_collections
+
+from asd_jax.training import lora
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.root = ""  # DCASE dataset root (dev and/or eval layout); see asd_jax.data.
+  c.data.sample_rate = 16000
+  c.data.clip_seconds = 10.0  # clips are cropped/padded to this length
+  c.data.num_workers = 0  # Grain worker processes
+
+  c.model = ml_collections.ConfigDict()
+  c.model.encoder = "beats"  # a name in asd_jax.models.registry
+  c.model.preset = "base"  # architecture when no init_checkpoint is given
+  c.model.init_checkpoint = ""  # converted (or released) encoder checkpoint; architecture comes from it
+  c.model.dtype = "auto"  # compute dtype: bfloat16 on GPU/TPU, float32 on CPU; params stay float32
+  c.model.dropout_rate = 0.1  # on the pooled embedding, before the ArcFace head
+  c.model.never_trained = ""  # regex of parameter paths that are fixed buffers, never updated
+  c.model.pool = ""  # token pooling: "mean" or "cls"; "" = the encoder's default (mean)
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.scale = 30.0
+  c.loss.margin = 0.2
+
+  c.lora = ml_collections.ConfigDict()
+  c.lora.enabled = False
+  c.lora.rank = 64
+  c.lora.alpha = 64.0
+  c.lora.targets = lora.DEFAULT_TARGETS  # regex over parameter paths: q, v, out projections
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adamw"
+  c.optim.learning_rate = 1e-4
+  c.optim.warmup_steps = 0  # 0: use warmup_fraction
+  c.optim.warmup_fraction = 0.05
+  c.optim.schedule = "cosine"  # "cosine", "linear" or "constant" after warm-up
+  c.optim.end_lr_fraction = 0.0
+  c.optim.weight_decay = 0.01
+  c.optim.grad_clip_norm = 1.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 40
+  c.train.batch_size = 32  # global batch, split over all devices
+  c.train.log_every = 10
+  c.train.checkpoint_every = 500  # steps; a checkpoint is also written at the end
+  c.train.keep_checkpoints = 3
+  c.train.resume = True  # continue from the latest checkpoint in the workdir
+  c.train.distributed = False  # jax.distributed.initialize() for multi-host runs
+
+  c.embed = ml_collections.ConfigDict()
+  c.embed.batch_size = 16
+  return c

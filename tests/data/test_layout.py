@@ -1,0 +1,115 @@
+"""Dataset scanning: records, attributes CSV, supplementary folders, all-at-once error reports."""
+
+import pathlib
+
+import pytest
+
+from asd_jax.data import layout
+from asd_jax.data import records as rec
+
+
+def _touch(root: pathlib.Path, *rel: str) -> None:
+  for r in rel:
+    p = root / r
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"")
+
+
+def _write_csv(path: pathlib.Path, rows: list[str]) -> None:
+  path.write_text("file_name,d1p,d1v,d2p,d2v\n" + "\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def dev_root(tmp_path):
+  _touch(tmp_path,
+         "fan/train/section_00_source_train_normal_0000_m-n_W_spd_1_x.wav",
+         "fan/train/section_00_target_train_normal_0000_m-n_X_spd_2.wav",
+         "fan/test/section_00_source_test_anomaly_0000_m-n_W_spd_1_x.wav",
+         "fan/supplemental/section_00_source_supplemental_noise_0000_noAttribute.wav",
+         "bearing/train/section_00_source_train_normal_0000_noAttribute.wav",
+         "bearing/test/section_00_target_test_normal_0000_noAttribute.wav",
+         "ground_truth_data/ground_truth_fan_section_00_test.csv")
+  # The CSV resolves the value "1_x" that contains an underscore.
+  _write_csv(tmp_path / "fan/attributes_00.csv", [
+      "fan/train/section_00_source_train_normal_0000_m-n_W_spd_1_x.wav,m-n,W,spd,1_x",
+      "fan/train/section_00_target_train_normal_0000_m-n_X_spd_2.wav,m-n,X,spd,2",
+      "fan/test/section_00_source_test_anomaly_0000_m-n_W_spd_1_x.wav,m-n,W,spd,1_x",
+  ])
+  _write_csv(tmp_path / "bearing/attributes_00.csv", [
+      "bearing/train/section_00_source_train_normal_0000_noAttribute.wav,noAttribute,,,",
+      "bearing/test/section_00_target_test_normal_0000_noAttribute.wav,noAttribute,,,",
+  ])
+  return tmp_path
+
+
+def test_scan_dataset_records(dev_root):
+  records = layout.scan_dataset(dev_root)
+  assert [r.path for r in records] == sorted(r.path for r in records)
+  assert layout.machines(records) == ["bearing", "fan"]
+  by_name = {pathlib.Path(r.path).name: r for r in records}
+  r = by_name["section_00_source_train_normal_0000_m-n_W_spd_1_x.wav"]
+  assert r == rec.ClipRecord(
+      path=str(dev_root / "fan/train/section_00_source_train_normal_0000_m-n_W_spd_1_x.wav"),
+      machine="fan", section="00", split="train", domain="source", label="normal",
+      attributes=(("m-n", "W"), ("spd", "1_x")))
+  noise = by_name["section_00_source_supplemental_noise_0000_noAttribute.wav"]
+  assert (noise.split, noise.kind, noise.machine) == ("supplemental", rec.KIND_NOISE, "fan")
+  assert by_name["section_00_source_train_normal_0000_noAttribute.wav"].attributes == ()
+  assert len(layout.train_records(records)) == 3
+  assert len(layout.test_records(records)) == 2
+  assert len(layout.supplemental_records(records)) == 1
+  assert len(layout.select(records, machine="fan", domain="target")) == 1
+
+
+def test_scan_one_machine_folder(dev_root):
+  records = layout.scan_dataset(dev_root / "bearing")
+  assert {r.machine for r in records} == {"bearing"} and len(records) == 2
+
+
+def test_scan_reports_every_bad_file_at_once(dev_root):
+  _touch(dev_root, "fan/train/bad_name.wav", "bearing/test/section_00_source_train_normal_0001_.wav",
+         "fan/supplemental/section_00_whatever_0001.wav")
+  with pytest.raises(layout.DatasetError) as e:
+    layout.scan_dataset(dev_root)
+  assert len(e.value.problems) == 3
+  text = str(e.value)
+  assert "bad_name.wav" in text and "section_00_whatever_0001.wav" in text
+  assert "split 'train' but the file is in 'test/'" in text
+
+
+def test_csv_disagreeing_with_name_is_an_error(dev_root):
+  _write_csv(dev_root / "fan/attributes_00.csv", [
+      "fan/train/section_00_target_train_normal_0000_m-n_X_spd_2.wav,m-n,Y,spd,2"])
+  with pytest.raises(layout.DatasetError, match="disagree"):
+    layout.scan_dataset(dev_root)
+
+
+def test_missing_attributes_csv(dev_root):
+  (dev_root / "fan/attributes_00.csv").unlink()
+  # Default: fall back to the names (the odd token joins the last value).
+  records = layout.scan_dataset(dev_root)
+  r = [r for r in records if r.path.endswith("normal_0000_m-n_W_spd_1_x.wav")][0]
+  assert r.attributes == (("m-n", "W"), ("spd", "1_x"))
+  with pytest.raises(layout.DatasetError, match="no attributes_\\*.csv in .*fan"):
+    layout.scan_dataset(dev_root, attributes="require")
+
+
+def test_malformed_csv_is_reported(dev_root):
+  (dev_root / "fan/attributes_00.csv").write_text("name,a,b\nx.wav,1,2\n")
+  with pytest.raises(layout.DatasetError, match="attributes_00.csv: unreadable"):
+    layout.scan_dataset(dev_root)
+
+
+def test_not_a_dataset(tmp_path):
+  with pytest.raises(layout.DatasetError, match="no machine folder"):
+    layout.scan_dataset(tmp_path)
+  with pytest.raises(layout.DatasetError, match="not a directory"):
+    layout.scan_dataset(tmp_path / "missing")
+
+
+def test_2020_layout(tmp_path):
+  _touch(tmp_path, "fan/train/normal_id_00_00000000.wav", "fan/test/anomaly_id_02_00000005.wav",
+         "fan/test/id_01_00000000.wav")
+  records = layout.scan_dataset(tmp_path)
+  assert [(r.split, r.section, r.label) for r in records] == [
+      ("test", "02", "anomaly"), ("test", "01", None), ("train", "00", "normal")]

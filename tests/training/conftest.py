@@ -1,0 +1,81 @@
+"""Test fixtures for training: a tiny attention encoder with the BEATs/EAT contract.
+
+`TinyEncoder` has the same interface and parameter naming as the real encoders (Dense submodules
+`q_proj`, `k_proj`, `v_proj`, `out_proj` per block, 'dropout' rng, `EncoderOutput`), small enough that a
+training step compiles and runs in well under a second on CPU.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from asd_jax.models import encoder_output as eo
+
+
+class TinyAttention(nn.Module):
+  dim: int
+  heads: int
+
+  @nn.compact
+  def __call__(self, x):
+    b, t, _ = x.shape
+    split = lambda y: y.reshape(b, t, self.heads, self.dim // self.heads)  # noqa: E731
+    q = split(nn.Dense(self.dim, name="q_proj")(x))
+    # No key bias: its gradient is exactly zero (softmax is shift-invariant), and Adam would turn the
+    # float noise in that zero into visible updates that differ between device layouts.
+    k = split(nn.Dense(self.dim, use_bias=False, name="k_proj")(x))
+    v = split(nn.Dense(self.dim, name="v_proj")(x))
+    attn = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]), axis=-1)
+    out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, t, self.dim)
+    return nn.Dense(self.dim, name="out_proj")(out)
+
+
+class TinyBlock(nn.Module):
+  dim: int
+  heads: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, train):
+    h = TinyAttention(self.dim, self.heads, name="self_attn")(nn.LayerNorm()(x))
+    x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.Dense(self.dim, name="fc2")(nn.gelu(nn.Dense(2 * self.dim, name="fc1")(nn.LayerNorm()(x))))
+    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+
+
+class TinyEncoder(nn.Module):
+  """fbank [batch, frames, mel] -> EncoderOutput with `layers` outputs [batch, frames // 4, dim]."""
+
+  dim: int = 16
+  heads: int = 2
+  layers: int = 2
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, fbank, padding_mask=None, *, train=False):
+    b, t, m = fbank.shape
+    x = fbank[:, : t - t % 4].reshape(b, t // 4, 4 * m)
+    x = nn.Dense(self.dim, name="patch_embedding")(x)
+    outs = []
+    for i in range(self.layers):
+      x = TinyBlock(self.dim, self.heads, self.dropout, name=f"layers_{i}")(x, train)
+      outs.append(x)
+    return eo.EncoderOutput(layer_outputs=tuple(outs))
+
+
+def tiny_frontend(wav):
+  """A cheap jittable stand-in for fbank: [batch, samples] -> [batch, samples // 64, 8] frame energies."""
+  b, n = wav.shape
+  frames = wav[:, : n - n % 64].reshape(b, n // 64, 8, 8)
+  return jnp.log(jnp.mean(jnp.square(frames), axis=-1) + 1e-6)
+
+
+@pytest.fixture
+def tiny_encoder():
+  return TinyEncoder
+
+
+@pytest.fixture
+def frontend():
+  return tiny_frontend
