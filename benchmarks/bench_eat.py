@@ -39,7 +39,7 @@ def run(quick: bool = False) -> str:
     frames, batches, repeats = 256, (1, 2), 2
   else:
     models = [("EAT-base", eat.EAT_BASE), ("EAT-large", eat.EAT_LARGE)]
-    frames, batches, repeats = eat.EAT_BASE.target_length, (1, 8), 3
+    frames, batches, repeats = eat.EAT_BASE.target_length, (1, 8), 2
   rows = [_measure(name, config, frames, batch, repeats) for name, config in models for batch in batches]
   header = ["model", "depth x dim", "tokens", "batch", "ms / batch (median)", "spread ms", "clips / s",
             "compile s"]

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asd_jax.models import checkpoint_io
+from asd_jax.models.checkpoint_io import CheckpointError
 from asd_jax.models.encoder_output import POOL_CLS, EncoderOutput, pool_tokens
 
 
@@ -358,10 +360,6 @@ FAIRSEQ_PREFIX = "modality_encoders.IMAGE."
 FAIRSEQ_IGNORED_PREFIXES = (FAIRSEQ_PREFIX + "decoder.", "_ema")  # pretraining-only: CNN decoder, EMA teacher
 
 
-class CheckpointError(ValueError):
-  """A checkpoint does not match the model: lists missing, unexpected and mis-shaped tensors."""
-
-
 def _torch_layout(config: EATConfig) -> dict[str, tuple[int, ...]]:
   """Encoder tensors under neutral names (the HF names without `model.`) -> PyTorch shapes."""
   d, p = config.embed_dim, config.patch_size
@@ -398,27 +396,6 @@ def _hf_name(name: str) -> str:
   return "model." + name
 
 
-def _strict_check(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],
-                  source: str) -> None:
-  """Raises `CheckpointError` listing missing, unexpected and mis-shaped keys of `found` vs `expected`."""
-  missing = sorted(set(expected) - set(found))
-  unexpected = sorted(set(found) - set(expected))
-  misshaped = sorted(f"{k}: expected {tuple(expected[k])}, found {tuple(found[k])}"
-                     for k in set(found) & set(expected) if tuple(found[k]) != tuple(expected[k]))
-  if missing or unexpected or misshaped:
-    parts = [f"{source} does not match the EAT encoder"]
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-      if items:
-        parts.append(f"{len(items)} {title}: " + ", ".join(items))
-    raise CheckpointError("\n  ".join(parts))
-
-
-def _to_numpy(tensor: Any) -> np.ndarray:
-  if hasattr(tensor, "detach"):  # a torch.Tensor
-    tensor = tensor.detach().cpu().float().numpy()
-  return np.asarray(tensor, dtype=np.float32)
-
-
 def _params_from_torch(tensors: Mapping[str, np.ndarray], config: EATConfig) -> dict[str, Any]:
   """Flax params from float32 arrays under neutral names (shapes already checked)."""
   d = config.embed_dim
@@ -446,13 +423,14 @@ def _params_from_torch(tensors: Mapping[str, np.ndarray], config: EATConfig) -> 
   return jax.tree.map(jnp.asarray, params)
 
 
-def _convert(state_dict: Mapping[str, Any], config: EATConfig, rename, ignored: tuple[str, ...],
+def _convert(state_dict: Mapping[str, Any], config: EATConfig, rename, ignored_prefixes: tuple[str, ...],
              source: str) -> dict[str, Any]:
   layout = _torch_layout(config)
-  by_key = {rename(name): name for name in layout}
-  kept = {k: v for k, v in state_dict.items() if not k.startswith(ignored)}
-  _strict_check({k: tuple(v.shape) for k, v in kept.items()}, {rename(n): s for n, s in layout.items()}, source)
-  return _params_from_torch({by_key[k]: _to_numpy(v) for k, v in kept.items()}, config)
+  ignored = [k for k in state_dict if k.startswith(ignored_prefixes)] if ignored_prefixes else []
+  checkpoint_io.check_state_dict(state_dict, {rename(n): s for n, s in layout.items()}, source=source,
+                                 ignore=set(ignored))
+  arrays = checkpoint_io.state_dict_to_numpy({n: state_dict[rename(n)] for n in layout})
+  return _params_from_torch({n: a.astype(np.float32) for n, a in arrays.items()}, config)
 
 
 def convert_fairseq_state_dict(state_dict: Mapping[str, Any], config: EATConfig,
@@ -477,20 +455,20 @@ def ignored_fairseq_entries(state_dict: Mapping[str, Any]) -> list[str]:
 
 
 def _positions_rows(state_dict: Mapping[str, Any], key: str, source: str) -> int:
-  if key not in state_dict:
-    raise CheckpointError(f"{source}: no position table {key!r}")
+  if key not in state_dict or len(state_dict[key].shape) != 3:
+    raise CheckpointError(source, problems=[f"no position table {key!r} of shape [1, rows, dim]"])
   return int(state_dict[key].shape[1])
+
+
+MODEL_NAME = "eat"  # the model tag of converted checkpoints (checkpoint_io.save_converted)
 
 
 def load_fairseq_checkpoint(path: str | pathlib.Path) -> tuple[EATConfig, dict[str, Any], list[str]]:
   """(config, params, ignored entries) from a fairseq `.pt`; reads only its `cfg` and `model`."""
-  import torch  # Conversion-only dependency.
-
-  path = pathlib.Path(path)
-  checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-  if not isinstance(checkpoint, Mapping) or "cfg" not in checkpoint or "model" not in checkpoint:
-    found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-    raise CheckpointError(f"{path}: expected a fairseq checkpoint with 'cfg' and 'model', found {found}")
+  checkpoint = checkpoint_io.load_torch_checkpoint(path)
+  if "cfg" not in checkpoint or "model" not in checkpoint:
+    raise CheckpointError(str(path), problems=[f"expected a fairseq checkpoint with 'cfg' and 'model', "
+                                               f"found top-level entries {sorted(checkpoint)}"])
   state_dict = checkpoint["model"]
   rows = _positions_rows(state_dict, FAIRSEQ_PREFIX + "fixed_positional_encoder.positions", str(path))
   config = EATConfig.from_fairseq_cfg(checkpoint["cfg"], max_positions=rows)
@@ -500,7 +478,7 @@ def load_fairseq_checkpoint(path: str | pathlib.Path) -> tuple[EATConfig, dict[s
 def load_hf_checkpoint(weights: str | pathlib.Path,
                        hf_config: str | pathlib.Path | None = None) -> tuple[EATConfig, dict[str, Any]]:
   """(config, params) from the HF port: a folder with `model.safetensors` + `config.json`, or a
-  `.safetensors` file with its `config.json` (default: next to it)."""
+  `.safetensors` file with its `config.json` (default: the one next to it)."""
   from safetensors.numpy import load_file
 
   weights = pathlib.Path(weights)
@@ -508,7 +486,7 @@ def load_hf_checkpoint(weights: str | pathlib.Path,
     weights = weights / "model.safetensors"
   hf_config = pathlib.Path(hf_config) if hf_config else weights.parent / "config.json"
   for needed in (weights, hf_config):
-    if not needed.exists():
+    if not needed.is_file():
       raise FileNotFoundError(f"HF EAT checkpoint: {needed} not found")
   state_dict = load_file(str(weights))
   rows = _positions_rows(state_dict, "model.fixed_positional_encoder.positions", str(weights))
@@ -516,6 +494,48 @@ def load_hf_checkpoint(weights: str | pathlib.Path,
   return config, convert_hf_state_dict(state_dict, config, str(weights))
 
 
+def load_converted(directory: str | pathlib.Path) -> tuple[EATConfig, dict[str, Any]]:
+  """(config, params) from a directory written by `save_converted`; the tree is checked against the module."""
+  config_dict, params = checkpoint_io.restore_converted(directory, MODEL_NAME)
+  config = EATConfig(**config_dict)
+  fbank = jax.ShapeDtypeStruct((1, config.patch_size, config.num_mel_bins), jnp.float32)
+  expected = checkpoint_io.flatten_params(jax.eval_shape(EAT(config).init, jax.random.key(0), fbank)["params"])
+  checkpoint_io.check_state_dict(checkpoint_io.flatten_params(params), {k: v.shape for k, v in expected.items()},
+                                 source=str(directory))
+  return config, jax.tree.map(jnp.asarray, params)
+
+
+def save_converted(directory: str | pathlib.Path, config: EATConfig, params: Any) -> pathlib.Path:
+  """Writes params (Orbax) and the config (JSON) so that `load(directory)` reads them back."""
+  return checkpoint_io.save_converted(directory, params, MODEL_NAME, config.to_dict())
+
+
+def read_checkpoint(path: str | pathlib.Path, hf_config: str | pathlib.Path | None = None
+                    ) -> tuple[EATConfig, dict[str, Any], list[str]]:
+  """Like `load`, also returning the checkpoint entries that were deliberately ignored."""
+  path = pathlib.Path(path)
+  if checkpoint_io.is_converted_checkpoint(path):
+    return (*load_converted(path), [])
+  if path.suffix == ".pt":
+    return load_fairseq_checkpoint(path)
+  if path.suffix == ".safetensors" or (path / "model.safetensors").is_file():
+    return (*load_hf_checkpoint(path, hf_config), [])
+  raise CheckpointError(str(path), problems=[
+      "not an EAT checkpoint: expected a converted directory (config.json + params/), a fairseq .pt, or an "
+      "HF .safetensors file / folder with model.safetensors and config.json"])
+
+
+def load(path: str | pathlib.Path, hf_config: str | pathlib.Path | None = None) -> tuple[EATConfig, dict[str, Any]]:
+  """(config, params) from any EAT checkpoint form; `EAT(config).apply({"params": params}, fbank)`.
+
+  `path` is a converted directory (`save_converted`), a fairseq pretraining `.pt`, or the HF port (a folder
+  with `model.safetensors` and `config.json`, or a `.safetensors` file; `hf_config` overrides where its
+  `config.json` is read from). Mismatching tensors raise `CheckpointError`.
+  """
+  config, params, _ = read_checkpoint(path, hf_config)
+  return config, params
+
+
 def count_parameters(params: Any) -> int:
   """Total number of elements in a params pytree (arrays or ShapeDtypeStructs)."""
-  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
+  return checkpoint_io.count_params(params)
