@@ -270,3 +270,20 @@ def test_grid_search_with_the_official_score_finds_the_informative_model():
   # The inverted model has AUC 0 everywhere (clipped to epsilon) and the least standardised
   # pAUC, 0.5 (1 - 0.005 / 0.095) = 9/19, in each of the 6 sections.
   assert objective(models[2]) == pytest.approx(metrics.hmean_clipped([0.0] * 12 + [9 / 19] * 6))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_auc_equals_sklearn_including_ties(seed):
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(5, 300))
+  labels = rng.integers(0, 2, n)
+  labels[:2] = [0, 1]
+  scores = rng.normal(size=n) + labels
+  if seed % 2:
+    scores = np.round(scores, 1)  # many ties
+  for max_fpr in (None, 0.1, 0.37):
+    assert metrics.fast_auc(labels, scores, max_fpr) == pytest.approx(
+        roc_auc_score(labels, scores, max_fpr=max_fpr), abs=1e-12)
+  hand = [l for _, l, _ in HAND]
+  assert metrics.fast_auc(np.array([x == "anomaly" for x in hand], int), np.array([s for *_, s in HAND]), 0.1) == \
+      pytest.approx(HAND_PAUC)
