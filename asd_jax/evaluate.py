@@ -14,6 +14,7 @@ searching fusion weights on the development set. See `asd_jax.evaluation.metrics
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -135,11 +136,15 @@ def format_sections(evaluation: Evaluation) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("scores", None, "Folder of anomaly_score_* and decision_result_* CSV files.")
-flags.DEFINE_string("ground_truth", None, "Folder with ground_truth_data/, ground_truth_domain/ "
-                    "(and optionally ground_truth_attributes/).")
-flags.DEFINE_string("json", None, "Write the machine-readable result to this file.")
-flags.DEFINE_bool("decisions", True, "Read decision_result_* files (precision, recall, F1).")
+
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program so importers can reuse these flag names."""
+  flags.DEFINE_string("scores", None, "Folder of anomaly_score_* and decision_result_* CSV files.")
+  flags.DEFINE_string("ground_truth", None, "Folder with ground_truth_data/, ground_truth_domain/ "
+                      "(and optionally ground_truth_attributes/).")
+  flags.DEFINE_string("json", None, "Write the machine-readable result to this file.")
+  flags.DEFINE_bool("decisions", True, "Read decision_result_* files (precision, recall, F1).")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -147,7 +152,10 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.scores or not FLAGS.ground_truth:
     raise app.UsageError("--scores and --ground_truth are required")
-  evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions)
+  try:
+    evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
   print(format_sections(evaluation))
   print()
   print(format_table(evaluation))
@@ -158,4 +166,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -139,6 +139,11 @@ def test_files_round_trip_and_cli_json(tmp_path):
       (m, s) for m in ("ToyCar", "fan", "valve") for s in ("00", "01")}
   assert {"auc_source", "auc_target", "pauc", "precision_source", "f1_target"} <= set(result["sections"][0])
   assert "official score" in proc.stdout and "| valve |" in proc.stdout
+  (tmp_path / "sub" / "decision_result_fan_section_01_test.csv").unlink()
+  proc = subprocess.run([sys.executable, "-m", "asd_jax.evaluate", f"--scores={tmp_path / 'sub'}",
+                         f"--ground_truth={tmp_path / 'gt'}"], cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 1
+  assert "error: missing file:" in proc.stderr and "decision_result_fan_section_01_test.csv" in proc.stderr
 
 
 def _official_layout(tmp_path, full_names_in_scores: bool):
