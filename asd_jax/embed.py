@@ -40,7 +40,6 @@ from asd_jax.training import lora
 from asd_jax.training import sharding as shd
 
 
-
 def make_forward(outputs, mesh, all_layers: bool):
   """Jitted `forward(params, wav [batch, samples]) -> {name: [batch, ...]}` (batch sharded), where `outputs`
   is a system's `(params, wav, all_layers) -> dict` (see `experiment.System.outputs`)."""
@@ -128,7 +127,8 @@ def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progr
 
 
 def define_flags() -> None:
-  """The CLI's flags; defined only when run as a program (see `asd_jax.train.define_flags`)."""
+  """Defines this CLI's flags; called only when run as a program, so that importing the module
+  (from tests, the pipeline or another CLI) never defines flags twice."""
   config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
   flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
   flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")
@@ -139,8 +139,8 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  f = flags.FLAGS
-  print(embed(f.config, f.workdir, all_layers=f.layers == "all", out=f.out))
+  print(embed(flags.FLAGS.config, flags.FLAGS.workdir, all_layers=flags.FLAGS.layers == "all",
+              out=flags.FLAGS.out))
 
 
 if __name__ == "__main__":

@@ -83,8 +83,8 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
 
 
 def define_flags() -> None:
-  """The CLI's flags; defined only when run as a program, so library users can import `train` and `embed`
-  (which define flags of the same names) side by side."""
+  """Defines this CLI's flags; called only when run as a program, so that importing the module
+  (from tests, the pipeline or another CLI) never defines flags twice."""
   config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the label space.")
   flags.DEFINE_boolean("dry_run", False, "Print the parameter summary and exit.")
@@ -96,8 +96,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  f = flags.FLAGS
-  train(f.config, f.workdir, dry_run=f.dry_run, resume=f.resume)
+  train(flags.FLAGS.config, flags.FLAGS.workdir, dry_run=flags.FLAGS.dry_run, resume=flags.FLAGS.resume)
 
 
 if __name__ == "__main__":
