@@ -45,6 +45,7 @@ class System:
 
   Attributes:
     name: the system's name (`config.model.encoder`).
+    model: its linen module (`Classifier` or `DualBranch`), for callers that apply it directly.
     init: `rng -> (model params, extra)`, random and jittable (run under `jax.eval_shape` for dry runs).
     loss: the training loss on plain (LoRA-merged) model params, with the train step's signature
       `(params, extra, batch, rng) -> (loss, (metrics, new extra))`.
@@ -57,6 +58,7 @@ class System:
   """
 
   name: str
+  model: Any
   init: Callable[[jax.Array], tuple[Params, Params]]
   loss: ts.LossFn
   outputs: Callable[[Params, jax.Array, bool], dict[str, jax.Array]]
@@ -124,6 +126,7 @@ def classifier_system(config: ml_collections.ConfigDict, model: classifier.Class
   source = config.model.get("init_checkpoint") or "encoder params"
   return System(
       name=config.model.encoder,
+      model=model,
       init=lambda rng: (model.init(rng, wav)["params"], {}),
       loss=ts.classification_loss(model, scale=config.loss.scale, margin=config.loss.margin),
       outputs=classifier_outputs(model),
@@ -176,7 +179,7 @@ def dual_system(config: ml_collections.ConfigDict, model: dual_branch.DualBranch
     inputs = {key: batch[key] for key in ("wav", "label", "valid") if key in batch}
     return dual_branch.loss_fn(params, extra, inputs, rng, model=model, config=loss_config, frontend=frontend)
 
-  return System(name=DUAL_BRANCH, init=init, loss=loss, outputs=dual_outputs(model, frontend),
+  return System(name=DUAL_BRANCH, model=model, init=init, loss=loss, outputs=dual_outputs(model, frontend),
                 pretrained=pretrained, lora_scopes=tuple(("encoder", name) for name in DUAL_BRANCH_ENCODERS),
                 architecture=architecture, progress_metrics=("main_loss", "featex_loss"))
 
@@ -216,7 +219,7 @@ def build_system(config: ml_collections.ConfigDict, num_classes: int) -> System:
 # --- Shared: initial state, partition, optimiser, loss, summary -----------------------------------------------
 
 
-def _replace_subtree(params: Params, path: tuple[str, ...], new: Params, source: str) -> Params:
+def replace_subtree(params: Params, path: tuple[str, ...], new: Params, source: str) -> Params:
   """`params` with the subtree at `path` replaced by `new` (as float32), after a shape check."""
   old = params
   for key in path:
@@ -259,7 +262,7 @@ def init_trainable(config: ml_collections.ConfigDict, system: System, rng: jax.A
     return jax.eval_shape(init)
   tree, extra = jax.jit(init)()
   for path, source, params in system.pretrained:
-    tree["model"] = _replace_subtree(tree["model"], path, params, source)
+    tree["model"] = replace_subtree(tree["model"], path, params, source)
   return tree, extra
 
 

@@ -229,3 +229,43 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
   with open(workdir / "embeddings_records.json") as f:
     records = json.load(f)
   assert records["system"] == "dual_branch" and "step" in records["source"] and len(records["records"]) == n
+
+
+@pytest.mark.slow  # ~20 s on 2 busy cores: loading both checkpoints, compiling init and forward
+def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixtures):
+  """Both branches load from the released-format fixtures through the registry into their own subtrees; with
+  LoRA's B = 0 the merged model is the pretrained one, and each branch's pooled layers match the upstream
+  PyTorch outputs stored in the fixtures."""
+  pytest.importorskip("asd_jax.models.eat")
+  from asd_jax.models import beats, eat
+
+  config = demo_dual.get_config()
+  config.model.beats_checkpoint = str(fixtures / "beats_tiny.pt")
+  config.model.eat_checkpoint = str(fixtures / "eat_tiny.pt")
+  system = experiment.build_system(config, NUM_CLASSES)
+  tree, _ = experiment.init_trainable(config, system, jax.random.key(0))
+  for name, load in (("beats", beats.load), ("eat", eat.load)):
+    jax.tree.map(np.testing.assert_array_equal, tree["model"]["encoder"][name], load(fixtures / f"{name}_tiny.pt")[1])
+  params = lora.merge_lora(tree, alpha=config.lora.alpha)
+  jax.tree.map(np.testing.assert_array_equal, params, tree["model"])
+
+  beats_io, eat_io = np.load(fixtures / "beats_tiny_io.npz"), np.load(fixtures / "eat_tiny_io.npz")
+  # Reference layer outputs are [layers, clips, tokens, dim]; both branches mean-pool frame tokens (EAT's
+  # token 0 is CLS).
+  beats_want = np.swapaxes(beats_io["layer_outputs"].mean(axis=2), 0, 1)
+  eat_want = np.swapaxes(eat_io["layer_outputs"][:, :, 1:].mean(axis=2), 0, 1)
+  layers = jax.jit(lambda p, b, e: dual_branch.embed_layers(system.model, p, b, e))(
+      params, beats_io["fbank"], eat_io["fbank"])
+  np.testing.assert_allclose(layers["beats"], beats_want, atol=1e-4)
+  np.testing.assert_allclose(layers["eat"], eat_want, atol=1e-4)
+
+
+def test_pretrained_subtrees_replace_only_their_branch():
+  params = {"encoder": {"beats": {"w": np.zeros((2, 3))}, "eat": {"w": np.zeros(4)}}, "head": {"c": np.ones(2)}}
+  new = experiment.replace_subtree(params, ("encoder", "eat"), {"w": np.arange(4.0)}, "eat.pt")
+  np.testing.assert_array_equal(new["encoder"]["eat"]["w"], np.arange(4.0))
+  assert new["encoder"]["eat"]["w"].dtype == np.float32
+  np.testing.assert_array_equal(new["encoder"]["beats"]["w"], params["encoder"]["beats"]["w"])
+  np.testing.assert_array_equal(new["head"]["c"], params["head"]["c"])
+  with pytest.raises(ValueError, match=r"eat.pt: parameters do not fit the model at encoder/eat.*\(4,\), \(5,\)"):
+    experiment.replace_subtree(params, ("encoder", "eat"), {"w": np.zeros(5)}, "eat.pt")
