@@ -1,4 +1,4 @@
-"""A pure, loss-generic training step and the ArcFace classification loss it is used with.
+"""A pure, loss-generic training step, the LoRA wrapper of a loss, and the ArcFace classification loss.
 
 `TrainState` is a plain pytree (step, params, opt_state, extra), so Orbax saves it as is and jit shards it.
 `extra` holds non-trainable state that the loss updates itself (e.g. SCAdaCos' adaptive scale): a loss

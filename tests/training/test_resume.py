@@ -1,7 +1,6 @@
 """A run killed after a checkpoint and resumed by fresh objects ends bit-identical to an uninterrupted run."""
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
