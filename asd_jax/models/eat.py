@@ -206,12 +206,17 @@ def _drop_path(x: jax.Array, rate: float, deterministic: bool, rng_module: nn.Mo
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with separate q/k/v/out projections; softmax in float32."""
+  """Multi-head self-attention with separate q/k/v/out projections; softmax in float32.
+
+  `fused` computes the same attention with `jax.nn.dot_product_attention` (cuDNN flash attention on NVIDIA
+  GPUs), except in training with attention dropout, which it cannot apply.
+  """
 
   num_heads: int
   attention_dropout: float = 0.0
   output_dropout: float = 0.0
   dtype: Any = jnp.float32
+  fused: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, key_mask: jax.Array | None, deterministic: bool) -> jax.Array:
@@ -220,17 +225,22 @@ class Attention(nn.Module):
     head_dim = dim // self.num_heads
     dense = functools.partial(nn.Dense, dim, dtype=self.dtype)
     split = lambda y: y.reshape(batch, tokens, self.num_heads, head_dim)
-    q = split(dense(name="q_proj")(x)) * (head_dim ** -0.5)
+    q = split(dense(name="q_proj")(x))
     k = split(dense(name="k_proj")(x))
     v = split(dense(name="v_proj")(x))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-    if key_mask is not None:
-      logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    weights = nn.Dropout(self.attention_dropout)(weights, deterministic=deterministic)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, tokens, dim)
-    out = dense(name="out_proj")(out)
-    return nn.Dropout(self.output_dropout)(out, deterministic=deterministic)
+    if self.fused and (deterministic or self.attention_dropout == 0.0):
+      mask = None if key_mask is None else key_mask[:, None, None, :]
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=head_dim ** -0.5)
+    else:
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q * (head_dim ** -0.5), k).astype(jnp.float32)
+      if key_mask is not None:
+        logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      weights = nn.Dropout(self.attention_dropout, name="attention_dropout")(weights, deterministic=deterministic)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    out = dense(name="out_proj")(out.reshape(batch, tokens, dim))
+    # Named, so that its rng stream is the same whether or not the attention-weight dropout exists.
+    return nn.Dropout(self.output_dropout, name="output_dropout")(out, deterministic=deterministic)
 
 
 class Mlp(nn.Module):
@@ -254,13 +264,15 @@ class Block(nn.Module):
   config: EATConfig
   drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
+  fused_attention: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, key_mask: jax.Array | None,
                deterministic: bool) -> tuple[jax.Array, jax.Array]:
     cfg = self.config
     norm = functools.partial(nn.LayerNorm, epsilon=cfg.norm_eps, dtype=self.dtype)
-    attn = Attention(cfg.num_heads, cfg.attention_dropout, cfg.encoder_dropout, self.dtype, name="attn")
+    attn = Attention(cfg.num_heads, cfg.attention_dropout, cfg.encoder_dropout, self.dtype, self.fused_attention,
+                     name="attn")
     x = norm(name="norm1")(x + _drop_path(attn(x, key_mask, deterministic), self.drop_path_rate,
                                           deterministic, self))
     ffn = Mlp(cfg.mlp_dim, cfg.activation_dropout, self.dtype, name="mlp")(x, deterministic)
@@ -287,10 +299,15 @@ class EAT(nn.Module):
   Intermediates sown into the `intermediates` collection (pass `mutable=["intermediates"]` to see them):
   `patch_tokens [batch, patches, dim]` (patch conv output), `encoder_input [batch, 1 + patches, dim]`
   (block-0 input) and `ffn_outputs` (each block's MLP output before the residual, data2vec targets).
+
+  `fused_attention` uses `jax.nn.dot_product_attention` (same outputs); `remat` recomputes each block's
+  activations in the backward pass instead of storing them (same gradients, less memory).
   """
 
   config: EATConfig
   dtype: Any = jnp.float32
+  fused_attention: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, fbank: jax.Array, padding_mask: jax.Array | None = None, *,
@@ -339,9 +356,11 @@ class EAT(nn.Module):
 
     token_mask = None if padding_mask is None else token_mask_from_frames(padding_mask, cfg)
     drop_path_rates = np.linspace(cfg.start_drop_path_rate, cfg.end_drop_path_rate, cfg.depth)
+    block_type = nn.remat(Block, static_argnums=(3,)) if self.remat else Block  # 3: `deterministic`
     outputs = []
     for i in range(cfg.depth):
-      x, ffn = Block(cfg, float(drop_path_rates[i]), self.dtype, name=f"blocks_{i}")(x, token_mask, deterministic)
+      block = block_type(cfg, float(drop_path_rates[i]), self.dtype, self.fused_attention, name=f"blocks_{i}")
+      x, ffn = block(x, token_mask, deterministic)
       self.sow("intermediates", "ffn_outputs", ffn)
       outputs.append(x)
     return EncoderOutput(layer_outputs=tuple(outputs), token_mask=token_mask,

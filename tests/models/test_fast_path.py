@@ -123,3 +123,47 @@ def test_bfloat16_within_stated_tolerance_of_upstream(tiny, io, fused):
   # And it is really reduced precision: float32 is ~100x closer.
   exact = beats.BEATs(config).apply({"params": params}, io["fbank"]).features
   assert np.abs(np.asarray(exact) - io["features"]).max() < ATOL < np.abs(err).max()
+
+
+# --- EAT ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eat_tiny(fixtures):
+  from asd_jax.models import eat
+  config, params, _ = eat.load_fairseq_checkpoint(fixtures / "eat_tiny.pt")
+  return config, params, dict(np.load(fixtures / "eat_tiny_io.npz"))
+
+
+def test_eat_fused_attention_reproduces_upstream_with_and_without_padding(eat_tiny):
+  from asd_jax.models import eat
+  config, params, io = eat_tiny
+  fused = eat.EAT(config, fused_attention=True)
+  np.testing.assert_allclose(fused.apply({"params": params}, io["fbank"]).features, io["features"], rtol=0,
+                             atol=ATOL)
+  # Two padded time patches hidden by the mask: the real tokens see exactly what they saw without them.
+  padded = np.concatenate([io["fbank"], np.full((2, 32, 128), 0.46706, np.float32)], axis=1)
+  mask = np.zeros(padded.shape[:2], bool)
+  mask[:, 400:] = True
+  out = fused.apply({"params": params}, padded, mask)
+  np.testing.assert_allclose(out.features[:, :201], io["features"], rtol=0, atol=ATOL)
+
+
+def test_eat_remat_and_fused_attention_give_the_same_gradients(eat_tiny):
+  from asd_jax.models import eat
+  config, params, io = eat_tiny
+  config = dataclasses.replace(config, encoder_dropout=0.1, activation_dropout=0.1, end_drop_path_rate=0.2)
+  fbank = io["fbank"][:, :64]
+  weights = jax.random.normal(jax.random.key(4), (2, 33, config.embed_dim))
+
+  def loss_and_grads(**options):
+    model = eat.EAT(config, **options)
+    loss = lambda p: jnp.mean(weights * model.apply({"params": p}, fbank, train=True,
+                                                    rngs={"dropout": jax.random.key(3)}).features)
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  loss_a, grads_a = loss_and_grads()
+  for options in ({"remat": True}, {"fused_attention": True}):
+    loss_b, grads_b = loss_and_grads(**options)
+    np.testing.assert_allclose(loss_b, loss_a, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6), grads_a, grads_b)
