@@ -17,7 +17,9 @@ the same order). The keys of `embeddings.npz`:
     layers_eat        [clips, Le, De]     with --layers=all: every EAT layer pooled (eat_pool)
 
 so `embedding == concat(layers_beats[:, -1], layers_eat[:, -1])`. Batches are fixed-size (the last one
-padded), so the forward pass compiles once; they are split over all devices.
+padded), so the forward pass compiles once (ahead of the first batch; compile time is logged on its own);
+they are split over all devices and read ahead by a background thread (`config.data.prefetch`).
+`config.embed.autotune` first measures batch sizes on the devices and uses the fastest.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,9 +37,11 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from asd_jax.training import autotune
 from asd_jax.training import checkpoints
 from asd_jax.training import experiment
 from asd_jax.training import lora
+from asd_jax.training import prefetch as prefetch_lib
 from asd_jax.training import sharding as shd
 
 
@@ -52,33 +57,64 @@ def make_forward(outputs, mesh, all_layers: bool):
 
 
 def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, batch_size: int, mesh,
-                  num_clips: int, progress: bool = True) -> dict[str, np.ndarray]:
+                  num_clips: int, progress: bool = True, prefetch: int = 2) -> dict[str, np.ndarray]:
   """Runs `forward` over `batches` (`{"wav": [b, samples], "index": [b], optional "valid": [b]}`, b <=
-  batch_size; short batches are padded) and returns each output as `[num_clips, ...]` ordered by index."""
+  batch_size; short batches are padded) and returns each output as `[num_clips, ...]` ordered by index.
+
+  The forward pass is compiled once, ahead of the first batch (its compile time is logged apart from the
+  run time), and every batch has the same shape, so nothing recompiles. `prefetch` batches are read,
+  padded and put on the devices ahead by a background thread (0 = in turn with the forward pass).
+  """
   shd.check_batch_size(batch_size, mesh)
+
+  def prepare(batch):
+    wav, index = np.asarray(batch["wav"], np.float32), np.asarray(batch["index"])
+    valid = np.asarray(batch.get("valid", np.ones(len(index), bool)), bool)
+    if len(index) > batch_size:
+      raise ValueError(f"batch of {len(index)} clips is larger than the batch size {batch_size}")
+    pad = batch_size - len(index)
+    if pad:
+      wav = np.concatenate([wav, np.zeros((pad,) + wav.shape[1:], wav.dtype)])
+    return shd.put_batch({"wav": wav}, mesh)["wav"], index, np.flatnonzero(valid)
+
   outputs: dict[str, np.ndarray] = {}
   seen = np.zeros(num_clips, bool)
-  with tqdm.tqdm(total=num_clips, unit="clip", disable=not progress, dynamic_ncols=True) as bar:
-    for batch in batches:
-      wav, index = np.asarray(batch["wav"], np.float32), np.asarray(batch["index"])
-      valid = np.asarray(batch.get("valid", np.ones(len(index), bool)), bool)
-      if len(index) > batch_size:
-        raise ValueError(f"batch of {len(index)} clips is larger than the batch size {batch_size}")
-      pad = batch_size - len(index)
-      if pad:
-        wav = np.concatenate([wav, np.zeros((pad,) + wav.shape[1:], wav.dtype)])
-      result = jax.device_get(forward(params, shd.put_batch({"wav": wav}, mesh)["wav"]))
-      keep = np.flatnonzero(valid)
+  compiled, compile_s = None, 0.0
+  start = time.perf_counter()
+  with tqdm.tqdm(total=num_clips, unit="clip", disable=not progress, dynamic_ncols=True) as bar, \
+       prefetch_lib.DevicePrefetcher(iter(batches), prepare, size=prefetch) as prepared:
+    for wav, index, keep in prepared:
+      if compiled is None:
+        t0 = time.perf_counter()
+        compiled = forward.lower(params, wav).compile()
+        compile_s = time.perf_counter() - t0
+        logging.info("embedding forward compiled in %.1f s (batch %d)", compile_s, batch_size)
+      result = jax.device_get(compiled(params, wav))
       for key, value in result.items():
         if key not in outputs:
           outputs[key] = np.zeros((num_clips,) + value.shape[1:], np.float32)
         outputs[key][index[keep]] = value[keep]
       seen[index[keep]] = True
       bar.update(len(keep))
+  run_s = time.perf_counter() - start - compile_s
+  logging.info("embedded %d clips in %.1f s after compilation (%.1f clips/s)", int(seen.sum()), run_s,
+               seen.sum() / max(run_s, 1e-9))
   if not seen.all():
     raise ValueError(f"{int((~seen).sum())} of {num_clips} clips got no embedding (first missing index "
                      f"{int(np.flatnonzero(~seen)[0])}): the batch iterator skipped clips")
   return outputs
+
+
+def tuned_batch_size(config, forward, params, mesh) -> int:
+  """`config.embed.batch_size`, or with `config.embed.autotune` the fastest measured size that fits."""
+  if not config.embed.get("autotune", False):
+    return config.embed.batch_size
+  samples = experiment.clip_samples(config)
+  best, tried = autotune.pick_batch_size(autotune.forward_throughput(forward, params, samples, mesh),
+                                         autotune.candidate_batch_sizes(mesh.devices.size))
+  logging.info("autotuned embedding batch size: %d (clips/s by size: %s)", best,
+               ", ".join(f"{size}: {'OOM' if rate is None else f'{rate:.1f}'}" for size, rate in tried))
+  return best
 
 
 def model_params(config, workdir: str) -> tuple[experiment.System, Any, str]:
@@ -114,9 +150,14 @@ def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progr
   system, params, source = model_params(config, workdir)
   mesh = shd.data_mesh()
   params = shd.replicate(params, mesh)
+  forward = make_forward(system.outputs, mesh, all_layers)
+  batch_size = tuned_batch_size(config, forward, params, mesh)
+  if batch_size != config.embed.batch_size:
+    config = config.copy_and_resolve_references()
+    config.embed.batch_size = batch_size
   clips, batches = train_data.embedding_batches(config)
-  outputs = embed_batches(make_forward(system.outputs, mesh, all_layers), params, batches,
-                          batch_size=config.embed.batch_size, mesh=mesh, num_clips=len(clips), progress=progress)
+  outputs = embed_batches(forward, params, batches, batch_size=batch_size, mesh=mesh, num_clips=len(clips),
+                          progress=progress, prefetch=config.data.get("prefetch", 2))
   out = out or os.path.join(workdir, "embeddings.npz")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   np.savez(out, **outputs)

@@ -75,7 +75,8 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
     state = loop.fit(run.state, run.train_step(), batches, num_steps=num_steps, mesh=mesh, rng=step_rng,
                      checkpointer=ckpt, checkpoint_every=config.train.checkpoint_every, meta=meta, writer=writer,
                      log_every=config.train.log_every, steps_per_epoch=steps_per_epoch, progress=progress,
-                     shown_metrics=system.progress_metrics)
+                     shown_metrics=system.progress_metrics, donate=config.train.get("donate", True),
+                     prefetch=config.data.get("prefetch", 2))
   finally:
     writer.close()
     ckpt.close()

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.sample_rate = 16000
   c.data.clip_seconds = 10.0  # clips are cropped/padded to this length
   c.data.num_workers = 0  # Grain worker processes
+  c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "beats"  # a name in asd_jax.models.registry, or "dual_branch" (see configs/dual_branch.py)
@@ -32,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.1  # on the pooled embedding, before the ArcFace head
   c.model.never_trained = ""  # regex of parameter paths that are fixed buffers, never updated
   c.model.pool = ""  # token pooling: "mean" or "cls"; "" = the encoder's default (mean)
+  # Fast paths (same maths; effects measured in BENCHMARKS.md):
+  c.model.attention = "auto"  # "fused" (jax.nn.dot_product_attention), "reference"; "auto" = fused on GPU only
+  c.model.remat = False  # recompute each transformer block in the backward pass: less memory, slower step
 
   c.loss = ml_collections.ConfigDict()
   c.loss.scale = 30.0
@@ -64,7 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.resume = True  # continue from the latest checkpoint in the workdir
   c.train.distributed = False  # jax.distributed.initialize() for multi-host runs
+  c.train.donate = True  # the step updates the train state in place (its input buffers are donated)
 
   c.embed = ml_collections.ConfigDict()
   c.embed.batch_size = 16
+  c.embed.autotune = False  # measure batch sizes on the devices first and use the fastest one that fits
   return c

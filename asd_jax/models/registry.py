@@ -22,7 +22,8 @@ class EncoderEntry:
   """How to make and load one encoder family.
 
   Attributes:
-    build: `(architecture config, dtype) -> linen module` with the `EncoderOutput` contract.
+    build: `(architecture config, dtype, **options) -> linen module` with the `EncoderOutput` contract;
+      options are the fast-path switches `fused_attention` and `remat` (same maths, see the modules).
     presets: `() -> {name: architecture config}` (e.g. "base", "tiny").
     frontend: `() -> jittable wav [batch, samples] -> normalised fbank [batch, frames, mel]`.
     load: `(path) -> (architecture config, encoder params)` from a converted or released checkpoint.
@@ -42,9 +43,9 @@ def _fbank_frontend(name: str) -> Callable[[jax.Array], jax.Array]:
 
 
 def _beats() -> EncoderEntry:
-  def build(config, dtype):
+  def build(config, dtype, **options):
     from asd_jax.models import beats
-    return beats.BEATs(config, dtype)
+    return beats.BEATs(config, dtype, **options)
 
   def presets():
     from asd_jax.models import beats
@@ -58,9 +59,9 @@ def _beats() -> EncoderEntry:
 
 
 def _eat() -> EncoderEntry:
-  def build(config, dtype):
+  def build(config, dtype, **options):
     from asd_jax.models import eat
-    return eat.EAT(config, dtype)
+    return eat.EAT(config, dtype, **options)
 
   def presets():
     from asd_jax.models import eat

@@ -75,6 +75,19 @@ def compute_dtype(name: str) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+ATTENTION_CHOICES = ("auto", "fused", "reference")
+
+
+def encoder_options(model_cfg: ml_collections.ConfigDict) -> dict[str, bool]:
+  """The encoders' fast-path switches from `config.model`: `fused_attention` ("auto" = on GPU only, where
+  `jax.nn.dot_product_attention` can use cuDNN flash attention; on CPU it measured slower) and `remat`."""
+  attention = model_cfg.get("attention", "auto")
+  if attention not in ATTENTION_CHOICES:
+    raise ValueError(f"config.model.attention is {attention!r}; expected one of {ATTENTION_CHOICES}")
+  fused = jax.default_backend() == "gpu" if attention == "auto" else attention == "fused"
+  return {"fused_attention": fused, "remat": bool(model_cfg.get("remat", False))}
+
+
 def clip_samples(config: ml_collections.ConfigDict) -> int:
   return int(round(config.data.clip_seconds * config.data.sample_rate))
 
@@ -103,7 +116,7 @@ def describe(arch: Any) -> Any:
 
 def build_model(model_cfg: ml_collections.ConfigDict, arch: Any, num_classes: int) -> classifier.Classifier:
   entry = registry.get(model_cfg.encoder)
-  encoder = entry.build(arch, compute_dtype(model_cfg.dtype))
+  encoder = entry.build(arch, compute_dtype(model_cfg.dtype), **encoder_options(model_cfg))
   return classifier.Classifier(encoder=encoder, num_classes=num_classes, frontend=entry.frontend(),
                                dropout_rate=model_cfg.dropout_rate, pool=model_cfg.get("pool") or entry.pool)
 
@@ -192,7 +205,7 @@ def build_dual_system(config: ml_collections.ConfigDict, num_classes: int) -> Sy
     entry = registry.get(name)
     checkpoint = config.model[f"{name}_checkpoint"]
     arch, params = encoder_architecture(name, config.model[f"{name}_preset"], checkpoint)
-    encoders[name], frontends[name] = entry.build(arch, dtype), entry.frontend()
+    encoders[name], frontends[name] = entry.build(arch, dtype, **encoder_options(config.model)), entry.frontend()
     pools[name] = config.model.get(f"{name}_pool") or entry.pool
     archs[name] = describe(arch)
     if params is not None:

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from asd_jax.training import checkpoints as ckpt_lib
 from asd_jax.training import metrics as metrics_lib
+from asd_jax.training import prefetch as prefetch_lib
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
 
@@ -40,7 +41,7 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
         checkpoint_every: int = 0, meta: dict[str, Any] | None = None,
         writer: metrics_lib.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
         progress: bool = True, stop_after: int | None = None,
-        shown_metrics: tuple[str, ...] = ("accuracy",)) -> ts.TrainState:
+        shown_metrics: tuple[str, ...] = ("accuracy",), donate: bool = True, prefetch: int = 2) -> ts.TrainState:
   """Trains `state` until `state.step == num_steps` and returns it (replicated over `mesh`).
 
   Args:
@@ -54,9 +55,13 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
     writer: metrics sink; `log_every`: steps between metric rows (every metric of the step; the bar
       updates every step and shows the loss and the `shown_metrics` the step returns).
     stop_after: stop (after saving) once this many steps ran in this call: simulates a killed job in tests.
+    donate: let the step reuse the state's buffers for the new state (same results, one copy less).
+    prefetch: batches read and put on the devices ahead of the step by a background thread (0 = none);
+      checkpoints still record the position of the batch the last step used.
   """
   state = shd.replicate(state, mesh)
   rng = shd.replicate(rng, mesh)
+  batches = prefetch_lib.DevicePrefetcher(batches, lambda b: shd.put_batch(b, mesh), size=prefetch)
   if checkpointer is not None and checkpointer.latest_step() is not None:
     abstract = ckpt_lib.abstract_like(state, shd.replicated(mesh))
     state, iterator_state, _ = checkpointer.restore(abstract)
@@ -66,8 +71,8 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
   if start >= num_steps:
     return state
 
-  jitted = ts.jit_train_step(train_step, mesh)
-  batch = shd.put_batch(next(batches), mesh)
+  jitted = ts.jit_train_step(train_step, mesh, donate=donate)
+  batch = next(batches)
   clips = int(batch["label"].shape[0])
   t0 = time.perf_counter()
   compiled = jitted.lower(state, batch, rng).compile()
@@ -106,9 +111,10 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
         save(step)
       if done:
         break
-      batch = shd.put_batch(next(batches), mesh)
+      batch = next(batches)
   finally:
     bar.close()
+    batches.close()
     if checkpointer is not None:
       checkpointer.wait()
   return state
