@@ -61,8 +61,9 @@ def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, 
   """Runs `forward` over `batches` (`{"wav": [b, samples], "index": [b], optional "valid": [b]}`, b <=
   batch_size; short batches are padded) and returns each output as `[num_clips, ...]` ordered by index.
 
-  The forward pass is compiled once, ahead of the first batch (its compile time is logged apart from the
-  run time), and every batch has the same shape, so nothing recompiles. `prefetch` batches are read,
+  `forward` is a jitted function, compiled here once ahead of the first batch (its compile time is logged
+  apart from the run time), or an already compiled one; every batch has the same shape, so nothing
+  recompiles. `prefetch` batches are read,
   padded and put on the devices ahead by a background thread (0 = in turn with the forward pass).
   """
   shd.check_batch_size(batch_size, mesh)
@@ -84,6 +85,8 @@ def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, 
   with tqdm.tqdm(total=num_clips, unit="clip", disable=not progress, dynamic_ncols=True) as bar, \
        prefetch_lib.DevicePrefetcher(iter(batches), prepare, size=prefetch) as prepared:
     for wav, index, keep in prepared:
+      if compiled is None and not hasattr(forward, "lower"):
+        compiled = forward
       if compiled is None:
         t0 = time.perf_counter()
         compiled = forward.lower(params, wav).compile()

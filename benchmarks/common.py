@@ -36,12 +36,9 @@ def machine_description() -> str:
     devices = jax.devices()
     if devices[0].platform != "cpu":
       parts = [f"{len(devices)} x {devices[0].device_kind}"] + parts
-    parts.append(f"jax {jax.__version__}")
   except ImportError:
     pass
-  import numpy as np
-
-  parts.append(f"numpy {np.__version__}")
+  parts.append(versions())
   return "; ".join(parts)
 
 
@@ -76,3 +73,48 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def compile_and_time(fn: Callable[..., Any], *args: Any, repeats: int = 3,
+                     warmup: int = 1) -> tuple[Any, float, float, float]:
+  """`(compiled, compile s, median s, spread s)` of `jax.jit(fn)(*args)`, compiled ahead of time so the
+  compilation is measured on its own; then `warmup` untimed runs and `repeats` timed ones."""
+  import jax
+
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  median, spread = time_call(lambda: jax.block_until_ready(compiled(*args)), repeats=repeats, warmup=warmup)
+  return compiled, compile_s, median, spread
+
+
+def xla_memory_bytes(compiled: Any) -> int | None:
+  """XLA's memory estimate of a compiled computation: arguments + outputs + temporaries - donated (aliased)
+  buffers, bytes; None where the backend gives no analysis."""
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return None
+  return (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+          - mem.alias_size_in_bytes)
+
+
+def device_peak_bytes() -> int | None:
+  """Peak bytes in use on the first device since start (GPU/TPU allocator statistics); None on CPU."""
+  import jax
+
+  stats = jax.devices()[0].memory_stats()
+  return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def versions() -> str:
+  """Versions of the libraries that are installed, among jax, jaxlib, flax, optax, numpy, torch, scikit-learn."""
+  import importlib.metadata as md
+
+  names = ["jax", "jaxlib", "flax", "optax", "numpy", "torch", "scikit-learn"]
+  found = []
+  for name in names:
+    try:
+      found.append(f"{name} {md.version(name)}")
+    except md.PackageNotFoundError:
+      pass
+  return ", ".join(found)

@@ -1,0 +1,91 @@
+"""Benchmark: embedding extraction end to end from wav files (decoding included), full-size BEATs.
+
+Synthetic DCASE-layout wav files (`asd_jax.data.synth.generate`, 10 s, 16 kHz) are read by the ordered
+Grain inference pipeline, decoded, cropped, batched, padded, put on the device, turned into fbanks and
+encoded, as `python -m asd_jax.embed` does (`embed.embed_batches`, forward compiled ahead and reused).
+Rows: decoding alone, the compiled forward alone on in-memory batches, and end to end with and without the
+background prefetch (`config.data.prefetch`). Float32, random weights. `quick=True` uses the tiny model.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from benchmarks import common
+
+MACHINE = "fan"
+
+
+def _timed(fn, repeats: int) -> tuple[float, float]:
+  return common.time_call(fn, repeats=repeats, warmup=0)
+
+
+def run(quick: bool = False) -> str:
+  from asd_jax import embed
+  from asd_jax.data import layout
+  from asd_jax.data import pipeline
+  from asd_jax.data import synth
+  from asd_jax.training import experiment
+  from asd_jax.training import sharding as shd
+  from configs import common as base
+
+  num_clips, batch_size, repeats = (6, 2, 2) if quick else (12, 4, 3)
+  seconds = 2.0 if quick else 10.0
+  with tempfile.TemporaryDirectory() as tmp:
+    root = pathlib.Path(tmp) / "data"
+    synth.generate(root, scale=0.001, machines=(MACHINE,), duration=seconds)
+    clips = layout.scan_dataset(str(root))[:num_clips]
+    config = base.get_config()
+    config.model.encoder, config.model.preset = "beats", "tiny" if quick else "base"
+    config.model.dtype = "float32"
+    config.data.clip_seconds = seconds
+    wav_config = pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=seconds)
+    batches = lambda: iter(pipeline.inference_dataset(clips, None, batch_size=batch_size,  # noqa: E731
+                                                      config=wav_config))
+
+    system = experiment.build_system(config, num_classes=1)
+    mesh = shd.data_mesh(jax.devices()[:1])
+    params = shd.replicate(experiment.init_trainable(config, system, jax.random.key(0))[0]["model"], mesh)
+    forward = embed.make_forward(system.outputs, mesh, all_layers=True)
+    wav = shd.put_batch({"wav": np.zeros((batch_size, experiment.clip_samples(config)), np.float32)}, mesh)["wav"]
+    start = time.perf_counter()
+    compiled = forward.lower(params, wav).compile()
+    compile_s = time.perf_counter() - start
+
+    def decode_only():
+      for _ in batches():
+        pass
+
+    def forward_only():
+      for _ in range(-(-num_clips // batch_size)):
+        jax.device_get(compiled(params, wav))
+
+    def end_to_end(prefetch):
+      return lambda: embed.embed_batches(compiled, params, batches(), batch_size=batch_size, mesh=mesh,
+                                         num_clips=num_clips, progress=False, prefetch=prefetch)
+
+    end_to_end(2)()  # warms the pipeline and the executable
+    measured = [("decode + crop + batch only (Grain, 0 workers)", _timed(decode_only, repeats)),
+                ("fbank + encoder only (in-memory batches)", _timed(forward_only, repeats)),
+                ("end to end, prefetch 2 (default)", _timed(end_to_end(2), repeats)),
+                ("end to end, prefetch 0", _timed(end_to_end(0), repeats))]
+  reference = measured[3][1][0]
+  rows = [[name, median, spread, num_clips / median, reference / median] for name, (median, spread) in measured]
+  header = ["stage", "median s", "spread s", "clips/s", "speed-up vs no prefetch"]
+  arch = system.architecture
+  return "\n".join([
+      "## Embedding extraction from wav files (end to end)", "",
+      common.machine_description(), "",
+      f"{num_clips} synthetic {seconds:g} s clips, batch {batch_size}, BEATs {arch['encoder_layers']} x "
+      f"{arch['encoder_embed_dim']}, float32, all layers pooled; forward compiled once ahead ({compile_s:.1f} s, "
+      f"not in the times); median of {repeats} passes.", "",
+      common.markdown_table(header, rows)])
+
+
+if __name__ == "__main__":
+  print(run())
