@@ -32,13 +32,6 @@ from absl import app, flags
 
 from benchmarks import common
 
-_CPU_SMOKE = flags.DEFINE_bool("cpu_smoke", False, "Tiny models and batches: checks the script's logic on CPU.")
-_OUTPUT = flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file whose device_check section is rewritten "
-                              "('' = print only). Ignored with --cpu_smoke unless set explicitly.")
-_JSON = flags.DEFINE_string("json", "", "Also write the raw measurements here (JSON).")
-_BUDGET_S = flags.DEFINE_float("budget_s", 420.0, "Start no new measurement after this many seconds.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (after one warm-up).")
-
 # Dense bfloat16 peak of one chip, FLOP/s, by a substring of `device_kind`.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
 SECTION = "device_check"
@@ -218,14 +211,25 @@ def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, rema
             devices=mesh.devices.size)
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; only when run as a program, so importing this module defines none."""
+  flags.DEFINE_bool("cpu_smoke", False, "Tiny models and batches: checks the script's logic on CPU.")
+  flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file whose device_check section is rewritten "
+                      "('' = print only). Ignored with --cpu_smoke unless set explicitly.")
+  flags.DEFINE_string("json", "", "Also write the raw measurements here (JSON).")
+  flags.DEFINE_float("budget_s", 420.0, "Start no new measurement after this many seconds.")
+  flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (after one warm-up).")
+
+
 def main(argv: list[str]) -> None:
   del argv
-  smoke = _CPU_SMOKE.value
+  f = flags.FLAGS
+  smoke = f.cpu_smoke
   if not smoke and jax.default_backend() == "cpu":
     raise SystemExit("no accelerator found (jax.default_backend() is 'cpu'); use --cpu_smoke to test the logic")
-  output = _OUTPUT.value if (not smoke or _OUTPUT.present) else ""
-  check = Check(_BUDGET_S.value, output, _JSON.value, smoke)
-  repeats = 1 if smoke else _REPEATS.value
+  output = f.output if (not smoke or f['output'].present) else ""
+  check = Check(f.budget_s, output, f.json, smoke)
+  repeats = 1 if smoke else f.repeats
   candidates = [1, 2] if smoke else [128, 256, 512]
   check.repeats = repeats
   check_extraction(check, "beats", "base", smoke=smoke, repeats=repeats, candidates=candidates)
@@ -241,4 +245,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

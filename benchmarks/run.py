@@ -20,10 +20,6 @@ import time
 
 from absl import app, flags
 
-_ONLY = flags.DEFINE_list("only", [], "Benchmark names to run (default: all bench_*.py modules).")
-_QUICK = flags.DEFINE_bool("quick", False, "Small sizes: checks that every benchmark runs.")
-_OUTPUT = flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file whose bench sections are rewritten.")
-
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 
 
@@ -42,24 +38,34 @@ def replace_section(document: str, name: str, section: str) -> str:
   return document.rstrip() + "\n\n" + block + "\n"
 
 
+def define_flags() -> None:
+  """Defines the runner's flags; only when run as a program, so importing this module defines none."""
+  flags.DEFINE_list("only", [], "Benchmark names to run (default: all bench_*.py modules).")
+  flags.DEFINE_bool("quick", False, "Small sizes: checks that every benchmark runs.")
+  flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file whose bench sections are rewritten.")
+
+
 def main(argv: list[str]) -> None:
-  del argv
-  names = _ONLY.value or available()
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  names = flags.FLAGS.only or available()
   unknown = sorted(set(names) - set(available()))
   if unknown:
     sys.exit(f"unknown benchmark(s) {unknown}; available: {available()}")
-  output = pathlib.Path(_OUTPUT.value)
+  output = pathlib.Path(flags.FLAGS.output)
   document = output.read_text() if output.exists() else "# Benchmarks\n"
+  total_start = time.perf_counter()
   for name in names:
     start = time.perf_counter()
     print(f"[bench] {name} ...", flush=True)
-    section = importlib.import_module(f"benchmarks.bench_{name}").run(quick=_QUICK.value)
+    section = importlib.import_module(f"benchmarks.bench_{name}").run(quick=flags.FLAGS.quick)
     print(section, flush=True)
     print(f"[bench] {name} took {time.perf_counter() - start:.0f} s", flush=True)
     document = replace_section(document, name, section)
     output.write_text(document)  # after each benchmark, so a long run keeps what it measured
-  print(f"[bench] wrote {output}")
+  print(f"[bench] wrote {output} in {time.perf_counter() - total_start:.0f} s")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -21,7 +21,6 @@ EAT fixtures made from that code (tests/models/test_eat.py) are the parity check
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import statistics
 import sys
@@ -30,15 +29,6 @@ import types
 
 import numpy as np
 from absl import app, flags
-
-_UPSTREAM_BEATS = flags.DEFINE_string("upstream_beats", None,
-                                      "Folder with upstream BEATs.py and backbone.py (your clone of unilm/beats).")
-_UPSTREAM_EAT = flags.DEFINE_string("upstream_eat", None, "Clone of cwx-worst-one/EAT (needs fairseq; see doc).")
-_BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Batch sizes to compare.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per model and batch (after one warm-up each).")
-_SECONDS = flags.DEFINE_float("seconds", 10.0, "Clip length in seconds.")
-_LAYERS = flags.DEFINE_integer("layers", 12, "Encoder layers (12 = the released model; fewer for a quick check).")
-_OUTPUT = flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file whose side_by_side section is rewritten.")
 
 SAMPLE_RATE = 16000
 
@@ -148,25 +138,38 @@ def beats_section(upstream_dir: str, *, batches: list[int], repeats: int, second
       common.markdown_table(header, rows)])
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; only when run as a program, so importing this module defines none."""
+  flags.DEFINE_string("upstream_beats", None,
+                      "Folder with upstream BEATs.py and backbone.py (your clone of unilm/beats).")
+  flags.DEFINE_string("upstream_eat", None, "Clone of cwx-worst-one/EAT (needs fairseq; see the docstring).")
+  flags.DEFINE_list("batches", ["1", "8"], "Batch sizes to compare.")
+  flags.DEFINE_integer("repeats", 3, "Timed runs per model and batch (after one warm-up each).")
+  flags.DEFINE_float("seconds", 10.0, "Clip length in seconds.")
+  flags.DEFINE_integer("layers", 12, "Encoder layers (12 = the released model; fewer for a quick check).")
+  flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file whose side_by_side section is rewritten.")
+
+
 def main(argv: list[str]) -> None:
   del argv
-  if _UPSTREAM_EAT.value:
+  f = flags.FLAGS
+  if f.upstream_eat:
     sys.exit("--upstream_eat is not supported: upstream EAT needs fairseq, which does not install on this "
              "stack (Python 3.11, NumPy 2); see the module docstring and BENCHMARKS.md")
-  if not _UPSTREAM_BEATS.value:
+  if not f.upstream_beats:
     sys.exit("give --upstream_beats=PATH (the beats/ folder of your clone of github.com/microsoft/unilm)")
-  section = beats_section(_UPSTREAM_BEATS.value, batches=[int(b) for b in _BATCHES.value],
-                          repeats=_REPEATS.value, seconds=_SECONDS.value, layers=_LAYERS.value)
+  section = beats_section(f.upstream_beats, batches=[int(b) for b in f.batches],
+                          repeats=f.repeats, seconds=f.seconds, layers=f.layers)
   print(section)
-  if _OUTPUT.value:
+  if f.output:
     from benchmarks import run as runner
 
-    output = pathlib.Path(_OUTPUT.value)
+    output = pathlib.Path(f.output)
     document = output.read_text() if output.exists() else "# Benchmarks\n"
     output.write_text(runner.replace_section(document, "side_by_side", section))
     print(f"wrote {output}")
 
 
 if __name__ == "__main__":
-  with contextlib.suppress(KeyboardInterrupt):
-    app.run(main)
+  define_flags()
+  app.run(main)
