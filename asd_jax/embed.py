@@ -29,11 +29,13 @@ from asd_jax.training import lora
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
-_LAYERS = flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")
-_OUT = flags.DEFINE_string("out", "", "Output .npz (default: WORKDIR/embeddings.npz).")
-flags.mark_flags_as_required(["config", "workdir"])
+# CLI flags only when run as a script, so that `train()`/`embed()` can be imported next to other CLIs.
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
+  _LAYERS = flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")
+  _OUT = flags.DEFINE_string("out", "", "Output .npz (default: WORKDIR/embeddings.npz).")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def make_forward(model, mesh, all_layers: bool):

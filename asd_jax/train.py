@@ -25,12 +25,14 @@ from asd_jax.training import metrics
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the label space.")
-_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the parameter summary and exit.")
-_RESUME = flags.DEFINE_boolean("resume", True, "Continue from the latest checkpoint in the workdir if any; "
-                               "--noresume refuses to run in a workdir that has checkpoints.")
-flags.mark_flags_as_required(["config", "workdir"])
+# CLI flags only when run as a script, so that `train()`/`embed()` can be imported next to other CLIs.
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the label space.")
+  _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the parameter summary and exit.")
+  _RESUME = flags.DEFINE_boolean("resume", True, "Continue from the latest checkpoint in the workdir if any; "
+                                 "--noresume refuses to run in a workdir that has checkpoints.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True):
