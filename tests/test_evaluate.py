@@ -139,6 +139,11 @@ def test_files_round_trip_and_cli_json(tmp_path):
       (m, s) for m in ("ToyCar", "fan", "valve") for s in ("00", "01")}
   assert {"auc_source", "auc_target", "pauc", "precision_source", "f1_target"} <= set(result["sections"][0])
   assert "official score" in proc.stdout and "| valve |" in proc.stdout
+  (tmp_path / "sub" / "decision_result_fan_section_01_test.csv").unlink()
+  proc = subprocess.run([sys.executable, "-m", "asd_jax.evaluate", f"--scores={tmp_path / 'sub'}",
+                         f"--ground_truth={tmp_path / 'gt'}"], cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 1
+  assert "error: missing file:" in proc.stderr and "decision_result_fan_section_01_test.csv" in proc.stderr
 
 
 def _official_layout(tmp_path, full_names_in_scores: bool):
@@ -270,3 +275,20 @@ def test_grid_search_with_the_official_score_finds_the_informative_model():
   # The inverted model has AUC 0 everywhere (clipped to epsilon) and the least standardised
   # pAUC, 0.5 (1 - 0.005 / 0.095) = 9/19, in each of the 6 sections.
   assert objective(models[2]) == pytest.approx(metrics.hmean_clipped([0.0] * 12 + [9 / 19] * 6))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_auc_equals_sklearn_including_ties(seed):
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(5, 300))
+  labels = rng.integers(0, 2, n)
+  labels[:2] = [0, 1]
+  scores = rng.normal(size=n) + labels
+  if seed % 2:
+    scores = np.round(scores, 1)  # many ties
+  for max_fpr in (None, 0.1, 0.37):
+    assert metrics.fast_auc(labels, scores, max_fpr) == pytest.approx(
+        roc_auc_score(labels, scores, max_fpr=max_fpr), abs=1e-12)
+  hand = [l for _, l, _ in HAND]
+  assert metrics.fast_auc(np.array([x == "anomaly" for x in hand], int), np.array([s for *_, s in HAND]), 0.1) == \
+      pytest.approx(HAND_PAUC)

@@ -109,6 +109,33 @@ def section_metrics(
   return SectionMetrics(machine=machine, section=section, n_clips=int(labels.size), **values)
 
 
+def _roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """ROC points (fpr, tpr) from (0, 0), one per distinct score, highest score first."""
+  order = np.argsort(-scores, kind="mergesort")
+  scores, labels = scores[order], labels[order]
+  last_of_value = np.r_[np.flatnonzero(np.diff(scores)), labels.size - 1]
+  tps = np.cumsum(labels)[last_of_value]
+  fps = last_of_value + 1 - tps
+  return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+
+
+def fast_auc(labels: np.ndarray, scores: np.ndarray, max_fpr: float | None = None) -> float:
+  """`sklearn.metrics.roc_auc_score(labels, scores, max_fpr=max_fpr)` without its input checks.
+
+  Same algorithm (ties share a ROC point; the partial area up to `max_fpr` is McClish-
+  standardised), about 100x faster on a few hundred clips: the fusion weight search calls it
+  thousands of times. labels: [n] 0/1 with both present; scores: [n] finite.
+  """
+  fpr, tpr = _roc_curve(np.asarray(labels), np.asarray(scores, np.float64))
+  if max_fpr is None or max_fpr == 1:
+    return float(np.trapezoid(tpr, fpr))
+  stop = np.searchsorted(fpr, max_fpr, "right")
+  tpr_at = np.interp(max_fpr, fpr[stop - 1 : stop + 1], tpr[stop - 1 : stop + 1])
+  area = np.trapezoid(np.r_[tpr[:stop], tpr_at], np.r_[fpr[:stop], max_fpr])
+  min_area, max_area = 0.5 * max_fpr**2, max_fpr
+  return float(0.5 * (1 + (area - min_area) / (max_area - min_area)))
+
+
 def hmean_clipped(values: Sequence[float]) -> float:
   """Harmonic mean after raising every value to at least machine epsilon (the official rule)."""
   return float(scipy.stats.hmean(np.maximum(np.asarray(values, np.float64), EPS)))

@@ -266,12 +266,13 @@ class MultiHeadAttention(nn.Module):
     bias = None  # gated relative-position bias, [batch or 1, heads, query, key] float32
     if position_bias is not None:
       bias = position_bias[None].astype(jnp.float32)
-      if cfg.gru_rel_pos:
-        gate_logits = nn.Dense(8, dtype=self.dtype, param_dtype=jnp.float32, name="grep_linear")(q)
-        gate_logits = gate_logits.astype(jnp.float32).reshape(batch, tokens, heads, 2, 4).sum(-1)
-        gate_a, gate_b = jnp.split(jax.nn.sigmoid(gate_logits), 2, axis=-1)  # [batch, query, heads, 1]
-        grep_a = self.param("grep_a", nn.initializers.ones, (heads,), jnp.float32)
-        gate = gate_a[..., 0] * (gate_b[..., 0] * grep_a - 1.0) + 2.0  # [batch, query, heads]
+    if cfg.gru_rel_pos:  # Upstream owns the gate parameters whenever gru_rel_pos is set, used or not.
+      gate_logits = nn.Dense(8, dtype=self.dtype, param_dtype=jnp.float32, name="grep_linear")(q)
+      gate_logits = gate_logits.astype(jnp.float32).reshape(batch, tokens, heads, 2, 4).sum(-1)
+      gate_a, gate_b = jnp.split(jax.nn.sigmoid(gate_logits), 2, axis=-1)  # [batch, query, heads, 1]
+      grep_a = self.param("grep_a", nn.initializers.ones, (heads,), jnp.float32)
+      gate = gate_a[..., 0] * (gate_b[..., 0] * grep_a - 1.0) + 2.0  # [batch, query, heads]
+      if bias is not None:
         bias = jnp.transpose(gate, (0, 2, 1))[..., None] * bias
     if self.fused and not (train and cfg.attention_dropout > 0):
       mask = None if key_padding_mask is None else jnp.logical_not(key_padding_mask)[:, None, None, :]

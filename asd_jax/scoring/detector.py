@@ -343,3 +343,20 @@ def fused_thresholds(
     fused = sum(w * s.sections[key].train_scores for w, s in zip(weights, scorers))
     out[key] = threshold_lib.fit_threshold(fused, method=method, quantile=quantile)
   return out
+
+
+def apply_thresholds(
+    records: Sequence[records_lib.ClipRecord],
+    scores: np.ndarray,
+    thresholds: Mapping[SectionKey, float],
+) -> np.ndarray:
+  """[n] 0/1 decisions: score > the threshold of the clip's (machine, section)."""
+  scores = np.asarray(scores)
+  if scores.shape != (len(records),):
+    raise ValueError(f"{len(records)} records but scores of shape {scores.shape}")
+  out = np.zeros(len(records), np.int64)
+  for key, idx in group_by_section(records).items():
+    if key not in thresholds:
+      raise ValueError(f"{records[idx[0]].path}: no threshold for machine {key[0]!r} section {key[1]!r}")
+    out[idx] = threshold_lib.decide(scores[idx], thresholds[key])
+  return out

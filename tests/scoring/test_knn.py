@@ -72,3 +72,21 @@ def test_bad_arguments_raise_clear_errors():
     knn.cosine_knn(queries[0], bank, 1)
   with pytest.raises(ValueError, match="exclude must have shape"):
     knn.cosine_knn(queries, bank, 1, exclude=np.zeros(3, int))
+
+
+def test_memory_is_bounded_by_the_block_size_not_the_bank():
+  import tracemalloc
+
+  rng = np.random.default_rng(0)
+  bank = rng.normal(size=(20_000, 64)).astype(np.float32)  # 4.9 MiB
+  queries = rng.normal(size=(2_000, 64)).astype(np.float32)
+  tracemalloc.start()
+  try:
+    result = knn.cosine_knn(queries, bank, 1, query_chunk=100, bank_chunk=1_000)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  # A dense [2000, 20000] float32 distance matrix would be 153 MiB; one block is 0.4 MiB.
+  assert peak < 1.5 * 2**20, f"peak {peak / 2**20:.2f} MiB"
+  ref = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(bank).kneighbors(queries[:50])[1]
+  np.testing.assert_array_equal(result.nearest[:50], ref[:, 0])
