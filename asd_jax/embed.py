@@ -29,14 +29,6 @@ from asd_jax.training import lora
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
 
-# CLI flags only when run as a script, so that `train()`/`embed()` can be imported next to other CLIs.
-if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
-  _LAYERS = flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")
-  _OUT = flags.DEFINE_string("out", "", "Output .npz (default: WORKDIR/embeddings.npz).")
-  flags.mark_flags_as_required(["config", "workdir"])
-
 
 def make_forward(model, mesh, all_layers: bool):
   """Jitted `forward(params, wav [batch, samples]) -> {"embedding", ["layer_embeddings"]}` (batch sharded)."""
@@ -129,11 +121,23 @@ def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progr
   return out
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program, so that importing the module
+  (from tests, the pipeline or another CLI) never defines flags twice."""
+  config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
+  flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
+  flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")
+  flags.DEFINE_string("out", "", "Output .npz (default: WORKDIR/embeddings.npz).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  print(embed(_CONFIG.value, _WORKDIR.value, all_layers=_LAYERS.value == "all", out=_OUT.value))
+  print(embed(flags.FLAGS.config, flags.FLAGS.workdir, all_layers=flags.FLAGS.layers == "all",
+              out=flags.FLAGS.out))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

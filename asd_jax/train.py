@@ -25,15 +25,6 @@ from asd_jax.training import metrics
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
 
-# CLI flags only when run as a script, so that `train()`/`embed()` can be imported next to other CLIs.
-if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the label space.")
-  _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the parameter summary and exit.")
-  _RESUME = flags.DEFINE_boolean("resume", True, "Continue from the latest checkpoint in the workdir if any; "
-                                 "--noresume refuses to run in a workdir that has checkpoints.")
-  flags.mark_flags_as_required(["config", "workdir"])
-
 
 def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True):
   """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state."""
@@ -93,11 +84,23 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
   return state
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program, so that importing the module
+  (from tests, the pipeline or another CLI) never defines flags twice."""
+  config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the label space.")
+  flags.DEFINE_boolean("dry_run", False, "Print the parameter summary and exit.")
+  flags.DEFINE_boolean("resume", True, "Continue from the latest checkpoint in the workdir if any; "
+                       "--noresume refuses to run in a workdir that has checkpoints.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value, resume=_RESUME.value)
+  train(flags.FLAGS.config, flags.FLAGS.workdir, dry_run=flags.FLAGS.dry_run, resume=flags.FLAGS.resume)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

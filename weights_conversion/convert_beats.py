@@ -15,10 +15,6 @@ from absl import flags
 from asd_jax.models import beats
 from asd_jax.models import checkpoint_io
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Released BEATs .pt file.", required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",
-                              required=True)
-
 
 def convert(checkpoint: str, output: str) -> str:
   """Converts `checkpoint` into `output`; returns a one-paragraph summary."""
@@ -30,10 +26,19 @@ def convert(checkpoint: str, output: str) -> str:
           f"{checkpoint_io.count_params(params):,} parameters written to {directory}")
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program, so that importing the module
+  (from tests, the pipeline or another CLI) never defines flags twice."""
+  flags.DEFINE_string("checkpoint", None, "Released BEATs .pt file.", required=True)
+  flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",
+                    required=True)
+
+
 def main(argv):
   del argv
-  print(convert(_CHECKPOINT.value, _OUTPUT.value))
+  print(convert(flags.FLAGS.checkpoint, flags.FLAGS.output))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -16,11 +16,6 @@ from absl import flags
 
 from asd_jax.models import eat
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "EAT .pt, .safetensors, or HF folder.", required=True)
-_HF_CONFIG = flags.DEFINE_string("hf_config", None, "HF config.json (default: next to the safetensors file).")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",
-                              required=True)
-
 
 def convert(checkpoint: str, output: str, hf_config: str | None = None) -> str:
   """Converts `checkpoint` into `output`; returns a short summary."""
@@ -44,10 +39,20 @@ def convert(checkpoint: str, output: str, hf_config: str | None = None) -> str:
   ])
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program, so that importing the module
+  (from tests, the pipeline or another CLI) never defines flags twice."""
+  flags.DEFINE_string("checkpoint", None, "EAT .pt, .safetensors, or HF folder.", required=True)
+  flags.DEFINE_string("hf_config", None, "HF config.json (default: next to the safetensors file).")
+  flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",
+                    required=True)
+
+
 def main(argv):
   del argv
-  print(convert(_CHECKPOINT.value, _OUTPUT.value, _HF_CONFIG.value))
+  print(convert(flags.FLAGS.checkpoint, flags.FLAGS.output, flags.FLAGS.hf_config))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
