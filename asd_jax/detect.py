@@ -117,20 +117,30 @@ def detect(system_dir: str, inputs: Sequence[str], *, machine: str = "", section
   return system.score(paths, machines, sections)
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.embed.define_flags`)."""
+  flags.DEFINE_string("system", None, "Detector folder written by the pipeline (WORKDIR/detector).")
+  flags.DEFINE_string("machine", "", "Machine type of every input (default: from each path).")
+  flags.DEFINE_string("section", "", "Two-digit section of every input (default: from each file name).")
+  flags.DEFINE_string("output", "", "Also write the results as CSV to this file.")
+  flags.mark_flags_as_required(["system"])
+
+
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give one or more .wav files or folders to score")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
   try:
-    detections = detect(_SYSTEM.value, argv[1:], machine=_MACHINE.value, section=_SECTION_FLAG.value)
+    detections = detect(f.system, argv[1:], machine=f.machine, section=f.section)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(format_detections(detections))
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", newline="") as f:
-      w = csv.writer(f, lineterminator="\n")
+  if f.output:
+    with open(f.output, "w", newline="") as out:
+      w = csv.writer(out, lineterminator="\n")
       w.writerow(["file", "machine", "section", "score", "threshold", "decision", "nearest_train_clip"])
       w.writerows((d.path, d.machine, d.section, repr(d.score), repr(d.threshold), d.decision,
                    d.nearest_train_clip) for d in detections)
@@ -138,10 +148,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _SYSTEM = flags.DEFINE_string("system", None, "Detector folder written by the pipeline (WORKDIR/detector).")
-  _MACHINE = flags.DEFINE_string("machine", "", "Machine type of every input (default: from each path).")
-  _SECTION_FLAG = flags.DEFINE_string("section", "", "Two-digit section of every input (default: from each "
-                                      "file name).")
-  _OUTPUT = flags.DEFINE_string("output", "", "Also write the results as CSV to this file.")
-  flags.mark_flags_as_required(["system"])
+  define_flags()
   app.run(main)

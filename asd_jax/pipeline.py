@@ -401,21 +401,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                         systems=results, actions=actions, tables=tables, detector_dir=detector_dir)
 
 
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.embed.define_flags`)."""
+  config_flags.DEFINE_config_file("config", None, "Pipeline config (configs/system1.py, "
+                                  "configs/demo_pipeline.py, ...).")
+  flags.DEFINE_string("workdir", None, "Output folder: models/, scores/, submissions/, detector/.")
+  flags.DEFINE_boolean("bars", True, "Show the training and embedding progress bars.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the stage lines say enough.
-  result = run(_CONFIG.value, _WORKDIR.value, progress=True, bars=_BARS.value)
+  result = run(flags.FLAGS.config, flags.FLAGS.workdir, progress=True, bars=flags.FLAGS.bars)
   print()
   print(result.tables)
 
 
 if __name__ == "__main__":
-  # Flags only when run as a script (as in train.py and embed.py), so `run()` imports next to other CLIs.
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config (configs/system1.py, "
-                                            "configs/demo_pipeline.py, ...).")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder: models/, scores/, submissions/, detector/.")
-  _BARS = flags.DEFINE_boolean("bars", True, "Show the training and embedding progress bars.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  define_flags()
   app.run(main)
