@@ -135,26 +135,33 @@ def latest_step(model_dir: str) -> int | None:
     ckpt.close()
 
 
-def dataset_digest(records: Sequence[records_lib.ClipRecord], root: str) -> str:
-  """SHA-256 over every clip's path (relative to `root`), size and modification time."""
+def dataset_digest(records: Sequence[records_lib.ClipRecord], root: str, *, mtimes: bool = True) -> str:
+  """SHA-256 over every clip's path (relative to `root`), size and (with `mtimes`) modification time."""
   h = hashlib.sha256()
   for r in records:
     st = os.stat(r.path)
-    h.update(f"{os.path.relpath(r.path, root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    h.update(f"{os.path.relpath(r.path, root)}\t{st.st_size}\t{st.st_mtime_ns if mtimes else ''}\n".encode())
   return h.hexdigest()
 
 
-def ensure_trained(spec: systems.ModelSpec, model_dir: str, *, progress: bool = True) -> str:
-  """Trains (or resumes) `spec` in `model_dir` unless done; returns "ran" or "cached"."""
+def ensure_trained(spec: systems.ModelSpec, model_dir: str, train_digest: str, *, progress: bool = True) -> str:
+  """Trains (or resumes) `spec` in `model_dir` unless done; returns "ran" or "cached".
+
+  `train_digest` (`dataset_digest` of the training clips) is recorded; a finished model whose training clips
+  differ from the current ones is refused rather than silently reused.
+  """
   check_same_model(spec.train, model_dir)
   stamp = _read_stamp(model_dir)
   if "trained_step" in stamp and latest_step(model_dir) == stamp["trained_step"]:
+    if stamp.get("train_clips") != train_digest:
+      raise ValueError(f"{model_dir} was trained on other training clips than those now under "
+                       f"{spec.train.data.root}; use a new --workdir or delete that folder")
     return "cached"
   train_lib.train(spec.train, model_dir, progress=progress)
   step = latest_step(model_dir)
   if step is None:
     raise RuntimeError(f"training {spec.key} in {model_dir} finished without a checkpoint")
-  _write_stamp(model_dir, trained_step=step)
+  _write_stamp(model_dir, trained_step=step, train_clips=train_digest)
   return "ran"
 
 
@@ -287,6 +294,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
   labelled = all(r.label in (records_lib.NORMAL, records_lib.ANOMALY) and r.domain is not None
                  for r in test_records)
   digest = dataset_digest(all_records, root)
+  train_digest = dataset_digest(layout.train_records(all_records), root, mtimes=False)
   os.makedirs(workdir, exist_ok=True)
 
   trained = [s for s in specs if s.trained]
@@ -296,7 +304,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
   for i, spec in enumerate(trained, 1):
     log("train", f"{spec.name} ({i}/{len(trained)}) in {model_dirs[spec.key]}")
     t0 = time.perf_counter()
-    actions[spec.key]["train"] = ensure_trained(spec, model_dirs[spec.key], progress=bars)
+    actions[spec.key]["train"] = ensure_trained(spec, model_dirs[spec.key], train_digest, progress=bars)
     log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
   for i, spec in enumerate(trained, 1):
     log("embed", f"{spec.name} ({i}/{len(trained)}), {'all layers' if spec.key in needs_all_layers else 'final layer'}")

@@ -180,6 +180,17 @@ def test_a_workdir_trained_with_another_config_is_refused(first_run):
     pipeline.run(changed, str(workdir), progress=False)
 
 
+def test_a_workdir_trained_on_other_clips_is_refused(first_run, dataset):
+  config, workdir, result = first_run
+  extra = dataset / "fan" / "train" / "section_00_source_train_normal_0999_m-n_W.wav"
+  shutil.copy(result.train_records[0].path, extra)
+  try:
+    with pytest.raises(ValueError, match="trained on other training clips"):
+      pipeline.run(config, str(workdir), progress=False)
+  finally:
+    extra.unlink()
+
+
 def test_exported_detector_scores_test_clips_like_the_pipeline(first_run, dataset, tmp_path):
   from asd_jax import detector_export
 
