@@ -264,7 +264,98 @@ def _evaluation_json(e: evaluate.Evaluation | None) -> dict[str, Any] | None:
   return None if e is None else e.to_json_dict()
 
 
-# ------------------------------------------------------------------------------------------- the run
+# ------------------------------------------------------------------------------------------- stages
+
+
+def train_and_embed(specs: Sequence[systems.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
+                    root: str, log: Progress, *, bars: bool) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+  """Trains, then embeds, every fine-tuned model not yet done; returns `(model dirs, actions)` by key."""
+  trained = [s for s in specs if s.trained]
+  digest = dataset_digest(records, root)
+  train_digest = dataset_digest(layout.train_records(records), root, mtimes=False)
+  model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in trained}
+  actions: dict[str, dict[str, str]] = {s.key: {} for s in specs}
+  for i, spec in enumerate(trained, 1):
+    log("train", f"{spec.name} ({i}/{len(trained)}) in {model_dirs[spec.key]}")
+    t0 = time.perf_counter()
+    actions[spec.key]["train"] = ensure_trained(spec, model_dirs[spec.key], train_digest, progress=bars)
+    log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
+  for i, spec in enumerate(trained, 1):
+    log("embed", f"{spec.name} ({i}/{len(trained)}), {'all layers' if spec.layers == 'all' else 'final layer'}")
+    t0 = time.perf_counter()
+    actions[spec.key]["embed"] = ensure_embedded(spec, model_dirs[spec.key], digest, all_layers=spec.layers == "all",
+                                                 progress=bars)
+    log("embed", f"{spec.name}: {actions[spec.key]['embed']} ({time.perf_counter() - t0:.1f} s)")
+  return model_dirs, actions
+
+
+def score_models(specs: Sequence[systems.ModelSpec], model_dirs: dict[str, str],
+                 records: Sequence[records_lib.ClipRecord], scores_dir: str, log: Progress, *,
+                 labelled: bool) -> dict[str, ModelResult]:
+  """Fits each model's scorer on the training clips of `records`, scores and evaluates its test clips."""
+  train_idx = [i for i, r in enumerate(records) if systems.is_train_clip(r)]
+  test_idx = [i for i, r in enumerate(records) if systems.is_test_clip(r)]
+  train_records, test_records = [records[i] for i in train_idx], [records[i] for i in test_idx]
+  embeddings = {k: load_embeddings(d, records) for k, d in model_dirs.items()}
+  os.makedirs(scores_dir, exist_ok=True)
+  models = {}
+  for spec in specs:
+    what = (f"concatenation of {', '.join(spec.sources)}" if spec.sources
+            else "all layers" if spec.layers == "all" else "final layer")
+    log("score", f"{spec.name}: {what}, SMOTE + cosine {spec.scorer['k']}-NN")
+    x = systems.scorer_vectors(spec, embeddings)
+    scorer = detector.fit(x[train_idx], train_records, spec.scorer)
+    scores = detector.score(scorer, x[test_idx], test_records)
+    scorer.save(os.path.join(scores_dir, f"{spec.key}_scorer.npz"))
+    np.savez(os.path.join(scores_dir, f"{spec.key}_test.npz"), raw=scores.raw, normalized=scores.normalized,
+             decisions=scores.decisions, nearest_train_clip=scores.nearest_train_clip,
+             paths=np.array([r.path for r in test_records]))
+    evaluation = evaluate.evaluate_records(test_records, scores.normalized, scores.decisions) if labelled else None
+    models[spec.key] = ModelResult(spec, scorer, scores, evaluation)
+  return models
+
+
+def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[systems.SystemSpec],
+                 models: dict[str, ModelResult], test_records: Sequence[records_lib.ClipRecord], log: Progress, *,
+                 labelled: bool) -> dict[str, SystemResult]:
+  """Each fixed-weight system, plus (on labelled clips, `config.grid_step` > 0) the grid-searched one."""
+  scorers = {k: m.scorer for k, m in models.items()}
+  normalized = {k: m.scores.normalized for k, m in models.items()}
+
+  def fused_result(spec: systems.SystemSpec) -> SystemResult:
+    fused = systems.fuse_system(spec, scorers, normalized, test_records, threshold_method=config.threshold_method,
+                                threshold_quantile=config.threshold_quantile)
+    evaluation = evaluate.evaluate_records(test_records, fused.scores, fused.decisions) if labelled else None
+    return SystemResult(spec, fused, evaluation)
+
+  results: dict[str, SystemResult] = {}
+  for spec in system_list:
+    log("fuse", spec.name + (f" ({spec.note})" if spec.note else ""))
+    results[spec.name] = fused_result(spec) if any(spec.weights.values()) else SystemResult(spec, None, None)
+  if labelled and config.grid_step:
+    keys = list(models)
+    grid = fusion.simplex_grid(len(keys), config.grid_step)
+    log("fuse", f"{GRID_SYSTEM}: searching {len(grid)} weight vectors (step {config.grid_step}) on the labelled "
+        "test clips")
+    best, _, _ = fusion.grid_search([normalized[k] for k in keys], evaluate.official_score_objective(test_records),
+                                    weights=grid)
+    results[GRID_SYSTEM] = fused_result(systems.SystemSpec(
+        GRID_SYSTEM, dict(zip(keys, best.tolist())),
+        note="weights chosen on the labelled test clips (an upper bound, not a fair system)"))
+  return results
+
+
+def format_tables(models: dict[str, ModelResult], results: dict[str, SystemResult]) -> str:
+  """Table 1, Table 3 and (apart) the grid-searched system, as markdown with captions."""
+  names = {k: m.spec.name for k, m in models.items()}
+  fixed = [r for n, r in results.items() if n != GRID_SYSTEM]
+  tables = ("Table 1: harmonic mean of AUC (source), AUC (target) and pAUC per machine type (%)\n\n"
+            + format_table1(list(models.values()))
+            + "\n\nTable 3: fused systems, harmonic means over all sections (%)\n\n" + format_table3(fixed, names))
+  if GRID_SYSTEM in results:
+    tables += ("\n\nGrid-searched weights (chosen on the same labelled test clips: an upper bound, not a "
+               "system)\n\n" + format_table3([results[GRID_SYSTEM]], names))
+  return tables
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
@@ -285,103 +376,32 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
   specs = systems.model_specs(config)
   system_list = systems.system_specs(config, specs)
   log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, workdir {workdir}")
-  all_records = layout.scan_dataset(root)
-  train_records = [r for r in all_records if systems.is_train_clip(r)]
-  test_records = [r for r in all_records if systems.is_test_clip(r)]
+  records = layout.scan_dataset(root)
+  train_records = [r for r in records if systems.is_train_clip(r)]
+  test_records = [r for r in records if systems.is_test_clip(r)]
   if not train_records or not test_records:
     raise ValueError(f"{root}: need train and test clips, found {len(train_records)} train and "
                      f"{len(test_records)} test machine clips")
   labelled = all(r.label in (records_lib.NORMAL, records_lib.ANOMALY) and r.domain is not None
                  for r in test_records)
-  digest = dataset_digest(all_records, root)
-  train_digest = dataset_digest(layout.train_records(all_records), root, mtimes=False)
   os.makedirs(workdir, exist_ok=True)
 
-  trained = [s for s in specs if s.trained]
-  needs_all_layers = {s.key for s in trained if s.layers == "all"}
-  actions: dict[str, dict[str, str]] = {s.key: {} for s in specs}
-  model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in trained}
-  for i, spec in enumerate(trained, 1):
-    log("train", f"{spec.name} ({i}/{len(trained)}) in {model_dirs[spec.key]}")
-    t0 = time.perf_counter()
-    actions[spec.key]["train"] = ensure_trained(spec, model_dirs[spec.key], train_digest, progress=bars)
-    log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
-  for i, spec in enumerate(trained, 1):
-    log("embed", f"{spec.name} ({i}/{len(trained)}), {'all layers' if spec.key in needs_all_layers else 'final layer'}")
-    t0 = time.perf_counter()
-    actions[spec.key]["embed"] = ensure_embedded(spec, model_dirs[spec.key], digest,
-                                                 all_layers=spec.key in needs_all_layers, progress=bars)
-    log("embed", f"{spec.name}: {actions[spec.key]['embed']} ({time.perf_counter() - t0:.1f} s)")
-
-  train_idx = [i for i, r in enumerate(all_records) if systems.is_train_clip(r)]
-  test_idx = [i for i, r in enumerate(all_records) if systems.is_test_clip(r)]
-  embeddings = {s.key: load_embeddings(model_dirs[s.key], all_records) for s in trained}
-  scores_dir = os.path.join(workdir, "scores")
-  os.makedirs(scores_dir, exist_ok=True)
-  models: dict[str, ModelResult] = {}
-  for spec in specs:
-    what = f"concatenation of {', '.join(spec.sources)}" if spec.sources else f"{spec.layers} layer(s)"
-    log("score", f"{spec.name}: {what}, SMOTE + cosine {spec.scorer['k']}-NN")
-    x = systems.scorer_vectors(spec, embeddings)
-    scorer = detector.fit(x[train_idx], train_records, spec.scorer)
-    scores = detector.score(scorer, x[test_idx], test_records)
-    scorer.save(os.path.join(scores_dir, f"{spec.key}_scorer.npz"))
-    np.savez(os.path.join(scores_dir, f"{spec.key}_test.npz"), raw=scores.raw, normalized=scores.normalized,
-             decisions=scores.decisions, nearest_train_clip=scores.nearest_train_clip,
-             paths=np.array([r.path for r in test_records]))
-    evaluation = evaluate.evaluate_records(test_records, scores.normalized, scores.decisions) if labelled else None
-    models[spec.key] = ModelResult(spec, scorer, scores, evaluation)
-    actions[spec.key]["score"] = "ran"
-
-  scorers = {k: m.scorer for k, m in models.items()}
-  normalized = {k: m.scores.normalized for k, m in models.items()}
-  results: dict[str, SystemResult] = {}
-  for system in system_list:
-    if not any(system.weights.values()):
-      log("fuse", f"{system.name}: {system.note}")
-      results[system.name] = SystemResult(system, None, None)
-      continue
-    log("fuse", f"{system.name}" + (f" ({system.note})" if system.note else ""))
-    fused = systems.fuse_system(system, scorers, normalized, test_records, threshold_method=config.threshold_method,
-                                threshold_quantile=config.threshold_quantile)
-    evaluation = evaluate.evaluate_records(test_records, fused.scores, fused.decisions) if labelled else None
-    results[system.name] = SystemResult(system, fused, evaluation)
-  if labelled and config.grid_step:
-    keys = [s.key for s in specs]
-    grid = fusion.simplex_grid(len(keys), config.grid_step)
-    log("fuse", f"{GRID_SYSTEM}: searching {len(grid)} weight vectors (step {config.grid_step}) on the "
-        "labelled test clips")
-    best, _, _ = fusion.grid_search([normalized[k] for k in keys], evaluate.official_score_objective(test_records),
-                                    weights=grid)
-    spec = systems.SystemSpec(GRID_SYSTEM, dict(zip(keys, best.tolist())),
-                              note="weights chosen on the labelled test clips (oracle; not a fair system)")
-    fused = systems.fuse_system(spec, scorers, normalized, test_records, threshold_method=config.threshold_method,
-                                threshold_quantile=config.threshold_quantile)
-    results[GRID_SYSTEM] = SystemResult(spec, fused, evaluate.evaluate_records(test_records, fused.scores,
-                                                                               fused.decisions))
-
+  model_dirs, actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
+  models = score_models(specs, model_dirs, records, os.path.join(workdir, "scores"), log, labelled=labelled)
+  results = fuse_systems(config, system_list, models, test_records, log, labelled=labelled)
   for name, r in results.items():
-    if r.fused is None:
-      continue
-    r.submission_dir = os.path.join(workdir, "submissions", name)
-    eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
+    if r.fused is not None:
+      r.submission_dir = os.path.join(workdir, "submissions", name)
+      eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
   log("write", f"submission folders in {os.path.join(workdir, 'submissions')}: "
       f"{', '.join(n for n, r in results.items() if r.submission_dir)}")
-
-  names = {s.key: s.name for s in specs}
-  fixed = [r for n, r in results.items() if n != GRID_SYSTEM]
-  tables = ("Table 1: harmonic mean of AUC (source), AUC (target) and pAUC per machine type (%)\n\n"
-            + format_table1(list(models.values()))
-            + "\n\nTable 3: fused systems, harmonic means over all sections (%)\n\n" + format_table3(fixed, names))
-  if GRID_SYSTEM in results:
-    tables += ("\n\nGrid-searched weights (chosen on the same labelled test clips: an upper bound, not a "
-               "system)\n\n" + format_table3([results[GRID_SYSTEM]], names))
+  tables = format_tables(models, results)
   with open(os.path.join(workdir, "tables.md"), "w") as f:
     f.write(tables + "\n")
 
   detector_dir = ""
   if config.export:
-    from asd_jax import detector_export  # JAX-side; imported only when exporting.
+    from asd_jax import detector_export  # pylint: disable=g-import-not-at-top  (JAX side, only to export)
 
     system = results.get(config.system)
     if system is None or system.fused is None:
@@ -389,9 +409,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                        f"(have {sorted(n for n, r in results.items() if r.fused is not None)})")
     detector_dir = os.path.join(workdir, "detector")
     log("export", f"detector of {config.system} -> {detector_dir}")
-    detector_export.export(detector_dir, system=system.spec, specs=specs, model_dirs=model_dirs, scorers=scorers,
-                           thresholds=system.fused.thresholds, train_records=train_records, root=root,
-                           threshold_method=config.threshold_method, threshold_quantile=config.threshold_quantile)
+    detector_export.export(detector_dir, system=system.spec, specs=specs, model_dirs=model_dirs,
+                           scorers={k: m.scorer for k, m in models.items()}, thresholds=system.fused.thresholds,
+                           train_records=train_records, root=root, threshold_method=config.threshold_method,
+                           threshold_quantile=config.threshold_quantile)
 
   summary = {
       "dataset": root, "labelled": labelled, "actions": actions,

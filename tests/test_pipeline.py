@@ -152,7 +152,7 @@ def test_rerun_reuses_trained_models_and_embeddings(first_run):
   again = pipeline.run(config, str(workdir), progress=False)
   for key in ("fbeats", "lbeats"):
     assert again.actions[key]["train"] == "cached" and again.actions[key]["embed"] == "cached"
-  assert result.actions["fbeats"] == {"train": "ran", "embed": "ran", "score": "ran"}
+  assert result.actions["fbeats"] == {"train": "ran", "embed": "ran"}
   assert _mtimes(workdir) == before
   for key in result.models:
     np.testing.assert_array_equal(again.models[key].scores.normalized, result.models[key].scores.normalized)
@@ -164,7 +164,7 @@ def test_embeddings_are_redone_when_multi_layer_scoring_is_asked(first_run):
   config.models.lbeats.layers = "all"
   config.export = False
   result = pipeline.run(config, str(workdir), progress=False)
-  assert result.actions["lbeats"] == {"train": "cached", "embed": "ran", "score": "ran"}
+  assert result.actions["lbeats"] == {"train": "cached", "embed": "ran"}
   assert result.actions["fbeats"]["embed"] == "cached"
   layers = pipeline.load_embeddings(os.path.join(workdir, "models", "lbeats"),
                                     result.test_records)["layer_embeddings"]
