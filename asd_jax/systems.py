@@ -165,7 +165,8 @@ def scorer_vectors(spec: ModelSpec, embeddings: Mapping[str, Mapping[str, np.nda
       for the model itself (trained) or for its sources (concatenation), clips in one shared order.
 
   Returns:
-    [clips, dim] (last layer), [clips, layers, dim] (multi-layer; the scorer concatenates), or for a
+    [clips, dim] (last layer), [clips, layers, dim] (multi-layer; the scorer concatenates the layers; a
+    two-encoder model gives [clips, sum of layers * dims], every layer L2-normalised), or for a
     concatenation model [clips, sum of source dims] of L2-normalised source embeddings.
   """
   if spec.sources:
@@ -173,9 +174,14 @@ def scorer_vectors(spec: ModelSpec, embeddings: Mapping[str, Mapping[str, np.nda
     return np.concatenate(parts, axis=1)
   own = embeddings[spec.key]
   if spec.layers == "all":
-    if "layer_embeddings" not in own:
-      raise ValueError(f"model {spec.key}: layers='all' needs layer embeddings (embed with all_layers=True)")
-    return own["layer_embeddings"]
+    # One encoder: "layer_embeddings"; two (Dual-Branch): "layers_beats", "layers_eat", possibly of other widths.
+    keys = sorted(k for k in own if k == "layer_embeddings" or k.startswith("layers_"))
+    if not keys:
+      raise ValueError(f"model {spec.key}: layers='all' needs per-layer embeddings (embed with all_layers=True); "
+                       f"found {sorted(own)}")
+    if len(keys) == 1:
+      return own[keys[0]]
+    return np.concatenate([features.concat_layers(own[k], normalize_layers=True) for k in keys], axis=1)
   return own["embedding"]
 
 

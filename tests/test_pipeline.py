@@ -4,6 +4,7 @@ The fast module runs two tiny BEATs models (full and LoRA fine-tuning, 1 epoch) 
 one machine type; the slow test runs every model of `configs/demo_pipeline.py` on two machine types.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -259,3 +260,17 @@ def test_demo_pipeline_runs_every_model_on_two_machine_types(tmp_path):
   for name in ("system1", "system2", "system3", "system4"):
     assert result.systems[name].evaluation is not None
   assert not result.systems["system1"].spec.reduced  # system1 needs no Dual-Branch
+
+
+def test_multi_layer_vectors_of_a_two_encoder_model():
+  rng = np.random.default_rng(0)
+  beats, eat = rng.normal(size=(5, 3, 4)), rng.normal(size=(5, 2, 6))
+  spec = systems.ModelSpec(key="dual", name="Dual-Branch", train=None, sources=(), layers="all", scorer={})
+  got = systems.scorer_vectors(spec, {"dual": {"embedding": rng.normal(size=(5, 10)), "layers_eat": eat,
+                                               "layers_beats": beats}})
+  by_hand = np.concatenate([beats[:, i] / np.linalg.norm(beats[:, i], axis=1, keepdims=True) for i in range(3)]
+                           + [eat[:, i] / np.linalg.norm(eat[:, i], axis=1, keepdims=True) for i in range(2)], axis=1)
+  np.testing.assert_allclose(got, by_hand, rtol=1e-6)
+  spec = systems.ModelSpec(key="dual", name="Dual-Branch", train=None, sources=(), layers="last", scorer={})
+  with pytest.raises(ValueError, match="per-layer embeddings"):
+    systems.scorer_vectors(dataclasses.replace(spec, layers="all"), {"dual": {"embedding": np.zeros((5, 10))}})
