@@ -1,12 +1,22 @@
 r"""Writes per-clip embeddings of a trained (or only converted) model for every clip of a dataset.
 
   python -m asd_jax.embed --config=configs/leat.py --workdir=DIR [--layers=all|last] [--out=FILE]
+  python -m asd_jax.embed --config=configs/dual_branch.py --workdir=DIR
 
 Uses the latest training checkpoint in `DIR/checkpoints` (LoRA factors merged into the weights); without
-one, the encoder of `config.model.init_checkpoint` (or a random tiny encoder, for demos). Writes
-`embeddings.npz` with `embedding: [clips, dim]` (the pooled final layer, the utterance embedding) and, with
-`--layers=all`, `layer_embeddings: [clips, layers, dim]` (the pooled output of every layer), plus
-`embeddings_records.json` listing the clips in the same order. Batches are fixed-size (the last one
+one, the converted encoder(s) of the config (or random tiny encoders, for demos). Writes `embeddings.npz`
+(float32, one row per clip) and `embeddings_records.json` (`{"source", "system", "records"}`, the clips in
+the same order). The keys of `embeddings.npz`:
+
+  single encoder (beats, eat):
+    embedding         [clips, D]          the pooled final layer (the utterance embedding)
+    layer_embeddings  [clips, L, D]       with --layers=all: the pooled output of every layer
+  dual_branch:
+    embedding         [clips, Db + De]    the fused embedding kNN scores: concat(BEATs, EAT) pooled final layers
+    layers_beats      [clips, Lb, Db]     with --layers=all: every BEATs layer pooled (beats_pool)
+    layers_eat        [clips, Le, De]     with --layers=all: every EAT layer pooled (eat_pool)
+
+so `embedding == concat(layers_beats[:, -1], layers_eat[:, -1])`. Batches are fixed-size (the last one
 padded), so the forward pass compiles once; they are split over all devices.
 """
 
@@ -16,6 +26,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,16 +38,14 @@ from asd_jax.training import checkpoints
 from asd_jax.training import experiment
 from asd_jax.training import lora
 from asd_jax.training import sharding as shd
-from asd_jax.training import train_step as ts
 
 
-def make_forward(model, mesh, all_layers: bool):
-  """Jitted `forward(params, wav [batch, samples]) -> {"embedding", ["layer_embeddings"]}` (batch sharded)."""
+def make_forward(outputs, mesh, all_layers: bool):
+  """Jitted `forward(params, wav [batch, samples]) -> {name: [batch, ...]}` (batch sharded), where `outputs`
+  is a system's `(params, wav, all_layers) -> dict` (see `experiment.System.outputs`)."""
 
   def forward(params, wav):
-    out = model.apply({"params": params}, wav, train=False, all_layers=all_layers)
-    out.pop("cosine")
-    return out
+    return outputs(params, wav, all_layers)
 
   return jax.jit(forward, in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
                  out_shardings=shd.replicated(mesh))
@@ -72,51 +81,47 @@ def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, 
   return outputs
 
 
-def model_params(config, workdir: str):
-  """`(model, params, source)`: trained weights (LoRA merged) from the workdir's latest checkpoint, else the
-  converted encoder (`config.model.init_checkpoint`) or a random one, with a 1-class head."""
+def model_params(config, workdir: str) -> tuple[experiment.System, Any, str]:
+  """`(system, params, source)`: trained weights (LoRA merged) from the workdir's latest checkpoint, else the
+  converted encoder(s) of the config or random ones, with heads sized for one class (unused here)."""
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-  arch, encoder_params = experiment.architecture(config.model)
   rng = jax.random.key(config.seed)
   if os.path.isdir(ckpt_dir):
     ckpt = checkpoints.Checkpointer(ckpt_dir)
     if ckpt.latest_step() is not None:
       meta = ckpt.restore_meta()
-      num_classes = len(meta["label_space"]["classes"])
-      model = experiment.build_model(config.model, arch, num_classes)
-      abstract_tree = experiment.init_trainable(config, model, rng, abstract=True)
-      labels = experiment.labels_for(config, abstract_tree)
-      tx, _ = experiment.make_optimizer(config, labels, meta["num_steps"])
-      abstract_state = jax.eval_shape(lambda t: ts.create_state(t, tx), abstract_tree)
+      system = experiment.build_system(config, len(meta["label_space"]["classes"]))
+      run = experiment.create_run(config, system, rng, meta["num_steps"], abstract=True)
       mesh = shd.data_mesh()
-      state, _, _ = ckpt.restore(checkpoints.abstract_like(abstract_state, shd.replicated(mesh)))
+      state, _, _ = ckpt.restore(checkpoints.abstract_like(run.state, shd.replicated(mesh)))
       ckpt.close()
       merged = lora.merge_lora(state.params, alpha=config.lora.alpha)
-      return model, merged, f"{ckpt_dir} step {int(state.step)}"
+      return system, merged, f"{ckpt_dir} step {int(state.step)}"
     ckpt.close()
-  model = experiment.build_model(config.model, arch, 1)
-  params = experiment.init_trainable(config, model, rng, encoder_params)["model"]
-  source = config.model.init_checkpoint or "random initialisation"
+  system = experiment.build_system(config, 1)
+  tree, _ = experiment.init_trainable(config, system, rng)
+  source = ", ".join(source for _, source, _ in system.pretrained) or "random initialisation"
   logging.warning("no training checkpoint in %s: embedding with %s", ckpt_dir, source)
-  return model, params, source
+  return system, tree["model"], source
 
 
 def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progress: bool = True) -> str:
-  """Writes the embeddings of every clip of `config.data.root`; returns the .npz path."""
+  """Writes the embeddings of every clip of `config.data.root` (keys in the module docstring); returns the
+  .npz path."""
   from asd_jax.training import data as train_data
 
   workdir = os.path.abspath(workdir)
-  model, params, source = model_params(config, workdir)
+  system, params, source = model_params(config, workdir)
   mesh = shd.data_mesh()
   params = shd.replicate(params, mesh)
   clips, batches = train_data.embedding_batches(config)
-  outputs = embed_batches(make_forward(model, mesh, all_layers), params, batches,
+  outputs = embed_batches(make_forward(system.outputs, mesh, all_layers), params, batches,
                           batch_size=config.embed.batch_size, mesh=mesh, num_clips=len(clips), progress=progress)
   out = out or os.path.join(workdir, "embeddings.npz")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   np.savez(out, **outputs)
   with open(os.path.splitext(out)[0] + "_records.json", "w") as f:
-    json.dump({"source": source, "records": [dataclasses.asdict(c) for c in clips]}, f)
+    json.dump({"source": source, "system": system.name, "records": [dataclasses.asdict(c) for c in clips]}, f)
   logging.info("wrote %s (%d clips, from %s)", out, len(clips), source)
   return out
 

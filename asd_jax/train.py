@@ -1,9 +1,13 @@
-r"""Fine-tunes BEATs or EAT with an ArcFace head (full or LoRA) on a DCASE dataset.
+r"""Fine-tunes a system on a DCASE dataset: BEATs or EAT with an ArcFace head (full or LoRA), or the
+dual-branch BEATs + EAT model with the featex + SCAdaCos loss (LoRA in both encoders).
 
   python -m asd_jax.train --config=configs/leat.py --workdir=/abs/or/rel/DIR \
       [--config.model.init_checkpoint=PATH] [--config.train.epochs=2] [--dry_run] [--noresume]
+  python -m asd_jax.train --config=configs/dual_branch.py --workdir=DIR \
+      --config.model.beats_checkpoint=PATH --config.model.eat_checkpoint=PATH
 
-The workdir receives `checkpoints/` (Orbax: state, data position, config, label space), `config.json`,
+The workdir receives `checkpoints/` (Orbax: the train state with the loss' non-trainable `extra` state,
+e.g. the dual branch's SCAdaCos centres and scales, data position, config, label space), `config.json`,
 `label_space.json` and `metrics.jsonl`. A run finds its latest checkpoint there and continues from it.
 `--dry_run` builds the model abstractly and prints the parameter summary without training.
 """
@@ -14,7 +18,7 @@ import json
 import os
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from asd_jax.training import checkpoints
@@ -23,26 +27,23 @@ from asd_jax.training import experiment
 from asd_jax.training import loop
 from asd_jax.training import metrics
 from asd_jax.training import sharding as shd
-from asd_jax.training import train_step as ts
 
 
 def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True):
   """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state."""
   workdir = os.path.abspath(workdir)
   shd.initialize_distributed(config.train.distributed)
-  arch, encoder_params = experiment.architecture(config.model)
   label_space = train_data.label_space(config, required=not dry_run)
   num_classes = label_space.num_classes if label_space is not None else 1
-  model = experiment.build_model(config.model, arch, num_classes)
+  system = experiment.build_system(config, num_classes)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
 
   if dry_run:
-    tree = experiment.init_trainable(config, model, init_rng, abstract=True)
-    note = "" if label_space is not None else " (no dataset found: head sized for 1 class)"
-    print(f"{config.model.encoder} ({'LoRA' if config.lora.enabled else 'full'} fine-tuning), "
-          f"{num_classes} classes{note}")
-    print(experiment.format_summary(tree, experiment.labels_for(config, tree)))
+    run = experiment.create_run(config, system, init_rng, total_steps=1, abstract=True)
+    note = "" if label_space is not None else " (no dataset found: heads sized for 1 class)"
+    print(f"{system.name} ({'LoRA' if config.lora.enabled else 'full'} fine-tuning), {num_classes} classes{note}")
+    print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
     return None
 
   batches, num_clips = train_data.train_batches(config, label_space)
@@ -54,19 +55,15 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
                      f"{config.train.batch_size}")
   num_steps = steps_per_epoch * config.train.epochs
 
-  tree = experiment.init_trainable(config, model, init_rng, encoder_params)
-  labels = experiment.labels_for(config, tree)
-  print(experiment.format_summary(tree, labels))
-  tx, _ = experiment.make_optimizer(config, labels, num_steps)
-  state = ts.create_state(tree, tx)
-  step = ts.make_train_step(experiment.loss_fn(config, model), tx, labels)
+  run = experiment.create_run(config, system, init_rng, num_steps)
+  print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   if not resume and ckpt.latest_step() is not None:
     raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
                           "use a new --workdir or drop --noresume to continue it")
   meta = {"config": json.loads(config.to_json_best_effort()), "label_space": json.loads(label_space.to_json()),
-          "encoder_config": arch.to_dict() if hasattr(arch, "to_dict") else str(arch),
+          "system": system.name, "encoder_config": system.architecture,
           "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
@@ -75,9 +72,10 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
     label_space.save(os.path.join(workdir, "label_space.json"))
   writer = metrics.MetricWriter(workdir)
   try:
-    state = loop.fit(state, step, batches, num_steps=num_steps, mesh=mesh, rng=step_rng, checkpointer=ckpt,
-                     checkpoint_every=config.train.checkpoint_every, meta=meta, writer=writer,
-                     log_every=config.train.log_every, steps_per_epoch=steps_per_epoch, progress=progress)
+    state = loop.fit(run.state, run.train_step(), batches, num_steps=num_steps, mesh=mesh, rng=step_rng,
+                     checkpointer=ckpt, checkpoint_every=config.train.checkpoint_every, meta=meta, writer=writer,
+                     log_every=config.train.log_every, steps_per_epoch=steps_per_epoch, progress=progress,
+                     shown_metrics=system.progress_metrics)
   finally:
     writer.close()
     ckpt.close()

@@ -32,15 +32,14 @@ def _variant(lora_enabled: bool, layers: int, dim: int, batch: int, seconds: flo
   config.lora.alpha = 16.0
   arch = dataclasses.replace(beats.BEATS_TINY, encoder_layers=layers, encoder_embed_dim=dim,
                              encoder_ffn_embed_dim=4 * dim, encoder_attention_heads=max(dim // 64, 1), embed_dim=dim)
-  model = experiment.build_model(config.model, arch, num_classes=16)
-  tree = experiment.init_trainable(config, model, jax.random.key(0))
-  labels = experiment.labels_for(config, tree)
-  tx, _ = experiment.make_optimizer(config, labels, total_steps=100)
+  system = experiment.classifier_system(config, experiment.build_model(config.model, arch, num_classes=16))
+  run = experiment.create_run(config, system, jax.random.key(0), total_steps=100)
+  tree, labels = run.state.params, run.labels
   mesh = shd.data_mesh(jax.devices()[:1])
-  step = ts.jit_train_step(ts.make_train_step(experiment.loss_fn(config, model), tx, labels), mesh, donate=False)
+  step = ts.jit_train_step(run.train_step(), mesh, donate=False)
   wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, experiment.clip_samples(config))).astype(np.float32)
   data = shd.put_batch({"wav": wav, "label": np.arange(batch, dtype=np.int32) % 16}, mesh)
-  state = shd.replicate(ts.create_state(tree, tx), mesh)
+  state = shd.replicate(run.state, mesh)
   rng = jax.random.key(1)
   compiled = step.lower(state, data, rng).compile()
   mem = compiled.memory_analysis()

@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.num_workers = 0  # Grain worker processes
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "beats"  # a name in asd_jax.models.registry
+  c.model.encoder = "beats"  # a name in asd_jax.models.registry, or "dual_branch" (see configs/dual_branch.py)
   c.model.preset = "base"  # architecture when no init_checkpoint is given
   c.model.init_checkpoint = ""  # converted (or released) encoder checkpoint; architecture comes from it
   c.model.dtype = "auto"  # compute dtype: bfloat16 on GPU/TPU, float32 on CPU; params stay float32

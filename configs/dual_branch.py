@@ -1,47 +1,51 @@
-"""Dual-branch BEATs + EAT system: LoRA (r=64 on q, v, out) in both encoders, featex + SCAdaCos, 40 epochs.
+"""Dual-Branch: BEATs + EAT side by side, LoRA r=64 on q, v, out in both encoders, featex + SCAdaCos loss.
 
+AdamW lr 2e-4, 40 epochs; schedule, weight decay and clipping are common.py's (the report fixes only the rate
+and the epochs). Pass both converted checkpoints:
+
+  python -m asd_jax.train --config=configs/dual_branch.py --workdir=DIR \\
+      --config.model.beats_checkpoint=/abs/path/beats_iter3_plus --config.model.eat_checkpoint=/abs/path/eat_base
+
+The fields of common.py that only a single encoder has (`model.preset`, `model.init_checkpoint`, `model.pool`,
+`model.dropout_rate`, ArcFace's `loss.scale`/`loss.margin`) are removed, so setting one is an error. Each
+branch has `<branch>_preset` (architecture without a checkpoint), `<branch>_checkpoint` and `<branch>_pool`.
 Fields under `loss` map one to one onto `asd_jax.models.dual_branch.DualBranchLossConfig` (`num_classes` is
-set from the training label space at run time); `optim` follows `asd_jax.training.optimizer`.
+the training label space's).
 """
 
 import ml_collections
 
+from configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.system = "dual_branch"
+  c = common.get_config()
+  c.model.encoder = "dual_branch"
+  for single_encoder_field in ("preset", "init_checkpoint", "pool", "dropout_rate"):
+    del c.model[single_encoder_field]
+  c.model.beats_preset = "base"  # BEATs iter3+ layout
+  c.model.beats_checkpoint = ""  # converted (or released .pt) BEATs; sets the architecture
+  c.model.beats_pool = "mean"
+  c.model.eat_preset = "base"
+  c.model.eat_checkpoint = ""  # converted (or released) EAT; sets the architecture
+  c.model.eat_pool = "mean"
+  c.model.never_trained = r"^encoder/eat/positions$"  # EAT's fixed sin-cos table (matters without LoRA only)
 
-  config.model = ml_collections.ConfigDict()
-  config.model.beats = "base"  # BEATsConfig preset; pretrained weights from --config.model.beats_checkpoint
-  config.model.eat = "base"  # EATConfig preset
-  config.model.beats_checkpoint = ""
-  config.model.eat_checkpoint = ""
-  config.model.beats_pool = "mean"
-  config.model.eat_pool = "mean"
-  config.model.dtype = "float32"
+  c.loss = ml_collections.ConfigDict()
+  c.loss.num_subclusters = 16  # K sub-clusters per class in both SCAdaCos heads
+  c.loss.mixup_prob = 0.5
+  c.loss.featex_prob = 0.5  # probability that a clip's EAT embedding is exchanged with its partner's
+  c.loss.main_weight = 1.0  # C-class head, fixed centres
+  c.loss.featex_weight = 1.0  # 3C-class featex head, trained centres
+  c.loss.min_scale = 1.0  # bounds of the adaptive SCAdaCos scales
+  c.loss.max_scale = 64.0
 
-  config.lora = ml_collections.ConfigDict()
-  config.lora.rank = 64
-  config.lora.alpha = 64.0
-  config.lora.targets = r"(^|/)(q_proj|v_proj|out_proj)/kernel$"
-  config.lora.trainable_modules = r"^head/"  # the featex head's sub-cluster centres
+  c.lora.enabled = True
+  c.lora.rank = 64
+  c.lora.alpha = 64.0
+  # The default targets, `(^|/)(q_proj|v_proj|out_proj)/kernel$`, match both encoders:
+  # encoder/beats/encoder/layers_<i>/self_attn/* and encoder/eat/blocks_<i>/attn/*.
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.num_subclusters = 16
-  config.loss.mixup_prob = 0.5
-  config.loss.featex_prob = 0.5
-  config.loss.main_weight = 1.0
-  config.loss.featex_weight = 1.0
-  config.loss.min_scale = 1.0
-  config.loss.max_scale = 64.0
-
-  config.optim = ml_collections.ConfigDict()
-  config.optim.name = "adamw"
-  config.optim.learning_rate = 2e-4
-  config.optim.schedule = "constant"
-  config.optim.weight_decay = 0.0
-
-  config.num_epochs = 40
-  config.batch_size = 32
-  config.seed = 0
-  return config
+  c.optim.learning_rate = 2e-4
+  c.train.epochs = 40
+  return c

@@ -13,6 +13,9 @@ State split for the train step: model params `{'encoder': {'beats', 'eat'}, 'hea
 centres match the default trainable pattern `^head/`), and `extra = {'main_centres', 'main_scale',
 'featex_scale'}`, which is never differentiated: the scales are re-estimated in every step and returned, the
 main centres stay as initialised (as in the reference, where that head is not trainable).
+
+Training and embedding go through the same CLIs as the single encoders (`configs/dual_branch.py`;
+`asd_jax.training.experiment.build_dual_system` wires this module to the registry's encoders and fbanks).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `fit` owns everything that is not pure: it resumes from the latest checkpoint (state and input-iterator
 position), compiles the step once ahead of time (compile time is logged on its own), feeds sharded batches,
-shows a tqdm bar with loss, accuracy, step time and clips/s, appends metrics to `metrics.jsonl`, and saves
+shows a tqdm bar with the loss, chosen metrics, step time and clips/s, appends metrics to `metrics.jsonl`, and saves
 periodic checkpoints. Because the step is pure and its rng is folded with the step counter, a run killed
 after any checkpoint and resumed gives the same parameters as one that never stopped.
 """
@@ -39,7 +39,8 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
         mesh: Mesh, rng: jax.Array, checkpointer: ckpt_lib.Checkpointer | None = None,
         checkpoint_every: int = 0, meta: dict[str, Any] | None = None,
         writer: metrics_lib.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
-        progress: bool = True, stop_after: int | None = None) -> ts.TrainState:
+        progress: bool = True, stop_after: int | None = None,
+        shown_metrics: tuple[str, ...] = ("accuracy",)) -> ts.TrainState:
   """Trains `state` until `state.step == num_steps` and returns it (replicated over `mesh`).
 
   Args:
@@ -50,7 +51,8 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
     mesh: the data-parallel mesh; state and rng are replicated, batches split over its "data" axis.
     rng: base key; step `i` uses `fold_in(rng, i)` inside the step.
     checkpointer, checkpoint_every, meta: save every `checkpoint_every` steps and at the end, with `meta`.
-    writer: metrics sink; `log_every`: steps between metric rows (the bar updates every step).
+    writer: metrics sink; `log_every`: steps between metric rows (every metric of the step; the bar
+      updates every step and shows the loss and the `shown_metrics` the step returns).
     stop_after: stop (after saving) once this many steps ran in this call: simulates a killed job in tests.
   """
   state = shd.replicate(state, mesh)
@@ -89,7 +91,8 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
       metrics = jax.device_get(metrics)  # Waits for the step: the time below is the step's.
       step_s = time.perf_counter() - t0
       step, ran = step + 1, ran + 1
-      shown = {"loss": f"{metrics['loss']:.4f}", "acc": f"{metrics['accuracy']:.3f}" if "accuracy" in metrics else "",
+      shown = {"loss": f"{metrics['loss']:.4f}",
+               **{name: f"{metrics[name]:.3f}" for name in shown_metrics if name in metrics},
                "step_s": f"{step_s:.3f}", "clips/s": f"{clips / step_s:.1f}"}
       bar.set_postfix(shown, refresh=False)
       bar.update(1)

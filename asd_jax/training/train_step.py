@@ -1,4 +1,4 @@
-"""A pure, loss-generic training step and the ArcFace classification loss it is used with.
+"""A pure, loss-generic training step, the LoRA wrapper of a loss, and the ArcFace classification loss.
 
 `TrainState` is a plain pytree (step, params, opt_state, extra), so Orbax saves it as is and jit shards it.
 `extra` holds non-trainable state that the loss updates itself (e.g. SCAdaCos' adaptive scale): a loss
@@ -82,16 +82,28 @@ def jit_train_step(train_step: Callable, mesh: Mesh, donate: bool = True) -> Cal
                  donate_argnums=(0,) if donate else ())
 
 
-def classification_loss(model: nn.Module, *, lora_alpha: float, scale: float = arcface.DEFAULT_SCALE,
+def with_lora(loss_fn: LossFn, *, alpha: float) -> LossFn:
+  """The loss over the trainable tree `{"model", ["lora"]}` of a loss over plain model params.
+
+  LoRA factors (if any) are merged into the weights (`lora.merge_lora`) before `loss_fn` sees them, so
+  gradients reach the factors through the merge and the model code knows nothing about LoRA.
+  """
+
+  def merged_loss(params, extra, batch, rng):
+    return loss_fn(lora.merge_lora(params, alpha=alpha), extra, batch, rng)
+
+  return merged_loss
+
+
+def classification_loss(model: nn.Module, *, scale: float = arcface.DEFAULT_SCALE,
                         margin: float = arcface.DEFAULT_MARGIN) -> LossFn:
   """ArcFace loss of a `Classifier` on `batch = {"wav" [batch, samples], "label" [batch], ("valid")}`.
 
-  LoRA factors (if any) are merged into the weights before the forward pass.
+  Takes plain model params (wrap with `with_lora` for the `{"model", "lora"}` tree); `extra` passes through.
   """
 
   def loss_fn(params, extra, batch, rng):
-    model_params = lora.merge_lora(params, alpha=lora_alpha)
-    out = model.apply({"params": model_params}, batch["wav"], train=True, rngs={"dropout": rng})
+    out = model.apply({"params": params}, batch["wav"], train=True, rngs={"dropout": rng})
     weights = batch.get("valid")
     loss = arcface.arcface_loss(out["cosine"], batch["label"], scale=scale, margin=margin, weights=weights)
     correct = (jnp.argmax(out["cosine"], -1) == batch["label"]).astype(jnp.float32)

@@ -1,4 +1,8 @@
-"""Dual-branch model: wiring of the two encoders, inference embeddings, featex + SCAdaCos loss, sharding."""
+"""Dual-branch model: wiring of the two encoders, inference embeddings, featex + SCAdaCos loss, sharding.
+
+The EAT branch is the real tiny EAT (CLS pooling); the BEATs branch is a small stand-in encoder (the real
+tiny BEATs is in the slow test, its gradient takes long to compile).
+"""
 
 import dataclasses
 import functools
@@ -10,56 +14,74 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from asd_jax.models import dual_branch, featex, scadacos
+from asd_jax.models import dual_branch, eat, featex, scadacos
 from asd_jax.models.encoder_output import EncoderOutput
 
 NUM_CLASSES = 3
 NUM_SUBCLUSTERS = 2
+BEATS_DIM = 8  # the stand-in BEATs branch
+EAT_DIM = eat.EAT_TINY.embed_dim
+FUSED_DIM = BEATS_DIM + EAT_DIM
 
 
 class TinyEncoder(nn.Module):
-  """Test fixture with the encoders' call signature: 2 'layers' over 128-bin fbank frames."""
+  """Stand-in BEATs branch with the encoders' call signature: 2 'layers' over 128-bin fbank frames."""
 
   dim: int
-  cls_token: bool = False
 
   @nn.compact
   def __call__(self, fbank, padding_mask=None, *, train=False):
     x = nn.Dense(self.dim, name="patch")(fbank)
-    if self.cls_token:
-      cls = self.param("cls", nn.initializers.normal(1.0), (1, 1, self.dim))
-      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.dim)), x], axis=1)
     outputs = []
     for i in range(2):
       x = x + nn.Dense(self.dim, name=f"layer_{i}")(jnp.tanh(x))
       outputs.append(x)
-    return EncoderOutput(layer_outputs=tuple(outputs), token_mask=None, num_prefix_tokens=int(self.cls_token))
+    return EncoderOutput(layer_outputs=tuple(outputs), token_mask=None)
 
 
 def _model():
-  return dual_branch.DualBranch(beats=TinyEncoder(dim=8), eat=TinyEncoder(dim=6, cls_token=True),
+  return dual_branch.DualBranch(beats=TinyEncoder(dim=BEATS_DIM), eat=eat.EAT(eat.EAT_TINY),
                                 beats_pool="mean", eat_pool="cls")
 
 
 def _inputs(batch=4):
   rng = np.random.default_rng(0)
   return (jnp.asarray(rng.normal(size=(batch, 10, 128)), jnp.float32),
-          jnp.asarray(rng.normal(size=(batch, 12, 128)), jnp.float32))
+          jnp.asarray(rng.normal(size=(batch, 32, 128)), jnp.float32))  # EAT: 2 x 8 patches + CLS
 
 
-def _setup(config=None):
-  config = config or dual_branch.DualBranchLossConfig(num_classes=NUM_CLASSES, num_subclusters=NUM_SUBCLUSTERS)
+DEFAULT_CONFIG = dual_branch.DualBranchLossConfig(num_classes=NUM_CLASSES, num_subclusters=NUM_SUBCLUSTERS)
+
+
+@functools.cache
+def _initialised():
+  """`(model, params, extra, beats_fbank, eat_fbank)`, initialised once (params depend only on C and K)."""
   model = _model()
   beats_fbank, eat_fbank = _inputs()
-  params, extra = dual_branch.init(jax.random.key(0), model, beats_fbank, eat_fbank, config)
+  init = jax.jit(lambda rng, b, e: dual_branch.init(rng, model, b, e, DEFAULT_CONFIG))
+  params, extra = init(jax.random.key(0), beats_fbank, eat_fbank)
+  return model, params, extra, beats_fbank, eat_fbank
+
+
+def _setup(config=DEFAULT_CONFIG):
+  assert (config.num_classes, config.num_subclusters) == (NUM_CLASSES, NUM_SUBCLUSTERS)
+  model, params, extra, beats_fbank, eat_fbank = _initialised()
   return model, config, params, extra, beats_fbank, eat_fbank
+
+
+@functools.cache
+def _loss_and_grad():
+  """The jitted value and gradient of the default loss (one compilation shared by the tests below)."""
+  model = _initialised()[0]
+  return jax.jit(jax.value_and_grad(functools.partial(dual_branch.loss_fn, model=model, config=DEFAULT_CONFIG),
+                                    has_aux=True))
 
 
 def test_init_shapes_and_initial_scales():
   _, _, params, extra, _, _ = _setup()
   assert set(params) == {"encoder", "head"} and set(params["encoder"]) == {"beats", "eat"}
-  assert params["head"]["featex_centres"].shape == (14, 3 * NUM_CLASSES * NUM_SUBCLUSTERS)
-  assert extra["main_centres"].shape == (14, NUM_CLASSES * NUM_SUBCLUSTERS)
+  assert params["head"]["featex_centres"].shape == (FUSED_DIM, 3 * NUM_CLASSES * NUM_SUBCLUSTERS)
+  assert extra["main_centres"].shape == (FUSED_DIM, NUM_CLASSES * NUM_SUBCLUSTERS)
   np.testing.assert_allclose(extra["main_scale"], np.sqrt(2) * np.log(6 - 1), rtol=1e-6)
   np.testing.assert_allclose(extra["featex_scale"], np.sqrt(2) * np.log(18 - 1), rtol=1e-6)
 
@@ -67,15 +89,15 @@ def test_init_shapes_and_initial_scales():
 def test_embed_is_concatenation_of_each_branch_pooled():
   model, _, params, _, beats_fbank, eat_fbank = _setup()
   fused = dual_branch.embed(model, params, beats_fbank, eat_fbank)
-  assert fused.shape == (4, 14)
-  beats_out = TinyEncoder(dim=8).apply({"params": params["encoder"]["beats"]}, beats_fbank)
-  eat_out = TinyEncoder(dim=6, cls_token=True).apply({"params": params["encoder"]["eat"]}, eat_fbank)
-  np.testing.assert_allclose(fused[:, :8], np.mean(beats_out.features, axis=1), rtol=1e-6)
-  np.testing.assert_allclose(fused[:, 8:], eat_out.features[:, 0], rtol=1e-6)
+  assert fused.shape == (4, FUSED_DIM)
+  beats_out = TinyEncoder(dim=BEATS_DIM).apply({"params": params["encoder"]["beats"]}, beats_fbank)
+  eat_out = eat.EAT(eat.EAT_TINY).apply({"params": params["encoder"]["eat"]}, eat_fbank)
+  np.testing.assert_allclose(fused[:, :BEATS_DIM], np.mean(beats_out.features, axis=1), rtol=1e-6)
+  np.testing.assert_allclose(fused[:, BEATS_DIM:], eat_out.features[:, 0], rtol=1e-6)
 
   layers = dual_branch.embed_layers(model, params, beats_fbank, eat_fbank)
-  assert layers["beats"].shape == (4, 2, 8) and layers["eat"].shape == (4, 2, 6)
-  np.testing.assert_allclose(layers["beats"][:, -1], fused[:, :8], rtol=1e-6)
+  assert layers["beats"].shape == (4, 2, BEATS_DIM) and layers["eat"].shape == (4, 2, EAT_DIM)
+  np.testing.assert_allclose(layers["beats"][:, -1], fused[:, :BEATS_DIM], rtol=1e-6)
   np.testing.assert_allclose(layers["eat"][:, 0], eat_out.layer_outputs[0][:, 0], rtol=1e-6)
 
 
@@ -106,7 +128,7 @@ def test_loss_without_mixup_equals_heads_composed_by_hand(featex_prob):
   main, main_scale, _ = scadacos.scadacos_loss(fused, y, extra["main_centres"], extra["main_scale"],
                                                num_subclusters=NUM_SUBCLUSTERS)
   if featex_prob == 1.0:  # every EAT embedding comes from the reversed batch
-    x_ssl = jnp.concatenate([fused[:, :8], fused[::-1, 8:]], axis=-1)
+    x_ssl = jnp.concatenate([fused[:, :BEATS_DIM], fused[::-1, BEATS_DIM:]], axis=-1)
     y_ssl = jnp.concatenate([jnp.zeros_like(y), 0.5 * y, 0.5 * y[::-1]], axis=-1)
   else:
     x_ssl, y_ssl = fused, jnp.concatenate([y, jnp.zeros_like(y), jnp.zeros_like(y)], axis=-1)
@@ -140,7 +162,7 @@ def test_mixup_acts_on_the_inputs_given_to_the_frontend():
     seen["wav"] = inputs["wav"]
     wav = inputs["wav"]  # [B, 10 * 128] "waveform", reshaped into both fbanks
     frames = wav.reshape(wav.shape[0], 10, 128)
-    return frames, jnp.concatenate([frames, frames[:, :2]], axis=1)
+    return frames, jnp.tile(frames, (1, 4, 1))[:, :32]  # EAT takes a multiple of 16 frames
 
   wav = beats_fbank.reshape(4, -1)
   rng = jax.random.key(5)
@@ -153,26 +175,23 @@ def test_mixup_acts_on_the_inputs_given_to_the_frontend():
 
 
 def test_gradients_reach_encoders_and_featex_centres_only():
-  model, config, params, extra, beats_fbank, eat_fbank = _setup()
-  grads, (metrics, new_extra) = jax.grad(
-      functools.partial(dual_branch.loss_fn, model=model, config=config), has_aux=True)(
-          params, extra, _batch(beats_fbank, eat_fbank), jax.random.key(1))
+  _, _, params, extra, beats_fbank, eat_fbank = _setup()
+  (_, (metrics, _)), grads = _loss_and_grad()(params, extra, _batch(beats_fbank, eat_fbank), jax.random.key(1))
   assert jax.tree.structure(grads) == jax.tree.structure(params)
   for leaf in jax.tree.leaves(grads):
     assert np.all(np.isfinite(leaf))
   assert float(jnp.abs(grads["head"]["featex_centres"]).sum()) > 0
   assert float(jnp.abs(grads["encoder"]["beats"]["layer_1"]["kernel"]).sum()) > 0
-  assert float(jnp.abs(grads["encoder"]["eat"]["layer_1"]["kernel"]).sum()) > 0
+  assert float(jnp.abs(grads["encoder"]["eat"]["blocks_1"]["attn"]["q_proj"]["kernel"]).sum()) > 0
   assert all(np.isfinite(float(v)) for v in metrics.values())
 
 
 def test_sharded_loss_and_grads_equal_single_device():
   if jax.device_count() < 2:
     pytest.skip("needs 2 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
-  model, config, params, extra, beats_fbank, eat_fbank = _setup()
+  _, _, params, extra, beats_fbank, eat_fbank = _setup()
   batch = _batch(beats_fbank, eat_fbank)
-  step = jax.jit(jax.value_and_grad(functools.partial(dual_branch.loss_fn, model=model, config=config),
-                                    has_aux=True))
+  step = _loss_and_grad()
   rng = jax.random.key(2)
   (loss, (_, new_extra)), grads = step(params, extra, batch, rng)
 
@@ -188,15 +207,14 @@ def test_sharded_loss_and_grads_equal_single_device():
 
 
 @pytest.mark.slow  # about 30 s of CPU, mostly compiling the BEATs gradient
-def test_real_tiny_beats_branch_from_waveforms():
-  """Tiny BEATs as the BEATs branch (EAT stays the fixture until it lands), fbanks computed from waveforms."""
+def test_real_tiny_encoders_from_waveforms():
+  """Tiny BEATs and tiny EAT as the branches, fbanks computed from waveforms."""
   from asd_jax.audio import fbank as fb
   from asd_jax.models import beats
 
   # No layerdrop, so every layer's attention must receive a gradient.
   beats_config = dataclasses.replace(beats.BEATS_TINY, encoder_layerdrop=0.0)
-  model = dual_branch.DualBranch(beats=beats.BEATs(beats_config), eat=TinyEncoder(dim=6, cls_token=True),
-                                 eat_pool="cls")
+  model = dual_branch.DualBranch(beats=beats.BEATs(beats_config), eat=eat.EAT(eat.EAT_TINY), eat_pool="cls")
   config = dual_branch.DualBranchLossConfig(num_classes=NUM_CLASSES, num_subclusters=NUM_SUBCLUSTERS)
   eat_fbank_config = fb.FbankConfig(**{**fb.EAT_FBANK.__dict__, "target_length": 32})
   frontend = dual_branch.wav_frontend(fb.BEATS_FBANK, eat_fbank_config)
@@ -205,12 +223,13 @@ def test_real_tiny_beats_branch_from_waveforms():
   params, extra = dual_branch.init(jax.random.key(1), model, beats_fbank, eat_fbank, config)
   embed = functools.partial(dual_branch.embed, model)
   fused = embed(params, beats_fbank, eat_fbank)
-  assert fused.shape == (4, beats.BEATS_TINY.encoder_embed_dim + 6)
+  assert fused.shape == (4, beats.BEATS_TINY.encoder_embed_dim + EAT_DIM)
   np.testing.assert_allclose(jax.jit(embed)(params, beats_fbank, eat_fbank), fused, rtol=1e-4, atol=1e-5)
   loss_fn = functools.partial(dual_branch.loss_fn, model=model, config=config, frontend=frontend)
   grads, (metrics, _) = jax.jit(jax.grad(loss_fn, has_aux=True))(
       params, extra, {"wav": wav, "label": jnp.array([0, 2, 1, 1])}, jax.random.key(2))
   assert np.isfinite(float(metrics["loss"]))
-  q_grads = [g for path, g in jax.tree_util.tree_leaves_with_path(grads["encoder"]["beats"])
-             if "q_proj" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path)]
-  assert q_grads and all(float(jnp.abs(g).sum()) > 0 for g in q_grads)
+  for branch in ("beats", "eat"):
+    q_grads = [g for path, g in jax.tree_util.tree_leaves_with_path(grads["encoder"][branch])
+               if "q_proj" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path)]
+    assert len(q_grads) == 2 and all(float(jnp.abs(g).sum()) > 0 for g in q_grads), branch

@@ -1,13 +1,15 @@
-"""Test fixtures for training: a tiny attention encoder with the BEATs/EAT contract.
+"""Test fixtures for training: a tiny attention encoder with the BEATs/EAT contract, and saveable batches.
 
 `TinyEncoder` has the same interface and parameter naming as the real encoders (Dense submodules
 `q_proj`, `k_proj`, `v_proj`, `out_proj` per block, 'dropout' rng, `EncoderOutput`), small enough that a
-training step compiles and runs in well under a second on CPU.
+training step compiles and runs in well under a second on CPU. `ArrayBatches` stands in for the Grain
+iterator in loop tests (endless, reshuffled per epoch, position saveable).
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from asd_jax.models import encoder_output as eo
@@ -71,11 +73,36 @@ def tiny_frontend(wav):
   return jnp.log(jnp.mean(jnp.square(frames), axis=-1) + 1e-6)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_encoder():
   return TinyEncoder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def frontend():
   return tiny_frontend
+
+
+class ArrayBatches:
+  """Endless, reshuffled-per-epoch batches over fixed arrays, with a saveable position."""
+
+  def __init__(self, wav, label, batch_size):
+    self.wav, self.label, self.batch_size, self.position = wav, label, batch_size, 0
+
+  def __next__(self):
+    per_epoch = len(self.label) // self.batch_size
+    epoch, i = divmod(self.position, per_epoch)
+    order = np.random.default_rng(epoch).permutation(len(self.label))[i * self.batch_size:(i + 1) * self.batch_size]
+    self.position += 1
+    return {"wav": self.wav[order], "label": self.label[order], "index": order.astype(np.int32)}
+
+  def get_state(self):
+    return {"position": self.position}
+
+  def set_state(self, state):
+    self.position = state["position"]
+
+
+@pytest.fixture
+def array_batches():
+  return ArrayBatches

@@ -3,21 +3,25 @@
 import jax
 import pytest
 
+from asd_jax import train
 from asd_jax.training import experiment
 from asd_jax.training import lora
-from configs import fbeats, feat, lbeats, leat
+from configs import dual_branch, fbeats, feat, lbeats, leat
 
 NUM_CLASSES = 7
 LORA_FULL_SIZE = 12 * 3 * 2 * 768 * 64  # blocks x (q, v, out) x (A, B) x dim x rank
+SUBCLUSTERS = 16
 
 
-def _counts(config):
-  arch, _ = experiment.architecture(config.model)
-  model = experiment.build_model(config.model, arch, NUM_CLASSES)
-  tree = experiment.init_trainable(config, model, jax.random.key(0), abstract=True)
-  rows = {name: (total, train) for name, total, train in
-          lora.summary(tree, experiment.labels_for(config, tree), depth=2)}
-  return rows
+def _abstract(config, num_classes=NUM_CLASSES):
+  system = experiment.build_system(config, num_classes)
+  tree, extra = experiment.init_trainable(config, system, jax.random.key(0), abstract=True)
+  return tree, extra, experiment.labels_for(config, tree)
+
+
+def _counts(config, depth=2):
+  tree, extra, labels = _abstract(config)
+  return {name: (total, train) for name, total, train in experiment.summary_rows(tree, labels, extra, depth)}
 
 
 def test_lbeats_trains_exactly_lora_plus_head():
@@ -46,11 +50,49 @@ def test_leat_trains_exactly_lora_plus_head():
 
 def test_feat_trains_everything_but_the_fixed_positions():
   pytest.importorskip("asd_jax.models.eat")
-  config = feat.get_config()
-  arch, _ = experiment.architecture(config.model)
-  model = experiment.build_model(config.model, arch, NUM_CLASSES)
-  tree = experiment.init_trainable(config, model, jax.random.key(0), abstract=True)
-  labels = experiment.labels_for(config, tree)
+  tree, _, labels = _abstract(feat.get_config())
   assert labels["model"]["encoder"]["positions"] == lora.FROZEN
   rows = {name: (total, train) for name, total, train in lora.summary(tree, labels, depth=3)}
   assert rows["total"][1] == rows["total"][0] - rows["model/encoder/positions"][0]
+
+
+def test_dual_branch_trains_lora_of_both_encoders_plus_featex_centres():
+  pytest.importorskip("asd_jax.models.eat")
+  rows = _counts(dual_branch.get_config(), depth=3)
+  fused = 768 + 768
+  assert rows["lora/encoder/beats"] == (LORA_FULL_SIZE, LORA_FULL_SIZE)
+  assert rows["lora/encoder/eat"] == (LORA_FULL_SIZE, LORA_FULL_SIZE)
+  assert rows["model/head/featex_centres"] == (fused * 3 * NUM_CLASSES * SUBCLUSTERS,) * 2
+  assert rows["model/encoder/beats"][1] == rows["model/encoder/eat"][1] == 0
+  assert rows["extra/main_centres"] == (fused * NUM_CLASSES * SUBCLUSTERS, 0)
+  assert rows["extra/main_scale"] == rows["extra/featex_scale"] == (1, 0)
+  assert rows["total"][1] == 2 * 3_538_944 + fused * 3 * NUM_CLASSES * SUBCLUSTERS
+
+
+def test_dual_branch_lora_targets_must_reach_both_encoders():
+  pytest.importorskip("asd_jax.models.eat")
+  config = dual_branch.get_config()
+  config.lora.targets = r"self_attn/(q_proj|v_proj|out_proj)/kernel$"  # BEATs' naming only
+  with pytest.raises(ValueError, match="match no kernel under encoder/eat"):
+    _abstract(config)
+
+
+def test_dual_branch_config_rejects_single_encoder_fields():
+  config = dual_branch.get_config()
+  # Absent fields make `--config.model.init_checkpoint=...` fail in config_flags ("did you mean ...").
+  assert not {"preset", "init_checkpoint", "pool", "dropout_rate"} & set(config.model)
+  config.loss.scale = 30.0  # an ArcFace field in the SCAdaCos loss
+  with pytest.raises(ValueError, match=r"\['scale'\]"):
+    experiment.dual_loss_config(config, NUM_CLASSES)
+
+
+def test_dry_run_prints_the_dual_branch_summary(tmp_path, capsys):
+  pytest.importorskip("asd_jax.models.eat")
+  config = dual_branch.get_config()
+  config.data.root = str(tmp_path / "absent")
+  assert train.train(config, str(tmp_path / "work"), dry_run=True) is None
+  out = capsys.readouterr().out
+  assert "dual_branch (LoRA fine-tuning), 1 classes" in out
+  total = next(line for line in out.splitlines() if line.startswith("total"))
+  assert int(total.split()[-1].replace(",", "")) == 2 * 3_538_944 + 1536 * 3 * 1 * SUBCLUSTERS
+  assert not (tmp_path / "work").exists()

@@ -19,16 +19,14 @@ def test_lora_steps_on_tiny_encoder(encoder):
   config = demo.get_config()
   config.model.encoder = encoder
   config.data.clip_seconds = 1.0
-  arch, _ = experiment.architecture(config.model)
-  model = experiment.build_model(config.model, arch, num_classes=3)
-  tree = experiment.init_trainable(config, model, jax.random.key(0))
-  labels = experiment.labels_for(config, tree)
-  tx, _ = experiment.make_optimizer(config, labels, total_steps=10)
+  run = experiment.create_run(config, experiment.build_system(config, num_classes=3), jax.random.key(0),
+                              total_steps=10)
+  labels = run.labels
   mesh = shd.data_mesh()
-  step = ts.jit_train_step(ts.make_train_step(experiment.loss_fn(config, model), tx, labels), mesh, donate=False)
+  step = ts.jit_train_step(run.train_step(), mesh, donate=False)
   wav = np.random.default_rng(0).normal(scale=0.1, size=(4, experiment.clip_samples(config))).astype(np.float32)
   batch = shd.put_batch({"wav": wav, "label": np.array([0, 1, 2, 0], np.int32)}, mesh)
-  state = shd.replicate(ts.create_state(tree, tx), mesh)
+  state = shd.replicate(run.state, mesh)
   new = state
   for _ in range(2):
     new, metrics = step(new, batch, jax.random.key(1))

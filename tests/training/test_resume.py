@@ -1,7 +1,6 @@
 """A run killed after a checkpoint and resumed by fresh objects ends bit-identical to an uninterrupted run."""
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -17,27 +16,7 @@ from asd_jax.training import train_step as ts
 STEPS = 6
 
 
-class ArrayBatches:
-  """Endless, reshuffled-per-epoch batches over fixed arrays, with a saveable position."""
-
-  def __init__(self, wav, label, batch_size):
-    self.wav, self.label, self.batch_size, self.position = wav, label, batch_size, 0
-
-  def __next__(self):
-    per_epoch = len(self.label) // self.batch_size
-    epoch, i = divmod(self.position, per_epoch)
-    order = np.random.default_rng(epoch).permutation(len(self.label))[i * self.batch_size:(i + 1) * self.batch_size]
-    self.position += 1
-    return {"wav": self.wav[order], "label": self.label[order]}
-
-  def get_state(self):
-    return {"position": self.position}
-
-  def set_state(self, state):
-    self.position = state["position"]
-
-
-def _run(tiny_encoder, frontend, workdir, stop_after=None):
+def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   """Everything built from scratch, as a new process would."""
   model = classifier.Classifier(encoder=tiny_encoder(), num_classes=3, frontend=frontend, dropout_rate=0.2)
   data_rng = np.random.default_rng(0)
@@ -49,10 +28,10 @@ def _run(tiny_encoder, frontend, workdir, stop_after=None):
   optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
                                          weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
-  step = ts.make_train_step(ts.classification_loss(model, lora_alpha=4.0), tx, labels)
+  step = ts.make_train_step(ts.with_lora(ts.classification_loss(model), alpha=4.0), tx, labels)
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
   writer = metrics.MetricWriter(workdir)
-  state = loop.fit(ts.create_state(tree, tx), step, ArrayBatches(wav, label, 4), num_steps=STEPS,
+  state = loop.fit(ts.create_state(tree, tx), step, array_batches(wav, label, 4), num_steps=STEPS,
                    mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,
                    meta={"labels": ["a", "b", "c"]}, writer=writer, log_every=1, progress=False,
                    stop_after=stop_after)
@@ -60,11 +39,11 @@ def _run(tiny_encoder, frontend, workdir, stop_after=None):
   return jax.device_get(state)
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend, tmp_path):
-  straight = _run(tiny_encoder, frontend, tmp_path / "straight")
-  first = _run(tiny_encoder, frontend, tmp_path / "resumed", stop_after=3)
+def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend, array_batches, tmp_path):
+  straight = _run(tiny_encoder, frontend, array_batches, tmp_path / "straight")
+  first = _run(tiny_encoder, frontend, array_batches, tmp_path / "resumed", stop_after=3)
   assert int(first.step) == 3
-  resumed = _run(tiny_encoder, frontend, tmp_path / "resumed")
+  resumed = _run(tiny_encoder, frontend, array_batches, tmp_path / "resumed")
   assert int(straight.step) == int(resumed.step) == STEPS
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), straight.params, resumed.params)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), straight.opt_state, resumed.opt_state)
