@@ -4,9 +4,10 @@
 
   <dir>/detector.json                 format, system name, fusion weights per model, per-section decision
                                       thresholds, threshold settings, the models and their order
-  <dir>/models/<key>/encoder/         fine-tuned encoder (LoRA merged) as a converted checkpoint (Orbax + JSON
-                                      architecture), readable by the encoder's own `load()`
-  <dir>/models/<key>/head.npz         the remaining parameters (the ArcFace head), '/'-joined paths
+  <dir>/models/<key>/encoders/<name>/ each fine-tuned encoder (LoRA merged: BEATs or EAT, both for Dual-Branch)
+                                      as a converted checkpoint (Orbax + JSON architecture), read by the
+                                      encoder's own `load()`; encoders.json says where each one goes
+  <dir>/models/<key>/head.npz         the remaining parameters (heads), '/'-joined paths
   <dir>/models/<key>/config.json      the fine-tuning config (clip length, sample rate, front end, pooling)
   <dir>/models/<key>/label_space.json the classes the head was trained on
   <dir>/models/<key>/scorer.npz       normal memory banks (with SMOTE entries), normalisation statistics,
@@ -29,6 +30,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import flax.traverse_util as tu
 import jax
 import ml_collections
 import numpy as np
@@ -70,32 +72,30 @@ def _relative_scorer(scorer: detector_lib.Scorer, root: str) -> detector_lib.Sco
   return dataclasses.replace(scorer, train_paths=paths)
 
 
-def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
+def _encoder_slots(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], str, str]]:
+  """`(path in the model params, encoder registry name, config.model field of its checkpoint)` per encoder."""
+  if config.model.encoder == experiment.DUAL_BRANCH:
+    return [(("encoder", name), name, f"{name}_checkpoint") for name in experiment.DUAL_BRANCH_ENCODERS]
+  return [(("encoder",), config.model.encoder, "init_checkpoint")]
 
 
 def _export_model(spec: systems.ModelSpec, model_dir: str, out_dir: str) -> None:
+  """Writes one fine-tuned model: each encoder as a converted checkpoint, the rest (heads) as .npz."""
   config = spec.train
-  if "encoder" not in config.get("model", {}):
-    raise NotImplementedError(f"model {spec.key}: exporting {config.get('system', 'this')} models is not "
-                              "supported yet (only single-encoder classifiers)")
-  _, params, source = embed_lib.model_params(config, model_dir)
+  system, params, source = embed_lib.model_params(config, model_dir)
   if "checkpoints" not in source:
     raise ValueError(f"model {spec.key}: no training checkpoint in {model_dir} to export")
-  arch, _ = experiment.architecture(config.model)
-  params = jax.device_get(params)
-  checkpoint_io.save_converted(os.path.join(out_dir, "encoder"), params["encoder"], config.model.encoder,
-                               arch.to_dict())
-  rest = {k: np.asarray(v) for k, v in checkpoint_io.flatten_params(
-      {k: v for k, v in params.items() if k != "encoder"}).items()}
-  np.savez(os.path.join(out_dir, "head.npz"), **rest)
+  flat = tu.flatten_dict(jax.device_get(params))
+  slots = []
+  for path, name, field in _encoder_slots(config):
+    arch = system.architecture if len(path) == 1 else system.architecture[path[-1]]
+    subtree = tu.unflatten_dict({k[len(path):]: v for k, v in flat.items() if k[:len(path)] == path})
+    checkpoint_io.save_converted(os.path.join(out_dir, "encoders", name), subtree, name, arch)
+    flat = {k: v for k, v in flat.items() if k[:len(path)] != path}
+    slots.append({"path": list(path), "encoder": name, "field": field, "dir": f"encoders/{name}"})
+  np.savez(os.path.join(out_dir, "head.npz"), **{"/".join(k): np.asarray(v) for k, v in flat.items()})
+  with open(os.path.join(out_dir, "encoders.json"), "w") as f:
+    json.dump(slots, f, indent=1)
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   shutil.copyfile(os.path.join(model_dir, "label_space.json"), os.path.join(out_dir, "label_space.json"))
@@ -155,23 +155,29 @@ class _Encoder:
 
 
 def _load_encoder(model_dir: str, all_layers: bool) -> _Encoder:
+  """Rebuilds an exported model from its folder alone: encoders from their converted checkpoints, heads from
+  head.npz, LoRA off (the update is merged into the weights)."""
   with open(os.path.join(model_dir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  config.model.init_checkpoint = os.path.join(model_dir, "encoder")
-  config.lora.enabled = False  # the exported weights have the LoRA update merged in
+  with open(os.path.join(model_dir, "encoders.json")) as f:
+    slots = json.load(f)
+  for slot in slots:
+    config.model[slot["field"]] = os.path.join(model_dir, slot["dir"])
+  config.lora.enabled = False
   with open(os.path.join(model_dir, "label_space.json")) as f:
     num_classes = len(json.load(f)["classes"])
-  arch, encoder_params = experiment.architecture(config.model)
-  model = experiment.build_model(config.model, arch, num_classes)
+  system = experiment.build_system(config, num_classes)
+  tree, _ = experiment.init_trainable(config, system, jax.random.key(0))
+  flat = tu.flatten_dict(jax.device_get(tree["model"]))
   with np.load(os.path.join(model_dir, "head.npz")) as data:
-    rest = _unflatten({k: data[k] for k in data.files})
-  params = {**rest, "encoder": encoder_params}
-  abstract = experiment.init_trainable(config, model, jax.random.key(0), abstract=True)["model"]
-  want = {k: v.shape for k, v in checkpoint_io.flatten_params(abstract).items()}
-  checkpoint_io.check_state_dict(checkpoint_io.flatten_params(params), want, source=model_dir)
+    rest = {tuple(k.split("/")): data[k] for k in data.files}
+  expected = {k: v.shape for k, v in flat.items() if not any(k[:len(s["path"])] == tuple(s["path"]) for s in slots)}
+  checkpoint_io.check_state_dict({"/".join(k): v for k, v in rest.items()},
+                                 {"/".join(k): v for k, v in expected.items()}, source=f"{model_dir}/head.npz")
+  params = tu.unflatten_dict({**flat, **rest})
   mesh = shd.data_mesh()
   params = shd.replicate(jax.tree.map(lambda x: np.asarray(x, np.float32), params), mesh)
-  return _Encoder(config, embed_lib.make_forward(model, mesh, all_layers), params, mesh)
+  return _Encoder(config, embed_lib.make_forward(system.outputs, mesh, all_layers), params, mesh)
 
 
 @dataclasses.dataclass(frozen=True)

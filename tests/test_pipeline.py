@@ -31,7 +31,7 @@ def tiny_config(root, model_keys, *, fusion_sources=None):
   c.model_keys = model_keys
   if fusion_sources:
     c.models.fusion.sources = fusion_sources
-  for key in ("fbeats", "lbeats", "feat", "leat"):
+  for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch"):
     t = c.models[key].train
     t.train.epochs = 1
     t.train.batch_size = 4
@@ -248,18 +248,26 @@ def test_detect_cli_prints_scores_decisions_and_nearest_clips(first_run, tmp_pat
 
 
 @pytest.mark.slow
-def test_demo_pipeline_runs_every_model_on_two_machine_types(tmp_path):
+def test_demo_pipeline_runs_all_six_models_and_exports_dual_branch(tmp_path):
   root = tmp_path / "data"
   synth.generate(root, scale=0.01, duration=2.0, machines=("fan", "valve"))
   config = tiny_config(root, demo_pipeline.get_config().model_keys)
+  config.system = "system4"  # every model but FBEATs and FEAT has weight, Dual-Branch the most
   result = pipeline.run(config, str(tmp_path / "work"), progress=False)
-  names = [m.spec.name for m in result.models.values()]
-  assert names[:4] == ["FBEATs", "LBEATs", "FEAT", "LEAT"] and names[-1] == "Fusion"
+  assert [m.spec.name for m in result.models.values()] == ["FBEATs", "LBEATs", "FEAT", "LEAT", "Dual-Branch",
+                                                           "Fusion"]
   for m in result.models.values():
     assert [s.machine for s in m.evaluation.machines] == ["fan", "valve"]
   for name in ("system1", "system2", "system3", "system4"):
-    assert result.systems[name].evaluation is not None
-  assert not result.systems["system1"].spec.reduced  # system1 needs no Dual-Branch
+    assert not result.systems[name].spec.reduced and result.systems[name].evaluation is not None
+  from asd_jax import detector_export
+
+  det = detector_export.Detector(result.detector_dir)
+  assert sorted(det.weights) == ["dual_branch", "fbeats", "feat", "fusion", "lbeats", "leat"]
+  records = result.test_records
+  detections = det.score([r.path for r in records], [r.machine for r in records], [r.section for r in records])
+  np.testing.assert_allclose([d.score for d in detections], result.systems["system4"].fused.scores, rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_multi_layer_vectors_of_a_two_encoder_model():
