@@ -81,7 +81,10 @@ def test_dual_branch_config_rejects_single_encoder_fields():
   config = dual_branch.get_config()
   # Absent fields make `--config.model.init_checkpoint=...` fail in config_flags ("did you mean ...").
   assert not {"preset", "init_checkpoint", "pool", "dropout_rate"} & set(config.model)
-  config.loss.scale = 30.0  # an ArcFace field in the SCAdaCos loss
+  with pytest.raises(AttributeError, match="scale"):  # the config is locked: no new fields by accident
+    config.loss.scale = 30.0
+  with config.unlocked():
+    config.loss.scale = 30.0  # an ArcFace field in the SCAdaCos loss, added on purpose
   with pytest.raises(ValueError, match=r"\['scale'\]"):
     experiment.dual_loss_config(config, NUM_CLASSES)
 

@@ -1,7 +1,6 @@
 """A run killed after a checkpoint and resumed by fresh objects ends bit-identical to an uninterrupted run."""
 
 import jax
-import ml_collections
 import numpy as np
 
 from asd_jax.models import classifier
@@ -12,6 +11,7 @@ from asd_jax.training import metrics
 from asd_jax.training import optimizer
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
+from configs import common
 
 STEPS = 6
 
@@ -25,8 +25,9 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   params = model.init(jax.random.key(1), wav[:1])["params"]
   tree = {"model": params, "lora": lora.init_lora(params, jax.random.key(2), rank=2)}
   labels = lora.trainable_labels(tree, train_encoder=False)
-  optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
-                                         weight_decay=0.01, grad_clip_norm=1.0))
+  optim = common.get_config().optim
+  optim.update(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
+                    weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
   step = ts.make_train_step(ts.with_lora(ts.classification_loss(model), alpha=4.0), tx, labels)
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
