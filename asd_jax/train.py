@@ -29,8 +29,13 @@ from asd_jax.training import metrics
 from asd_jax.training import sharding as shd
 
 
-def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True):
-  """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state."""
+def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True,
+          stop_after: int | None = None):
+  """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state.
+
+  `stop_after` (tests and benchmarks only) stops after this many steps of this call, with a checkpoint, as
+  if the job had been killed there; calling `train` again resumes it.
+  """
   workdir = os.path.abspath(workdir)
   shd.initialize_distributed(config.train.distributed)
   label_space = train_data.label_space(config, required=not dry_run)
@@ -55,29 +60,30 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
                      f"{config.train.batch_size}")
   num_steps = steps_per_epoch * config.train.epochs
 
-  run = experiment.create_run(config, system, init_rng, num_steps)
-  print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
-
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
-  if not resume and ckpt.latest_step() is not None:
-    raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
-                          "use a new --workdir or drop --noresume to continue it")
   meta = {"config": json.loads(config.to_json_best_effort()), "label_space": json.loads(label_space.to_json()),
           "system": system.name, "encoder_config": system.architecture,
           "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    label_space.save(os.path.join(workdir, "label_space.json"))
-  writer = metrics.MetricWriter(workdir)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  writer = None
   try:
+    if not resume and ckpt.latest_step() is not None:
+      raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
+                            "use a new --workdir or drop --noresume to continue it")
+    run = experiment.create_run(config, system, init_rng, num_steps)
+    print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+      label_space.save(os.path.join(workdir, "label_space.json"))
+    writer = metrics.MetricWriter(workdir)
     state = loop.fit(run.state, run.train_step(), batches, num_steps=num_steps, mesh=mesh, rng=step_rng,
                      checkpointer=ckpt, checkpoint_every=config.train.checkpoint_every, meta=meta, writer=writer,
                      log_every=config.train.log_every, steps_per_epoch=steps_per_epoch, progress=progress,
-                     shown_metrics=system.progress_metrics)
+                     stop_after=stop_after, shown_metrics=system.progress_metrics)
   finally:
-    writer.close()
+    if writer is not None:
+      writer.close()
     ckpt.close()
   return state
 
