@@ -81,23 +81,43 @@ def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, 
   return outputs
 
 
+# Config fields that shape the trained parameters: embedding a checkpoint with other values is an error.
+# (LoRA's alpha only scales the merge: the saved value is used. The optimiser's settings come from the
+# checkpoint, since they only shape the optimiser state that is restored alongside.)
+MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "config.lora.targets", "config.loss")
+
+
+def _restore_trained(config, ckpt: checkpoints.Checkpointer) -> tuple[experiment.System, Any, str]:
+  """`(system, merged params, source)` of the latest checkpoint, after checking `MODEL_FIELDS`."""
+  meta = ckpt.restore_meta()
+  saved = meta["config"]
+  checkpoints.check_same_run(ckpt.directory, meta, {"config": json.loads(config.to_json_best_effort())},
+                             MODEL_FIELDS, hint="Embed with the config the checkpoint was trained with.")
+  alpha = saved["lora"]["alpha"]
+  if config.lora.alpha != alpha:
+    logging.warning("config.lora.alpha=%s but %s was trained with %s: merging LoRA with %s", config.lora.alpha,
+                    ckpt.directory, alpha, alpha)
+  restore_config = config.copy_and_resolve_references()
+  restore_config.optim.update(saved["optim"])
+  system = experiment.build_system(config, len(meta["label_space"]["classes"]))
+  run = experiment.create_run(restore_config, system, jax.random.key(config.seed), meta["num_steps"], abstract=True)
+  state, _, _ = ckpt.restore(checkpoints.abstract_like(run.state, shd.replicated(shd.data_mesh())))
+  return system, lora.merge_lora(state.params, alpha=alpha), f"{ckpt.directory} step {int(state.step)}"
+
+
 def model_params(config, workdir: str) -> tuple[experiment.System, Any, str]:
-  """`(system, params, source)`: trained weights (LoRA merged) from the workdir's latest checkpoint, else the
-  converted encoder(s) of the config or random ones, with heads sized for one class (unused here)."""
+  """`(system, params, source)`: trained weights (LoRA merged with the saved alpha) from the workdir's latest
+  checkpoint, else the converted encoder(s) of the config or random ones, with heads sized for one class
+  (unused here). A checkpoint trained with other `MODEL_FIELDS` is a ValueError naming each field."""
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
   rng = jax.random.key(config.seed)
   if os.path.isdir(ckpt_dir):
     ckpt = checkpoints.Checkpointer(ckpt_dir)
-    if ckpt.latest_step() is not None:
-      meta = ckpt.restore_meta()
-      system = experiment.build_system(config, len(meta["label_space"]["classes"]))
-      run = experiment.create_run(config, system, rng, meta["num_steps"], abstract=True)
-      mesh = shd.data_mesh()
-      state, _, _ = ckpt.restore(checkpoints.abstract_like(run.state, shd.replicated(mesh)))
+    try:
+      if ckpt.latest_step() is not None:
+        return _restore_trained(config, ckpt)
+    finally:
       ckpt.close()
-      merged = lora.merge_lora(state.params, alpha=config.lora.alpha)
-      return system, merged, f"{ckpt_dir} step {int(state.step)}"
-    ckpt.close()
   system = experiment.build_system(config, 1)
   tree, _ = experiment.init_trainable(config, system, rng)
   source = ", ".join(source for _, source, _ in system.pretrained) or "random initialisation"

@@ -8,7 +8,9 @@ dual-branch BEATs + EAT model with the featex + SCAdaCos loss (LoRA in both enco
 
 The workdir receives `checkpoints/` (Orbax: the train state with the loss' non-trainable `extra` state,
 e.g. the dual branch's SCAdaCos centres and scales, data position, config, label space), `config.json`,
-`label_space.json` and `metrics.jsonl`. A run finds its latest checkpoint there and continues from it.
+`label_space.json` and `metrics.jsonl`. A run finds its latest checkpoint there and continues from it,
+after checking that the checkpoint was written with the same label space, number of steps and
+`RUN_FIELDS` of the config (a difference is an error listing each field, saved vs now).
 `--dry_run` builds the model abstractly and prints the parameter summary without training.
 """
 
@@ -27,6 +29,13 @@ from asd_jax.training import experiment
 from asd_jax.training import loop
 from asd_jax.training import metrics
 from asd_jax.training import sharding as shd
+
+
+# What a checkpoint's run is, besides its label space and number of steps: resuming with other values would
+# continue one run with another's settings. Paths into the saved metadata; "config.lora" means every field.
+RUN_FIELDS = ("config.seed", "data_root", "config.data.sample_rate", "config.data.clip_seconds", "config.model",
+              "config.lora", "config.loss", "config.optim", "config.train.batch_size", "config.train.epochs",
+              "label_space", "num_steps")
 
 
 def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True,
@@ -61,14 +70,17 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
   num_steps = steps_per_epoch * config.train.epochs
 
   meta = {"config": json.loads(config.to_json_best_effort()), "label_space": json.loads(label_space.to_json()),
-          "system": system.name, "encoder_config": system.architecture,
-          "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
+          "data_root": os.path.abspath(config.data.root), "system": system.name,
+          "encoder_config": system.architecture, "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   writer = None
   try:
-    if not resume and ckpt.latest_step() is not None:
-      raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
-                            "use a new --workdir or drop --noresume to continue it")
+    if ckpt.latest_step() is not None:  # Checked before any compute: a refused resume costs nothing.
+      if not resume:
+        raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
+                              "use a new --workdir or drop --noresume to continue it")
+      checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
+          f"Resume with the saved settings ({os.path.join(workdir, 'config.json')}) or use a new --workdir."))
     run = experiment.create_run(config, system, init_rng, num_steps)
     print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
     if jax.process_index() == 0:

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from asd_jax.models import classifier
 from asd_jax.training import checkpoints
@@ -55,3 +56,20 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend,
   assert sum("compile_s" in r for r in rows) == 2
   meta = checkpoints.Checkpointer(tmp_path / "resumed" / "checkpoints").restore_meta()
   assert meta == {"labels": ["a", "b", "c"]}
+
+
+def test_check_same_run_names_each_differing_field():
+  classes = [{"name": f"fan/c{i}"} for i in range(6)]
+  saved = {"config": {"lora": {"rank": 4, "alpha": 8.0}, "seed": 0}, "label_space": {"classes": classes}}
+  now = {"config": {"lora": {"rank": 4, "alpha": 4.0}, "seed": 0},
+         "label_space": {"classes": classes[:5] + [{"name": "fan/noise"}]}, "num_steps": 8}
+  fields = ("config.lora", "config.seed", "label_space", "num_steps")
+  checkpoints.check_same_run("/ckpt", saved, saved, fields)  # the same metadata passes
+  with pytest.raises(ValueError) as error:
+    checkpoints.check_same_run("/ckpt", saved, now, fields, hint="use the saved config")
+  assert str(error.value).splitlines() == [
+      "checkpoint /ckpt does not match this run's settings:",
+      "  config.lora.alpha: saved 8.0, now 4.0",
+      "  label_space.classes: saved 6 entries, now 6 entries (only saved: ['fan/c5'], only now: ['fan/noise'])",
+      "  num_steps: saved <absent>, now 8",
+      "use the saved config"]

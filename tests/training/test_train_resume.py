@@ -1,6 +1,7 @@
 """`train.train` killed mid-epoch and resumed by a fresh call equals an uninterrupted run, through the real path:
 synthetic wavs, the Grain iterator (its state saved in and restored from the Orbax checkpoint), the config,
-checkpoints and metadata.
+checkpoints and metadata. A resume (or an embedding) with other settings than the checkpoint's is refused,
+naming each field.
 
 The fast tests register a tiny attention encoder (conftest) under its own name in the encoder registry, so
 everything from the config on is the code the CLI runs; the slow one runs the real tiny BEATs of
@@ -11,9 +12,11 @@ import jax
 import numpy as np
 import pytest
 
+from asd_jax import embed
 from asd_jax import train
 from asd_jax.data import synth
 from asd_jax.models import registry
+from asd_jax.training import lora
 from asd_jax.training import metrics
 from configs import demo
 
@@ -66,6 +69,15 @@ def straight(dataset, tiny_registered, tmp_path_factory):
   return workdir, _train(_config(dataset), workdir)
 
 
+def _assert_refused(config, workdir, *lines):
+  with pytest.raises(ValueError) as error:
+    _train(config, workdir)
+  message = str(error.value).splitlines()
+  assert message[0] == f"checkpoint {workdir / 'checkpoints'} does not match this run's settings:"
+  assert message[1:-1] == list(lines)  # every differing field, and nothing else
+  assert str(workdir / "config.json") in message[-1]
+
+
 def _stop_early(config, workdir, straight_state):
   """The run killed after `STOP` steps (mid-way through epoch 0), checkpoint written."""
   first = _train(config, workdir, stop_after=STOP)
@@ -88,7 +100,33 @@ def _resume_equals(config, workdir, straight_state):
 def test_killed_and_resumed_train_equals_uninterrupted_train(dataset, straight, tmp_path):
   config = _config(dataset)
   _stop_early(config, tmp_path, straight[1])
+  # Other settings than the checkpoint's are refused before anything is computed or written.
+  changed = _config(dataset)
+  changed.lora.rank = 8
+  changed.optim.learning_rate = 2e-3
+  _assert_refused(changed, tmp_path, "  config.lora.rank: saved 4, now 8",
+                  "  config.optim.learning_rate: saved 0.01, now 0.002")
+  fewer_epochs = _config(dataset)
+  fewer_epochs.train.epochs = 1
+  _assert_refused(fewer_epochs, tmp_path, "  config.train.epochs: saved 2, now 1", "  num_steps: saved 8, now 4")
   _resume_equals(config, tmp_path, straight[1])
+
+
+def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(dataset, straight):
+  workdir, trained = straight
+  other_alpha = _config(dataset)
+  other_alpha.lora.alpha = 1.0
+  _, params, source = embed.model_params(other_alpha, str(workdir))
+  assert source.endswith(f"step {4 * EPOCHS}")
+  # W + (8 / 4) A @ B with the trained factors (B has moved away from zero, so alpha matters).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), jax.device_get(params),
+               lora.merge_lora(trained.params, alpha=8.0))
+  q_kernel = lambda p: p["encoder"]["layers_0"]["self_attn"]["q_proj"]["kernel"]  # noqa: E731
+  assert np.abs(q_kernel(params) - q_kernel(lora.merge_lora(trained.params, alpha=1.0))).max() > 1e-4
+  other_rank = _config(dataset)
+  other_rank.lora.rank = 2
+  with pytest.raises(ValueError, match="config.lora.rank: saved 4, now 2"):
+    embed.model_params(other_rank, str(workdir))
 
 
 @pytest.mark.slow  # ~1.5 min on 2 busy cores: three compilations of the real tiny BEATs' fbank + gradients
