@@ -34,6 +34,7 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from asd_jax import cli
 from asd_jax.training import checkpoints
 from asd_jax.training import experiment
 from asd_jax.training import lora
@@ -131,10 +132,10 @@ def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progr
   from asd_jax.training import data as train_data
 
   workdir = os.path.abspath(workdir)
+  clips, batches = train_data.embedding_batches(config)  # first: a missing dataset fails before any compute
   system, params, source = model_params(config, workdir)
   mesh = shd.data_mesh()
   params = shd.replicate(params, mesh)
-  clips, batches = train_data.embedding_batches(config)
   outputs = embed_batches(make_forward(system.outputs, mesh, all_layers), params, batches,
                           batch_size=config.embed.batch_size, mesh=mesh, num_clips=len(clips), progress=progress)
   out = out or os.path.join(workdir, "embeddings.npz")
@@ -165,4 +166,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; bad input (missing or wrong-kind file, config typo) exits with "error: <message>"

@@ -23,6 +23,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from asd_jax import cli
 from asd_jax.training import checkpoints
 from asd_jax.training import data as train_data
 from asd_jax.training import experiment
@@ -119,4 +120,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; bad input (missing or wrong-kind file, config typo) exits with "error: <message>"
