@@ -17,7 +17,9 @@ the same order). The keys of `embeddings.npz`:
     layers_eat        [clips, Le, De]     with --layers=all: every EAT layer pooled (eat_pool)
 
 so `embedding == concat(layers_beats[:, -1], layers_eat[:, -1])`. Batches are fixed-size (the last one
-padded), so the forward pass compiles once; they are split over all devices.
+padded), so the forward pass compiles once; they are split over all devices. On several hosts each process
+reads and embeds its own shard of the clips, the outputs are gathered to every process, and process 0
+writes the files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import jax
 import numpy as np
 import tqdm
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from asd_jax import cli
@@ -42,39 +45,83 @@ from asd_jax.training import sharding as shd
 
 
 def make_forward(outputs, mesh, all_layers: bool):
-  """Jitted `forward(params, wav [batch, samples]) -> {name: [batch, ...]}` (batch sharded), where `outputs`
-  is a system's `(params, wav, all_layers) -> dict` (see `experiment.System.outputs`)."""
+  """Jitted `forward(params, wav [batch, samples]) -> {name: [batch, ...]}` (batch sharded in and out), where
+  `outputs` is a system's `(params, wav, all_layers) -> dict` (see `experiment.System.outputs`)."""
 
   def forward(params, wav):
     return outputs(params, wav, all_layers)
 
   return jax.jit(forward, in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
-                 out_shardings=shd.replicated(mesh))
+                 out_shardings=shd.batch_sharded(mesh))
+
+
+def _gather(tree):
+  """Global numpy values of batch-sharded arrays (on several processes: gathered from all of them)."""
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _any_process(flag: bool) -> bool:
+  """True if `flag` is true on any process (every process must call it)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, batch_size: int, mesh,
                   num_clips: int, progress: bool = True) -> dict[str, np.ndarray]:
-  """Runs `forward` over `batches` (`{"wav": [b, samples], "index": [b], optional "valid": [b]}`, b <=
-  batch_size; short batches are padded) and returns each output as `[num_clips, ...]` ordered by index."""
+  """Runs `forward` over this process's `batches` and returns each output as `[num_clips, ...]` ordered by index.
+
+  Args:
+    forward: `make_forward(...)`.
+    params: replicated over `mesh`.
+    batches: this process's batches `{"wav": [b, samples], "index": [b], optional "valid": [b]}`, b <= the
+      local batch (`batch_size / jax.process_count()`); short batches are padded, rows with `valid` False
+      are dropped. `index` is the clip's position in the global list of `num_clips` clips.
+    batch_size: global batch (over all processes), divisible by the mesh's device count.
+
+  On several processes (multi-host), every process calls this with its own shard of the clips; the outputs
+  and indices of each step are gathered from all processes (`process_allgather`), so every process returns
+  every clip's outputs (write them from process 0 only). A process that runs out of batches before the
+  others feeds all-invalid padding batches until all are done, so the collective steps stay in lockstep.
+  On one process this is a plain loop over `batches`.
+  """
   shd.check_batch_size(batch_size, mesh)
+  local_batch = batch_size // jax.process_count()
   outputs: dict[str, np.ndarray] = {}
   seen = np.zeros(num_clips, bool)
-  with tqdm.tqdm(total=num_clips, unit="clip", disable=not progress, dynamic_ncols=True) as bar:
-    for batch in batches:
-      wav, index = np.asarray(batch["wav"], np.float32), np.asarray(batch["index"])
+  iterator = iter(batches)
+  padding = None
+  with tqdm.tqdm(total=num_clips, unit="clip", disable=not progress or jax.process_index() != 0,
+                 dynamic_ncols=True) as bar:
+    while True:
+      batch = next(iterator, None)
+      if not _any_process(batch is not None):
+        break
+      if batch is None:  # this process is done, others are not: an all-invalid batch keeps them in step
+        if padding is None:
+          raise ValueError(f"process {jax.process_index()} got no clips to embed while others did: fewer clips "
+                           f"({num_clips}) than processes ({jax.process_count()})?")
+        batch = padding
+      wav, index = np.asarray(batch["wav"], np.float32), np.asarray(batch["index"], np.int32)
       valid = np.asarray(batch.get("valid", np.ones(len(index), bool)), bool)
-      if len(index) > batch_size:
-        raise ValueError(f"batch of {len(index)} clips is larger than the batch size {batch_size}")
-      pad = batch_size - len(index)
+      if len(index) > local_batch:
+        raise ValueError(f"batch of {len(index)} clips is larger than the local batch size {local_batch} "
+                         f"(global {batch_size} over {jax.process_count()} processes)")
+      pad = local_batch - len(index)
       if pad:
         wav = np.concatenate([wav, np.zeros((pad,) + wav.shape[1:], wav.dtype)])
-      result = jax.device_get(forward(params, shd.put_batch({"wav": wav}, mesh)["wav"]))
-      keep = np.flatnonzero(valid)
+        index = np.concatenate([index, np.zeros(pad, index.dtype)])
+        valid = np.concatenate([valid, np.zeros(pad, bool)])
+      padding = {"wav": np.zeros_like(wav), "index": np.zeros_like(index), "valid": np.zeros_like(valid)}
+      on_mesh = shd.put_batch({"index": index, "valid": valid}, mesh)
+      result, on_mesh = _gather((forward(params, shd.put_batch({"wav": wav}, mesh)["wav"]), on_mesh))
+      keep = np.flatnonzero(on_mesh["valid"])
+      rows = on_mesh["index"][keep]
       for key, value in result.items():
         if key not in outputs:
           outputs[key] = np.zeros((num_clips,) + value.shape[1:], np.float32)
-        outputs[key][index[keep]] = value[keep]
-      seen[index[keep]] = True
+        outputs[key][rows] = value[keep]
+      seen[rows] = True
       bar.update(len(keep))
   if not seen.all():
     raise ValueError(f"{int((~seen).sum())} of {num_clips} clips got no embedding (first missing index "
@@ -139,11 +186,12 @@ def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progr
   outputs = embed_batches(make_forward(system.outputs, mesh, all_layers), params, batches,
                           batch_size=config.embed.batch_size, mesh=mesh, num_clips=len(clips), progress=progress)
   out = out or os.path.join(workdir, "embeddings.npz")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  np.savez(out, **outputs)
-  with open(os.path.splitext(out)[0] + "_records.json", "w") as f:
-    json.dump({"source": source, "system": system.name, "records": [dataclasses.asdict(c) for c in clips]}, f)
-  logging.info("wrote %s (%d clips, from %s)", out, len(clips), source)
+  if jax.process_index() == 0:  # every process holds every clip's outputs; one writes them
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    np.savez(out, **outputs)
+    with open(os.path.splitext(out)[0] + "_records.json", "w") as f:
+      json.dump({"source": source, "system": system.name, "records": [dataclasses.asdict(c) for c in clips]}, f)
+    logging.info("wrote %s (%d clips, from %s)", out, len(clips), source)
   return out
 
 
