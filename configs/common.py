@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.root = ""  # DCASE dataset root (dev and/or eval layout); see asd_jax.data.
   c.data.sample_rate = 16000
   c.data.clip_seconds = 10.0  # clips are cropped/padded to this length
+  c.data.strict = False  # a wav at another sample rate: error (True) or resampled to sample_rate (False)
   c.data.num_workers = 0  # Grain worker processes
 
   c.model = ml_collections.ConfigDict()

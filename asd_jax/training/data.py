@@ -48,7 +48,8 @@ def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> 
 
 
 def _wav_config(config: ml_collections.ConfigDict) -> pipeline.WavConfig:
-  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds)
+  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds,
+                            strict=config.data.strict)
 
 
 def _local_batch(global_batch: int) -> int:

@@ -5,7 +5,9 @@ import collections
 import jax
 import numpy as np
 import pytest
+import soundfile
 
+from asd_jax.audio import wav
 from asd_jax.data import records as rec
 from asd_jax.data import synth
 from asd_jax.training import data as train_data
@@ -68,3 +70,20 @@ def test_training_batches_include_the_supplementary_clips_with_their_own_labels(
       assert name.split("/")[1] not in (rec.KIND_CLEAN, rec.KIND_NOISE), clip.path
   count = dataset["counts"]["supplemental"]
   assert seen_supplementary == {f"{m}/{kind}": count for m in MACHINES for kind in (rec.KIND_CLEAN, rec.KIND_NOISE)}
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_data_strict_refuses_a_wav_at_another_rate(strict, tmp_path):
+  summary = synth.generate(tmp_path / "data", scale=0.01, seed=0, machines=["fan"], duration=0.25)
+  odd = next(r.path for r in summary["records"] if r.split == rec.SPLIT_TRAIN)
+  soundfile.write(odd, np.zeros(2000, np.float32), 8000)  # 0.25 s at 8 kHz
+  config = _config(summary, batch_size=1)
+  config.data.strict = strict
+  space = train_data.label_space(config)
+  batches, num_clips = train_data.train_batches(config, space)
+  if strict:
+    with pytest.raises(wav.WavError, match=f"{odd}: sample rate 8000 Hz, expected 16000 Hz"):
+      for _ in range(num_clips):
+        next(batches)
+  else:  # resampled to the 4000 samples of 0.25 s at 16 kHz
+    assert {next(batches)["wav"].shape for _ in range(num_clips)} == {(1, 4000)}
