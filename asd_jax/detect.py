@@ -15,14 +15,13 @@ unreadable or missing files and unknown machine types or sections are all listed
 from __future__ import annotations
 
 import csv
-import os
 import pathlib
 import re
-import sys
 from collections.abc import Sequence
 
 from absl import app, flags, logging
 
+from asd_jax import cli
 from asd_jax.audio import wav as wavlib
 
 _SECTION = re.compile(r"(?:^|_)section_(\d\d)(?:_|\.|$)")
@@ -132,11 +131,7 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  try:
-    detections = detect(f.system, argv[1:], machine=f.machine, section=f.section)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  detections = detect(f.system, argv[1:], machine=f.machine, section=f.section)
   print(format_detections(detections))
   if f.output:
     with open(f.output, "w", newline="") as out:
@@ -144,9 +139,8 @@ def main(argv):
       w.writerow(["file", "machine", "section", "score", "threshold", "decision", "nearest_train_clip"])
       w.writerows((d.path, d.machine, d.section, repr(d.score), repr(d.threshold), d.decision,
                    d.nearest_train_clip) for d in detections)
-  return 0
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; bad input exits with "error: <message>" and status 1

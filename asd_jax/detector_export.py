@@ -255,7 +255,8 @@ class Detector:
       data = encoder.config.data
       shape = (int(data.sample_rate), float(data.clip_seconds))
       if shape not in wav_cache:
-        wav_cache[shape] = np.stack([wavlib.load_wav(p, sample_rate=shape[0], duration_s=shape[1]) for p in paths])
+        wav_cache[shape] = np.stack([wavlib.load_wav(p, sample_rate=shape[0], duration_s=shape[1],
+                                                     strict=bool(data.get("strict", False))) for p in paths])
       out[m["key"]] = encoder.embed(wav_cache[shape])
     return out
 

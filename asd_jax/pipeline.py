@@ -38,6 +38,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from asd_jax import cli
 from asd_jax import embed as embed_lib
 from asd_jax import evaluate
 from asd_jax import systems
@@ -451,4 +452,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; bad input (dataset, config, workdir of another model) exits with "error: <message>"
