@@ -8,7 +8,9 @@ dual-branch BEATs + EAT model with the featex + SCAdaCos loss (LoRA in both enco
 
 The workdir receives `checkpoints/` (Orbax: the train state with the loss' non-trainable `extra` state,
 e.g. the dual branch's SCAdaCos centres and scales, data position, config, label space), `config.json`,
-`label_space.json` and `metrics.jsonl`. A run finds its latest checkpoint there and continues from it.
+`label_space.json` and `metrics.jsonl`. A run finds its latest checkpoint there and continues from it,
+after checking that the checkpoint was written with the same label space, number of steps and
+`RUN_FIELDS` of the config (a difference is an error listing each field, saved vs now).
 `--dry_run` builds the model abstractly and prints the parameter summary without training.
 """
 
@@ -21,6 +23,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from asd_jax import cli
 from asd_jax.training import checkpoints
 from asd_jax.training import data as train_data
 from asd_jax.training import experiment
@@ -29,8 +32,20 @@ from asd_jax.training import metrics
 from asd_jax.training import sharding as shd
 
 
-def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True):
-  """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state."""
+# What a checkpoint's run is, besides its label space and number of steps: resuming with other values would
+# continue one run with another's settings. Paths into the saved metadata; "config.lora" means every field.
+RUN_FIELDS = ("config.seed", "data_root", "config.data.sample_rate", "config.data.clip_seconds", "config.model",
+              "config.lora", "config.loss", "config.optim", "config.train.batch_size", "config.train.epochs",
+              "label_space", "num_steps")
+
+
+def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, progress: bool = True,
+          stop_after: int | None = None):
+  """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state.
+
+  `stop_after` (tests and benchmarks only) stops after this many steps of this call, with a checkpoint, as
+  if the job had been killed there; calling `train` again resumes it.
+  """
   workdir = os.path.abspath(workdir)
   shd.initialize_distributed(config.train.distributed)
   label_space = train_data.label_space(config, required=not dry_run)
@@ -55,30 +70,34 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
                      f"{config.train.batch_size}")
   num_steps = steps_per_epoch * config.train.epochs
 
-  run = experiment.create_run(config, system, init_rng, num_steps)
-  print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
-
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
-  if not resume and ckpt.latest_step() is not None:
-    raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
-                          "use a new --workdir or drop --noresume to continue it")
   meta = {"config": json.loads(config.to_json_best_effort()), "label_space": json.loads(label_space.to_json()),
-          "system": system.name, "encoder_config": system.architecture,
-          "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    label_space.save(os.path.join(workdir, "label_space.json"))
-  writer = metrics.MetricWriter(workdir)
+          "data_root": os.path.abspath(config.data.root), "system": system.name,
+          "encoder_config": system.architecture, "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  writer = None
   try:
+    if ckpt.latest_step() is not None:  # Checked before any compute: a refused resume costs nothing.
+      if not resume:
+        raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
+                              "use a new --workdir or drop --noresume to continue it")
+      checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
+          f"Resume with the saved settings ({os.path.join(workdir, 'config.json')}) or use a new --workdir."))
+    run = experiment.create_run(config, system, init_rng, num_steps)
+    print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+      label_space.save(os.path.join(workdir, "label_space.json"))
+    writer = metrics.MetricWriter(workdir)
     state = loop.fit(run.state, run.train_step(), batches, num_steps=num_steps, mesh=mesh, rng=step_rng,
                      checkpointer=ckpt, checkpoint_every=config.train.checkpoint_every, meta=meta, writer=writer,
                      log_every=config.train.log_every, steps_per_epoch=steps_per_epoch, progress=progress,
-                     shown_metrics=system.progress_metrics, donate=config.train.get("donate", True),
-                     prefetch=config.data.get("prefetch", 2))
+                     stop_after=stop_after, shown_metrics=system.progress_metrics, donate=config.train.donate,
+                     prefetch=config.data.prefetch)
   finally:
-    writer.close()
+    if writer is not None:
+      writer.close()
     ckpt.close()
   return state
 
@@ -102,4 +121,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; bad input (missing or wrong-kind file, config typo) exits with "error: <message>"

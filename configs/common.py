@@ -7,6 +7,10 @@ Choices not fixed by the report, and why:
 - ArcFace s=30, m=0.2: the values of the DCASE 2025 BEATs+EAT system (see asd_jax.models.arcface).
 - LoRA alpha = rank (scale 1): the update starts at the size AdamW makes it, and changing the rank
   does not change the effective learning rate of the factors.
+
+The returned config is locked: setting a field that does not exist (a typo in a derived config or on the
+command line) fails with ml_collections' "did you mean" message. A derived config that needs new fields
+adds them under `with c.unlocked():` (see configs/dual_branch.py).
 """
 
 import ml_collections
@@ -22,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.root = ""  # DCASE dataset root (dev and/or eval layout); see asd_jax.data.
   c.data.sample_rate = 16000
   c.data.clip_seconds = 10.0  # clips are cropped/padded to this length
+  c.data.strict = False  # a wav at another sample rate: error (True) or resampled to sample_rate (False)
   c.data.num_workers = 0  # Grain worker processes
   c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
 
@@ -66,11 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 500  # steps; a checkpoint is also written at the end
   c.train.keep_checkpoints = 3
-  c.train.resume = True  # continue from the latest checkpoint in the workdir
   c.train.distributed = False  # jax.distributed.initialize() for multi-host runs
   c.train.donate = True  # the step updates the train state in place (its input buffers are donated)
 
   c.embed = ml_collections.ConfigDict()
   c.embed.batch_size = 16
   c.embed.autotune = False  # measure batch sizes on the devices first and use the fastest one that fits
+  c.lock()
   return c

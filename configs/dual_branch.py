@@ -21,24 +21,25 @@ from configs import common
 def get_config() -> ml_collections.ConfigDict:
   c = common.get_config()
   c.model.encoder = "dual_branch"
-  for single_encoder_field in ("preset", "init_checkpoint", "pool", "dropout_rate"):
-    del c.model[single_encoder_field]
-  c.model.beats_preset = "base"  # BEATs iter3+ layout
-  c.model.beats_checkpoint = ""  # converted (or released .pt) BEATs; sets the architecture
-  c.model.beats_pool = "mean"
-  c.model.eat_preset = "base"
-  c.model.eat_checkpoint = ""  # converted (or released) EAT; sets the architecture
-  c.model.eat_pool = "mean"
-  c.model.never_trained = r"^encoder/eat/positions$"  # EAT's fixed sin-cos table (matters without LoRA only)
+  with c.unlocked():  # new fields; the config is locked again afterwards
+    for single_encoder_field in ("preset", "init_checkpoint", "pool", "dropout_rate"):
+      del c.model[single_encoder_field]
+    c.model.beats_preset = "base"  # BEATs iter3+ layout
+    c.model.beats_checkpoint = ""  # converted (or released .pt) BEATs; sets the architecture
+    c.model.beats_pool = "mean"
+    c.model.eat_preset = "base"
+    c.model.eat_checkpoint = ""  # converted (or released) EAT; sets the architecture
+    c.model.eat_pool = "mean"
+    c.model.never_trained = r"^encoder/eat/positions$"  # EAT's fixed sin-cos table (matters without LoRA only)
 
-  c.loss = ml_collections.ConfigDict()
-  c.loss.num_subclusters = 16  # K sub-clusters per class in both SCAdaCos heads
-  c.loss.mixup_prob = 0.5
-  c.loss.featex_prob = 0.5  # probability that a clip's EAT embedding is exchanged with its partner's
-  c.loss.main_weight = 1.0  # C-class head, fixed centres
-  c.loss.featex_weight = 1.0  # 3C-class featex head, trained centres
-  c.loss.min_scale = 1.0  # bounds of the adaptive SCAdaCos scales
-  c.loss.max_scale = 64.0
+    c.loss = ml_collections.ConfigDict()
+    c.loss.num_subclusters = 16  # K sub-clusters per class in both SCAdaCos heads
+    c.loss.mixup_prob = 0.5
+    c.loss.featex_prob = 0.5  # probability that a clip's EAT embedding is exchanged with its partner's
+    c.loss.main_weight = 1.0  # C-class head, fixed centres
+    c.loss.featex_weight = 1.0  # 3C-class featex head, trained centres
+    c.loss.min_scale = 1.0  # bounds of the adaptive SCAdaCos scales
+    c.loss.max_scale = 64.0
 
   c.lora.enabled = True
   c.lora.rank = 64

@@ -9,9 +9,9 @@ converted strictly by `asd_jax.models.beats.load`; the output directory holds `p
 
 from __future__ import annotations
 
-from absl import app
 from absl import flags
 
+from asd_jax import cli
 from asd_jax.models import beats
 from asd_jax.models import checkpoint_io
 
@@ -41,4 +41,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; a missing or wrong-kind checkpoint exits with "error: ..."

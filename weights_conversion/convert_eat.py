@@ -11,9 +11,9 @@ The output directory holds `params/` (Orbax) and `config.json`; `eat.load(DIR)` 
 
 from __future__ import annotations
 
-from absl import app
 from absl import flags
 
+from asd_jax import cli
 from asd_jax.models import eat
 
 
@@ -55,4 +55,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; a missing or wrong-kind checkpoint exits with "error: ..."

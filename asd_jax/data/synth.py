@@ -333,8 +333,11 @@ def _link_or_copy(src: pathlib.Path, dst: pathlib.Path) -> None:
 
 def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
              machines: Sequence[str] = DEFAULT_MACHINES, duration: float = 10.0,
-             reveal_attributes: bool = False) -> dict:
+             reveal_attributes: bool = False, target_train: int | None = None) -> dict:
   """Writes the synthetic dataset into `out_dir` (must be empty or absent) -> summary dict.
+
+  `target_train` overrides the scaled count of target-domain training clips (the real dev set has 10 per
+  machine type whatever the source count); the other clips do not change.
 
   Returns:
     {"out_dir", "seed", "scale", "duration", "counts", "machines": {machine: {"clips": {key: n},
@@ -351,6 +354,10 @@ def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
     raise ValueError(f"duration must be > 0 seconds, got {duration}")
   n = int(round(duration * SAMPLE_RATE))
   c = counts(scale)
+  if target_train is not None:
+    if target_train < 3:
+      raise ValueError(f"target_train must be >= 3 (SMOTE needs 3 target clips), got {target_train}")
+    c["target_train"] = int(target_train)
   written: list[rec.ClipRecord] = []
   summary = {"out_dir": str(out), "seed": seed, "scale": scale, "duration": duration,
              "counts": c, "machines": {}}
@@ -437,7 +444,7 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   summary = generate(f.out, scale=f.scale, seed=f.seed, machines=f.machines, duration=f.duration,
-                     reveal_attributes=f.reveal_attributes)
+                     reveal_attributes=f.reveal_attributes, target_train=f.target_train)
   print(format_summary(summary))
 
 
@@ -448,6 +455,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("seed", 0, "random seed")
   flags.DEFINE_list("machines", list(DEFAULT_MACHINES), "machine types to generate")
   flags.DEFINE_float("duration", 10.0, "clip length in seconds")
+  flags.DEFINE_integer("target_train", None, "target-domain training clips per machine type (default: scaled, "
+                       "at least 3; the real dev set has 10)")
   flags.DEFINE_bool("reveal_attributes", False,
                     "write the attributes of bearing/ToyTrain/slider (hidden in the real 2025 dev set)")
   app.run(main)

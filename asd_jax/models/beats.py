@@ -129,6 +129,10 @@ _ACTIVATIONS = {
     "linear": lambda x: x,
 }
 
+# cfg keys a BEATs checkpoint must have: the layout of the network (every released checkpoint has them).
+_REQUIRED_CFG_KEYS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+                      "input_patch_size", "embed_dim")
+
 BEATS_ITER3_PLUS = BEATsConfig()
 # Same layout as the released model at demo size (the `beats_tiny.pt` fixture's cfg).
 BEATS_TINY = BEATsConfig(encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
@@ -625,7 +629,17 @@ def load(path: str | os.PathLike) -> tuple[BEATsConfig, dict[str, Any]]:
   checkpoint = checkpoint_io.load_torch_checkpoint(path)
   missing = [k for k in ("cfg", "model") if k not in checkpoint]
   if missing:
+    found = sorted(checkpoint)
     raise checkpoint_io.CheckpointError(str(path), problems=[
-        f"expected top-level entries 'cfg' and 'model', missing {missing} (found {sorted(checkpoint)})"])
-  config = BEATsConfig.from_checkpoint_cfg(checkpoint["cfg"])
+        f"expected top-level entries 'cfg' and 'model', missing {missing} (found {len(found)}: {found[:8]}"
+        f"{' ...' if len(found) > 8 else ''}); not a released BEATs checkpoint"])
+  cfg = checkpoint["cfg"]
+  # The released cfg always carries the sizes; without them (e.g. an EAT or fairseq checkpoint) the class
+  # defaults would describe some other model and the error would be about that model.
+  lacking = [k for k in _REQUIRED_CFG_KEYS if not isinstance(cfg, collections.abc.Mapping) or k not in cfg]
+  if lacking:
+    found = sorted(cfg) if isinstance(cfg, collections.abc.Mapping) else type(cfg).__name__
+    raise checkpoint_io.CheckpointError(str(path), problems=[
+        f"cfg lacks {lacking} (found {found}); not a BEATs checkpoint"])
+  config = BEATsConfig.from_checkpoint_cfg(cfg)
   return config, convert_state_dict(checkpoint["model"], config, source=str(path))

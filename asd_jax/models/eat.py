@@ -482,15 +482,24 @@ def _positions_rows(state_dict: Mapping[str, Any], key: str, source: str) -> int
 MODEL_NAME = "eat"  # the model tag of converted checkpoints (checkpoint_io.save_converted)
 
 
+def _reason(error: Exception) -> str:
+  """Why a cfg is not an EAT one (a KeyError's message is only the key)."""
+  return f"cfg lacks {error}; is this an EAT checkpoint?" if isinstance(error, KeyError) else str(error)
+
+
 def load_fairseq_checkpoint(path: str | pathlib.Path) -> tuple[EATConfig, dict[str, Any], list[str]]:
   """(config, params, ignored entries) from a fairseq `.pt`; reads only its `cfg` and `model`."""
   checkpoint = checkpoint_io.load_torch_checkpoint(path)
   if "cfg" not in checkpoint or "model" not in checkpoint:
     raise CheckpointError(str(path), problems=[f"expected a fairseq checkpoint with 'cfg' and 'model', "
                                                f"found top-level entries {sorted(checkpoint)}"])
+  try:  # first: a checkpoint of another model (e.g. BEATs) is named as such, not by a missing tensor
+    config = EATConfig.from_fairseq_cfg(checkpoint["cfg"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(str(path), problems=[_reason(e)]) from e
   state_dict = checkpoint["model"]
   rows = _positions_rows(state_dict, FAIRSEQ_PREFIX + "fixed_positional_encoder.positions", str(path))
-  config = EATConfig.from_fairseq_cfg(checkpoint["cfg"], max_positions=rows)
+  config = dataclasses.replace(config, max_positions=rows)
   return config, convert_fairseq_state_dict(state_dict, config, str(path)), ignored_fairseq_entries(state_dict)
 
 
@@ -509,7 +518,10 @@ def load_hf_checkpoint(weights: str | pathlib.Path,
       raise FileNotFoundError(f"HF EAT checkpoint: {needed} not found")
   state_dict = load_file(str(weights))
   rows = _positions_rows(state_dict, "model.fixed_positional_encoder.positions", str(weights))
-  config = EATConfig.from_hf_config(json.loads(hf_config.read_text()), max_positions=rows)
+  try:
+    config = EATConfig.from_hf_config(json.loads(hf_config.read_text()), max_positions=rows)
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(str(hf_config), problems=[_reason(e)]) from e
   return config, convert_hf_state_dict(state_dict, config, str(weights))
 
 

@@ -3,7 +3,9 @@
 Each step directory holds three items: `state` (the `TrainState` pytree), `data` (the input iterator's
 position, JSON) and `meta` (config, label space, anything JSON). Saving all three atomically is what makes
 `--resume` exact: the restored run sees the same parameters, optimiser moments, step counter (hence rngs
-and learning rate) and the same next batch as the run that was killed.
+and learning rate) and the same next batch as the run that was killed. `check_same_run` compares a
+checkpoint's `meta` with the current run's before anything is restored, so a changed config is an error
+that names each differing field rather than a silent mix of two runs (or an unreadable shape mismatch).
 """
 
 from __future__ import annotations
@@ -72,6 +74,64 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _lookup(meta: dict[str, Any], field: str) -> Any:
+  value: Any = meta
+  for key in field.split("."):
+    if not isinstance(value, dict) or key not in value:
+      return _ABSENT
+    value = value[key]
+  return value
+
+
+def _flatten(field: str, value: Any) -> dict[str, Any]:
+  if isinstance(value, dict) and value:
+    return {k: v for key, sub in value.items() for k, v in _flatten(f"{field}.{key}", sub).items()}
+  return {field: value}
+
+
+class _Absent:
+
+  def __repr__(self) -> str:
+    return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def _show(value: Any) -> str:
+  if isinstance(value, list) and len(value) > 4:
+    return f"{len(value)} entries"
+  return repr(value)
+
+
+def _describe(field: str, saved: Any, now: Any) -> str:
+  line = f"  {field}: saved {_show(saved)}, now {_show(now)}"
+  if isinstance(saved, list) and isinstance(now, list) and (len(saved) > 4 or len(now) > 4):
+    name = lambda x: x.get("name", x) if isinstance(x, dict) else x  # noqa: E731  (label-space classes)
+    gone = [name(x) for x in saved if x not in now]
+    new = [name(x) for x in now if x not in saved]
+    line += f" (only saved: {gone[:5]}, only now: {new[:5]})" if gone or new else " (same entries, other order)"
+  return line
+
+
+def check_same_run(directory: str, saved_meta: dict[str, Any], meta: dict[str, Any], fields: tuple[str, ...],
+                   *, hint: str = "") -> None:
+  """Raises ValueError naming `directory` and each differing field (saved vs now) of `fields`.
+
+  `fields` are dotted paths into the metadata (`"config.lora"` compares every field under it, one line per
+  leaf; `"num_steps"` a single value); a field missing on one side shows as `<absent>`.
+  """
+  saved, now = {}, {}
+  for field in fields:
+    saved.update(_flatten(field, _lookup(saved_meta, field)))
+    now.update(_flatten(field, _lookup(meta, field)))
+  differing = [_describe(f, saved.get(f, _ABSENT), now.get(f, _ABSENT)) for f in sorted(set(saved) | set(now))
+               if saved.get(f, _ABSENT) != now.get(f, _ABSENT)]
+  if differing:
+    raise ValueError("\n".join([f"checkpoint {directory} does not match this run's settings:", *differing]
+                               + ([hint] if hint else [])))
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:

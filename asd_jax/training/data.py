@@ -1,7 +1,10 @@
 """The training and embedding runs' view of the data layer: label space, clip lists and batch iterators.
 
 Thin glue over `asd_jax.data` (dataset scan, label space, Grain pipeline), so the CLIs read as
-"records -> labels -> batches" and the data layer's details stay in one place.
+"records -> labels -> batches" and the data layer's details stay in one place. Training uses the `train/`
+clips and the DCASE 2025 supplementary recordings (`supplemental/`): each machine type's clean-machine
+and noise-only clips are classes of their own (`<machine>/clean`, `<machine>/noise`, see
+`asd_jax.data.labels`), so the classifier also learns to tell the machine from its factory noise.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import ml_collections
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import layout
 from asd_jax.data import pipeline
+from asd_jax.data import records as rec
 
 
 def _root(config: ml_collections.ConfigDict) -> str:
@@ -25,19 +29,27 @@ def records(config: ml_collections.ConfigDict):
   return layout.scan_dataset(_root(config))
 
 
+def training_records(clips):
+  """The clips a classifier trains on: `train/` and `supplemental/` (clean-machine and noise-only), sorted
+  by path as given."""
+  return [r for r in clips if r.split in (rec.SPLIT_TRAIN, rec.SPLIT_SUPPLEMENTAL)]
+
+
 def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> labels_lib.LabelSpace | None:
-  """The label space of the training clips (None if the dataset is missing and not `required`)."""
+  """The label space of the training clips, supplementary classes included (None if the dataset is missing
+  and not `required`)."""
   root = _root(config)
   if not root or not os.path.isdir(root):
     if required:
       raise FileNotFoundError(f"config.data.root={config.data.root!r} is not a directory; make the synthetic "
                               "data with `python -m asd_jax.data.synth --out DIR` or point it at a DCASE dataset")
     return None
-  return labels_lib.LabelSpace.from_records(layout.train_records(records(config)))
+  return labels_lib.LabelSpace.from_records(training_records(records(config)))
 
 
 def _wav_config(config: ml_collections.ConfigDict) -> pipeline.WavConfig:
-  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds)
+  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds,
+                            strict=config.data.strict)
 
 
 def _local_batch(global_batch: int) -> int:
@@ -48,8 +60,9 @@ def _local_batch(global_batch: int) -> int:
 
 
 def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace):
-  """`(endless shuffled iterator of this process's batches, number of training clips)`."""
-  train = layout.train_records(records(config))
+  """`(endless shuffled iterator of this process's batches, number of training clips)` over the
+  `training_records` (train + supplementary)."""
+  train = training_records(records(config))
   dataset = pipeline.training_dataset(train, space, batch_size=_local_batch(config.train.batch_size),
                                       seed=config.seed, config=_wav_config(config),
                                       worker_count=config.data.num_workers)

@@ -81,11 +81,11 @@ ATTENTION_CHOICES = ("auto", "fused", "reference")
 def encoder_options(model_cfg: ml_collections.ConfigDict) -> dict[str, bool]:
   """The encoders' fast-path switches from `config.model`: `fused_attention` ("auto" = on GPU only, where
   `jax.nn.dot_product_attention` can use cuDNN flash attention; on CPU it measured slower) and `remat`."""
-  attention = model_cfg.get("attention", "auto")
+  attention = model_cfg.attention
   if attention not in ATTENTION_CHOICES:
     raise ValueError(f"config.model.attention is {attention!r}; expected one of {ATTENTION_CHOICES}")
   fused = jax.default_backend() == "gpu" if attention == "auto" else attention == "fused"
-  return {"fused_attention": fused, "remat": bool(model_cfg.get("remat", False))}
+  return {"fused_attention": fused, "remat": model_cfg.remat}
 
 
 def clip_samples(config: ml_collections.ConfigDict) -> int:
@@ -101,7 +101,7 @@ def encoder_architecture(encoder: str, preset: str, checkpoint: str = "") -> tup
 
 def architecture(model_cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
   """The single encoder's `(architecture, params or None)` from `init_checkpoint` or `preset`."""
-  return encoder_architecture(model_cfg.encoder, model_cfg.preset, model_cfg.get("init_checkpoint", ""))
+  return encoder_architecture(model_cfg.encoder, model_cfg.preset, model_cfg.init_checkpoint)
 
 
 def describe(arch: Any) -> Any:
@@ -118,7 +118,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, arch: Any, num_classes: in
   entry = registry.get(model_cfg.encoder)
   encoder = entry.build(arch, compute_dtype(model_cfg.dtype), **encoder_options(model_cfg))
   return classifier.Classifier(encoder=encoder, num_classes=num_classes, frontend=entry.frontend(),
-                               dropout_rate=model_cfg.dropout_rate, pool=model_cfg.get("pool") or entry.pool)
+                               dropout_rate=model_cfg.dropout_rate, pool=model_cfg.pool or entry.pool)
 
 
 def classifier_outputs(model: classifier.Classifier) -> Callable[[Params, jax.Array, bool], dict[str, jax.Array]]:
@@ -136,7 +136,7 @@ def classifier_system(config: ml_collections.ConfigDict, model: classifier.Class
                       encoder_params: Params = None, arch: Any = None) -> System:
   """A `Classifier` trained with ArcFace; `encoder_params` (from `init_checkpoint`) replace its encoder."""
   wav = jnp.zeros((1, clip_samples(config)), jnp.float32)
-  source = config.model.get("init_checkpoint") or "encoder params"
+  source = config.model.init_checkpoint or "encoder params"
   return System(
       name=config.model.encoder,
       model=model,
@@ -206,7 +206,7 @@ def build_dual_system(config: ml_collections.ConfigDict, num_classes: int) -> Sy
     checkpoint = config.model[f"{name}_checkpoint"]
     arch, params = encoder_architecture(name, config.model[f"{name}_preset"], checkpoint)
     encoders[name], frontends[name] = entry.build(arch, dtype, **encoder_options(config.model)), entry.frontend()
-    pools[name] = config.model.get(f"{name}_pool") or entry.pool
+    pools[name] = config.model[f"{name}_pool"] or entry.pool
     archs[name] = describe(arch)
     if params is not None:
       pretrained.append((("encoder", name), checkpoint, params))
@@ -281,7 +281,7 @@ def init_trainable(config: ml_collections.ConfigDict, system: System, rng: jax.A
 
 def labels_for(config: ml_collections.ConfigDict, tree: Params) -> Params:
   return lora.trainable_labels(tree, train_encoder=not config.lora.enabled,
-                               never_trained=config.model.get("never_trained", ""))
+                               never_trained=config.model.never_trained)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, labels: Params, total_steps: int):

@@ -20,10 +20,10 @@ def make_schedule(optim: ml_collections.ConfigDict, total_steps: int) -> optax.S
   """Learning-rate schedule: linear warm-up over `warmup_steps` (or `warmup_fraction` of training), then
   `schedule` = "cosine" (to `end_lr_fraction * learning_rate`), "linear" or "constant"."""
   total_steps = max(int(total_steps), 1)
-  warmup = optim.get("warmup_steps") or int(round(optim.get("warmup_fraction", 0.0) * total_steps))
+  warmup = optim.warmup_steps or int(round(optim.warmup_fraction * total_steps))
   warmup = min(int(warmup), total_steps - 1) if total_steps > 1 else 0
-  peak, end = optim.learning_rate, optim.learning_rate * optim.get("end_lr_fraction", 0.0)
-  kind = optim.get("schedule", "cosine")
+  peak, end = optim.learning_rate, optim.learning_rate * optim.end_lr_fraction
+  kind = optim.schedule
   if kind == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total_steps, end)
   if kind == "linear":
@@ -39,16 +39,17 @@ def make_schedule(optim: ml_collections.ConfigDict, total_steps: int) -> optax.S
 
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
                    labels: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """`(tx, schedule)` for params whose leaves are labelled by `labels` (see `lora.trainable_labels`)."""
-  if optim.get("name", "adamw") != "adamw":
+  """`(tx, schedule)` for params whose leaves are labelled by `labels` (see `lora.trainable_labels`); `optim`
+  has every field of `configs/common.py`'s `optim`."""
+  if optim.name != "adamw":
     raise ValueError(f"config.optim.name={optim.name!r}; only 'adamw' is implemented")
   schedule = make_schedule(optim, total_steps)
   steps = []
-  if optim.get("grad_clip_norm"):
+  if optim.grad_clip_norm:
     steps.append(optax.clip_by_global_norm(optim.grad_clip_norm))
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-  steps.append(optax.adamw(schedule, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999),
-                           eps=optim.get("eps", 1e-8), weight_decay=optim.get("weight_decay", 0.0),
+  steps.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                           weight_decay=optim.weight_decay,
                            mask=decay_mask))
   tx = optax.partition({lora.TRAINABLE: optax.chain(*steps), lora.FROZEN: optax.set_to_zero()}, labels)
   return tx, schedule

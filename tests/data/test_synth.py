@@ -118,3 +118,15 @@ def test_mean_logmel_knn_baseline_is_between_chance_and_perfect(tmp_path):
       idx = [i for i, r in enumerate(test) if r.domain == domain]
       aucs.append(roc_auc_score([test[i].label == "anomaly" for i in idx], dist[idx]))
   assert 0.6 < np.mean(aucs) < 0.97, aucs
+
+
+def test_target_train_override_adds_target_clips_and_keeps_the_others(made, tmp_path):
+  root, _ = made
+  more = synth.generate(tmp_path / "more", scale=0.01, seed=7, machines=("bearing",), duration=0.2, target_train=10)
+  train = layout.select(more["records"], split="train")
+  assert len(layout.select(train, domain="target")) == 10 and len(layout.select(train, domain="source")) == 10
+  for r in layout.select(layout.scan_dataset(root), machine="bearing", split="train"):  # 10 source + 3 target
+    twin = tmp_path / "more" / "bearing" / "train" / pathlib.Path(r.path).name
+    np.testing.assert_array_equal(wavlib.load_wav(twin, duration_s=None), wavlib.load_wav(r.path, duration_s=None))
+  with pytest.raises(ValueError, match="target_train must be >= 3"):
+    synth.generate(tmp_path / "few", scale=0.01, machines=("bearing",), duration=0.2, target_train=2)

@@ -183,7 +183,6 @@ def test_dual_embed_outputs(tiny, tiny_encoder, frontend):
 def test_real_tiny_encoders_dual_lora_steps():
   """configs/demo_dual.py's system (tiny BEATs + tiny EAT, fbanks from waveforms): 2 devices equal 1, and
   only LoRA factors of both encoders, the featex centres and the scales change."""
-  pytest.importorskip("asd_jax.models.eat")
   config = demo_dual.get_config()
   config.data.clip_seconds = 0.5
   run = experiment.create_run(config, experiment.build_system(config, NUM_CLASSES), jax.random.key(0),
@@ -202,7 +201,6 @@ def test_real_tiny_encoders_dual_lora_steps():
 
 @pytest.mark.slow  # ~2 min on 2 busy cores: the real CLIs' train + embed on a small synthetic set
 def test_train_and_embed_entry_points_end_to_end(tmp_path):
-  pytest.importorskip("asd_jax.models.eat")
   from asd_jax import train
   from asd_jax.data import synth
 
@@ -236,7 +234,6 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   """Both branches load from the released-format fixtures through the registry into their own subtrees; with
   LoRA's B = 0 the merged model is the pretrained one, and each branch's pooled layers match the upstream
   PyTorch outputs stored in the fixtures."""
-  pytest.importorskip("asd_jax.models.eat")
   from asd_jax.models import beats, eat
 
   config = demo_dual.get_config()

@@ -1,5 +1,11 @@
 """Batched, padded, sharded embedding extraction equals the model applied clip by clip."""
 
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -39,3 +45,32 @@ def test_embed_batches_reports_skipped_clips(tiny_encoder, frontend):
   with pytest.raises(ValueError, match="1 of 3 clips got no embedding"):
     embed.embed_batches(embed.make_forward(experiment.classifier_outputs(model), mesh, False), params,
                         [{"wav": wav, "index": np.array([0, 1])}], batch_size=2, mesh=mesh, num_clips=3, progress=False)
+
+
+@pytest.mark.slow  # ~25 s on 2 busy cores: two fresh JAX processes joining a job over gloo
+def test_embed_batches_on_two_processes_gathers_every_clip(tiny_encoder, frontend, tmp_path):
+  """Two JAX processes (2 CPU devices each) embed their own shards; both return every clip's outputs, equal
+  to the model applied clip by clip, although their shards differ in length (process 1 pads the last step)."""
+  worker = pathlib.Path(__file__).with_name("multihost_embed_worker.py")
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  procs = [subprocess.Popen([sys.executable, str(worker), str(i), str(port), str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    logs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  model = classifier.Classifier(encoder=tiny_encoder(), num_classes=3, frontend=frontend)
+  wav = np.random.default_rng(0).normal(size=(9, 1024)).astype(np.float32)
+  params = model.init(jax.random.key(1), wav[:1])["params"]
+  want = model.apply({"params": params}, wav, all_layers=True)
+  for i in range(2):
+    with np.load(tmp_path / f"process_{i}.npz") as out:
+      assert set(out) == {"embedding", "layer_embeddings"}
+      np.testing.assert_allclose(out["embedding"], want["embedding"], rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(out["layer_embeddings"], want["layer_embeddings"], rtol=1e-5, atol=1e-6)

@@ -4,7 +4,6 @@ import flax.linen as nn
 import flax.traverse_util as tu
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -12,6 +11,7 @@ from asd_jax.models import classifier
 from asd_jax.training import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
+from configs import common
 
 RANK, ALPHA = 4, 8.0
 
@@ -69,8 +69,9 @@ def test_lora_training_changes_only_factors_and_head(tiny_encoder, frontend):
   model, params, wav = _model_and_params(tiny_encoder, frontend)
   tree = {"model": params, "lora": lora.init_lora(params, jax.random.key(2), rank=RANK)}
   labels = lora.trainable_labels(tree, train_encoder=False)
-  optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, schedule="constant",
-                                         weight_decay=0.01, grad_clip_norm=1.0))
+  optim = common.get_config().optim
+  optim.update(dict(learning_rate=1e-2, warmup_steps=0, warmup_fraction=0.0, schedule="constant",
+                    weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
   state = ts.create_state(tree, tx)
   step = jax.jit(ts.make_train_step(ts.with_lora(ts.classification_loss(model), alpha=ALPHA), tx, labels))

@@ -15,7 +15,6 @@ from configs import demo
 @pytest.mark.slow  # ~25 s each on 2 busy cores: fbank + encoder gradients compile slowly
 @pytest.mark.parametrize("encoder", ["beats", "eat"])
 def test_lora_steps_on_tiny_encoder(encoder):
-  pytest.importorskip(f"asd_jax.models.{encoder}")
   config = demo.get_config()
   config.model.encoder = encoder
   config.data.clip_seconds = 1.0

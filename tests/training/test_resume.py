@@ -1,8 +1,8 @@
 """A run killed after a checkpoint and resumed by fresh objects ends bit-identical to an uninterrupted run."""
 
 import jax
-import ml_collections
 import numpy as np
+import pytest
 
 from asd_jax.models import classifier
 from asd_jax.training import checkpoints
@@ -12,6 +12,7 @@ from asd_jax.training import metrics
 from asd_jax.training import optimizer
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
+from configs import common
 
 STEPS = 6
 
@@ -25,8 +26,9 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   params = model.init(jax.random.key(1), wav[:1])["params"]
   tree = {"model": params, "lora": lora.init_lora(params, jax.random.key(2), rank=2)}
   labels = lora.trainable_labels(tree, train_encoder=False)
-  optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
-                                         weight_decay=0.01, grad_clip_norm=1.0))
+  optim = common.get_config().optim
+  optim.update(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
+                    weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
   step = ts.make_train_step(ts.with_lora(ts.classification_loss(model), alpha=4.0), tx, labels)
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
@@ -54,3 +56,20 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend,
   assert sum("compile_s" in r for r in rows) == 2
   meta = checkpoints.Checkpointer(tmp_path / "resumed" / "checkpoints").restore_meta()
   assert meta == {"labels": ["a", "b", "c"]}
+
+
+def test_check_same_run_names_each_differing_field():
+  classes = [{"name": f"fan/c{i}"} for i in range(6)]
+  saved = {"config": {"lora": {"rank": 4, "alpha": 8.0}, "seed": 0}, "label_space": {"classes": classes}}
+  now = {"config": {"lora": {"rank": 4, "alpha": 4.0}, "seed": 0},
+         "label_space": {"classes": classes[:5] + [{"name": "fan/noise"}]}, "num_steps": 8}
+  fields = ("config.lora", "config.seed", "label_space", "num_steps")
+  checkpoints.check_same_run("/ckpt", saved, saved, fields)  # the same metadata passes
+  with pytest.raises(ValueError) as error:
+    checkpoints.check_same_run("/ckpt", saved, now, fields, hint="use the saved config")
+  assert str(error.value).splitlines() == [
+      "checkpoint /ckpt does not match this run's settings:",
+      "  config.lora.alpha: saved 8.0, now 4.0",
+      "  label_space.classes: saved 6 entries, now 6 entries (only saved: ['fan/c5'], only now: ['fan/noise'])",
+      "  num_steps: saved <absent>, now 8",
+      "use the saved config"]

@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from asd_jax.models import classifier
@@ -10,6 +9,7 @@ from asd_jax.training import lora
 from asd_jax.training import optimizer
 from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
+from configs import common
 
 
 def test_two_device_step_equals_single_device_step(tiny_encoder, frontend):
@@ -20,8 +20,9 @@ def test_two_device_step_equals_single_device_step(tiny_encoder, frontend):
   batch = {"wav": wav, "label": np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int32)}
   params = {"model": model.init(jax.random.key(1), wav[:1])["params"]}
   labels = lora.trainable_labels(params, train_encoder=True)
-  optim = ml_collections.ConfigDict(dict(learning_rate=1e-3, warmup_steps=2, schedule="cosine",
-                                         weight_decay=0.05, grad_clip_norm=1.0))
+  optim = common.get_config().optim
+  optim.update(dict(learning_rate=1e-3, warmup_steps=2, schedule="cosine",
+                    weight_decay=0.05, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
   step = ts.make_train_step(ts.with_lora(ts.classification_loss(model), alpha=1.0), tx, labels)
   rng = jax.random.key(2)

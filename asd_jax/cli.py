@@ -1,0 +1,64 @@
+"""What the command-line programs share: `absl.app.run` with bad input reported in one line, not a traceback.
+
+`run(main)` is `app.run(main)` where the errors that mean "the input is wrong" (a missing or wrong-kind
+checkpoint, a dataset or wav problem, a config value out of range, a misspelt `--config.x.y` override) print
+`error: <message>` on stderr and exit with status 1. Their messages name the file or field; a traceback adds
+nothing for the user, and is still logged with `--verbosity=1`. Any other exception is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from absl import app
+from absl import logging
+
+# CheckpointError (asd_jax.models.checkpoint_io), DatasetError (asd_jax.data.layout), WavError
+# (asd_jax.audio.wav) and FileNameError are ValueErrors; OSError covers missing files and existing workdirs.
+EXPECTED_ERRORS = (ValueError, OSError)
+
+
+def _innermost_message(error: BaseException) -> str:
+  """The message of `error`, unwrapped from the AttributeError(KeyError(msg)) ml_collections raises."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  return error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else str(error)
+
+
+def fail(error: BaseException, what: str = "") -> NoReturn:
+  """Exits with status 1 after printing `error: [what: ]<message>` (traceback only at --verbosity=1)."""
+  logging.debug("traceback of the error below", exc_info=error)
+  sys.exit(f"error: {what + ': ' if what else ''}{_innermost_message(error)}")
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, with a misspelt config field (`--config.train.epoch=2`, or a typo inside the config
+  file; ml_collections suggests the right name) reported like the other bad input."""
+  try:
+    return app.parse_flags_with_usage(list(argv))
+  except (AttributeError, KeyError) as e:
+    config_args = [arg for arg in argv[1:] if arg.startswith("--config")]
+    missing = re.match(r"'([^']+)'\s*(.*)", _innermost_message(e), re.S)
+    if missing:  # an override of a field that does not exist: name the override
+      field, suggestion = missing.groups()
+      culprits = [arg for arg in config_args if field in arg.split("=")[0].split(".")]
+      sys.exit(f"error: {' '.join(culprits or config_args)}: the config has no field {field!r}. {suggestion}")
+    fail(e, " ".join(config_args))
+  except EXPECTED_ERRORS as e:
+    fail(e)
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`app.run(main)`, turning `EXPECTED_ERRORS` (and config-field typos) into `error: <message>`, exit 1."""
+
+  def guarded_main(argv):
+    try:
+      return main(argv)
+    except EXPECTED_ERRORS as e:
+      fail(e)
+
+  app.run(guarded_main, flags_parser=parse_flags)

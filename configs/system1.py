@@ -1,0 +1,7 @@
+"""System 1 of the report: the six models (see configs/pipeline_base.py); system1's weights are exported."""
+
+from configs import pipeline_base
+
+
+def get_config():
+  return pipeline_base.get_config("system1")

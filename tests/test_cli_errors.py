@@ -1,0 +1,58 @@
+"""The command-line programs answer bad input with `error: <message>` naming the file or field, exit status 1
+and no traceback: a missing checkpoint, a checkpoint of the other model, a misspelt config field, a missing
+dataset. Each case runs the real program (`python -m ...`) in a subprocess, as a user would.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=120)
+
+
+CASES = {
+    "missing checkpoint": (
+        lambda fx, tmp: ("weights_conversion.convert_eat", f"--checkpoint={tmp / 'absent' / 'eat.pt'}",
+                         f"--output={tmp / 'out'}"),
+        lambda fx, tmp: [f"checkpoint {tmp / 'absent' / 'eat.pt'} does not exist"]),
+    "EAT checkpoint given to convert_beats": (
+        lambda fx, tmp: ("weights_conversion.convert_beats", f"--checkpoint={fx / 'eat_tiny.pt'}",
+                         f"--output={tmp / 'out'}"),
+        lambda fx, tmp: [f"checkpoint {fx / 'eat_tiny.pt'} does not match the model", "cfg lacks", "encoder_layers",
+                         "not a BEATs checkpoint"]),
+    "BEATs checkpoint as the EAT of a config": (
+        lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.model.encoder=eat",
+                         f"--config.model.init_checkpoint={fx / 'beats_tiny.pt'}", f"--workdir={tmp / 'work'}",
+                         "--dry_run"),
+        lambda fx, tmp: [f"checkpoint {fx / 'beats_tiny.pt'} does not match the model", "modalities.image"]),
+    "misspelt config field": (
+        lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.train.epoch=2",
+                         f"--workdir={tmp / 'work'}"),
+        lambda fx, tmp: ["--config.train.epoch=2", "no field 'epoch'", 'Did you mean "epochs"']),
+    "missing dataset": (
+        lambda fx, tmp: ("asd_jax.embed", "--config=configs/demo.py", f"--config.data.root={tmp / 'absent'}",
+                         f"--workdir={tmp / 'work'}"),
+        lambda fx, tmp: [f"dataset {tmp / 'absent'}", "not a directory"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_error_line_without_traceback(case, fixtures, tmp_path):
+  command, expected = CASES[case]
+  result = _run(*command(fixtures, tmp_path))
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert "\nerror: " in "\n" + result.stderr, result.stderr[-2000:]
+  error = result.stderr[result.stderr.index("error: "):]
+  for text in expected(fixtures, tmp_path):
+    assert text in error, (text, error)
+  assert not (tmp_path / "out").exists() and not (tmp_path / "work" / "checkpoints").exists()

@@ -1,0 +1,137 @@
+"""`train.train` killed mid-epoch and resumed by a fresh call equals an uninterrupted run, through the real path:
+synthetic wavs, the Grain iterator (its state saved in and restored from the Orbax checkpoint), the config,
+checkpoints and metadata. A resume (or an embedding) with other settings than the checkpoint's is refused,
+naming each field.
+
+The fast tests register a tiny attention encoder (conftest) under its own name in the encoder registry, so
+everything from the config on is the code the CLI runs; the slow one runs the real tiny BEATs of
+configs/demo.py.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from asd_jax import embed
+from asd_jax import train
+from asd_jax.data import synth
+from asd_jax.models import registry
+from asd_jax.training import lora
+from asd_jax.training import metrics
+from configs import demo
+
+TINY = "tiny_attention"
+EPOCHS = 2
+STOP = 3  # steps of the first call: mid-way through the first epoch
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  """One machine type, 2 s clips: 13 train + 6 supplementary clips -> 4 steps of 4 per epoch."""
+  root = tmp_path_factory.mktemp("synth")
+  synth.generate(root, scale=0.01, seed=0, machines=["ToyCar"], duration=2.0)
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_registered(tiny_encoder, frontend):
+  entry = registry.EncoderEntry(build=lambda arch, dtype: tiny_encoder(**arch),
+                                presets=lambda: {"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
+                                frontend=lambda: frontend, load=None)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(registry._REGISTRY, TINY, entry)  # pylint: disable=protected-access
+    yield
+
+
+def _config(root, encoder=TINY):
+  config = demo.get_config()
+  config.data.root = root
+  config.data.clip_seconds = 2.0
+  config.model.encoder = encoder
+  config.model.preset = "tiny"
+  config.lora.rank, config.lora.alpha = 4, 8.0
+  config.optim.learning_rate = 1e-2
+  config.train.epochs = EPOCHS
+  config.train.batch_size = 4
+  config.train.checkpoint_every = 4  # at the epoch boundary; also at the end and when stopped
+  config.train.log_every = 1
+  return config
+
+
+def _train(config, workdir, **kwargs):
+  return jax.device_get(train.train(config, str(workdir), progress=False, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def straight(dataset, tiny_registered, tmp_path_factory):
+  """`(workdir, final state)` of the tiny run trained without interruption."""
+  workdir = tmp_path_factory.mktemp("straight")
+  return workdir, _train(_config(dataset), workdir)
+
+
+def _assert_refused(config, workdir, *lines):
+  with pytest.raises(ValueError) as error:
+    _train(config, workdir)
+  message = str(error.value).splitlines()
+  assert message[0] == f"checkpoint {workdir / 'checkpoints'} does not match this run's settings:"
+  assert message[1:-1] == list(lines)  # every differing field, and nothing else
+  assert str(workdir / "config.json") in message[-1]
+
+
+def _stop_early(config, workdir, straight_state):
+  """The run killed after `STOP` steps (mid-way through epoch 0), checkpoint written."""
+  first = _train(config, workdir, stop_after=STOP)
+  assert int(first.step) == STOP
+  # The first call really trained: otherwise equal end states would prove nothing.
+  assert not np.array_equal(first.params["model"]["head"]["kernel"], straight_state.params["model"]["head"]["kernel"])
+
+
+def _resume_equals(config, workdir, straight_state):
+  """A fresh call resumes the stopped run (through the epoch boundary) to the uninterrupted run's end state."""
+  resumed = _train(config, workdir)
+  steps = int(straight_state.step)
+  assert steps == 4 * EPOCHS and int(resumed.step) == steps
+  for part in ("params", "opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, getattr(straight_state, part), getattr(resumed, part))
+  rows = metrics.read_jsonl(workdir / "metrics.jsonl")
+  assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))
+
+
+def test_killed_and_resumed_train_equals_uninterrupted_train(dataset, straight, tmp_path):
+  config = _config(dataset)
+  _stop_early(config, tmp_path, straight[1])
+  # Other settings than the checkpoint's are refused before anything is computed or written.
+  changed = _config(dataset)
+  changed.lora.rank = 8
+  changed.optim.learning_rate = 2e-3
+  _assert_refused(changed, tmp_path, "  config.lora.rank: saved 4, now 8",
+                  "  config.optim.learning_rate: saved 0.01, now 0.002")
+  fewer_epochs = _config(dataset)
+  fewer_epochs.train.epochs = 1
+  _assert_refused(fewer_epochs, tmp_path, "  config.train.epochs: saved 2, now 1", "  num_steps: saved 8, now 4")
+  _resume_equals(config, tmp_path, straight[1])
+
+
+def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(dataset, straight):
+  workdir, trained = straight
+  other_alpha = _config(dataset)
+  other_alpha.lora.alpha = 1.0
+  _, params, source = embed.model_params(other_alpha, str(workdir))
+  assert source.endswith(f"step {4 * EPOCHS}")
+  # W + (8 / 4) A @ B with the trained factors (B has moved away from zero, so alpha matters).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), jax.device_get(params),
+               lora.merge_lora(trained.params, alpha=8.0))
+  q_kernel = lambda p: p["encoder"]["layers_0"]["self_attn"]["q_proj"]["kernel"]  # noqa: E731
+  assert np.abs(q_kernel(params) - q_kernel(lora.merge_lora(trained.params, alpha=1.0))).max() > 1e-4
+  other_rank = _config(dataset)
+  other_rank.lora.rank = 2
+  with pytest.raises(ValueError, match="config.lora.rank: saved 4, now 2"):
+    embed.model_params(other_rank, str(workdir))
+
+
+@pytest.mark.slow  # ~1.5 min on 2 busy cores: three compilations of the real tiny BEATs' fbank + gradients
+def test_killed_and_resumed_train_equals_uninterrupted_train_real_tiny_beats(dataset, tmp_path):
+  config = _config(dataset, encoder="beats")
+  straight_state = _train(config, tmp_path / "straight")
+  _stop_early(config, tmp_path / "resumed", straight_state)
+  _resume_equals(config, tmp_path / "resumed", straight_state)
