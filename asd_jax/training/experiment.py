@@ -79,13 +79,15 @@ ATTENTION_CHOICES = ("auto", "fused", "reference")
 
 
 def encoder_options(model_cfg: ml_collections.ConfigDict) -> dict[str, bool]:
-  """The encoders' fast-path switches from `config.model`: `fused_attention` ("auto" = on GPU only, where
-  `jax.nn.dot_product_attention` can use cuDNN flash attention; on CPU it measured slower) and `remat`."""
+  """The encoders' fast-path switches that are on, from `config.model`: `fused_attention` ("auto" = on GPU
+  only, where `jax.nn.dot_product_attention` can use cuDNN flash attention; on CPU it is no faster) and
+  `remat`. Switches that are off are left out, so an encoder without them builds with its defaults."""
   attention = model_cfg.attention
   if attention not in ATTENTION_CHOICES:
     raise ValueError(f"config.model.attention is {attention!r}; expected one of {ATTENTION_CHOICES}")
   fused = jax.default_backend() == "gpu" if attention == "auto" else attention == "fused"
-  return {"fused_attention": fused, "remat": model_cfg.remat}
+  options = {"fused_attention": fused, "remat": model_cfg.remat}
+  return {name: value for name, value in options.items() if value}
 
 
 def clip_samples(config: ml_collections.ConfigDict) -> int:
