@@ -21,7 +21,8 @@ from asd_jax import train
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
 # Config files with several named configs: file name -> the names after ':' in the config string.
-NAMED = {"systems.py": ("system1", "system2", "system3", "system4")}
+NAMED = {"systems.py": ("system1", "system2", "system3", "system4"),
+         "pipeline_base.py": ("system1", "system4")}
 
 
 def _config_strings():
