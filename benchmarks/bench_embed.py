@@ -75,8 +75,9 @@ def run(quick: bool = False) -> str:
                 ("end to end, prefetch 2 (default)", _timed(end_to_end(2), repeats)),
                 ("end to end, prefetch 0", _timed(end_to_end(0), repeats))]
   reference = measured[3][1][0]
-  rows = [[name, median, spread, num_clips / median, reference / median] for name, (median, spread) in measured]
-  header = ["stage", "median s", "spread s", "clips/s", "speed-up vs no prefetch"]
+  rows = [[name, median, spread, num_clips / median, reference / median if name.startswith("end") else "-"]
+          for name, (median, spread) in measured]
+  header = ["stage", "median s", "spread s", "clips/s", "end to end: speed-up vs no prefetch"]
   arch = system.architecture
   return "\n".join([
       "## Embedding extraction from wav files (end to end)", "",
