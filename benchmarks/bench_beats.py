@@ -30,23 +30,25 @@ def run(quick: bool = False) -> str:
   rows = []
   for batch in batches:
     features = jnp.asarray(np.random.default_rng(1).standard_normal((batch, frames, 128)), jnp.float32)
-    base = None
+    compiled, calls = {}, {}
     for dtype, fused in variants:
       model = beats.BEATs(config, dtype=dtype, fused_attention=fused)
-      # Compiled ahead, so batch 8 needs no warm-up run (it would cost as much as a timed one).
-      _, compile_s, median, spread = common.compile_and_time(
-          lambda p, x, m=model: m.apply({"params": p}, x).features, params, features, repeats=repeats,
-          warmup=1 if batch == 1 else 0)
-      base = base or median
-      rows.append([batch, jnp.dtype(dtype).name, "dot_product_attention" if fused else "reference", median,
-                   spread, batch / median, base / median, compile_s])
+      key = (jnp.dtype(dtype).name, "dot_product_attention" if fused else "reference")
+      compiled[key] = common.compile_ahead(lambda p, x, m=model: m.apply({"params": p}, x).features, params,
+                                           features)
+      calls[key] = lambda c=compiled[key][0]: jax.block_until_ready(c(params, features))
+    # In turns, so that load changes hit every variant alike; batch 8 (compiled ahead) without a warm-up.
+    timed = common.time_interleaved(calls, repeats=repeats, warmup=1 if batch == 1 else 0)
+    base = timed[("float32", "reference")][0]
+    for key, (median, spread) in timed.items():
+      rows.append([batch, *key, median, spread, batch / median, base / median, compiled[key][1]])
   header = ["batch", "compute dtype", "attention", "median s", "spread s", "clips/s", "speed-up vs float32 ref",
             "compile s"]
   return "\n".join([
       f"## BEATs encoder forward ({config.encoder_layers} x {config.encoder_embed_dim}, {seconds:g} s clips)", "",
       common.machine_description(), "",
       f"{frames} fbank frames, {frames // 16 * 8} tokens; random weights; median of {repeats} runs (batch 1 "
-      "after a warm-up run); parameters float32 in every row.", "",
+      "after a warm-up run), the variants of a batch timed in turns; parameters float32 in every row.", "",
       common.markdown_table(header, rows)])
 
 

@@ -2,9 +2,10 @@
 
 A 10 s clip is 1024 fbank frames after EAT's padding: 64 x 8 = 512 patch tokens plus CLS. Random weights
 (speed does not depend on them); parameters stay float32, the compute dtype changes. Compilation is timed
-apart. To keep `make bench` within its 15 minutes on 2 cores, EAT-large at batch 8 is timed twice (no
-warm-up: it is compiled ahead) and every other row three times after a warm-up. `quick=True` runs narrow,
-shallow models on 2.56 s clips, only to check that the benchmark works.
+apart. To keep `make bench` within its 15 minutes on 2 cores, EAT-large at batch 8 is timed twice and every
+other row three times, float32 and bfloat16 in turns; batch 1 after a warm-up run (batch 8 is compiled ahead
+and needs none).
+`quick=True` runs narrow, shallow models on 2.56 s clips, only to check that the benchmark works.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from asd_jax.models import eat
 from benchmarks import common
 
 
-def _measure(name: str, config: eat.EATConfig, frames: int, batch: int, dtype, repeats: int, warmup: int) -> list:
+def _measure(name: str, config: eat.EATConfig, frames: int, batch: int, repeats: int, warmup: int) -> list:
+  """Rows for float32 and bfloat16 compute, the two timed in turns."""
   fbank = jnp.asarray(np.random.default_rng(0).normal(size=(batch, frames, 128)).astype(np.float32))
   params = jax.jit(eat.EAT(config).init)(jax.random.key(0), fbank[:1])["params"]
-  model = eat.EAT(config, dtype=dtype)
-  _, compile_s, median, spread = common.compile_and_time(
-      lambda p, x: model.apply({"params": p}, x).features, params, fbank, repeats=repeats, warmup=warmup)
+  compiled, calls = {}, {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    model = eat.EAT(config, dtype=dtype)
+    key = jnp.dtype(dtype).name
+    compiled[key] = common.compile_ahead(lambda p, x, m=model: m.apply({"params": p}, x).features, params, fbank)
+    calls[key] = lambda c=compiled[key][0]: jax.block_until_ready(c(params, fbank))
+  timed = common.time_interleaved(calls, repeats=repeats, warmup=warmup)
   tokens = 1 + frames // config.patch_size * config.freq_patches
-  return [name, f"{config.depth} x {config.embed_dim}", tokens, batch, jnp.dtype(dtype).name, median, spread,
-          batch / median, compile_s, repeats]
+  return [[name, f"{config.depth} x {config.embed_dim}", tokens, batch, key, median, spread, batch / median,
+           compiled[key][1], repeats] for key, (median, spread) in timed.items()]
 
 
 def run(quick: bool = False) -> str:
@@ -41,10 +47,11 @@ def run(quick: bool = False) -> str:
   rows = []
   for name, config in models:
     for batch in batches:
+      # Batch 8 is compiled ahead, so it needs no warm-up run (it would cost as much as a timed one).
       big = not quick and config.depth > 12 and batch > 1
-      repeats, warmup = (2, 0) if big or quick else (3, 1)
-      for dtype in (jnp.float32, jnp.bfloat16):
-        rows.append(_measure(name, config, frames, batch, dtype, repeats, warmup))
+      repeats = 2 if big or quick else 3
+      warmup = 0 if batch > 1 else 1
+      rows += _measure(name, config, frames, batch, repeats, warmup)
   header = ["model", "depth x dim", "tokens", "batch", "compute dtype", "median s", "spread s", "clips/s",
             "compile s", "runs"]
   return "\n".join([

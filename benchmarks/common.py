@@ -57,6 +57,31 @@ def time_call(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> tu
   return statistics.median(times), max(times) - min(times)
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int = 3,
+                     warmup: int = 1) -> dict[str, tuple[float, float]]:
+  """Median and spread (s) of each blocking callable in `fns`, timed in turns (a, b, c, a, b, c, ...) after
+  `warmup` untimed rounds, so that changing load on a shared machine hits every variant alike."""
+  for _ in range(warmup):
+    for fn in fns.values():
+      fn()
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: (statistics.median(t), max(t) - min(t)) for name, t in times.items()}
+
+
+def compile_ahead(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+  """`(compiled, seconds)`: `jax.jit(fn)` lowered and compiled for `args`, so compilation is timed alone."""
+  import jax
+
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
 def peak_rss_mib() -> float:
   """Peak resident memory of this process so far, MiB (Linux ru_maxrss is KiB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -22,9 +22,7 @@ EAT fixtures made from that code (tests/models/test_eat.py) are the parity check
 from __future__ import annotations
 
 import pathlib
-import statistics
 import sys
-import time
 import types
 
 import numpy as np
@@ -56,19 +54,6 @@ def import_upstream_beats(path: str | pathlib.Path) -> types.ModuleType:
   return upstream
 
 
-def _interleaved_times(fns: dict[str, callable], repeats: int) -> dict[str, tuple[float, float]]:
-  """Median and spread (s) of each blocking callable, timed in turns after one warm-up call each."""
-  for fn in fns.values():
-    fn()
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return {name: (statistics.median(t), max(t) - min(t)) for name, t in times.items()}
-
-
 def compare_beats(upstream_dir: str, *, batches: list[int], repeats: int, seconds: float,
                   layers: int = 12) -> tuple[list[list], float]:
   """Rows `[model, batch, median s, spread s, clips/s, Flax speed-up, max |diff|]` and the largest diff."""
@@ -80,6 +65,7 @@ def compare_beats(upstream_dir: str, *, batches: list[int], repeats: int, second
 
   from asd_jax.audio import fbank as fb
   from asd_jax.models import beats
+  from benchmarks import common
 
   upstream = import_upstream_beats(upstream_dir)
   config = dataclasses.replace(beats.BEATS_ITER3_PLUS, encoder_layers=layers)
@@ -113,7 +99,7 @@ def compare_beats(upstream_dir: str, *, batches: list[int], repeats: int, second
 
     fns = {"PyTorch upstream (eager)": run_torch}
     fns.update({name: (lambda f=f: jax.block_until_ready(f(params, x))) for name, f in forwards.items()})
-    timed = _interleaved_times(fns, repeats)
+    timed = common.time_interleaved(fns, repeats=repeats, warmup=1)
     torch_time = timed["PyTorch upstream (eager)"][0]
     for name, (median, spread) in timed.items():
       rows.append([name, batch, median, spread, batch / median, torch_time / median,
