@@ -84,12 +84,13 @@ def register(name: str, entry: EncoderEntry) -> None:
 
 def get(name: str) -> EncoderEntry:
   if name not in _REGISTRY:
-    raise KeyError(f"unknown encoder {name!r}; registered: {sorted(_REGISTRY)}")
+    raise ValueError(f"unknown encoder {name!r} (config.model.encoder); registered: {sorted(_REGISTRY)}")
   return _REGISTRY[name]
 
 
 def preset(name: str, preset_name: str) -> Any:
   presets = get(name).presets()
   if preset_name not in presets:
-    raise KeyError(f"encoder {name!r} has no preset {preset_name!r}; expected one of {sorted(presets)}")
+    raise ValueError(f"encoder {name!r} has no preset {preset_name!r} (config.model.preset); "
+                     f"expected one of {sorted(presets)}")
   return presets[preset_name]
