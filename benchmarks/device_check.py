@@ -73,9 +73,20 @@ class Check:
     self.rows: list[dict] = []
     self.skipped: list[str] = []
     self.notes: list[str] = []
+    self.failures: list[str] = []
     self.repeats = 0
     self.device = jax.devices()[0]
     self.peak = peak_flops(self.device.device_kind)
+
+  def guarded(self, what: str, fn, *args, **kwargs) -> None:
+    """Runs one measurement; a failure (out of memory, a kernel the card refuses) is recorded, not fatal."""
+    try:
+      fn(self, *args, **kwargs)
+    except Exception as error:  # noqa: BLE001  (one-shot script: keep measuring the rest)
+      message = f"{what}: failed with {type(error).__name__}: {str(error).splitlines()[0][:300]}"
+      print(message, flush=True)
+      self.failures.append(message)
+      self.write()
 
   def has_time(self, what: str) -> bool:
     if time.perf_counter() - self.start < self.budget_s:
@@ -115,6 +126,8 @@ class Check:
              table]
     if self.notes:
       lines += [""] + [f"- {note}" for note in self.notes]
+    if self.failures:
+      lines += ["", "Failed:"] + [f"- {failure}" for failure in self.failures]
     if self.skipped:
       lines += ["", f"Skipped for lack of time: {', '.join(self.skipped)}."]
     return "\n".join(lines)
@@ -122,7 +135,8 @@ class Check:
   def write(self) -> None:
     if self.json_path:
       pathlib.Path(self.json_path).write_text(json.dumps({"device": self.device.device_kind, "rows": self.rows,
-                                                          "skipped": self.skipped}, indent=1))
+                                                          "skipped": self.skipped, "failures": self.failures},
+                                                         indent=1))
     if self.output:
       from benchmarks import run as runner
 
@@ -232,13 +246,14 @@ def main(argv: list[str]) -> None:
   repeats = 1 if smoke else f.repeats
   candidates = [1, 2] if smoke else [128, 256, 512]
   check.repeats = repeats
-  check_extraction(check, "beats", "base", smoke=smoke, repeats=repeats, candidates=candidates)
-  check_extraction(check, "eat", "large", smoke=smoke, repeats=repeats,
-                   candidates=candidates if smoke else [64, 128, 256])
-  check_train_step(check, "lbeats", smoke=smoke, repeats=repeats)
-  check_train_step(check, "feat", smoke=smoke, repeats=repeats)
+  check.guarded("BEATs extraction", check_extraction, "beats", "base", smoke=smoke, repeats=repeats,
+                candidates=candidates)
+  check.guarded("EAT-large extraction", check_extraction, "eat", "large", smoke=smoke, repeats=repeats,
+                candidates=candidates if smoke else [64, 128, 256])
+  check.guarded("LBEATs train step", check_train_step, "lbeats", smoke=smoke, repeats=repeats)
+  check.guarded("FEAT train step", check_train_step, "feat", smoke=smoke, repeats=repeats)
   if not smoke:  # same code path as the row above, with one flag: the smoke run leaves it out for time
-    check_train_step(check, "feat", smoke=smoke, repeats=repeats, remat=True)
+    check.guarded("FEAT train step, remat", check_train_step, "feat", smoke=smoke, repeats=repeats, remat=True)
   check.write()
   print(check.section())
   print(f"[device_check] {time.perf_counter() - check.start:.0f} s")

@@ -90,6 +90,12 @@ def test_device_check_peak_table_and_section():
   row = check.rows[0]
   assert row["clips_per_s"] == 20 and row["tflops"] == pytest.approx(4.0) and row["mfu"] == pytest.approx(0.004)
   assert "| thing | 10 | 20.0 | 500.0 | 100.0 | 2.0 | 4.0 | 0.4% |" in check.section()
+  def broken(check, size):
+    raise RuntimeError(f"RESOURCE_EXHAUSTED: {size} bytes\nmore detail")
+
+  check.guarded("big thing", broken, 123)
+  assert check.failures == ["big thing: failed with RuntimeError: RESOURCE_EXHAUSTED: 123 bytes"]
+  assert "- big thing: failed with RuntimeError" in check.section()
   check.budget_s = 0.0
   assert not check.has_time("late thing") and "late thing" in check.section()
 
@@ -101,5 +107,6 @@ def test_device_check_cpu_smoke_runs(tmp_path):
                           text=True, timeout=600, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
   assert result.returncode == 0, result.stderr[-2000:]
   import json
-  rows = json.loads((tmp_path / "check.json").read_text())["rows"]
-  assert len(rows) == 6 and all(r["clips_per_s"] > 0 for r in rows)
+  result = json.loads((tmp_path / "check.json").read_text())
+  assert result["failures"] == [] and result["skipped"] == []
+  assert len(result["rows"]) == 6 and all(r["clips_per_s"] > 0 for r in result["rows"])

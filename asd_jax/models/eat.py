@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asd_jax.models import attention
 from asd_jax.models import checkpoint_io
 from asd_jax.models.checkpoint_io import CheckpointError
 from asd_jax.models.encoder_output import POOL_CLS, EncoderOutput, pool_tokens
@@ -208,8 +209,8 @@ def _drop_path(x: jax.Array, rate: float, deterministic: bool, rng_module: nn.Mo
 class Attention(nn.Module):
   """Multi-head self-attention with separate q/k/v/out projections; softmax in float32.
 
-  `fused` computes the same attention with `jax.nn.dot_product_attention` (cuDNN flash attention on NVIDIA
-  GPUs), except in training with attention dropout, which it cannot apply.
+  `fused` computes the same attention with `attention.fused_attention` (cuDNN flash attention on NVIDIA
+  GPUs in bf16), except in training with attention dropout, which it cannot apply.
   """
 
   num_heads: int
@@ -230,7 +231,7 @@ class Attention(nn.Module):
     v = split(dense(name="v_proj")(x))
     if self.fused and (deterministic or self.attention_dropout == 0.0):
       mask = None if key_mask is None else key_mask[:, None, None, :]
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=head_dim ** -0.5)
+      out = attention.fused_attention(q, k, v, mask=mask, scale=head_dim ** -0.5)
     else:
       logits = jnp.einsum("bqhd,bkhd->bhqk", q * (head_dim ** -0.5), k).astype(jnp.float32)
       if key_mask is not None:
@@ -300,7 +301,7 @@ class EAT(nn.Module):
   `patch_tokens [batch, patches, dim]` (patch conv output), `encoder_input [batch, 1 + patches, dim]`
   (block-0 input) and `ffn_outputs` (each block's MLP output before the residual, data2vec targets).
 
-  `fused_attention` uses `jax.nn.dot_product_attention` (same outputs); `remat` recomputes each block's
+  `fused_attention` uses `attention.fused_attention` (same outputs); `remat` recomputes each block's
   activations in the backward pass instead of storing them (same gradients, less memory).
   """
 
