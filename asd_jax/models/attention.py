@@ -31,3 +31,22 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias: jax.Array
     except (NotImplementedError, ValueError, RuntimeError) as error:  # refused while tracing: use XLA's
       logging.log_first_n(logging.WARNING, "cuDNN attention does not apply (%s); using XLA's", 1, error)
   return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
+
+
+def attention_logits(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
+  """Scaled dot products `q . k * scale`: `[batch, tokens, heads, head_dim]` x2 -> `[batch, heads, query, key]`.
+
+  Heads are moved in front of the tokens first: XLA's CPU dot runs ~10 % faster on head-major operands.
+  """
+  return jnp.einsum("bhqd,bhkd->bhqk", jnp.swapaxes(q * scale, 1, 2), jnp.swapaxes(k, 1, 2))
+
+
+def attend(weights: jax.Array, v: jax.Array) -> jax.Array:
+  """Weighted sum of values: `weights: [batch, heads, query, key]`, `v: [batch, tokens, heads, head_dim]` ->
+  `[batch, query, heads, head_dim]`.
+
+  Computed head-major and transposed back: XLA's CPU dot writing the token-major result directly is ~2.5x
+  slower at BEATs' size.
+  """
+  return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, jnp.swapaxes(v, 1, 2)), 1, 2)
+

@@ -360,14 +360,14 @@ class MultiHeadAttention(nn.Module):
       bias = None if bias is None else bias.astype(self.dtype)
       out = attention.fused_attention(q, k, v, bias=bias, mask=mask, scale=head_dim**-0.5)
       return dense("out_proj")(out.reshape(batch, tokens, dim)), position_bias
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q * (head_dim**-0.5), k).astype(jnp.float32)
+    logits = attention.attention_logits(q, k, head_dim**-0.5).astype(jnp.float32)
     if bias is not None:
       logits = logits + bias
     if key_padding_mask is not None:
       logits = jnp.where(key_padding_mask[:, None, None, :], -jnp.inf, logits)
     weights = jax.nn.softmax(logits, axis=-1)  # float32
     weights = nn.Dropout(cfg.attention_dropout, deterministic=not train)(weights)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v).reshape(batch, tokens, dim)
+    out = attention.attend(weights.astype(self.dtype), v).reshape(batch, tokens, dim)
     return dense("out_proj")(out), position_bias
 
 

@@ -233,12 +233,12 @@ class Attention(nn.Module):
       mask = None if key_mask is None else key_mask[:, None, None, :]
       out = attention.fused_attention(q, k, v, mask=mask, scale=head_dim ** -0.5)
     else:
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q * (head_dim ** -0.5), k).astype(jnp.float32)
+      logits = attention.attention_logits(q, k, head_dim ** -0.5).astype(jnp.float32)
       if key_mask is not None:
         logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
       weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
       weights = nn.Dropout(self.attention_dropout, name="attention_dropout")(weights, deterministic=deterministic)
-      out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+      out = attention.attend(weights, v)
     out = dense(name="out_proj")(out.reshape(batch, tokens, dim))
     # Named, so that its rng stream is the same whether or not the attention-weight dropout exists.
     return nn.Dropout(self.output_dropout, name="output_dropout")(out, deterministic=deterministic)
