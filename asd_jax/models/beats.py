@@ -243,23 +243,33 @@ def _conv_fft(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
   return y.transpose(0, 3, 1, 2).reshape(batch, out_steps, out).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_split_fft_grad(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-  return _conv_split(x, kernel, groups)
+def _with_fft_grad(forward):
+  """`forward` with its gradients computed through `_conv_fft` (the same sums)."""
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+  def conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+    return forward(x, kernel, groups)
+
+  def conv_fwd(x, kernel, groups):
+    return forward(x, kernel, groups), (x, kernel)
+
+  def conv_bwd(groups, residuals, g):
+    _, vjp = jax.vjp(lambda x, kernel: _conv_fft(x, kernel, groups), *residuals)
+    return vjp(g)
+
+  conv.defvjp(conv_fwd, conv_bwd)
+  return conv
 
 
-def _conv_split_fft_grad_fwd(x, kernel, groups):
-  return _conv_split(x, kernel, groups), (x, kernel)
+_CONV_IMPLS = {"xla": _conv_xla, "split": _conv_split, "fft": _conv_fft,
+               "split_fft_grad": _with_fft_grad(_conv_split), "xla_fft_grad": _with_fft_grad(_conv_xla)}
 
 
-def _conv_split_fft_grad_bwd(groups, residuals, g):
-  _, vjp = jax.vjp(lambda x, kernel: _conv_fft(x, kernel, groups), *residuals)
-  return vjp(g)
-
-
-_conv_split_fft_grad.defvjp(_conv_split_fft_grad_fwd, _conv_split_fft_grad_bwd)
-
-_CONV_IMPLS = {"xla": _conv_xla, "split": _conv_split, "fft": _conv_fft, "split_fft_grad": _conv_split_fft_grad}
+def default_conv_impl(steps: int, taps: int, groups: int, backend: str | None = None) -> str:
+  """The `grouped_conv1d` implementation used by default (see there) for this shape on `backend`."""
+  if (backend or jax.default_backend()) != "cpu" or groups == 1:
+    return "xla"
+  return "split_fft_grad" if steps >= taps else "xla_fft_grad"
 
 
 def grouped_conv1d(x: jax.Array, kernel: jax.Array, groups: int, impl: str | None = None) -> jax.Array:
@@ -267,13 +277,15 @@ def grouped_conv1d(x: jax.Array, kernel: jax.Array, groups: int, impl: str | Non
   `kernel: [taps, in / groups, out]` -> `[batch, steps + 1 - taps % 2, out]`.
 
   All implementations compute the same sums. "xla": XLA's grouped convolution. "split": one dense
-  convolution per group. "fft": real FFTs over time (float32; differences ~1e-6). "split_fft_grad": "split"
-  forward, gradients through the FFT form. None picks "split_fft_grad" on CPU, where at BEATs' size (768
-  channels, 16 groups, 128 taps) XLA's grouped convolution is 1.3-2.6x slower forward than "split" and its
-  gradient 10-40x slower than the FFT's (seconds per clip); "xla" elsewhere.
+  convolution per group. "fft": real FFTs over time (float32; differences ~1e-6). "split_fft_grad" and
+  "xla_fft_grad": that forward, gradients through the FFT form. None picks, on CPU, "split_fft_grad" when
+  there are at least as many steps as taps and "xla_fft_grad" otherwise, and "xla" on other backends. At
+  BEATs' size (768 channels, 16 groups, 128 taps) on CPU, XLA's grouped convolution is 1.2-1.5x slower
+  forward than "split" from 128 steps up (a 10 s clip has 496), while "split" is 6-25x slower than XLA's
+  below 128 steps (short clips); XLA's gradient is 10-40x slower than the FFT's (seconds per clip).
   """
   if impl is None:
-    impl = "split_fft_grad" if jax.default_backend() == "cpu" and groups > 1 else "xla"
+    impl = default_conv_impl(x.shape[1], kernel.shape[0], groups)
   if impl not in _CONV_IMPLS:
     raise ValueError(f"unknown grouped convolution impl {impl!r}; expected one of {sorted(_CONV_IMPLS)}")
   return _CONV_IMPLS[impl](x, kernel, groups)
