@@ -44,6 +44,7 @@ from asd_jax.scoring import detector as detector_lib
 from asd_jax.scoring import features
 from asd_jax.scoring import knn
 from asd_jax.training import experiment
+from asd_jax.training import microbatch as microbatch_lib
 from asd_jax.training import sharding as shd
 
 FORMAT = "asd_jax.detector"
@@ -177,7 +178,8 @@ def _load_encoder(model_dir: str, all_layers: bool) -> _Encoder:
   params = tu.unflatten_dict({**flat, **rest})
   mesh = shd.data_mesh()
   params = shd.replicate(jax.tree.map(lambda x: np.asarray(x, np.float32), params), mesh)
-  return _Encoder(config, embed_lib.make_forward(system.outputs, mesh, all_layers), params, mesh)
+  microbatch = microbatch_lib.resolve(config.embed.get("microbatch", microbatch_lib.AUTO))
+  return _Encoder(config, embed_lib.make_forward(system.outputs, mesh, all_layers, microbatch), params, mesh)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,18 +45,24 @@ from asd_jax.training import autotune
 from asd_jax.training import checkpoints
 from asd_jax.training import experiment
 from asd_jax.training import lora
+from asd_jax.training import microbatch as microbatch_lib
 from asd_jax.training import prefetch as prefetch_lib
 from asd_jax.training import sharding as shd
 
 
-def make_forward(outputs, mesh, all_layers: bool):
+def make_forward(outputs, mesh, all_layers: bool, microbatch: int = 0):
   """Jitted `forward(params, wav [batch, samples]) -> {name: [batch, ...]}` (batch sharded in and out), where
-  `outputs` is a system's `(params, wav, all_layers) -> dict` (see `experiment.System.outputs`)."""
+  `outputs` is a system's `(params, wav, all_layers) -> dict` (see `experiment.System.outputs`).
+
+  `microbatch` > 0: each device runs its rows that many at a time (`microbatch.per_device_slices`; same
+  outputs, faster on CPU); the per-device batch must be a multiple of it. Resolve the config's value with
+  `microbatch.resolve(config.embed.microbatch)`.
+  """
 
   def forward(params, wav):
     return outputs(params, wav, all_layers)
 
-  return jax.jit(forward, in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
+  return jax.jit(microbatch_lib.per_device_slices(forward, mesh, microbatch), in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
                  out_shardings=shd.batch_sharded(mesh))
 
 
@@ -219,7 +225,7 @@ def embed(config, workdir: str, *, all_layers: bool = True, out: str = "", progr
   system, params, source = model_params(config, workdir)
   mesh = shd.data_mesh()
   params = shd.replicate(params, mesh)
-  forward = make_forward(system.outputs, mesh, all_layers)
+  forward = make_forward(system.outputs, mesh, all_layers, microbatch_lib.resolve(config.embed.microbatch))
   batch_size = tuned_batch_size(config, forward, params, mesh)
   if batch_size != config.embed.batch_size:
     config = config.copy_and_resolve_references()

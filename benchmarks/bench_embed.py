@@ -3,8 +3,9 @@
 Synthetic DCASE-layout wav files (`asd_jax.data.synth.generate`, 10 s, 16 kHz) are read by the ordered
 Grain inference pipeline, decoded, cropped, batched, padded, put on the device, turned into fbanks and
 encoded, as `python -m asd_jax.embed` does (`embed.embed_batches`, forward compiled ahead and reused).
-Rows: decoding alone, the compiled forward alone on in-memory batches, and end to end with and without the
-background prefetch (`config.data.prefetch`). Float32, random weights. `quick=True` uses the tiny model.
+Rows: decoding alone, the compiled forward alone on in-memory batches (with the default
+`config.embed.microbatch`, one clip at a time on CPU, and with the whole batch at once), and end to end with
+and without the background prefetch (`config.data.prefetch`). Float32, random weights. `quick=True` uses the tiny model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def run(quick: bool = False) -> str:
   from asd_jax.data import pipeline
   from asd_jax.data import synth
   from asd_jax.training import experiment
+  from asd_jax.training import microbatch
   from asd_jax.training import sharding as shd
   from configs import common as base
 
@@ -47,19 +49,22 @@ def run(quick: bool = False) -> str:
     system = experiment.build_system(config, num_classes=1)
     mesh = shd.data_mesh(jax.devices()[:1])
     params = shd.replicate(experiment.init_trainable(config, system, jax.random.key(0))[0]["model"], mesh)
-    forward = embed.make_forward(system.outputs, mesh, all_layers=True)
+    slices = microbatch.resolve(config.embed.microbatch)
     wav = shd.put_batch({"wav": np.zeros((batch_size, experiment.clip_samples(config)), np.float32)}, mesh)["wav"]
     start = time.perf_counter()
-    compiled = forward.lower(params, wav).compile()
+    compiled = embed.make_forward(system.outputs, mesh, True, slices).lower(params, wav).compile()
     compile_s = time.perf_counter() - start
+    whole_batch = embed.make_forward(system.outputs, mesh, True, 0).lower(params, wav).compile()
 
     def decode_only():
       for _ in batches():
         pass
 
-    def forward_only():
-      for _ in range(-(-num_clips // batch_size)):
-        jax.device_get(compiled(params, wav))
+    def forward_only(executable):
+      def run_batches():
+        for _ in range(-(-num_clips // batch_size)):
+          jax.device_get(executable(params, wav))
+      return run_batches
 
     def end_to_end(prefetch):
       return lambda: embed.embed_batches(compiled, params, batches(), batch_size=batch_size, mesh=mesh,
@@ -67,7 +72,8 @@ def run(quick: bool = False) -> str:
 
     timed = common.time_interleaved({  # in turns, so that load changes hit every stage alike
         "decode + crop + batch only (Grain, 0 workers)": decode_only,
-        "fbank + encoder only (in-memory batches)": forward_only,
+        f"fbank + encoder only (in-memory batches; microbatch {slices}, the default here)": forward_only(compiled),
+        "fbank + encoder only (in-memory batches; whole batch at once, microbatch 0)": forward_only(whole_batch),
         "end to end, prefetch 2 (default)": end_to_end(2),
         "end to end, prefetch 0": end_to_end(0)}, repeats=repeats, warmup=0)
   reference = timed["end to end, prefetch 0"][0]

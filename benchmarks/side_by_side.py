@@ -65,6 +65,7 @@ def compare_beats(upstream_dir: str, *, batches: list[int], repeats: int, second
 
   from asd_jax.audio import fbank as fb
   from asd_jax.models import beats
+  from asd_jax.training import microbatch
   from benchmarks import common
 
   upstream = import_upstream_beats(upstream_dir)
@@ -84,6 +85,10 @@ def compare_beats(upstream_dir: str, *, batches: list[int], repeats: int, second
     models = {"Flax (reference attention)": beats.BEATs(config),
               "Flax (dot_product_attention)": beats.BEATs(config, fused_attention=True)}
     forwards = {name: jax.jit(lambda p, x, m=m: m.apply({"params": p}, x).features) for name, m in models.items()}
+    if batch > 1:  # what `python -m asd_jax.embed` runs on CPU (config.embed.microbatch auto = 1)
+      reference = models["Flax (reference attention)"]
+      forwards["Flax (reference, clip by clip: embed.microbatch=1)"] = jax.jit(
+          lambda p, x: microbatch.in_slices(lambda rows: reference.apply({"params": p}, rows).features, 1)(x))
     x = jnp.asarray(features)
 
     with torch.inference_mode():

@@ -76,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.embed = ml_collections.ConfigDict()
   c.embed.batch_size = 16
+  # Clips each device encodes at a time within a batch: -1 = auto (1 on CPU, where it is faster clip by clip,
+  # the whole batch on GPU/TPU); 0 = the whole batch. Same embeddings either way.
+  c.embed.microbatch = -1
   c.embed.autotune = False  # measure batch sizes on the devices first and use the fastest one that fits
   c.lock()
   return c
