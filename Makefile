@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench side-by-side device-check clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ test-slow: install
 
 bench: install
 	$(PY) -m benchmarks.run
+
+# Upstream PyTorch BEATs vs this Flax BEATs in one process; needs your own clone of microsoft/unilm:
+#   make side-by-side UPSTREAM_BEATS=/path/to/unilm/beats
+side-by-side: install
+	@test -n "$(UPSTREAM_BEATS)" || { echo "usage: make side-by-side UPSTREAM_BEATS=/path/to/unilm/beats" >&2; exit 2; }
+	$(PY) -m benchmarks.side_by_side --upstream_beats=$(UPSTREAM_BEATS)
+
+# On one NVIDIA H100/H200 with JAX preinstalled (no venv, no network): see benchmarks/device_check.sh.
+device-check:
+	benchmarks/device_check.sh
 
 clean:
 	rm -rf $(WORK) build dist *.egg-info
