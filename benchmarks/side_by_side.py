@@ -249,7 +249,8 @@ def eat_section(upstream_dir: str, *, size: str, batches: list[int], repeats: in
       f"{seconds:g} s clips, the normalised fbank padded to {eat_fbank_frames(seconds)} frames, "
       f"{1 + eat_fbank_frames(seconds) // 16 * 8} tokens; {repeats} timed runs each, alternating. Largest abs "
       f"difference of the final features: {worst:.2e}, of the CLS embedding: {worst_cls:.2e} (values are O(1)). "
-      f"Command: `python -m benchmarks.side_by_side --upstream_eat=PATH`.", "",
+      f"Command: `python -m benchmarks.side_by_side --upstream_eat=PATH"
+      f"{'' if size == 'base' else ' --eat_size=' + size}`.", "",
       common.markdown_table(header, rows)])
 
 
