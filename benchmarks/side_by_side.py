@@ -1,22 +1,27 @@
-r"""Side by side in one process: the upstream PyTorch BEATs and this Flax BEATs on the same weights and inputs.
+r"""Side by side in one process: upstream PyTorch BEATs or EAT vs this Flax model, same weights and inputs.
 
   python -m benchmarks.side_by_side --upstream_beats=/path/to/your/clone/of/unilm/beats
+  python -m benchmarks.side_by_side --upstream_eat=/path/to/your/clone/of/EAT [--eat_size=large]
 
 The upstream code is never part of this project: it is imported at run time from the folder you give
-(your own clone of microsoft/unilm, its `beats/` folder holding `BEATs.py` and `backbone.py`). A full-size
-upstream model (the released BEATs_iter3+ layout) is built in PyTorch with random weights, its
-`state_dict()` goes through our strict `beats.convert_state_dict`, and both models encode the same
+(your own clone of microsoft/unilm, its `beats/` folder holding `BEATs.py` and `backbone.py`; or your clone
+of cwx-worst-one/EAT, holding `models/EAT_pretraining.py` and the files it imports). A full-size upstream
+model is built in PyTorch with random weights, its `state_dict()` goes through our strict converter
+(`beats.convert_state_dict`, `eat.convert_fairseq_state_dict`), and both models encode the same
 normalised fbank (made by our Kaldi front end from synthetic audio; the front end has its own fixture
-parity test). Timing alternates between the two models, so load on the machine hits both alike. Reports
-clips/s of each, the speed ratio (Flax / PyTorch), and the max abs difference of the final-layer features.
-Results go into the `side_by_side` section of BENCHMARKS.md (`--output=''` to only print them).
+parity test). Timing alternates between the models, so load on the machine hits them alike. Reports
+clips/s of each, the speed ratio (Flax / PyTorch), and the max abs difference of the final-layer features
+(for EAT also of the CLS embedding). Results go into the `side_by_side` (BEATs) and `eat_side_by_side`
+sections of BENCHMARKS.md (`--output=''` to only print them). `--layers` shortens both models for a quick
+check.
 
-torchaudio is only needed by upstream's own fbank (`preprocess`), which this comparison bypasses: if it is
-not installed, an empty stand-in module is registered so `BEATs.py` imports.
+torchaudio is only needed by upstream's own fbank (`preprocess`, `feature_extract.py`), which this
+comparison bypasses: if it is not installed, an empty stand-in module is registered so `BEATs.py` imports.
 
-EAT (`--upstream_eat`): cwx-worst-one/EAT builds its model from fairseq (`fairseq.models`,
-`fairseq.modules.EMAModule`, omegaconf configs), which does not install on Python 3.11 with NumPy 2; the
-EAT fixtures made from that code (tests/models/test_eat.py) are the parity check there. See BENCHMARKS.md.
+EAT's model files import fairseq (which does not install on Python 3.11 with NumPy 2), timm and omegaconf;
+`benchmarks/upstream_eat.py` registers stand-ins for those that are missing. Of them only timm's `Mlp`
+(fc1 -> GELU -> fc2) runs in `extract_features`; the rest are used while building the model or refuse to run
+(pretraining only). Upstream built with the stand-ins reproduces the EAT fixtures (tests/test_benchmarks.py).
 """
 
 from __future__ import annotations
@@ -84,7 +89,8 @@ def _time_against_torch(run_torch: Callable[[], Any], differences: Callable[[np.
   fns.update({name: (lambda f=f: jax.block_until_ready(f(params, x))) for name, f in forwards.items()})
   timed = common.time_interleaved(fns, repeats=repeats, warmup=1)
   batch, torch_time = x.shape[0], timed[TORCH][0]
-  rows = [[name, batch, median, spread, batch / median, torch_time / median] for name, (median, spread) in timed.items()]
+  rows = [[name, batch, median, spread, batch / median, torch_time / median]
+          for name, (median, spread) in timed.items()]
   return rows, diffs
 
 

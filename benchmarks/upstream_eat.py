@@ -116,7 +116,8 @@ def _fairseq_modules() -> dict[str, types.ModuleType]:
       TransposeLast=build_only("TransposeLast"))
   add("fairseq.modules.transformer_sentence_encoder", init_bert_params=init_bert_params)
   add("fairseq.data")
-  add("fairseq.data.data_utils", compute_mask_indices=_refusing_function("fairseq.data.data_utils.compute_mask_indices"))
+  add("fairseq.data.data_utils",
+      compute_mask_indices=_refusing_function("fairseq.data.data_utils.compute_mask_indices"))
   add("fairseq.utils", index_put=_refusing_function("fairseq.utils.index_put"))
   add("fairseq.tasks", FairseqTask=_raises("fairseq.tasks.FairseqTask"))
   add("fairseq.models.wav2vec")

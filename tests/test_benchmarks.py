@@ -128,7 +128,8 @@ def test_construction_stand_ins_are_exact_and_unused_ones_refuse():
   linear = torch.nn.Linear(400, 300)
   fairseq["fairseq.modules.transformer_sentence_encoder"].init_bert_params(linear)
   assert abs(float(linear.weight.detach().std()) - 0.02) < 1e-3 and not linear.bias.detach().any()
-  config = dataclasses.make_dataclass("Config", [("depth", int, 12)], bases=(fairseq["fairseq.dataclass"].FairseqDataclass,))
+  base = fairseq["fairseq.dataclass"].FairseqDataclass
+  config = dataclasses.make_dataclass("Config", [("depth", int, 12)], bases=(base,))
   assert config()._name is None and config(depth=2).depth == 2
   register = fairseq["fairseq.models"].register_model("data2vec_multi", dataclass=config)
   assert register(config) is config
