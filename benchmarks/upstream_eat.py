@@ -7,8 +7,9 @@ packages that is not importable, `install_stand_ins` registers small stand-in mo
 holding just the names upstream imports. What inference runs (`extract_features(..., mask=False)`) stays
 upstream's own code, with one exception: timm's `Mlp` (`fc1 -> GELU -> dropout -> fc2 -> dropout`), which
 every block builds; its stand-in is the same two `nn.Linear` layers around upstream's `act_layer`
-(`nn.GELU`), so parameter names and outputs are timm's (`test_upstream_eat_against_the_fixture`, slow, checks
-that upstream built this way reproduces the EAT fixtures made with real fairseq and timm). The others are:
+(`nn.GELU`), so parameter names and outputs are timm's (the slow
+`test_upstream_eat_with_stand_ins_reproduces_the_fixture` checks that upstream built this way reproduces the
+EAT fixtures made with the real fairseq and timm). The others are:
 - run while the model is built, never at inference: `FairseqDataclass` (a dataclass base with `_name`),
   `register_model` (returns the class), `BaseFairseqModel` (`nn.Module`), `init_bert_params` (fairseq's
   N(0, 0.02) init of Linear weights, zero biases), `to_2tuple` (timm's), `II` / `MISSING` (omegaconf's
