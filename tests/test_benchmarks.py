@@ -1,8 +1,11 @@
 """Benchmarks: every module imports and has the runner's interface; the runner's section rewriting; the
 shared helpers; one quick benchmark end to end. Heavy benchmarks are not run here (see `make bench`)."""
 
+import dataclasses
 import importlib
 import inspect
+import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -15,6 +18,7 @@ from benchmarks import common
 from benchmarks import device_check
 from benchmarks import run as runner
 from benchmarks import side_by_side
+from benchmarks import upstream_eat
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -71,6 +75,143 @@ def test_helpers():
 def test_side_by_side_needs_a_real_upstream_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match="expected upstream's BEATs.py"):
     side_by_side.import_upstream_beats(tmp_path)
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Upstream EAT without fairseq: the stand-ins (no upstream code needed here).
+
+def test_upstream_eat_needs_the_upstream_model_files(tmp_path):
+  (tmp_path / "models").mkdir()
+  (tmp_path / "models" / "base.py").write_text("")
+  with pytest.raises(FileNotFoundError, match=r"models/EAT_pretraining.py, models/images.py, .*cwx-worst-one/EAT"):
+    upstream_eat.import_upstream_eat(tmp_path)
+
+
+def test_stand_ins_are_registered_only_for_missing_packages():
+  modules = {"omegaconf": "the real one"}
+  added = upstream_eat.install_stand_ins(modules, is_installed=lambda name: name == "timm")
+  assert added == ["fairseq", "omegaconf"]
+  assert not any(name.startswith("timm") for name in modules)  # installed: left alone
+  assert modules["omegaconf"] == "the real one"  # an existing entry is never replaced
+  assert {"fairseq", "fairseq.modules", "fairseq.models", "fairseq.dataclass", "fairseq.utils",
+          "fairseq.data.data_utils", "fairseq.tasks", "fairseq.modules.transformer_sentence_encoder",
+          "fairseq.models.wav2vec.wav2vec2"} <= set(modules)
+  assert upstream_eat.stand_ins_in_use(modules) == ["fairseq"]
+  assert upstream_eat.install_stand_ins({}, is_installed=lambda name: True) == []
+  assert upstream_eat.missing_packages(lambda name: name != "fairseq") == ["fairseq"]
+
+
+def test_timm_mlp_stand_in_is_fc1_erf_gelu_fc2():
+  import torch
+
+  mlp = upstream_eat.stand_in_modules("timm")["timm.models.vision_transformer"].Mlp(
+      in_features=6, hidden_features=10, act_layer=torch.nn.GELU, drop=0.3).eval()
+  assert [name for name, _ in mlp.named_parameters()] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+  x = np.random.default_rng(0).standard_normal((2, 5, 6)).astype(np.float32)
+  p = {name: t.detach().numpy().astype(np.float64) for name, t in mlp.named_parameters()}
+  h = x @ p["fc1.weight"].T + p["fc1.bias"]
+  h = 0.5 * h * (1 + np.vectorize(math.erf)(h / math.sqrt(2)))
+  with torch.no_grad():
+    np.testing.assert_allclose(mlp(torch.from_numpy(x)).numpy(), h @ p["fc2.weight"].T + p["fc2.bias"], atol=1e-6)
+
+
+def test_construction_stand_ins_are_exact_and_unused_ones_refuse():
+  import torch
+
+  timm = upstream_eat.stand_in_modules("timm")
+  assert timm["timm.models.layers"].to_2tuple(16) == (16, 16)
+  assert timm["timm.models.layers"].to_2tuple([1024, 128]) == (1024, 128)
+  omegaconf = upstream_eat.stand_in_modules("omegaconf")["omegaconf"]
+  assert omegaconf.II("model.depth") == "${model.depth}" and omegaconf.MISSING == "???"
+  fairseq = upstream_eat.stand_in_modules("fairseq")
+  linear = torch.nn.Linear(400, 300)
+  fairseq["fairseq.modules.transformer_sentence_encoder"].init_bert_params(linear)
+  assert abs(float(linear.weight.detach().std()) - 0.02) < 1e-3 and not linear.bias.detach().any()
+  base = fairseq["fairseq.dataclass"].FairseqDataclass
+  config = dataclasses.make_dataclass("Config", [("depth", int, 12)], bases=(base,))
+  assert config()._name is None and config(depth=2).depth == 2
+  register = fairseq["fairseq.models"].register_model("data2vec_multi", dataclass=config)
+  assert register(config) is config
+  modules = fairseq["fairseq.modules"]
+  with pytest.raises(NotImplementedError, match="pretraining"):
+    modules.EMAModule(None, None)
+  with pytest.raises(NotImplementedError, match="pretraining"):
+    modules.GradMultiply.apply(torch.ones(2), 0.5)
+  with pytest.raises(NotImplementedError, match="mask"):
+    fairseq["fairseq.data.data_utils"].compute_mask_indices((2, 10), None, 0.8, 5)
+  with pytest.raises(NotImplementedError):
+    timm["timm.models.vision_transformer"].DropPath(0.1)
+  same_pad = modules.SamePad2d(3)  # built in the pretraining decoder, never run
+  assert list(same_pad.parameters()) == []
+  with pytest.raises(NotImplementedError, match="decoder"):
+    same_pad(torch.ones(1))
+
+
+def test_upstream_config_classes_import_on_python_3_11():
+  source = ("from dataclasses import dataclass\n"
+            "@dataclass\nclass Decoder:\n  dim: int = 384\n"
+            "@dataclass\nclass Modality:\n  decoder: Decoder = Decoder()\n")
+  original = dataclasses.dataclass
+  with upstream_eat.dataclass_instances_allowed_as_defaults("upstream_eat_models."):
+    namespace = {"__name__": "upstream_eat_models.base"}
+    exec(source, namespace)
+    assert namespace["Modality"]().decoder.dim == 384
+    if sys.version_info >= (3, 11):  # other modules keep the stricter rule
+      with pytest.raises(ValueError, match="mutable default"):
+        exec(source, {"__name__": "somewhere_else"})
+  assert dataclasses.dataclass is original
+
+
+def test_eat_side_by_side_config_and_frames():
+  from asd_jax.models import eat
+
+  for config in (eat.EAT_BASE, eat.EAT_LARGE, dataclasses.replace(eat.EAT_BASE, depth=2)):
+    model_cfg = upstream_eat.pretraining_model_cfg(config)
+    assert eat.EATConfig.from_fairseq_cfg(model_cfg) == config
+  assert upstream_eat.pretraining_model_cfg(eat.EAT_LARGE)["modalities"]["image"]["decoder"]["decoder_kernel"] == 5
+  assert side_by_side.eat_fbank_frames(10) == 1024  # upstream's target_length for 10 s clips
+  for seconds in (1, 2, 4, 7.5):
+    frames = side_by_side.eat_fbank_frames(seconds)
+    assert frames % 16 == 0 and frames >= 100 * seconds - 2  # 25 ms windows, 10 ms hop
+
+
+@pytest.fixture
+def upstream_eat_dir():
+  path = os.environ.get("ASD_JAX_UPSTREAM_EAT")
+  if not path:
+    pytest.skip("set ASD_JAX_UPSTREAM_EAT to a clone of github.com/cwx-worst-one/EAT")
+  before = set(sys.modules)
+  yield path
+  for name in set(sys.modules) - before:  # the stand-ins and upstream's modules stay out of other tests
+    if name.split(".")[0] in upstream_eat.STAND_IN_PACKAGES + (upstream_eat.PACKAGE,):
+      del sys.modules[name]
+
+
+@pytest.mark.slow
+def test_upstream_eat_with_stand_ins_reproduces_the_fixture(upstream_eat_dir, fixtures):
+  """Upstream built here (stand-ins for what is missing) gives the features the fixture recorded with fairseq."""
+  import torch
+
+  upstream = upstream_eat.import_upstream_eat(upstream_eat_dir)
+  checkpoint = torch.load(fixtures / "eat_tiny.pt", map_location="cpu", weights_only=True)
+  model = upstream_eat.build_model(upstream, checkpoint["cfg"]["model"])
+  model.load_state_dict(dict(checkpoint["model"]), strict=True)  # `_ema` is dropped by upstream's own loader
+  io = np.load(fixtures / "eat_tiny_io.npz")
+  with torch.inference_mode():
+    out = model.extract_features(torch.from_numpy(io["fbank"])[:, None], padding_mask=None, mask=False,
+                                 remove_extra_tokens=False)
+  np.testing.assert_allclose(out["x"].numpy(), io["features"], atol=1e-5)
+  np.testing.assert_allclose(torch.stack(out["layer_results"]).numpy(), io["layer_ffn_outputs"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_eat_side_by_side_quick_run_agrees(upstream_eat_dir):
+  rows, worst, worst_cls = side_by_side.compare_eat(upstream_eat_dir, size="base", batches=[1, 2], repeats=1,
+                                                    seconds=2.0, layers=2)
+  assert worst < 1e-5 and worst_cls <= worst
+  assert [row[0] for row in rows].count(side_by_side.TORCH) == 2 and len(rows) == 7
+  assert all(row[4] > 0 for row in rows)
 
 
 def test_device_check_peak_table_and_section():
