@@ -32,11 +32,11 @@ test-slow: install
 bench: install
 	$(PY) -m benchmarks.run
 
-# Upstream PyTorch BEATs vs this Flax BEATs in one process; needs your own clone of microsoft/unilm:
-#   make side-by-side UPSTREAM_BEATS=/path/to/unilm/beats
+# Upstream PyTorch BEATs / EAT vs this Flax code in one process; needs your own clones (either or both):
+#   make side-by-side UPSTREAM_BEATS=/path/to/unilm/beats UPSTREAM_EAT=/path/to/EAT
 side-by-side: install
-	@test -n "$(UPSTREAM_BEATS)" || { echo "usage: make side-by-side UPSTREAM_BEATS=/path/to/unilm/beats" >&2; exit 2; }
-	$(PY) -m benchmarks.side_by_side --upstream_beats=$(UPSTREAM_BEATS)
+	@test -n "$(UPSTREAM_BEATS)$(UPSTREAM_EAT)" || { echo "usage: make side-by-side UPSTREAM_BEATS=/path/to/unilm/beats UPSTREAM_EAT=/path/to/EAT (either or both)" >&2; exit 2; }
+	$(PY) -m benchmarks.side_by_side $(if $(UPSTREAM_BEATS),--upstream_beats=$(UPSTREAM_BEATS)) $(if $(UPSTREAM_EAT),--upstream_eat=$(UPSTREAM_EAT))
 
 # On one NVIDIA H100/H200 with JAX preinstalled (no venv, no network): see benchmarks/device_check.sh.
 device-check:
