@@ -44,7 +44,8 @@ def main(process_id: int, port: str, out_dir: str) -> None:
   shard = np.arange(NUM_CLIPS)[process_id::2]
   local = GLOBAL_BATCH // 2
   batches = [{"wav": wav[shard[i:i + local]], "index": shard[i:i + local]} for i in range(0, len(shard), local)]
-  forward = embed.make_forward(experiment.classifier_outputs(model), mesh, all_layers=True)
+  # One clip at a time per device, as `python -m asd_jax.embed` runs on CPU (shard_map across the processes).
+  forward = embed.make_forward(experiment.classifier_outputs(model), mesh, all_layers=True, microbatch=1)
   out = embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=GLOBAL_BATCH, mesh=mesh,
                             num_clips=NUM_CLIPS, progress=False)
   np.savez(pathlib.Path(out_dir) / f"process_{process_id}.npz", **out)
