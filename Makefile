@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work
 
-.PHONY: install demo test test-slow bench side-by-side device-check clean
+.PHONY: install demo test test-slow bench side-by-side device-check device-wheels clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ side-by-side: install
 # On one NVIDIA H100/H200 with JAX preinstalled (no venv, no network): see benchmarks/device_check.sh.
 device-check:
 	benchmarks/device_check.sh
+
+# Where pip works: the wheels device-check needs on an H200 image without them (Python 3.12; pure-Python
+# ml-collections; absl-py, PyYAML and tqdm are on that image). Carry the .whl folder to the machine.
+device-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 -d .whl ml-collections
 
 clean:
 	rm -rf $(WORK) build dist *.egg-info
