@@ -5,7 +5,7 @@
 reads a submission folder (`anomaly_score_*` and `decision_result_*` files) and an official
 ground-truth folder, prints the per-section metrics and the report's Table 1 (per machine type
 AUC (source), AUC (target), pAUC and their harmonic mean; the official score last), and with
-`--json` writes `{"official_score": ..., "sections": [{"machine", "section", "auc_source",
+`--json` writes `{"official_score": ..., "official_score_ci95": ..., "sections": [{"machine", "section", "auc_source",
 "auc_target", "pauc", ...}], "machines": [...]}`. `evaluate_records` does the same in memory from
 `ClipRecord`s with domain and label; `official_score_objective` gives a fast objective for
 searching fusion weights on the development set. See `asd_jax.evaluation.metrics` for the rules.
@@ -71,21 +71,27 @@ def evaluate_records(
   bad = np.nonzero(~np.isfinite(scores))[0]
   if bad.size:
     raise ValueError(f"non-finite scores for clips {[records[i].path for i in bad[:5]]}")
-  sections = []
+  sections, pooled_labels, pooled_scores = [], [], []
   for (machine, section), (idx, labels, domains) in _section_arrays(records).items():
     sections.append(metrics.section_metrics(
         machine, section, labels, domains, scores[idx], None if decisions is None else decisions[idx]))
-  return metrics.summarize(sections)
+    pooled_labels.append(labels)
+    pooled_scores.append(scores[idx])
+  ci95 = metrics.official_score_ci95(np.concatenate(pooled_labels), np.concatenate(pooled_scores))
+  return metrics.summarize(sections, ci95=ci95)
 
 
 def evaluate_dirs(scores_dir: str, ground_truth_dir: str, *, decisions: bool = True) -> Evaluation:
   """Official metrics of a submission folder against an official ground-truth folder."""
-  sections = []
+  sections, pooled_labels, pooled_scores = [], [], []
   for truth in files.read_ground_truth(ground_truth_dir):
     y_score, y_decision = files.read_submission_section(scores_dir, truth, decisions=decisions)
     sections.append(metrics.section_metrics(
         truth.machine, truth.section, truth.labels, truth.domains, y_score, y_decision))
-  return metrics.summarize(sections)
+    pooled_labels.append(np.asarray(truth.labels))
+    pooled_scores.append(np.asarray(y_score, np.float64))
+  ci95 = metrics.official_score_ci95(np.concatenate(pooled_labels), np.concatenate(pooled_scores))
+  return metrics.summarize(sections, ci95=ci95)
 
 
 def official_score_objective(records: Sequence[records_lib.ClipRecord]) -> Callable[[np.ndarray], float]:
@@ -159,7 +165,9 @@ def main(argv: Sequence[str]) -> None:
   print(format_sections(evaluation))
   print()
   print(format_table(evaluation))
-  print(f"\nofficial score: {evaluation.official_score:.6f}")
+  ci95 = evaluation.official_score_ci95
+  print(f"\nofficial score: {evaluation.official_score:.6f}" +
+        ("" if ci95 is None else f" (CI95 +/- {ci95:.6f}, the official jackknife over all clips)"))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump(evaluation.to_json_dict(), f, indent=2)

@@ -292,3 +292,46 @@ def test_fast_auc_equals_sklearn_including_ties(seed):
   hand = [l for _, l, _ in HAND]
   assert metrics.fast_auc(np.array([x == "anomaly" for x in hand], int), np.array([s for *_, s in HAND]), 0.1) == \
       pytest.approx(HAND_PAUC)
+
+
+def test_jackknife_of_the_mean_has_the_official_closed_form():
+  # For the mean, theta_i - mean(theta_i) = -(x_i - mean x) / (n - 1): the official half-width is the
+  # t-interval of the mean divided by n - 1, and the estimate is the mean itself.
+  x = np.random.default_rng(0).normal(size=20)
+  estimate, half_width = metrics.jackknife(np.mean, x)
+  n = x.size
+  assert estimate == pytest.approx(x.mean())
+  t = scipy.stats.t.ppf(0.975, n - 1)
+  assert half_width == pytest.approx(t * x.std(ddof=1) / np.sqrt(n) / (n - 1))
+
+
+def test_official_score_ci95_matches_a_direct_sklearn_loop():
+  rng = np.random.default_rng(3)
+  labels = (rng.random(60) < 0.4).astype(int)
+  scores = np.round(rng.normal(size=60) + labels, 1)  # rounded: ties, as with real scores
+  half_widths = []
+  for max_fpr in (None, 0.1):
+    full = roc_auc_score(labels, scores, max_fpr=max_fpr)
+    loo = np.array([roc_auc_score(np.delete(labels, i), np.delete(scores, i), max_fpr=max_fpr)
+                    for i in range(labels.size)])
+    pseudo = labels.size * full - (labels.size - 1) * loo
+    assert metrics.jackknife(lambda y, s, m=max_fpr: metrics.fast_auc(y, s, m), labels, scores)[0] == \
+        pytest.approx(pseudo.mean())
+    spread = np.sqrt(np.sum((loo - loo.mean()) ** 2) / (labels.size * (labels.size - 1)))
+    half_widths.append(scipy.stats.t.ppf(0.975, labels.size - 1) * spread)
+  assert metrics.official_score_ci95(labels, scores) == pytest.approx(np.mean(half_widths))
+  assert metrics.official_score_ci95(np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3])) is None  # one anomaly
+
+
+def test_evaluations_report_the_ci_of_all_clips_pooled(tmp_path):
+  recs, scores = _random_records(seed=2)
+  decisions = (scores > 0.2).astype(int)
+  labels = np.array([r.label == "anomaly" for r in recs], int)
+  expected = metrics.official_score_ci95(labels, scores)  # pooling is order-free
+  assert 0 < expected < 0.1
+  assert evaluate.evaluate_records(recs, scores, decisions).official_score_ci95 == pytest.approx(expected)
+  evaluate.write_submission(str(tmp_path / "sub"), recs, scores, decisions)
+  evaluate.write_ground_truth(str(tmp_path / "gt"), recs)
+  from_files = evaluate.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt"))
+  assert from_files.official_score_ci95 == pytest.approx(expected, rel=1e-6)
+  assert from_files.to_json_dict()["official_score_ci95"] == from_files.official_score_ci95
