@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from benchmarks import upstream_eat
 
@@ -303,5 +303,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  from asd_jax import cli
+
   define_flags()
-  app.run(main)
+  cli.run(main)  # a wrong upstream folder is one `error:` line, not a traceback
