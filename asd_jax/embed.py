@@ -62,8 +62,8 @@ def make_forward(outputs, mesh, all_layers: bool, microbatch: int = 0):
   def forward(params, wav):
     return outputs(params, wav, all_layers)
 
-  return jax.jit(microbatch_lib.per_device_slices(forward, mesh, microbatch), in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)),
-                 out_shardings=shd.batch_sharded(mesh))
+  return jax.jit(microbatch_lib.per_device_slices(forward, mesh, microbatch),
+                 in_shardings=(shd.replicated(mesh), shd.batch_sharded(mesh)), out_shardings=shd.batch_sharded(mesh))
 
 
 def _gather(tree):

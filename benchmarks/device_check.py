@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import statistics
 import time
 
 import jax
@@ -55,13 +54,7 @@ def _time(compiled, args, repeats: int, *, donated_state: bool = False) -> tuple
     if donated_state:
       args[0] = out[0]
 
-  call()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), max(times) - min(times)
+  return common.time_call(call, repeats=repeats, warmup=1)
 
 
 class Check:

@@ -1,4 +1,5 @@
-"""Fused attention for the encoders: `jax.nn.dot_product_attention`, with cuDNN's flash kernel on NVIDIA GPUs.
+"""Attention for the encoders: the fused path (`jax.nn.dot_product_attention`, with cuDNN's flash kernel on NVIDIA
+GPUs) and the two products of the explicit reference path (`attention_logits`, `attend`), computed head-major.
 
 `jax.nn.dot_product_attention` picks XLA's implementation unless told otherwise; its cuDNN implementation
 (flash attention) needs a GPU, bfloat16 or float16 inputs, a head dim that is a multiple of 8, and for

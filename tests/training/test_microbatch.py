@@ -57,12 +57,19 @@ def test_sliced_embedding_on_two_devices_equals_the_whole_batch(tiny_encoder, fr
   wav = np.random.default_rng(0).normal(size=(8, 1024)).astype(np.float32)
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
-  outputs = experiment.classifier_outputs(model)
+  classifier_outputs = experiment.classifier_outputs(model)
+  traced_shapes = []
+
+  def outputs(params, wav, all_layers):
+    traced_shapes.append(wav.shape)
+    return classifier_outputs(params, wav, all_layers)
+
   batches = [{"wav": wav, "index": np.arange(8)}]
   run = lambda forward: embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=8,  # noqa: E731
                                             mesh=mesh, num_clips=8, progress=False)
   sliced = run(embed.make_forward(outputs, mesh, all_layers=True, microbatch=size))
   whole = run(embed.make_forward(outputs, mesh, all_layers=True))
+  assert traced_shapes == [(size, 1024), (8, 1024)]  # the model saw one slice per device, then the whole batch
   for key in ("embedding", "layer_embeddings"):
     np.testing.assert_allclose(sliced[key], whole[key], rtol=1e-5, atol=1e-6)
   for i in (0, 5):
