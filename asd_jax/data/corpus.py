@@ -27,7 +27,10 @@ Config (`default_config()`; the sources are described in `asd_jax.data.corpus_so
 | `include_test`         | False   | default of the sources' `include_test` (DCASE `test/` clips)               |
 | `include_supplemental` | True    | default of the sources' `include_supplemental` (DCASE 2025 `supplemental/`)|
 | `validate`             | True    | direct reading: decode every file once first and skip the bad ones         |
-| `num_workers`          | 0       | Grain worker processes (and validation processes)                          |
+| `num_workers`          | 0       | Grain worker processes (and validation processes for sources of 1000+ files) |
+| `read_threads`         | 2       | threads per process computing batches (Grain `ReadOptions.num_threads`)    |
+| `read_ahead`           | 4       | batches read ahead per process (Grain's default, 500, would hold 500       |
+|                        |         | batches of 10 s clips in memory)                                           |
 
 Weights: the probability of drawing a clip is proportional to its source's `weight`, so a source of n_i
 clips makes up w_i n_i / sum_j w_j n_j of the stream; all weights 1 (the default) draw every clip equally
@@ -97,6 +100,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.include_supplemental = True
   c.validate = True
   c.num_workers = 0
+  c.read_threads = 2
+  c.read_ahead = 4
   return c
 
 
@@ -196,7 +201,7 @@ def shard_range(num_clips: int, shard: grain.sharding.ShardOptions) -> tuple[int
 
 
 def _stream(sizes: Sequence[int], weights: Sequence[float], reader: _ReadClip, *, rows: int, seed: int,
-            shard: grain.sharding.ShardOptions, num_workers: int):
+            shard: grain.sharding.ShardOptions, num_workers: int, read_threads: int, read_ahead: int):
   parts = []
   for i, n in enumerate(sizes):
     start, end = shard_range(n, shard)
@@ -204,7 +209,10 @@ def _stream(sizes: Sequence[int], weights: Sequence[float], reader: _ReadClip, *
     parts.append(part.shuffle(seed=_derive_seed(seed, "shuffle", i, shard.shard_index)).repeat().map(_Tag(i)))
   mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, [w * n for w, n in zip(weights, sizes)])
   batches = mixed.random_map(reader, seed=_derive_seed(seed, "crop", shard.shard_index))
-  batches = batches.batch(rows, drop_remainder=True).to_iter_dataset()
+  # Grain's default ReadOptions read 500 elements ahead with 16 threads: 500 *batches* here (tens of GB of
+  # 10 s clips), so the read-ahead is set explicitly.
+  read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_ahead)
+  batches = batches.batch(rows, drop_remainder=True).to_iter_dataset(read)
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (grain 0.2.18)
       flags.FLAGS.mark_as_parsed()
@@ -213,6 +221,9 @@ def _stream(sizes: Sequence[int], weights: Sequence[float], reader: _ReadClip, *
 
 
 def _check_config(data_config: Any) -> None:
+  if int(data_config.read_ahead) < 1 or int(data_config.read_threads) < 0:
+    raise CorpusError(f"data.read_ahead must be >= 1 and data.read_threads >= 0, got {data_config.read_ahead}, "
+                      f"{data_config.read_threads}")
   if data_config.pad not in PAD_MODES:
     raise CorpusError(f"data.pad must be one of {PAD_MODES}, got {data_config.pad!r}")
   if not data_config.clip_seconds > 0:
@@ -253,8 +264,10 @@ def _direct_sources(data_config: Any) -> tuple[list[list[str]], list[float]]:
   paths, weights = [], []
   for files in listed:
     if data_config.validate:
+      # Worker processes for big sources only: below ~1000 files starting them costs more than it saves.
+      workers = int(data_config.num_workers) if len(files.paths) >= 1000 else 0
       good, bad = cs.check_clips(files.paths, sample_rate=int(data_config.sample_rate),
-                                 min_seconds=float(data_config.min_seconds), num_workers=int(data_config.num_workers))
+                                 min_seconds=float(data_config.min_seconds), num_workers=workers)
       for path, reason in bad[:20]:
         logging.warning("corpus source %s: skipping %s: %s", files.spec.name, path, reason)
       if len(bad) > 20:
@@ -317,5 +330,6 @@ def pretraining_batches(data_config: Any, *, batch_size: int, seed: int,
     sizes = [len(p) for p in paths]
     reader = _ReadClip(paths=paths, packed=None, **common)
   iterator = _stream(sizes, weights, reader, rows=rows, seed=seed, shard=shard,
-                     num_workers=int(data_config.num_workers))
+                     num_workers=int(data_config.num_workers), read_threads=int(data_config.read_threads),
+                     read_ahead=int(data_config.read_ahead))
   return iterator, int(sum(sizes))

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import soundfile
 
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import layout
@@ -265,6 +266,12 @@ def read_clip(path: str | os.PathLike, *, sample_rate: int, min_seconds: float) 
     BadClip: unreadable (any error of the loader), empty, shorter than `min_seconds`, non-finite samples
       (NaN/inf, e.g. in a float wav), or silent (every sample exactly 0).
   """
+  try:
+    frames = soundfile.info(str(path)).frames
+  except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
+    raise BadClip(f"unreadable: {e}") from e
+  if frames == 0:
+    raise BadClip("empty: 0 samples")
   try:
     wav = wavlib.load_wav(path, sample_rate=sample_rate, duration_s=None)
   except (wavlib.WavError, ValueError, OSError, RuntimeError) as e:

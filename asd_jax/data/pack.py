@@ -1,8 +1,8 @@
 r"""Packs a pre-training corpus into ArrayRecord shards, once, for fast reading at scale.
 
   python -m asd_jax.data.pack --config=configs/pretrain_corpus.py --out=/data/packed/pretrain \
-      --config.sources.dcase2023_dev.path=/data/dcase2023t2/dev --config.sources.audioset.path=/data/audioset \
-      --num_workers=8
+      --config.sources.dcase2023.path=/data/dcase2023t2 \
+      --config.sources.audioset_unbalanced.path=/data/audioset/unbalanced_train_segments --num_workers=8
 
 `--config` is a corpus config (`asd_jax.data.corpus`: sources, sample rate, min_seconds, test-clip
 exclusion); any field can be overridden. Every clip is decoded once (mono, resampled to the corpus rate)
