@@ -46,7 +46,7 @@ SHARD_SUFFIX = ".array_record"
 _TMP_SUFFIX = ".tmp"
 _MAGIC = b"ASDC"
 _PCM_SCALE = 32768.0
-_WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access reads exactly one record
+_WRITER_OPTIONS = "group_size:1,uncompressed"  # one record per chunk: a random read is one record; see pack()
 
 
 class PackError(ValueError):
