@@ -15,6 +15,7 @@ model FLOPs of one pre-training clip (`eat_pretraining_flops`) and an assumed mo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import tempfile
@@ -120,6 +121,7 @@ def _read_rate(config, batches: int, batch_size: int) -> float:
 
 def run(quick: bool = False) -> str:
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from asd_jax.data import corpus_sources as cs  # pylint: disable=g-import-not-at-top
   from asd_jax.data import shards  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
@@ -129,6 +131,12 @@ def run(quick: bool = False) -> str:
   with tempfile.TemporaryDirectory() as tmp:
     root = pathlib.Path(tmp)
     corpora = _write_corpora(root, clips, seconds)
+    shards.pack(_config(corpora["dcase_wav"], seconds), root / "warm-up", clips_per_shard=32, progress=False)
+    start = time.perf_counter()  # what a pool of 2 decoding processes costs before it decodes anything
+    with cs.worker_pool(2) as pool:
+      pool.map(functools.partial(cs.check_clip, sample_rate=SAMPLE_RATE, min_seconds=0.1),
+               [str(next(corpora["dcase_wav"].iterdir()))] * 2, chunksize=1)
+    startup = time.perf_counter() - start
     packed = {}
     for name, folder in corpora.items():
       for workers in (0, 2):
@@ -170,8 +178,9 @@ def run(quick: bool = False) -> str:
       f"Load average (1, 5, 15 min) before: {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}, after: "
       f"{load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} (2 cores shared with other jobs). {clips} clips "
       f"of {seconds:g} s per corpus; shards of 32 clips; {mib_per_clip:.2f} MiB per packed pcm16 clip.", "",
-      "Packing (end to end: listing, decoding, bad-file checks, encoding, ArrayRecord writes, SHA-256; with "
-      "workers, their start-up too):", "",
+      "Packing (end to end: listing, decoding, bad-file checks, encoding, ArrayRecord writes, SHA-256; after a "
+      f"warm-up pack; with decoding processes the wall time includes starting them, {startup:.1f} s measured "
+      "apart, paid once per job):", "",
       common.markdown_table(["corpus", "encoding", "decoding processes", "files", "wall s", "files/s"], pack_rows), "",
       f"Reading (`pretraining_batches`, batches of {batch}, {seconds:g} s random crops, one process, "
       f"`read_threads` 2, after the first batch):", "",
@@ -187,4 +196,5 @@ def run(quick: bool = False) -> str:
 
 
 if __name__ == "__main__":
-  print(run())
+  import sys  # pylint: disable=g-import-not-at-top
+  print(run(quick="--quick" in sys.argv))

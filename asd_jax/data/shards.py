@@ -56,9 +56,12 @@ class PackError(ValueError):
 # ---------------------------------------------------------------------------------------------- records
 
 def to_pcm16(wav: np.ndarray) -> tuple[np.ndarray, int]:
-  """float [samples] -> (int16 [samples] = round(x * 32768) clipped, number of clipped samples)."""
-  scaled = np.round(np.asarray(wav, np.float64) * _PCM_SCALE)
-  clipped = int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
+  """float32 [samples] -> (int16 [samples] = round(x * 32768) clipped, number of clipped samples).
+
+  Exact in float32: scaling by a power of two and rounding to an integer lose nothing.
+  """
+  scaled = np.rint(np.asarray(wav, np.float32) * np.float32(_PCM_SCALE))
+  clipped = int(np.count_nonzero(np.abs(scaled + np.float32(0.5)) > np.float32(32767.5)))
   return np.clip(scaled, -32768, 32767).astype("<i2"), clipped
 
 

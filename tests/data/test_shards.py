@@ -228,3 +228,10 @@ def test_pack_cli_writes_verifies_and_says_what_it_rejected(tree, tmp_path):
   assert "2 clips" in run.stdout and "5 rejected" in run.stdout and "g_short.wav: too short" in run.stdout
   assert "verify: every shard matches" in run.stdout
   assert json.loads((tmp_path / "o" / shards.MANIFEST).read_text())["settings"]["encoding"] == "flac"
+
+
+def test_pcm16_rounds_and_counts_clipped_samples():
+  x = np.array([0.5, -1.0, 1.0, -1.00002, 2.0, 1.5 / 32768, 0.99998], np.float32)
+  pcm, clipped = shards.to_pcm16(x)
+  np.testing.assert_array_equal(pcm, [16384, -32768, 32767, -32768, 32767, 2, 32767])
+  assert clipped == 3  # 1.0 (32768), -1.00002 (-32769), 2.0
