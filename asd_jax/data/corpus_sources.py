@@ -5,12 +5,14 @@ A corpus is a list of sources (see `asd_jax.data.corpus` for the config). Each s
 | kind     | `path`                                   | clips                                              |
 | -------- | ---------------------------------------- | -------------------------------------------------- |
 | `dcase`  | a DCASE Task 2 tree of any year          | every machine folder found below `path` (a folder  |
-|          | (2020-2025, dev or eval, any unpacking)  | with `train/`, `test/` or `supplemental/`), parsed  |
-|          |                                          | by `layout.scan_dataset`; test clips excluded       |
+|          | (2020-2025, dev or eval, any unpacking)  | with `train/`, `test/` or `supplemental/`, or 2021's|
+|          |                                          | `source_test/`, `target_test/`), parsed by          |
+|          |                                          | `layout.scan_dataset`; test clips excluded          |
 | `folder` | a folder tree (e.g. AudioSet)            | every `.wav` / `.flac` file below it               |
 | `glob`   | a glob pattern (`**` recursive)          | every `.wav` / `.flac` file it matches             |
 
-Test clips: the `test/` clips of a DCASE tree are excluded unless `include_test`. That covers dev-set test
+Test clips: the `test/` clips of a DCASE tree (2021: `source_test/`, `target_test/`) are excluded unless
+`include_test`. That covers dev-set test
 clips (a 2025 dev evaluation must not see its own test clips, and the past years' dev sets share machine
 types and sometimes recordings with it) and evaluation-set test clips too: they are what an evaluation
 scores, with hidden labels, and DCASE rules forbid training on the evaluation data. The evaluation sets'
@@ -45,6 +47,7 @@ import numpy as np
 import soundfile
 
 from asd_jax.audio import wav as wavlib
+from asd_jax.data import filenames
 from asd_jax.data import layout
 from asd_jax.data import records as rec
 
@@ -52,6 +55,7 @@ KINDS = ("dcase", "folder", "glob")
 AUDIO_EXTENSIONS = (".wav", ".flac")
 SOURCE_KEYS = ("path", "kind", "weight", "include_test", "include_supplemental", "exclude")
 _MACHINE_SEARCH_DEPTH = 4  # how deep below a dcase path machine folders are looked for
+TEST_DIRS_2021 = ("source_test", "target_test")  # DCASE 2021 keeps its test clips in these, not in test/
 
 
 class CorpusError(ValueError):
@@ -153,12 +157,11 @@ def _is_audio(name: str) -> bool:
 
 
 def machine_folders(root: pathlib.Path, max_depth: int = _MACHINE_SEARCH_DEPTH) -> list[pathlib.Path]:
-  """Folders at or below `root` (at most `max_depth` levels) that hold `train/`, `test/` or `supplemental/`.
-
-  A machine folder is not searched further. Sorted by path.
+  """Folders at or below `root` (at most `max_depth` levels) that hold `train/`, `test/` or `supplemental/`
+  (or DCASE 2021's `source_test/` / `target_test/`). A machine folder is not searched further. Sorted by path.
   """
   def is_machine(p: pathlib.Path) -> bool:
-    return any((p / d).is_dir() for d in layout.SPLIT_DIRS)
+    return any((p / d).is_dir() for d in layout.SPLIT_DIRS + TEST_DIRS_2021)
 
   found, frontier = [], [root]
   for _ in range(max_depth + 1):
@@ -182,10 +185,12 @@ def _list_dcase(spec: SourceSpec, excluded: collections.Counter) -> list[str]:
                       f"at or below {root}")
   problems, records = [], []
   for folder in folders:
-    try:
-      records.extend(layout.scan_dataset(folder))
-    except layout.DatasetError as e:
-      problems.extend(e.problems)
+    if any((folder / d).is_dir() for d in layout.SPLIT_DIRS):
+      try:
+        records.extend(layout.scan_dataset(folder))
+      except layout.DatasetError as e:
+        problems.extend(e.problems)
+    records.extend(_scan_test_dirs_2021(folder, problems))
   if problems:
     raise CorpusError(f"source {spec.name!r}: " + str(layout.DatasetError(root, problems)))
   paths = []
@@ -197,6 +202,27 @@ def _list_dcase(spec: SourceSpec, excluded: collections.Counter) -> list[str]:
     else:
       paths.append(r.path)
   return paths
+
+
+def _scan_test_dirs_2021(machine_dir: pathlib.Path, problems: list[str]) -> list[rec.ClipRecord]:
+  """The clips of DCASE 2021's `source_test/` and `target_test/` folders (which `layout` does not read)."""
+  out = []
+  for d in TEST_DIRS_2021:
+    folder = machine_dir / d
+    if not folder.is_dir():
+      continue
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav"):
+      try:
+        parsed = filenames.parse_name(path.name)
+      except filenames.FileNameError as e:
+        problems.append(f"{path}: {e}")
+        continue
+      if parsed.split != rec.SPLIT_TEST:
+        problems.append(f"{path}: name says split '{parsed.split}' but the file is in '{d}/'")
+        continue
+      out.append(rec.ClipRecord(path=str(path), machine=machine_dir.name, section=parsed.section,
+                                split=rec.SPLIT_TEST, domain=parsed.domain, label=parsed.label))
+  return out
 
 
 def _list_folder(spec: SourceSpec) -> list[str]:

@@ -1,7 +1,8 @@
 """The report's corpus config (configs/pretrain_corpus.py) on tiny fake trees in each year's DCASE layout + AudioSet.
 
 Each fake tree holds the file names of that year's development and evaluation sets (the evaluation set's
-"additional training" clips in `train/`, hidden-label clips in `test/`), unpacked the way the baselines
+"additional training" clips in `train/`, hidden-label clips in `test/`, or in 2021 `source_test/` and
+`target_test/`), unpacked the way the baselines
 unpack them, with 0.2 s clips. The test checks which clips the config takes: every training (and 2025
 supplementary) clip, no test clip of any year, AudioSet's wav and flac files at any depth.
 """
@@ -34,10 +35,13 @@ TREES = {
     2021: {
         "dev_data/gearbox/train": ["section_00_source_train_normal_0000_volt_1.0.wav",
                                    "section_01_target_train_normal_0000_volt_1.5.wav"],
-        "dev_data/gearbox/test": ["section_00_source_test_normal_0000.wav", "section_01_target_test_anomaly_0000.wav"],
+        "dev_data/gearbox/source_test": ["section_00_source_test_normal_0000.wav"],  # 2021: no test/ folder
+        "dev_data/gearbox/target_test": ["section_01_target_test_anomaly_0000.wav"],
         "dev_data/pump/train": ["section_02_source_train_normal_0004_strength_1_ambient.wav"],
         "eval_data/gearbox/train": ["section_03_source_train_normal_0000_volt_2.0.wav"],
-        "eval_data/gearbox/test": ["section_03_source_test_0000.wav", "section_04_target_test_0001.wav"],
+        "eval_data/gearbox/source_test": ["section_03_source_test_0000.wav"],
+        "eval_data/gearbox/target_test": ["section_04_target_test_0001.wav"],
+        "eval_data/ToyTrain/target_test": ["section_05_target_test_0000.wav"],  # an evaluation set alone
     },
     2022: {
         "dev/bearing/train": ["section_00_source_train_normal_0000_vel_6_loc_A.wav",
@@ -99,7 +103,7 @@ def roots(tmp_path_factory):
 
 def _wanted(base, year):
   return sorted(str(base / f"dcase{year}" / folder / name) for folder, names in TREES[year].items()
-                for name in names if not folder.endswith("/test"))
+                for name in names if not folder.endswith("test"))
 
 
 def _load_config(*overrides):
@@ -120,7 +124,7 @@ def _overrides(base):
 def test_each_years_layout_gives_its_training_clips_only(roots, year):
   files = cs.list_source(cs.SourceSpec(f"dcase{year}", str(roots / f"dcase{year}"), "dcase"))
   assert list(files.paths) == _wanted(roots, year)
-  tests = sum(len(names) for folder, names in TREES[year].items() if folder.endswith("/test"))
+  tests = sum(len(names) for folder, names in TREES[year].items() if folder.endswith("test"))
   assert files.excluded == {"test": tests}
 
 
@@ -135,7 +139,7 @@ def test_report_corpus_config_on_the_fake_years_and_audioset(roots):
   assert [pathlib.Path(p).name for p in by_name["audioset_unbalanced"].paths] == [
       "YGhi_10.000_20.000.flac", "YJkl_5.000_15.000.wav"]
   assert len(by_name["audioset_balanced"].paths) == 2  # README.txt is not audio
-  assert not any("/test/" in p for f in listed for p in f.paths)
+  assert not any("test/" in p for f in listed for p in f.paths)
   # Reading: 10 s rows; every clip is shorter, so zero-padded with its real length in valid_samples.
   it, num_clips = corpus.pretraining_batches(config, batch_size=4, seed=0, shard=ShardOptions(0, 1))
   assert num_clips == sum(len(_wanted(roots, y)) for y in range(2020, 2025)) + 4
@@ -148,8 +152,8 @@ def test_report_corpus_config_on_the_fake_years_and_audioset(roots):
 def test_include_test_override_takes_every_years_test_clips(roots):
   config = _load_config(*_overrides(roots), "--config.include_test=True")
   listed = cs.list_sources(cs.source_specs(config))
-  total_tests = sum(len(n) for y in range(2020, 2025) for f, n in TREES[y].items() if f.endswith("/test"))
-  assert sum("/test/" in p for f in listed for p in f.paths) == total_tests
+  total_tests = sum(len(n) for y in range(2020, 2025) for f, n in TREES[y].items() if f.endswith("test"))
+  assert sum("test/" in p for f in listed for p in f.paths) == total_tests
 
 
 def test_the_fake_years_pack_and_read_back(roots, tmp_path):
