@@ -9,7 +9,9 @@ One record is one whole clip (longer clips are kept whole, so the reader can cro
 `b"ASDC"`, a little-endian uint32 header length, a UTF-8 JSON header `{"source", "path", "samples",
 "sample_rate", "encoding"}`, then the samples. Encodings: `pcm16` (default; int16 little-endian, x * 32768
 rounded and clipped; a 16-bit source at the corpus rate round-trips exactly, and a crop is read without
-decoding the rest) or `flac` (the same int16 samples FLAC-compressed, about half the size, slower to read).
+decoding the rest) or `flac` (the same int16 samples FLAC-compressed: 74 % of the size on the synthetic DCASE
+clips, whose background noise compresses little; about 10x slower to read). Chunks are stored uncompressed:
+ArrayRecord's default zstd saved 6 % on such audio and cost 2 ms per 10 s record to read.
 
 The manifest (JSON, always replaced atomically) records the settings, a fingerprint of the corpus (settings,
 sources and their file lists), and per source: files listed, files left out by the listing, clips, hours,
@@ -135,7 +137,8 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
   try:
     manifest = json.loads(path.read_text())
   except FileNotFoundError as e:
-    raise PackError(f"{out_dir}: no {MANIFEST}; not a packed corpus (write one with python -m asd_jax.data.pack)") from e
+    raise PackError(f"{out_dir}: no {MANIFEST}; not a packed corpus (write one with "
+                    "python -m asd_jax.data.pack)") from e
   except json.JSONDecodeError as e:
     raise PackError(f"{path}: not valid JSON: {e}") from e
   if manifest.get("format") != FORMAT:

@@ -1,4 +1,4 @@
-"""Pre-training corpus: source listing per kind, test-clip exclusion, weights, random crops, resume, sharding, bad files.
+"""Pre-training corpus: listing per kind, test-clip exclusion, weights, random crops, resume, sharding, bad files.
 
 Clips are tiny float32 wav files whose samples say which file and which sample they are (file k holds
 k + j / 2**16 at sample j, exact in float32), so every row of a batch can be traced back to its file and
@@ -116,8 +116,10 @@ def test_duplicates_across_sources_are_kept_once(tmp_path):
 
 
 def _dcase_tree(root: pathlib.Path) -> None:
-  names = {"fan/train": ["section_00_source_train_normal_0000_m-n_W.wav", "section_00_target_train_normal_0000_m-n_Z.wav"],
-           "fan/test": ["section_00_source_test_anomaly_0000_m-n_W.wav", "section_00_target_test_normal_0000_m-n_Z.wav"],
+  names = {"fan/train": ["section_00_source_train_normal_0000_m-n_W.wav",
+                         "section_00_target_train_normal_0000_m-n_Z.wav"],
+           "fan/test": ["section_00_source_test_anomaly_0000_m-n_W.wav",
+                        "section_00_target_test_normal_0000_m-n_Z.wav"],
            "fan/supplemental": ["section_00_machine_0001_.wav", "section_00_noise_0001_.wav"]}
   for folder, files in names.items():
     (root / folder).mkdir(parents=True)

@@ -2,8 +2,9 @@
 
 Each fake tree holds the file names of that year's development and evaluation sets (the evaluation set's
 "additional training" clips in `train/`, hidden-label clips in `test/`, or in 2021 `source_test/` and
-`target_test/`), unpacked the way the baselines unpack them, with 0.2 s clips. The test checks which clips the config takes: every training (and 2025
-supplementary) clip, no test clip of any year, AudioSet's wav and flac files at any depth.
+`target_test/`), unpacked the way the baselines unpack them, with 0.2 s clips. The test checks which
+clips the config takes: every training (and 2025 supplementary) clip, no test clip of any year, AudioSet's
+wav and flac files at any depth.
 """
 
 import pathlib
