@@ -24,7 +24,7 @@ SMALL_EAT = dataclasses.replace(fb.EAT_FBANK, target_length=96)  # ~0.96 s, keep
 def test_padded_rows_equal_the_clips_alone(config):
   rng = np.random.default_rng(0)
   samples = 12000
-  lengths = [400, 401, 560, 4321, 9999, samples]  # one frame, a frame boundary +1, ..., a full row
+  lengths = [400, 401, 9999, samples]  # one frame, one frame + 1 sample, a longer clip, a full row
   clips = [(0.1 * rng.standard_normal(n) + 0.05).astype(np.float32) for n in lengths]  # a DC offset too
   wav = np.stack([np.pad(c, (0, samples - c.size), constant_values=7.0) for c in clips])  # junk past the end
   got = np.asarray(padded_fbank.fbank_of_padded(wav, np.array(lengths), config))

@@ -311,3 +311,11 @@ def test_read_ahead_is_bounded(folders, monkeypatch):
   next(it)
   time.sleep(1.0)  # let the read-ahead threads run
   assert 2 <= calls[0] <= 2 * (1 + 3 + 2)  # rows x (consumed + read ahead + in flight)
+
+
+def test_default_shard_is_this_jax_process(folders):
+  import jax
+  c = config_for(a=corpus.source(str(folders / "a")))
+  shard = corpus.default_shard()
+  assert (shard.shard_index, shard.shard_count) == (jax.process_index(), jax.process_count()) == (0, 1)
+  assert next(corpus.pretraining_batches(c, batch_size=3, seed=0)[0])["wav"].shape == (3, 160)
