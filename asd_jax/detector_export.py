@@ -40,12 +40,12 @@ from asd_jax import systems
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import records as records_lib
 from asd_jax.models import checkpoint_io
-from asd_jax.scoring import detector as detector_lib
+from asd_jax.scoring import scorer as detector_lib
 from asd_jax.scoring import features
 from asd_jax.scoring import knn
 from asd_jax.training import experiment
-from asd_jax.training import microbatch as microbatch_lib
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import microbatch as microbatch_lib
+from asd_jax.runtime import sharding as shd
 
 FORMAT = "asd_jax.detector"
 VERSION = 1

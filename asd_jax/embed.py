@@ -41,13 +41,13 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from asd_jax import cli
-from asd_jax.training import autotune
+from asd_jax.runtime import autotune
 from asd_jax.training import checkpoints
 from asd_jax.training import experiment
 from asd_jax.training import lora
-from asd_jax.training import microbatch as microbatch_lib
-from asd_jax.training import prefetch as prefetch_lib
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import microbatch as microbatch_lib
+from asd_jax.runtime import prefetch as prefetch_lib
+from asd_jax.runtime import sharding as shd
 
 
 def make_forward(outputs, mesh, all_layers: bool, microbatch: int = 0):

@@ -7,7 +7,7 @@ For the dataset under `config.data.root` (a DCASE 2025 Task 2 layout; the synthe
   2. embed  every clip with each trained model (`embed.embed`), skipped when DIR/models/<key>/embeddings.npz
             is up to date with the model's latest checkpoint and the dataset's clips;
   3. score  each model (SMOTE + cosine 1-NN over the normal training clips of each section, leave-one-out
-            normalisation, `asd_jax.scoring.detector`); the "Fusion" model joins LBEATs' and LEAT's final
+            normalisation, `asd_jax.scoring.scorer`); the "Fusion" model joins LBEATs' and LEAT's final
             embeddings; `layers="all"` models score the concatenated pooled outputs of all layers;
   4. fuse   the normalised scores with each system's fixed weights (thresholds fitted on the fused training
             scores), plus a system whose weights are grid-searched on the labelled test clips (an oracle on
@@ -46,7 +46,7 @@ from asd_jax import train as train_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
 from asd_jax.evaluation import files as eval_files
-from asd_jax.scoring import detector
+from asd_jax.scoring import scorer as detector  # renamed next
 from asd_jax.scoring import fusion
 from asd_jax.training import checkpoints
 

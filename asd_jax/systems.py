@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from asd_jax.data import records as records_lib
-from asd_jax.scoring import detector
+from asd_jax.scoring import scorer as detector
 from asd_jax.scoring import features
 from asd_jax.scoring import fusion
 

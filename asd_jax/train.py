@@ -28,8 +28,8 @@ from asd_jax.training import checkpoints
 from asd_jax.training import data as train_data
 from asd_jax.training import experiment
 from asd_jax.training import loop
-from asd_jax.training import metrics
-from asd_jax.training import sharding as shd
+from asd_jax.training import train_log
+from asd_jax.runtime import sharding as shd
 
 
 # What a checkpoint's run is, besides its label space and number of steps: resuming with other values would
@@ -89,7 +89,7 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
       with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
       label_space.save(os.path.join(workdir, "label_space.json"))
-    writer = metrics.MetricWriter(workdir)
+    writer = train_log.MetricWriter(workdir)
     state = loop.fit(run.state, run.train_step(), batches, num_steps=num_steps, mesh=mesh, rng=step_rng,
                      checkpointer=ckpt, checkpoint_every=config.train.checkpoint_every, meta=meta, writer=writer,
                      log_every=config.train.log_every, steps_per_epoch=steps_per_epoch, progress=progress,

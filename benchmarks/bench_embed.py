@@ -25,11 +25,11 @@ MACHINE = "fan"
 def run(quick: bool = False) -> str:
   from asd_jax import embed
   from asd_jax.data import layout
-  from asd_jax.data import pipeline
+  from asd_jax.data import datasets
   from asd_jax.data import synth
   from asd_jax.training import experiment
-  from asd_jax.training import microbatch
-  from asd_jax.training import sharding as shd
+  from asd_jax.runtime import microbatch
+  from asd_jax.runtime import sharding as shd
   from configs import common as base
 
   num_clips, batch_size, repeats = (6, 2, 2) if quick else (8, 4, 3)
@@ -42,8 +42,8 @@ def run(quick: bool = False) -> str:
     config.model.encoder, config.model.preset = "beats", "tiny" if quick else "base"
     config.model.dtype = "float32"
     config.data.clip_seconds = seconds
-    wav_config = pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=seconds)
-    batches = lambda: iter(pipeline.inference_dataset(clips, None, batch_size=batch_size,  # noqa: E731
+    wav_config = datasets.WavConfig(sample_rate=config.data.sample_rate, duration_s=seconds)
+    batches = lambda: iter(datasets.inference_dataset(clips, None, batch_size=batch_size,  # noqa: E731
                                                       config=wav_config))
 
     system = experiment.build_system(config, num_classes=1)

@@ -17,7 +17,7 @@ from asd_jax import evaluate
 from asd_jax import systems
 from asd_jax.data import records as records_lib
 from asd_jax.evaluation import files
-from asd_jax.scoring import detector, fusion
+from asd_jax.scoring import fusion, scorer as scorer_lib
 from benchmarks import common
 
 MACHINES = ("ToyCar", "ToyTrain", "bearing", "fan", "gearbox", "slider", "valve")
@@ -44,8 +44,8 @@ def run(quick: bool = False) -> str:
   rows = []
 
   def score_model(x):
-    scorer = detector.fit(x[:len(train)], train)
-    return scorer, detector.score(scorer, x[len(train):], test)
+    scorer = scorer_lib.fit(x[:len(train)], train)
+    return scorer, scorer_lib.score(scorer, x[len(train):], test)
 
   last = rng.normal(size=(len(train) + len(test), dim)).astype(np.float32)
   t, s = common.time_call(lambda: score_model(last), repeats=1 if not quick else 2, warmup=0)

@@ -26,7 +26,7 @@ def _variant(*, lora_enabled: bool, remat: bool, donate: bool, layers: int, dim:
   sizes."""
   from asd_jax.models import beats
   from asd_jax.training import experiment
-  from asd_jax.training import sharding as shd
+  from asd_jax.runtime import sharding as shd
   from asd_jax.training import train_step as ts
   from configs import common as base
 

@@ -5,7 +5,7 @@ r"""Accelerator check: full-size throughput, train-step memory and model FLOP ut
 
 Measures, in this order, each step only if the time budget allows (results are written after each one):
 1. BEATs embedding extraction, wav -> fbank -> full-size BEATs (all layers pooled), bfloat16, fused
-   attention: the batch size is autotuned (`asd_jax.training.autotune`), then the reference attention at
+   attention: the batch size is autotuned (`asd_jax.runtime.autotune`), then the reference attention at
    the same batch for comparison.
 2. EAT-large forward (the same extraction path), bfloat16, fused attention.
 3. LBEATs and FEAT training steps (configs/lbeats.py, configs/feat.py with their default LoRA / full
@@ -155,9 +155,9 @@ def _config(name: str, smoke: bool):
 def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, repeats: int,
                      candidates: list[int]) -> None:
   from asd_jax import embed
-  from asd_jax.training import autotune
+  from asd_jax.runtime import autotune
   from asd_jax.training import experiment
-  from asd_jax.training import sharding as shd
+  from asd_jax.runtime import sharding as shd
 
   mesh = shd.data_mesh()
   config = _config("fbeats", smoke)
@@ -192,7 +192,7 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
 
 def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, remat: bool = False) -> None:
   from asd_jax.training import experiment
-  from asd_jax.training import sharding as shd
+  from asd_jax.runtime import sharding as shd
   from asd_jax.training import train_step as ts
 
   config = _config(name, smoke)

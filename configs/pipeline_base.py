@@ -17,7 +17,7 @@ Per model, `--config.models.<key>.layers=all` scores the concatenation of all la
 
 import ml_collections
 
-from asd_jax.scoring import detector
+from asd_jax.scoring import scorer as scorer_lib
 from configs import dual_branch, fbeats, feat, lbeats, leat, systems
 
 MODEL_KEYS = ("fbeats", "lbeats", "feat", "leat", "dual_branch", "fusion")
@@ -43,7 +43,7 @@ def get_config(system: str = "system1") -> ml_collections.ConfigDict:
   for key, module in TRAIN_CONFIGS.items():
     c.models[key] = model_entry(key, module.get_config())
   c.models.fusion = model_entry("fusion", sources="lbeats,leat")
-  c.scorer = detector.default_config()  # SMOTE (k=2) + cosine 1-NN, leave-one-out normalisation, gamma threshold
+  c.scorer = scorer_lib.default_config()  # SMOTE (k=2) + cosine 1-NN, leave-one-out normalisation, gamma threshold
   c.system_models = list(systems.MODELS)
   c.systems = ml_collections.ConfigDict({name: list(w) for name, w in systems.WEIGHTS.items()})
   c.threshold_method = "gamma"  # fused systems' thresholds, fitted on their fused training scores

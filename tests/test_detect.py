@@ -16,7 +16,7 @@ import soundfile
 from asd_jax import detect
 from asd_jax import detector_export
 from asd_jax.data import records
-from asd_jax.scoring import detector
+from asd_jax.scoring import scorer as scorer_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def system_dir(tmp_path_factory):
   train = [records.ClipRecord(path=f"/data/{m}/train/section_{s}_source_train_normal_{i:04d}.wav", machine=m,
                               section=s, split="train", domain="source", label="normal")
            for m, s in (("fan", "00"), ("valve", "01")) for i in range(6)]
-  scorer = detector.fit(rng.normal(size=(len(train), 8)), train, {"smote": False})
+  scorer = scorer_lib.fit(rng.normal(size=(len(train), 8)), train, {"smote": False})
   out = root / "det"
   (out / "models" / "m").mkdir(parents=True)
   scorer.save(str(out / "models" / "m" / "scorer.npz"))

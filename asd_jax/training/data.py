@@ -16,7 +16,7 @@ import ml_collections
 
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import layout
-from asd_jax.data import pipeline
+from asd_jax.data import datasets
 from asd_jax.data import records as rec
 
 
@@ -47,8 +47,8 @@ def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> 
   return labels_lib.LabelSpace.from_records(training_records(records(config)))
 
 
-def _wav_config(config: ml_collections.ConfigDict) -> pipeline.WavConfig:
-  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds,
+def _wav_config(config: ml_collections.ConfigDict) -> datasets.WavConfig:
+  return datasets.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds,
                             strict=config.data.strict)
 
 
@@ -63,7 +63,7 @@ def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpac
   """`(endless shuffled iterator of this process's batches, number of training clips)` over the
   `training_records` (train + supplementary)."""
   train = training_records(records(config))
-  dataset = pipeline.training_dataset(train, space, batch_size=_local_batch(config.train.batch_size),
+  dataset = datasets.training_dataset(train, space, batch_size=_local_batch(config.train.batch_size),
                                       seed=config.seed, config=_wav_config(config),
                                       worker_count=config.data.num_workers)
   return iter(dataset), len(train)
@@ -72,6 +72,6 @@ def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpac
 def embedding_batches(config: ml_collections.ConfigDict):
   """`(clips, ordered single pass over this process's clips, last batch padded with a "valid" mask)`."""
   clips = records(config)
-  dataset = pipeline.inference_dataset(clips, None, batch_size=_local_batch(config.embed.batch_size),
+  dataset = datasets.inference_dataset(clips, None, batch_size=_local_batch(config.embed.batch_size),
                                        config=_wav_config(config), worker_count=config.data.num_workers)
   return clips, iter(dataset)

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from asd_jax.models import arcface
 from asd_jax.training import lora
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import sharding as shd
 
 LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, tuple[dict, Any]]]
 

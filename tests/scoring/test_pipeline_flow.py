@@ -5,7 +5,7 @@ import pytest
 
 from asd_jax import evaluate
 from asd_jax.data.records import ClipRecord
-from asd_jax.scoring import detector, fusion
+from asd_jax.scoring import fusion, scorer as scorer_lib
 from configs import systems
 
 
@@ -31,13 +31,13 @@ def test_fit_score_fuse_threshold_evaluate_submit(tmp_path):
   train_emb, train_recs = _clips("train", {"source": 30, "target": 3}, rng)
   test_emb, test_recs = _clips("test", {"source": 10, "target": 10}, rng, anomalous=True)
   # Two "models": the embeddings seen through two different layer selections.
-  scorers = [detector.fit(train_emb, train_recs, {"layers": [0]}),
-             detector.fit(train_emb, train_recs, {"layers": [1], "k": 2})]
-  test_scores = [detector.score(s, test_emb, test_recs).normalized for s in scorers]
+  scorers = [scorer_lib.fit(train_emb, train_recs, {"layers": [0]}),
+             scorer_lib.fit(train_emb, train_recs, {"layers": [1], "k": 2})]
+  test_scores = [scorer_lib.score(s, test_emb, test_recs).normalized for s in scorers]
   weights = [0.5, 0.5]
   fused = fusion.fuse(test_scores, weights)
-  thresholds = detector.fused_thresholds(scorers, weights)
-  decisions = detector.apply_thresholds(test_recs, fused, thresholds)
+  thresholds = scorer_lib.fused_thresholds(scorers, weights)
+  decisions = scorer_lib.apply_thresholds(test_recs, fused, thresholds)
   result = evaluate.evaluate_records(test_recs, fused, decisions)
   assert result.official_score > 0.9  # anomalies lie off the normal manifold
   assert 0 < decisions.sum() < len(decisions)
@@ -68,8 +68,8 @@ def test_system_configs_hold_the_report_weights():
 def test_apply_thresholds_errors():
   recs = [ClipRecord("/t/a.wav", "fan", "00", "test"), ClipRecord("/t/b.wav", "pump", "00", "test")]
   np.testing.assert_array_equal(
-      detector.apply_thresholds(recs, np.array([0.5, 0.5]), {("fan", "00"): 0.4, ("pump", "00"): 0.6}), [1, 0])
+      scorer_lib.apply_thresholds(recs, np.array([0.5, 0.5]), {("fan", "00"): 0.4, ("pump", "00"): 0.6}), [1, 0])
   with pytest.raises(ValueError, match="/t/b.wav: no threshold for machine 'pump' section '00'"):
-    detector.apply_thresholds(recs, np.zeros(2), {("fan", "00"): 0.0})
+    scorer_lib.apply_thresholds(recs, np.zeros(2), {("fan", "00"): 0.0})
   with pytest.raises(ValueError, match=r"2 records but scores of shape \(3,\)"):
-    detector.apply_thresholds(recs, np.zeros(3), {})
+    scorer_lib.apply_thresholds(recs, np.zeros(3), {})

@@ -31,7 +31,7 @@ def main(process_id: int, port: str, out_dir: str) -> None:
   from asd_jax import embed  # pylint: disable=g-import-not-at-top
   from asd_jax.models import classifier  # pylint: disable=g-import-not-at-top
   from asd_jax.training import experiment  # pylint: disable=g-import-not-at-top
-  from asd_jax.training import sharding as shd  # pylint: disable=g-import-not-at-top
+  from asd_jax.runtime import sharding as shd  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location("training_conftest", here / "conftest.py")
   fixtures = importlib.util.module_from_spec(spec)

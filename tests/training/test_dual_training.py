@@ -18,8 +18,8 @@ from asd_jax.training import checkpoints
 from asd_jax.training import experiment
 from asd_jax.training import lora
 from asd_jax.training import loop
-from asd_jax.training import metrics
-from asd_jax.training import sharding as shd
+from asd_jax.training import train_log
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import train_step as ts
 from configs import demo_dual
 
@@ -132,7 +132,7 @@ def _fit(tiny, workdir, array_batches, stop_after=None):
   system, run, train_step = tiny
   data = _batch(size=16, seed=1)
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
-  writer = metrics.MetricWriter(workdir)
+  writer = train_log.MetricWriter(workdir)
   state = loop.fit(jax.tree.map(jnp.copy, run.state), train_step, array_batches(data["wav"], data["label"], 8),
                    num_steps=6, mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,
                    meta={"system": system.name}, writer=writer, log_every=1, progress=False, stop_after=stop_after,
@@ -151,7 +151,7 @@ def test_dual_resume_equals_uninterrupted_run(tiny, array_batches, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, getattr(straight, part), getattr(resumed, part))
   # The scales adapt every step, so a resume that dropped `extra` would not match.
   assert float(first.extra["featex_scale"]) != float(straight.extra["featex_scale"])
-  rows = metrics.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+  rows = train_log.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, 7))
   assert all({"main_loss", "featex_loss", "main_scale", "featex_scale"} <= set(r) for r in rows if "loss" in r)
 
@@ -211,7 +211,7 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
   config.train.epochs = 1
   workdir = tmp_path / "work"
   state = train.train(config, str(workdir), progress=False)
-  rows = metrics.read_jsonl(workdir / "metrics.jsonl")
+  rows = train_log.read_jsonl(workdir / "metrics.jsonl")
   steps = [r for r in rows if "loss" in r]
   assert steps and int(state.step) == steps[-1]["step"]
   assert all(np.isfinite(r["loss"]) and {"main_loss", "featex_loss"} <= set(r) for r in steps)

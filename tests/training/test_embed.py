@@ -13,7 +13,7 @@ import pytest
 from asd_jax import embed
 from asd_jax.models import classifier
 from asd_jax.training import experiment
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import sharding as shd
 
 
 def test_embed_batches_matches_per_clip_forward(tiny_encoder, frontend):

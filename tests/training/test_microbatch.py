@@ -8,8 +8,8 @@ import pytest
 from asd_jax import embed
 from asd_jax.models import classifier
 from asd_jax.training import experiment
-from asd_jax.training import microbatch
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import microbatch
+from asd_jax.runtime import sharding as shd
 
 
 def test_in_slices_runs_fn_on_slices_and_restores_the_batch():

@@ -9,7 +9,7 @@ from asd_jax.models import classifier
 from asd_jax.training import experiment
 from asd_jax.training import lora
 from asd_jax.training import optimizer
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import train_step as ts
 from configs import common
 

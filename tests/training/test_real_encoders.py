@@ -7,7 +7,7 @@ import pytest
 
 from asd_jax.training import experiment
 from asd_jax.training import lora
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import train_step as ts
 from configs import demo
 

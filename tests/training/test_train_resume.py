@@ -17,7 +17,7 @@ from asd_jax import train
 from asd_jax.data import synth
 from asd_jax.models import registry
 from asd_jax.training import lora
-from asd_jax.training import metrics
+from asd_jax.training import train_log
 from configs import demo
 
 TINY = "tiny_attention"
@@ -93,7 +93,7 @@ def _resume_equals(config, workdir, straight_state):
   assert steps == 4 * EPOCHS and int(resumed.step) == steps
   for part in ("params", "opt_state"):
     jax.tree.map(np.testing.assert_array_equal, getattr(straight_state, part), getattr(resumed, part))
-  rows = metrics.read_jsonl(workdir / "metrics.jsonl")
+  rows = train_log.read_jsonl(workdir / "metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))
 
 
