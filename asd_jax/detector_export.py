@@ -43,6 +43,7 @@ from asd_jax.models import checkpoint_io
 from asd_jax.scoring import scorer as detector_lib
 from asd_jax.scoring import features
 from asd_jax.scoring import knn
+from asd_jax.models import networks
 from asd_jax.training import experiment
 from asd_jax.runtime import microbatch as microbatch_lib
 from asd_jax.runtime import sharding as shd
@@ -75,8 +76,8 @@ def _relative_scorer(scorer: detector_lib.Scorer, root: str) -> detector_lib.Sco
 
 def _encoder_slots(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], str, str]]:
   """`(path in the model params, encoder registry name, config.model field of its checkpoint)` per encoder."""
-  if config.model.encoder == experiment.DUAL_BRANCH:
-    return [(("encoder", name), name, f"{name}_checkpoint") for name in experiment.DUAL_BRANCH_ENCODERS]
+  if config.model.encoder == networks.DUAL_BRANCH:
+    return [(("encoder", name), name, f"{name}_checkpoint") for name in networks.DUAL_BRANCH_ENCODERS]
   return [(("encoder",), config.model.encoder, "init_checkpoint")]
 
 
@@ -167,7 +168,7 @@ def _load_encoder(model_dir: str, all_layers: bool) -> _Encoder:
   config.lora.enabled = False
   with open(os.path.join(model_dir, "label_space.json")) as f:
     num_classes = len(json.load(f)["classes"])
-  system = experiment.build_system(config, num_classes)
+  system = networks.build_network(config, num_classes)
   tree, _ = experiment.init_trainable(config, system, jax.random.key(0))
   flat = tu.flatten_dict(jax.device_get(tree["model"]))
   with np.load(os.path.join(model_dir, "head.npz")) as data:

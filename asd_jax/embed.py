@@ -43,6 +43,7 @@ from ml_collections import config_flags
 from asd_jax import cli
 from asd_jax.runtime import autotune
 from asd_jax.training import checkpoints
+from asd_jax.models import networks
 from asd_jax.training import experiment
 from asd_jax.training import lora
 from asd_jax.runtime import microbatch as microbatch_lib
@@ -52,7 +53,7 @@ from asd_jax.runtime import sharding as shd
 
 def make_forward(outputs, mesh, all_layers: bool, microbatch: int = 0):
   """Jitted `forward(params, wav [batch, samples]) -> {name: [batch, ...]}` (batch sharded in and out), where
-  `outputs` is a system's `(params, wav, all_layers) -> dict` (see `experiment.System.outputs`).
+  `outputs` is a system's `(params, wav, all_layers) -> dict` (see `networks.Network.outputs`).
 
   `microbatch` > 0: each device runs its rows that many at a time (`microbatch.per_device_slices`; same
   outputs, faster on CPU); the per-device batch must be a multiple of it. Resolve the config's value with
@@ -164,7 +165,7 @@ def tuned_batch_size(config, forward, params, mesh) -> int:
   if not config.embed.autotune:
     return config.embed.batch_size
   best, tried = autotune.pick_batch_size(
-      autotune.forward_throughput(forward, params, experiment.clip_samples(config), mesh),
+      autotune.forward_throughput(forward, params, networks.clip_samples(config), mesh),
       autotune.candidate_batch_sizes(mesh.devices.size))
   logging.info("autotuned embedding batch size: %d (clips/s by size: %s)", best,
                ", ".join(f"{size}: {'OOM' if rate is None else f'{rate:.1f}'}" for size, rate in tried))
@@ -177,7 +178,7 @@ def tuned_batch_size(config, forward, params, mesh) -> int:
 MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "config.lora.targets", "config.loss")
 
 
-def _restore_trained(config, ckpt: checkpoints.Checkpointer) -> tuple[experiment.System, Any, str]:
+def _restore_trained(config, ckpt: checkpoints.Checkpointer) -> tuple[networks.Network, Any, str]:
   """`(system, merged params, source)` of the latest checkpoint, after checking `MODEL_FIELDS`."""
   meta = ckpt.restore_meta()
   saved = meta["config"]
@@ -189,13 +190,13 @@ def _restore_trained(config, ckpt: checkpoints.Checkpointer) -> tuple[experiment
                     ckpt.directory, alpha, alpha)
   restore_config = config.copy_and_resolve_references()
   restore_config.optim.update(saved["optim"])
-  system = experiment.build_system(config, len(meta["label_space"]["classes"]))
+  system = networks.build_network(config, len(meta["label_space"]["classes"]))
   run = experiment.create_run(restore_config, system, jax.random.key(config.seed), meta["num_steps"], abstract=True)
   state, _, _ = ckpt.restore(checkpoints.abstract_like(run.state, shd.replicated(shd.data_mesh())))
   return system, lora.merge_lora(state.params, alpha=alpha), f"{ckpt.directory} step {int(state.step)}"
 
 
-def model_params(config, workdir: str) -> tuple[experiment.System, Any, str]:
+def model_params(config, workdir: str) -> tuple[networks.Network, Any, str]:
   """`(system, params, source)`: trained weights (LoRA merged with the saved alpha) from the workdir's latest
   checkpoint, else the converted encoder(s) of the config or random ones, with heads sized for one class
   (unused here). A checkpoint trained with other `MODEL_FIELDS` is a ValueError naming each field."""
@@ -208,7 +209,7 @@ def model_params(config, workdir: str) -> tuple[experiment.System, Any, str]:
         return _restore_trained(config, ckpt)
     finally:
       ckpt.close()
-  system = experiment.build_system(config, 1)
+  system = networks.build_network(config, 1)
   tree, _ = experiment.init_trainable(config, system, rng)
   source = ", ".join(source for _, source, _ in system.pretrained) or "random initialisation"
   logging.warning("no training checkpoint in %s: embedding with %s", ckpt_dir, source)

@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from asd_jax import cli
 from asd_jax.training import checkpoints
 from asd_jax.training import data as train_data
+from asd_jax.models import networks
 from asd_jax.training import experiment
 from asd_jax.training import loop
 from asd_jax.training import train_log
@@ -50,7 +51,7 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
   shd.initialize_distributed(config.train.distributed)
   label_space = train_data.label_space(config, required=not dry_run)
   num_classes = label_space.num_classes if label_space is not None else 1
-  system = experiment.build_system(config, num_classes)
+  system = networks.build_network(config, num_classes)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
 

@@ -27,6 +27,7 @@ def run(quick: bool = False) -> str:
   from asd_jax.data import layout
   from asd_jax.data import datasets
   from asd_jax.data import synth
+  from asd_jax.models import networks
   from asd_jax.training import experiment
   from asd_jax.runtime import microbatch
   from asd_jax.runtime import sharding as shd
@@ -46,11 +47,11 @@ def run(quick: bool = False) -> str:
     batches = lambda: iter(datasets.inference_dataset(clips, None, batch_size=batch_size,  # noqa: E731
                                                       config=wav_config))
 
-    system = experiment.build_system(config, num_classes=1)
+    system = networks.build_network(config, num_classes=1)
     mesh = shd.data_mesh(jax.devices()[:1])
     params = shd.replicate(experiment.init_trainable(config, system, jax.random.key(0))[0]["model"], mesh)
     slices = microbatch.resolve(config.embed.microbatch)
-    wav = shd.put_batch({"wav": np.zeros((batch_size, experiment.clip_samples(config)), np.float32)}, mesh)["wav"]
+    wav = shd.put_batch({"wav": np.zeros((batch_size, networks.clip_samples(config)), np.float32)}, mesh)["wav"]
     start = time.perf_counter()
     compiled = embed.make_forward(system.outputs, mesh, True, slices).lower(params, wav).compile()
     compile_s = time.perf_counter() - start

@@ -156,14 +156,15 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
                      candidates: list[int]) -> None:
   from asd_jax import embed
   from asd_jax.runtime import autotune
+  from asd_jax.models import networks
   from asd_jax.training import experiment
   from asd_jax.runtime import sharding as shd
 
   mesh = shd.data_mesh()
   config = _config("fbeats", smoke)
   config.model.encoder, config.model.preset = encoder, "tiny" if smoke else preset
-  samples = experiment.clip_samples(config)
-  arch = experiment.architecture(config.model)[0]
+  samples = networks.clip_samples(config)
+  arch = networks.architecture(config.model)[0]
   depth, width = (arch.encoder_layers, arch.encoder_embed_dim) if encoder == "beats" else (arch.depth, arch.embed_dim)
   label = f"{encoder.upper() if encoder == 'eat' else 'BEATs'} {config.model.preset} ({depth} x {width})"
   best = None
@@ -172,7 +173,7 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
     if not check.has_time(what):
       return
     config.model.attention = attention
-    system = experiment.build_system(config, num_classes=1)
+    system = networks.build_network(config, num_classes=1)
     params = shd.replicate(jax.jit(lambda r, s=system: s.init(r)[0])(jax.random.key(0)), mesh)
     forward = embed.make_forward(system.outputs, mesh, all_layers=True)
     if best is None:
@@ -203,10 +204,10 @@ def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, rema
     return
   mesh = shd.data_mesh()
   batch = config.train.batch_size
-  system = experiment.build_system(config, num_classes=16)
+  system = networks.build_network(config, num_classes=16)
   run = experiment.create_run(config, system, jax.random.key(0), total_steps=1000)
   step = ts.jit_train_step(run.train_step(), mesh, donate=True)
-  wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, experiment.clip_samples(config))).astype(np.float32)
+  wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, networks.clip_samples(config))).astype(np.float32)
   data = shd.put_batch({"wav": wav, "label": np.arange(batch, dtype=np.int32) % 16}, mesh)
   state = shd.replicate(run.state, mesh)
   rng = shd.replicate(jax.random.key(1), mesh)

@@ -30,7 +30,7 @@ def main(process_id: int, port: str, out_dir: str) -> None:
   jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id)
   from asd_jax import embed  # pylint: disable=g-import-not-at-top
   from asd_jax.models import classifier  # pylint: disable=g-import-not-at-top
-  from asd_jax.training import experiment  # pylint: disable=g-import-not-at-top
+  from asd_jax.models import networks  # pylint: disable=g-import-not-at-top
   from asd_jax.runtime import sharding as shd  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location("training_conftest", here / "conftest.py")
@@ -45,7 +45,7 @@ def main(process_id: int, port: str, out_dir: str) -> None:
   local = GLOBAL_BATCH // 2
   batches = [{"wav": wav[shard[i:i + local]], "index": shard[i:i + local]} for i in range(0, len(shard), local)]
   # One clip at a time per device, as `python -m asd_jax.embed` runs on CPU (shard_map across the processes).
-  forward = embed.make_forward(experiment.classifier_outputs(model), mesh, all_layers=True, microbatch=1)
+  forward = embed.make_forward(networks.classifier_outputs(model), mesh, all_layers=True, microbatch=1)
   out = embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=GLOBAL_BATCH, mesh=mesh,
                             num_clips=NUM_CLIPS, progress=False)
   np.savez(pathlib.Path(out_dir) / f"process_{process_id}.npz", **out)

@@ -15,6 +15,7 @@ import pytest
 from asd_jax import embed
 from asd_jax.models import dual_branch
 from asd_jax.training import checkpoints
+from asd_jax.models import networks
 from asd_jax.training import experiment
 from asd_jax.training import lora
 from asd_jax.training import loop
@@ -42,7 +43,7 @@ def _tiny_model(tiny_encoder):
 
 
 def _tiny_system(tiny_encoder, frontend, config):
-  return experiment.dual_system(config, _tiny_model(tiny_encoder), experiment.dual_loss_config(config, NUM_CLASSES),
+  return networks.dual_network(config, _tiny_model(tiny_encoder), networks.dual_loss_config(config, NUM_CLASSES),
                                 lambda inputs: (frontend(inputs["wav"]), frontend(inputs["wav"])))
 
 
@@ -185,10 +186,10 @@ def test_real_tiny_encoders_dual_lora_steps():
   only LoRA factors of both encoders, the featex centres and the scales change."""
   config = demo_dual.get_config()
   config.data.clip_seconds = 0.5
-  run = experiment.create_run(config, experiment.build_system(config, NUM_CLASSES), jax.random.key(0),
+  run = experiment.create_run(config, networks.build_network(config, NUM_CLASSES), jax.random.key(0),
                               total_steps=10)
   train_step = run.train_step()
-  wav = np.random.default_rng(0).normal(scale=0.1, size=(4, experiment.clip_samples(config))).astype(np.float32)
+  wav = np.random.default_rng(0).normal(scale=0.1, size=(4, networks.clip_samples(config))).astype(np.float32)
   batch = {"wav": wav, "label": np.array([0, 1, 2, 0], np.int32)}
   one, m1 = _steps(run, train_step, batch, jax.devices()[:1], steps=2)
   two, m2 = _steps(run, train_step, batch, jax.devices()[:2], steps=2)
@@ -239,7 +240,7 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   config = demo_dual.get_config()
   config.model.beats_checkpoint = str(fixtures / "beats_tiny.pt")
   config.model.eat_checkpoint = str(fixtures / "eat_tiny.pt")
-  system = experiment.build_system(config, NUM_CLASSES)
+  system = networks.build_network(config, NUM_CLASSES)
   tree, _ = experiment.init_trainable(config, system, jax.random.key(0))
   for name, load in (("beats", beats.load), ("eat", eat.load)):
     jax.tree.map(np.testing.assert_array_equal, tree["model"]["encoder"][name], load(fixtures / f"{name}_tiny.pt")[1])
@@ -251,7 +252,7 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   # token 0 is CLS).
   beats_want = np.swapaxes(beats_io["layer_outputs"].mean(axis=2), 0, 1)
   eat_want = np.swapaxes(eat_io["layer_outputs"][:, :, 1:].mean(axis=2), 0, 1)
-  layers = jax.jit(lambda p, b, e: dual_branch.embed_layers(system.model, p, b, e))(
+  layers = jax.jit(lambda p, b, e: dual_branch.embed_layers(system.module, p, b, e))(
       params, beats_io["fbank"], eat_io["fbank"])
   np.testing.assert_allclose(layers["beats"], beats_want, atol=1e-4)
   np.testing.assert_allclose(layers["eat"], eat_want, atol=1e-4)
@@ -259,10 +260,10 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
 
 def test_pretrained_subtrees_replace_only_their_branch():
   params = {"encoder": {"beats": {"w": np.zeros((2, 3))}, "eat": {"w": np.zeros(4)}}, "head": {"c": np.ones(2)}}
-  new = experiment.replace_subtree(params, ("encoder", "eat"), {"w": np.arange(4.0)}, "eat.pt")
+  new = networks.replace_subtree(params, ("encoder", "eat"), {"w": np.arange(4.0)}, "eat.pt")
   np.testing.assert_array_equal(new["encoder"]["eat"]["w"], np.arange(4.0))
   assert new["encoder"]["eat"]["w"].dtype == np.float32
   np.testing.assert_array_equal(new["encoder"]["beats"]["w"], params["encoder"]["beats"]["w"])
   np.testing.assert_array_equal(new["head"]["c"], params["head"]["c"])
   with pytest.raises(ValueError, match=r"eat.pt: parameters do not fit the model at encoder/eat.*\(4,\), \(5,\)"):
-    experiment.replace_subtree(params, ("encoder", "eat"), {"w": np.zeros(5)}, "eat.pt")
+    networks.replace_subtree(params, ("encoder", "eat"), {"w": np.zeros(5)}, "eat.pt")

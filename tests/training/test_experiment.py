@@ -4,6 +4,7 @@ import jax
 import pytest
 
 from asd_jax import train
+from asd_jax.models import networks
 from asd_jax.training import experiment
 from asd_jax.training import lora
 from configs import dual_branch, fbeats, feat, lbeats, leat
@@ -14,7 +15,7 @@ SUBCLUSTERS = 16
 
 
 def _abstract(config, num_classes=NUM_CLASSES):
-  system = experiment.build_system(config, num_classes)
+  system = networks.build_network(config, num_classes)
   tree, extra = experiment.init_trainable(config, system, jax.random.key(0), abstract=True)
   return tree, extra, experiment.labels_for(config, tree)
 
@@ -80,7 +81,7 @@ def test_dual_branch_config_rejects_single_encoder_fields():
   with config.unlocked():
     config.loss.scale = 30.0  # an ArcFace field in the SCAdaCos loss, added on purpose
   with pytest.raises(ValueError, match=r"\['scale'\]"):
-    experiment.dual_loss_config(config, NUM_CLASSES)
+    networks.dual_loss_config(config, NUM_CLASSES)
 
 
 def test_dry_run_prints_the_dual_branch_summary(tmp_path, capsys):

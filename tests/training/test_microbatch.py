@@ -7,7 +7,7 @@ import pytest
 
 from asd_jax import embed
 from asd_jax.models import classifier
-from asd_jax.training import experiment
+from asd_jax.models import networks
 from asd_jax.runtime import microbatch
 from asd_jax.runtime import sharding as shd
 
@@ -57,7 +57,7 @@ def test_sliced_embedding_on_two_devices_equals_the_whole_batch(tiny_encoder, fr
   wav = np.random.default_rng(0).normal(size=(8, 1024)).astype(np.float32)
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
-  classifier_outputs = experiment.classifier_outputs(model)
+  classifier_outputs = networks.classifier_outputs(model)
   traced_shapes = []
 
   def outputs(params, wav, all_layers):
