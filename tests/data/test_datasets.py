@@ -1,10 +1,11 @@
-"""Grain pipelines: batch contents, seeded determinism, exact resume, shards, workers, padding."""
+"""Grain datasets: batch contents, seeded determinism, exact resume, shards, workers, padding."""
 
 import numpy as np
 import pytest
 
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import datasets, labels, layout, synth
+from asd_jax.data import records as rec
 
 CONFIG = datasets.WavConfig(duration_s=0.1)
 
@@ -14,7 +15,7 @@ def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("synth") / "d"
   synth.generate(root, scale=0.01, seed=3, machines=["fan", "valve"], duration=0.1)
   records = layout.scan_dataset(root)
-  train = layout.train_records(records) + layout.supplemental_records(records)
+  train = [r for r in records if rec.is_fine_tuning_clip(r)]
   return records, train, labels.LabelSpace.from_records(train)
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asd_jax import embed
+from asd_jax.embedding import extract
 from asd_jax.models import dual_branch
 from asd_jax.training import checkpoints
 from asd_jax.models import networks
@@ -165,7 +165,7 @@ def test_dual_embed_outputs(tiny, tiny_encoder, frontend):
              {"wav": np.concatenate([wav[4:], np.zeros((3, SAMPLES), np.float32)]),
               "index": np.array([4, 0, 0, 0]), "valid": np.array([True, False, False, False])}]
   mesh = shd.data_mesh()
-  out = embed.embed_batches(embed.make_forward(system.outputs, mesh, all_layers=True), shd.replicate(params, mesh),
+  out = extract.embed_batches(extract.make_forward(system.outputs, mesh, all_layers=True), shd.replicate(params, mesh),
                             batches, batch_size=4, mesh=mesh, num_clips=5, progress=False)
   assert {k: v.shape for k, v in out.items()} == {"embedding": (5, 24), "layers_beats": (5, 2, 16),
                                                   "layers_eat": (5, 1, 8)}
@@ -174,7 +174,7 @@ def test_dual_embed_outputs(tiny, tiny_encoder, frontend):
   np.testing.assert_allclose(out["embedding"], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(out["embedding"], np.concatenate([out["layers_beats"][:, -1],
                                                                   out["layers_eat"][:, -1]], axis=-1))
-  last = embed.embed_batches(embed.make_forward(system.outputs, mesh, all_layers=False), params, batches[:1],
+  last = extract.embed_batches(extract.make_forward(system.outputs, mesh, all_layers=False), params, batches[:1],
                              batch_size=4, mesh=mesh, num_clips=4, progress=False)
   assert set(last) == {"embedding"}
   np.testing.assert_allclose(last["embedding"], want[:4], rtol=1e-5, atol=1e-6)
@@ -202,7 +202,7 @@ def test_real_tiny_encoders_dual_lora_steps():
 
 @pytest.mark.slow  # ~2 min on 2 busy cores: the real CLIs' train + embed on a small synthetic set
 def test_train_and_embed_entry_points_end_to_end(tmp_path):
-  from asd_jax import train
+  from asd_jax.training import fine_tune
   from asd_jax.data import synth
 
   summary = synth.generate(tmp_path / "data", scale=0.01, seed=0, machines=["ToyCar", "fan"], duration=1.0)
@@ -211,23 +211,25 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
   config.data.clip_seconds = 1.0
   config.train.epochs = 1
   workdir = tmp_path / "work"
-  state = train.train(config, str(workdir), progress=False)
+  state = fine_tune.train(config, str(workdir), progress=False)
   rows = train_log.read_jsonl(workdir / "metrics.jsonl")
   steps = [r for r in rows if "loss" in r]
   assert steps and int(state.step) == steps[-1]["step"]
   assert all(np.isfinite(r["loss"]) and {"main_loss", "featex_loss"} <= set(r) for r in steps)
   assert float(state.extra["main_scale"]) != float(np.sqrt(2) * np.log(state.extra["main_centres"].shape[1] - 1))
-  again = train.train(config, str(workdir), progress=False)  # resumes at the end: nothing left to do
+  again = fine_tune.train(config, str(workdir), progress=False)  # resumes at the end: nothing left to do
   assert int(again.step) == int(state.step)
 
-  out = embed.embed(config, str(workdir), progress=False)
+  from asd_jax.embedding import workdir as embedding_workdir
+
+  out = embedding_workdir.embed(config, str(workdir), progress=False)
   with np.load(out) as npz:
     shapes = {k: v.shape for k, v in npz.items()}
   n = len(summary["records"])
   assert shapes == {"embedding": (n, 128), "layers_beats": (n, 2, 64), "layers_eat": (n, 2, 64)}
   with open(workdir / "embeddings_records.json") as f:
     records = json.load(f)
-  assert records["system"] == "dual_branch" and "step" in records["source"] and len(records["records"]) == n
+  assert records["network"] == "dual_branch" and "step" in records["source"] and len(records["records"]) == n
 
 
 @pytest.mark.slow  # ~20 s on 2 busy cores: loading both checkpoints, compiling init and forward

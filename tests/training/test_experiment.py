@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from asd_jax import train
+from asd_jax.training import fine_tune
 from asd_jax.models import networks
 from asd_jax.training import experiment
 from asd_jax.training import lora
@@ -87,7 +87,7 @@ def test_dual_branch_config_rejects_single_encoder_fields():
 def test_dry_run_prints_the_dual_branch_summary(tmp_path, capsys):
   config = dual_branch.get_config()
   config.data.root = str(tmp_path / "absent")
-  assert train.train(config, str(tmp_path / "work"), dry_run=True) is None
+  assert fine_tune.train(config, str(tmp_path / "work"), dry_run=True) is None
   out = capsys.readouterr().out
   assert "dual_branch (LoRA fine-tuning), 1 classes" in out
   total = next(line for line in out.splitlines() if line.startswith("total"))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asd_jax import embed
+from asd_jax.embedding import extract
 from asd_jax.models import classifier
 from asd_jax.models import networks
 from asd_jax.runtime import microbatch
@@ -65,10 +65,10 @@ def test_sliced_embedding_on_two_devices_equals_the_whole_batch(tiny_encoder, fr
     return classifier_outputs(params, wav, all_layers)
 
   batches = [{"wav": wav, "index": np.arange(8)}]
-  run = lambda forward: embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=8,  # noqa: E731
+  run = lambda forward: extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=8,  # noqa: E731
                                             mesh=mesh, num_clips=8, progress=False)
-  sliced = run(embed.make_forward(outputs, mesh, all_layers=True, microbatch=size))
-  whole = run(embed.make_forward(outputs, mesh, all_layers=True))
+  sliced = run(extract.make_forward(outputs, mesh, all_layers=True, microbatch=size))
+  whole = run(extract.make_forward(outputs, mesh, all_layers=True))
   assert traced_shapes == [(size, 1024), (8, 1024)]  # the model saw one slice per device, then the whole batch
   for key in ("embedding", "layer_embeddings"):
     np.testing.assert_allclose(sliced[key], whole[key], rtol=1e-5, atol=1e-6)

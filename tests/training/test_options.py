@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from asd_jax import embed
+from asd_jax.embedding import extract
 from asd_jax.models import classifier
 from asd_jax.models import networks
 from asd_jax.training import lora
@@ -76,10 +76,10 @@ def test_embedding_compiles_once_with_a_short_last_batch(tiny_encoder, frontend,
   wav = np.random.default_rng(0).normal(size=(5, 1024)).astype(np.float32)
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
-  forward = CountingForward(embed.make_forward(networks.classifier_outputs(model), mesh, all_layers=False))
+  forward = CountingForward(extract.make_forward(networks.classifier_outputs(model), mesh, all_layers=False))
   batches = [{"wav": wav[:2], "index": np.arange(2)}, {"wav": wav[2:4], "index": np.arange(2, 4)},
              {"wav": wav[4:], "index": np.array([4])}]
-  out = embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=2, mesh=mesh, num_clips=5,
+  out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=2, mesh=mesh, num_clips=5,
                             progress=False, prefetch=prefetch)
   assert forward.compilations == 1
   ref = model.apply({"params": params}, wav)["embedding"]
