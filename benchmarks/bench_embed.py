@@ -2,7 +2,7 @@
 
 Synthetic DCASE-layout wav files (`asd_jax.data.synth.generate`, 10 s, 16 kHz) are read by the ordered
 Grain inference pipeline, decoded, cropped, batched, padded, put on the device, turned into fbanks and
-encoded, as `python -m asd_jax.embed` does (`embed.embed_batches`, forward compiled ahead and reused).
+encoded, as `python -m asd_jax.embed` does (`embedding.extract.embed_batches`, forward compiled ahead and reused).
 Rows: decoding alone, the compiled forward alone on in-memory batches (with the default
 `config.embed.microbatch`, one clip at a time on CPU, and with the whole batch at once), and end to end with
 and without the background prefetch (`config.data.prefetch`). Float32, random weights. `quick=True` uses the tiny model.
@@ -23,7 +23,7 @@ MACHINE = "fan"
 
 
 def run(quick: bool = False) -> str:
-  from asd_jax import embed
+  from asd_jax.embedding import extract
   from asd_jax.data import layout
   from asd_jax.data import datasets
   from asd_jax.data import synth
@@ -53,9 +53,9 @@ def run(quick: bool = False) -> str:
     slices = microbatch.resolve(config.embed.microbatch)
     wav = shd.put_batch({"wav": np.zeros((batch_size, networks.clip_samples(config)), np.float32)}, mesh)["wav"]
     start = time.perf_counter()
-    compiled = embed.make_forward(system.outputs, mesh, True, slices).lower(params, wav).compile()
+    compiled = extract.make_forward(system.outputs, mesh, True, slices).lower(params, wav).compile()
     compile_s = time.perf_counter() - start
-    whole_batch = embed.make_forward(system.outputs, mesh, True, 0).lower(params, wav).compile()
+    whole_batch = extract.make_forward(system.outputs, mesh, True, 0).lower(params, wav).compile()
 
     def decode_only():
       for _ in batches():
@@ -68,7 +68,7 @@ def run(quick: bool = False) -> str:
       return run_batches
 
     def end_to_end(prefetch):
-      return lambda: embed.embed_batches(compiled, params, batches(), batch_size=batch_size, mesh=mesh,
+      return lambda: extract.embed_batches(compiled, params, batches(), batch_size=batch_size, mesh=mesh,
                                          num_clips=num_clips, progress=False, prefetch=prefetch)
 
     timed = common.time_interleaved({  # in turns, so that load changes hit every stage alike

@@ -154,7 +154,7 @@ def _config(name: str, smoke: bool):
 
 def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, repeats: int,
                      candidates: list[int]) -> None:
-  from asd_jax import embed
+  from asd_jax.embedding import extract
   from asd_jax.runtime import autotune
   from asd_jax.models import networks
   from asd_jax.training import experiment
@@ -175,7 +175,7 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
     config.model.attention = attention
     system = networks.build_network(config, num_classes=1)
     params = shd.replicate(jax.jit(lambda r, s=system: s.init(r)[0])(jax.random.key(0)), mesh)
-    forward = embed.make_forward(system.outputs, mesh, all_layers=True)
+    forward = extract.make_forward(system.outputs, mesh, all_layers=True)
     if best is None:
       best, tried = autotune.pick_batch_size(autotune.forward_throughput(forward, params, samples, mesh),
                                              [c * mesh.devices.size for c in candidates])

@@ -14,7 +14,7 @@ import pytest
 import soundfile
 
 from asd_jax import detect
-from asd_jax import detector_export
+from asd_jax import detector as detector_lib
 from asd_jax.data import records
 from asd_jax.scoring import scorer as scorer_lib
 
@@ -33,11 +33,12 @@ def system_dir(tmp_path_factory):
   out = root / "det"
   (out / "models" / "m").mkdir(parents=True)
   scorer.save(str(out / "models" / "m" / "scorer.npz"))
-  manifest = {"format": detector_export.FORMAT, "version": detector_export.VERSION, "system": "system1",
-              "models": [{"key": "m", "name": "M", "layers": "last", "sources": [], "weight": 1.0}],
-              "thresholds": {"fan/00": 1.0, "valve/01": 1.0}, "threshold_method": "gamma",
-              "threshold_quantile": 0.9, "machines": ["fan", "valve"]}
-  (out / detector_export.MANIFEST).write_text(json.dumps(manifest))
+  manifest = {"format": detector_lib.FORMAT, "version": detector_lib.VERSION, "system": "system1",
+              "models": [{"key": "m", "name": "M", "layers": "last", "sources": [], "all_layers": False,
+                          "num_classes": 1, "weight": 1.0}],
+              "weights": {"m": 1.0}, "thresholds": {"fan/00": 1.0, "valve/01": 1.0}, "threshold_method": "gamma",
+              "threshold_quantile": 0.9}
+  (out / detector_lib.MANIFEST).write_text(json.dumps(manifest))
   return out
 
 
@@ -48,7 +49,7 @@ def _wav(path: pathlib.Path, seconds: float = 0.5) -> pathlib.Path:
 
 
 def test_detector_lists_its_sections(system_dir):
-  det = detector_export.Detector(str(system_dir))
+  det = detector_lib.Detector(str(system_dir))
   assert det.sections == [("fan", "00"), ("valve", "01")]
   assert det.machines == ["fan", "valve"]
   with pytest.raises(ValueError, match=r"no machine type 'pump' section '00'.*fan section 00, valve section 01"):
@@ -56,16 +57,16 @@ def test_detector_lists_its_sections(system_dir):
 
 
 def test_not_a_detector_folder(tmp_path):
-  with pytest.raises(detector_export.DetectorError, match="not a detector folder"):
-    detector_export.Detector(str(tmp_path))
+  with pytest.raises(detector_lib.DetectorError, match="not a detector folder"):
+    detector_lib.Detector(str(tmp_path))
 
 
 def test_detector_of_another_format_version(system_dir, tmp_path):
-  manifest = json.loads((system_dir / detector_export.MANIFEST).read_text())
+  manifest = json.loads((system_dir / detector_lib.MANIFEST).read_text())
   manifest["version"] = 99
-  (tmp_path / detector_export.MANIFEST).write_text(json.dumps(manifest))
-  with pytest.raises(detector_export.DetectorError, match="version 99"):
-    detector_export.Detector(str(tmp_path))
+  (tmp_path / detector_lib.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(detector_lib.DetectorError, match="version 99"):
+    detector_lib.Detector(str(tmp_path))
 
 
 def test_machine_and_section_come_from_the_path_or_the_flags():

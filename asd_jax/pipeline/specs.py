@@ -1,16 +1,23 @@
-"""Models and fused systems of a pipeline config, and the NumPy steps between embeddings and scores.
+"""The models and fused systems of a pipeline config.
 
-A pipeline config (see `configs/pipeline_base.py`) names its models in `model_keys`; each entry of
-`models` is either a fine-tuned model (`train`: a `train.train` config) or a concatenation model
-(`sources`: keys of other models whose final pooled embeddings are L2-normalised and joined, the report's
-"Fusion" model, which has no training of its own). Every model also says which embedding its kNN scorer
-sees: `layers="last"` (the pooled final layer) or `layers="all"` (multi-layer fusion: every layer's pooled
-output, each L2-normalised, concatenated by `scoring.features.concat_layers`).
+A pipeline config (see `configs/pipeline_base.py`) names its models in `model_keys`; each entry of `models`
+is one of three kinds:
+
+* fine-tuned (`train`: a fine-tuning config, run by `asd_jax.training.fine_tune`);
+* frozen (`frozen`: a network config that is embedded without any training: a pretrained encoder as converted,
+  or random init in demos, or the non-learned log-mel statistics `model.encoder="log_mel_stats"`);
+* concatenation (`sources`: keys of other embedded models whose final embeddings are L2-normalised and joined,
+  the report's "Fusion" model, which has no training of its own).
+
+Every model also says which embedding its kNN scorer sees: `layers="last"` (the pooled final layer; for the
+dual-branch model its fused branch features) or `layers="all"` (multi-layer fusion: every layer's pooled
+output, each L2-normalised, concatenated; `scoring.features.model_vectors`).
 
 A system is a linear fusion of the models' normalised anomaly scores with fixed weights, listed against the
-report's model names (`configs/systems.py`). When a config runs fewer models than a system names (e.g.
-`--config.model_keys=fbeats,lbeats`), the system keeps the weights of the models present, renormalised to
-sum 1, and is marked reduced. Nothing here imports JAX.
+report's model names (`config.system_models`, `configs/systems.py`). A model whose name is not among them is
+a reference row of Table 1 (e.g. a frozen encoder): scored and evaluated, never fused, unless a config lists
+it. When a config runs fewer models than a system names (e.g. `--config.model_keys=fbeats,lbeats`), the system
+keeps the weights of the models present, renormalised to sum 1, and is marked reduced.
 """
 
 from __future__ import annotations
@@ -21,14 +28,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
-import numpy as np
 
-from asd_jax.data import records as records_lib
-from asd_jax.scoring import scorer as detector
 from asd_jax.scoring import features
-from asd_jax.scoring import fusion
 
-LAYER_MODES = ("last", "all")
+FINE_TUNED = "fine-tuned"
+FROZEN = "frozen"
+CONCATENATION = "concatenation"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,22 +43,37 @@ class ModelSpec:
   Attributes:
     key: config key and workdir folder name, e.g. "lbeats".
     name: name in the tables and system weights, e.g. "LBEATs".
-    train: the `train.train` config (data root filled in); None for a concatenation model.
-    sources: keys of the models a concatenation model joins; empty for a trained model.
+    kind: FINE_TUNED, FROZEN or CONCATENATION.
+    config: the fine-tuning config (FINE_TUNED) or network config (FROZEN), data root and pretrained
+      checkpoints filled in; None for a concatenation model.
+    sources: keys of the models a concatenation model joins; empty otherwise.
     layers: "last" (final pooled embedding) or "all" (multi-layer fusion).
-    scorer: `scoring.detector` settings.
+    scorer: `scoring.scorer` settings.
+    reference: a reference row of Table 1, not one of the systems' models.
   """
 
   key: str
   name: str
-  train: ml_collections.ConfigDict | None
+  kind: str
+  config: ml_collections.ConfigDict | None
   sources: tuple[str, ...]
   layers: str
   scorer: dict[str, Any]
+  reference: bool = False
 
   @property
   def trained(self) -> bool:
-    return self.train is not None
+    return self.kind == FINE_TUNED
+
+  @property
+  def embedded(self) -> bool:
+    """Has embeddings of its own (fine-tuned or frozen), as opposed to a concatenation of others'."""
+    return self.kind in (FINE_TUNED, FROZEN)
+
+  @property
+  def all_layers(self) -> bool:
+    """Whether its embeddings carry every layer's output (what it is embedded with)."""
+    return self.layers == "all"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +111,8 @@ def _set_init_checkpoints(config: ml_collections.ConfigDict, init: Mapping[str, 
 def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
   """The models of `config.model_keys`, in that order, with the data root and checkpoints filled in.
 
-  Raises ValueError for an unknown key, a source that is not run before its concatenation model, or a
-  bad `layers` value.
+  Raises ValueError for an unknown key, an entry that is not exactly one kind, a source that is not run before
+  its concatenation model, or a bad `layers` value.
   """
   keys = [k.strip() for k in str(config.model_keys).split(",") if k.strip()]
   if not keys:
@@ -103,30 +123,36 @@ def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
   root = os.path.abspath(config.data.root) if config.data.root else ""
   init = dict(config.get("init", {}) or {})
   base_scorer = config.scorer.to_dict()
+  system_names = set(config.system_models)
   specs: list[ModelSpec] = []
   for key in keys:
     entry = config.models[key]
     layers = entry.get("layers", "last")
-    if layers not in LAYER_MODES:
-      raise ValueError(f"config.models.{key}.layers={layers!r}; expected one of {LAYER_MODES}")
+    if layers not in features.LAYER_MODES:
+      raise ValueError(f"config.models.{key}.layers={layers!r}; expected one of {features.LAYER_MODES}")
     scorer = {**base_scorer, **(entry.get("scorer", None) or {})}
     sources = tuple(s.strip() for s in str(entry.get("sources", "") or "").split(",") if s.strip())
-    train = entry.get("train", None)
-    if (train is None) == (not sources):
-      raise ValueError(f"config.models.{key}: give exactly one of `train` (a fine-tuning config) or "
-                       f"`sources` (models to concatenate)")
+    train, frozen = entry.get("train", None), entry.get("frozen", None)
+    given = [what for what, present in (("train", train is not None), ("frozen", frozen is not None),
+                                        ("sources", bool(sources))) if present]
+    if len(given) != 1:
+      raise ValueError(f"config.models.{key}: give exactly one of `train` (a fine-tuning config), `frozen` (a "
+                       f"network embedded without training) or `sources` (models to concatenate); found {given}")
     if sources:
       missing = [s for s in sources if s not in [p.key for p in specs]]
       if missing:
         raise ValueError(f"config.models.{key}.sources names {missing}: they must be listed in "
                          f"config.model_keys before {key!r} (model_keys: {keys})")
-      if any(not p.trained for p in specs if p.key in sources):
-        raise ValueError(f"config.models.{key}: sources must be trained models")
+      if any(not p.embedded for p in specs if p.key in sources):
+        raise ValueError(f"config.models.{key}: sources must be models with embeddings of their own")
+      kind, model_config = CONCATENATION, None
     else:
-      train = _set_root(train, root)
-      _set_init_checkpoints(train, init)
-    specs.append(ModelSpec(key=key, name=entry.get("name", key), train=train, sources=sources, layers=layers,
-                           scorer=scorer))
+      kind, model_config = (FINE_TUNED, train) if train is not None else (FROZEN, frozen)
+      model_config = _set_root(model_config, root)
+      _set_init_checkpoints(model_config, init)
+    name = entry.get("name", key)
+    specs.append(ModelSpec(key=key, name=name, kind=kind, config=model_config, sources=sources, layers=layers,
+                           scorer=scorer, reference=name not in system_names))
   return specs
 
 
@@ -154,73 +180,3 @@ def system_specs(config: ml_collections.ConfigDict, specs: Sequence[ModelSpec]) 
       note = f"reduced: {', '.join(dropped)} not run; other weights renormalised to sum 1"
     out.append(SystemSpec(system, kept, reduced=bool(dropped), note=note))
   return out
-
-
-def scorer_vectors(spec: ModelSpec, embeddings: Mapping[str, Mapping[str, np.ndarray]]) -> np.ndarray:
-  """The array a model's scorer sees, for every clip.
-
-  Args:
-    spec: the model.
-    embeddings: {model key: {"embedding": [clips, dim], optional "layer_embeddings": [clips, layers, dim]}}
-      for the model itself (trained) or for its sources (concatenation), clips in one shared order.
-
-  Returns:
-    [clips, dim] (last layer), [clips, layers, dim] (multi-layer; the scorer concatenates the layers; a
-    two-encoder model gives [clips, sum of layers * dims], every layer L2-normalised), or for a
-    concatenation model [clips, sum of source dims] of L2-normalised source embeddings.
-  """
-  if spec.sources:
-    parts = [features.concat_layers(embeddings[s]["embedding"], normalize_layers=True) for s in spec.sources]
-    return np.concatenate(parts, axis=1)
-  own = embeddings[spec.key]
-  if spec.layers == "all":
-    # One encoder: "layer_embeddings"; two (Dual-Branch): "layers_beats", "layers_eat", possibly of other widths.
-    keys = sorted(k for k in own if k == "layer_embeddings" or k.startswith("layers_"))
-    if not keys:
-      raise ValueError(f"model {spec.key}: layers='all' needs per-layer embeddings (embed with all_layers=True); "
-                       f"found {sorted(own)}")
-    if len(keys) == 1:
-      return own[keys[0]]
-    return np.concatenate([features.concat_layers(own[k], normalize_layers=True) for k in keys], axis=1)
-  return own["embedding"]
-
-
-def is_train_clip(record: records_lib.ClipRecord) -> bool:
-  """Clips that make the normal memory banks: normal machine clips of the train split."""
-  return (record.split == records_lib.SPLIT_TRAIN and record.kind == records_lib.KIND_MACHINE
-          and record.label != records_lib.ANOMALY)
-
-
-def is_test_clip(record: records_lib.ClipRecord) -> bool:
-  return record.split == records_lib.SPLIT_TEST and record.kind == records_lib.KIND_MACHINE
-
-
-@dataclasses.dataclass(frozen=True)
-class FusedScores:
-  """A system's scores of the test clips: fused normalised scores [n] and 0/1 decisions [n]."""
-
-  scores: np.ndarray
-  decisions: np.ndarray
-  thresholds: dict[tuple[str, str], float]
-
-
-def fuse_system(system: SystemSpec, scorers: Mapping[str, detector.Scorer], test_scores: Mapping[str, np.ndarray],
-                test_records: Sequence[records_lib.ClipRecord], *, threshold_method: str = "gamma",
-                threshold_quantile: float = 0.9) -> FusedScores:
-  """Weighted sum of the models' normalised test scores and decisions against fused-training thresholds.
-
-  Args:
-    system: the weights per model key.
-    scorers: fitted scorers per model key (all fitted on the same training clips, same order).
-    test_scores: normalised test scores [n] per model key.
-    test_records: the n test clips.
-  """
-  keys = list(system.weights)
-  weights = [system.weights[k] for k in keys]
-  fused = fusion.fuse([test_scores[k] for k in keys], weights)
-  thresholds = detector.fused_thresholds([scorers[k] for k in keys], weights, method=threshold_method,
-                                         quantile=threshold_quantile)
-  decisions = np.zeros(len(test_records), np.int64)
-  for (machine, section), idx in detector.group_by_section(test_records).items():
-    decisions[idx] = (fused[idx] > thresholds[(machine, section)]).astype(np.int64)
-  return FusedScores(scores=fused, decisions=decisions, thresholds=thresholds)

@@ -1,0 +1,34 @@
+"""The pipeline program: `python -m asd_jax.pipeline --config=configs/system1.py --workdir=DIR` (see
+`asd_jax.pipeline` for what it does and what the workdir holds)."""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from asd_jax import cli
+from asd_jax.pipeline import stages
+
+
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.embed.define_flags`)."""
+  config_flags.DEFINE_config_file("config", None, "Pipeline config (configs/system1.py, "
+                                  "configs/demo_pipeline.py, ...).")
+  flags.DEFINE_string("workdir", None, "Output folder: models/, scores/, submissions/, detector/.")
+  flags.DEFINE_boolean("bars", True, "Show the training and embedding progress bars.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the stage lines say enough.
+  result = stages.run(flags.FLAGS.config, flags.FLAGS.workdir, progress=True, bars=flags.FLAGS.bars)
+  print()
+  print(result.tables)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)  # app.run; bad input (dataset, config, workdir of another model) exits with "error: <message>"
