@@ -21,7 +21,7 @@ the old detector or the new one.
 
 `Detector(dir)` computes what the pipeline computed: it rebuilds each network from its config
 (`models.networks`) with the exported parameters, embeds the wav files through the same function as the
-pipeline (`embedding.extract.embed_records`: same decoding, padding, batch shape and compiled forward), and scores
+pipeline (`embedding.extract.Embedder`: same decoding, padding, batch shape and compiled forward), and scores
 them through the same fused path (`scoring.fused`: per-model normalised scores, fusion, the section's threshold,
 the nearest normal training clip). Neither loading nor scoring imports the training package.
 """
@@ -238,6 +238,7 @@ class Detector:
         raise DetectorError(f"{self.directory}: model {m['key']} has no scorer.npz")
       self.scorers[m["key"]] = scorer_lib.Scorer.load(scorer_path)
     self._networks: dict[str, tuple[ml_collections.ConfigDict, networks.Network, Any]] = {}
+    self._embedders: dict[str, extract.Embedder] = {}
 
   @property
   def sections(self) -> list[tuple[str, str]]:
@@ -268,9 +269,10 @@ class Detector:
     for m in self.models:
       if m["sources"]:
         continue
-      config, network, params = self.network(m["key"])
-      out[m["key"]], _ = extract.embed_records(config, network, params, records, all_layers=m["all_layers"],
-                                               progress=False)
+      if m["key"] not in self._embedders:  # the forward pass compiles once per model
+        config, network, params = self.network(m["key"])
+        self._embedders[m["key"]] = extract.Embedder(config, network, params, all_layers=m["all_layers"])
+      out[m["key"]] = self._embedders[m["key"]](records)
     return out
 
   def score(self, paths: Sequence[str], machines: Sequence[str], sections: Sequence[str]) -> list[Detection]:

@@ -23,14 +23,14 @@ MACHINE = "fan"
 
 
 def run(quick: bool = False) -> str:
-  from asd_jax.embedding import extract
-  from asd_jax.data import layout
   from asd_jax.data import datasets
+  from asd_jax.data import layout
   from asd_jax.data import synth
+  from asd_jax.embedding import extract
   from asd_jax.models import networks
-  from asd_jax.training import experiment
   from asd_jax.runtime import microbatch
   from asd_jax.runtime import sharding as shd
+  from asd_jax.training import experiment
   from configs import common as base
 
   num_clips, batch_size, repeats = (6, 2, 2) if quick else (8, 4, 3)
@@ -47,15 +47,15 @@ def run(quick: bool = False) -> str:
     batches = lambda: iter(datasets.inference_dataset(clips, None, batch_size=batch_size,  # noqa: E731
                                                       config=wav_config))
 
-    system = networks.build_network(config, num_classes=1)
+    network = networks.build_network(config, num_classes=1)
     mesh = shd.data_mesh(jax.devices()[:1])
-    params = shd.replicate(experiment.init_trainable(config, system, jax.random.key(0))[0]["model"], mesh)
+    params = shd.replicate(experiment.init_trainable(config, network, jax.random.key(0))[0]["model"], mesh)
     slices = microbatch.resolve(config.embed.microbatch)
     wav = shd.put_batch({"wav": np.zeros((batch_size, networks.clip_samples(config)), np.float32)}, mesh)["wav"]
     start = time.perf_counter()
-    compiled = extract.make_forward(system.outputs, mesh, True, slices).lower(params, wav).compile()
+    compiled = extract.make_forward(network.outputs, mesh, True, slices).lower(params, wav).compile()
     compile_s = time.perf_counter() - start
-    whole_batch = extract.make_forward(system.outputs, mesh, True, 0).lower(params, wav).compile()
+    whole_batch = extract.make_forward(network.outputs, mesh, True, 0).lower(params, wav).compile()
 
     def decode_only():
       for _ in batches():
@@ -81,7 +81,7 @@ def run(quick: bool = False) -> str:
   rows = [[name, median, spread, num_clips / median, reference / median if name.startswith("end") else "-"]
           for name, (median, spread) in timed.items()]
   header = ["stage", "median s", "spread s", "clips/s", "end to end: speed-up vs no prefetch"]
-  arch = system.architecture
+  arch = network.architecture
   return "\n".join([
       "## Embedding extraction from wav files (end to end)", "",
       common.machine_description(), "",

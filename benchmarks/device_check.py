@@ -155,10 +155,10 @@ def _config(name: str, smoke: bool):
 def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, repeats: int,
                      candidates: list[int]) -> None:
   from asd_jax.embedding import extract
-  from asd_jax.runtime import autotune
   from asd_jax.models import networks
-  from asd_jax.training import experiment
+  from asd_jax.runtime import autotune
   from asd_jax.runtime import sharding as shd
+  from asd_jax.training import experiment
 
   mesh = shd.data_mesh()
   config = _config("fbeats", smoke)
@@ -173,9 +173,9 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
     if not check.has_time(what):
       return
     config.model.attention = attention
-    system = networks.build_network(config, num_classes=1)
-    params = shd.replicate(jax.jit(lambda r, s=system: s.init(r)[0])(jax.random.key(0)), mesh)
-    forward = extract.make_forward(system.outputs, mesh, all_layers=True)
+    network = networks.build_network(config, num_classes=1)
+    params = shd.replicate(jax.jit(lambda r, s=network: s.init(r)[0])(jax.random.key(0)), mesh)
+    forward = extract.make_forward(network.outputs, mesh, all_layers=True)
     if best is None:
       best, tried = autotune.pick_batch_size(autotune.forward_throughput(forward, params, samples, mesh),
                                              [c * mesh.devices.size for c in candidates])
@@ -192,8 +192,8 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
 
 
 def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, remat: bool = False) -> None:
-  from asd_jax.training import experiment
   from asd_jax.runtime import sharding as shd
+  from asd_jax.training import experiment
   from asd_jax.training import train_step as ts
 
   config = _config(name, smoke)
@@ -204,8 +204,8 @@ def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, rema
     return
   mesh = shd.data_mesh()
   batch = config.train.batch_size
-  system = networks.build_network(config, num_classes=16)
-  run = experiment.create_run(config, system, jax.random.key(0), total_steps=1000)
+  network = networks.build_network(config, num_classes=16)
+  run = experiment.create_run(config, network, jax.random.key(0), total_steps=1000)
   step = ts.jit_train_step(run.train_step(), mesh, donate=True)
   wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, networks.clip_samples(config))).astype(np.float32)
   data = shd.put_batch({"wav": wav, "label": np.arange(batch, dtype=np.int32) % 16}, mesh)

@@ -100,3 +100,4 @@ def test_derived_configs_stay_locked_after_adding_fields():
   assert config.model.is_locked and config.loss.is_locked
   with pytest.raises(AttributeError, match="num_subcluster"):
     config.loss.num_subcluster = 4
+

@@ -142,3 +142,11 @@ def test_cli_exits_with_a_message_not_a_traceback(system_dir, tmp_path):
   proc = subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--system={system_dir}"],
                         cwd=REPO_ROOT, capture_output=True, text=True, env=env)
   assert proc.returncode != 0 and "give one or more .wav files or folders" in proc.stderr
+
+
+def test_serving_a_detector_does_not_import_the_training_package():
+  code = ("import sys, asd_jax.detect, asd_jax.detector; "
+          "bad = [m for m in sys.modules if m.startswith(('asd_jax.training', 'asd_jax.pipeline'))]; "
+          "assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT,
+                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})

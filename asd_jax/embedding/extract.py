@@ -11,7 +11,7 @@ Batch composition does not change a clip's outputs: every batch has the same sha
 outputs depends on its own clip only, and on CPU (`config.embed.microbatch`, auto) each device runs its clips
 one at a time through the same compiled body (`runtime.microbatch`), so a clip embedded alone and the same clip
 embedded among others give the same float32 values. `config.embed.autotune` first measures batch sizes on the
-devices and uses the fastest. On several hosts each process reads and embeds its own shard of the clips and the
+devices and uses the fastest. `Embedder` keeps the compiled forward pass for repeated calls (the detector). On several hosts each process reads and embeds its own shard of the clips and the
 outputs are gathered to every process.
 """
 
@@ -158,23 +158,43 @@ def tuned_batch_size(config, forward, params, mesh) -> int:
   return best
 
 
-def embed_records(config: ml_collections.ConfigDict, network: networks.Network, params: Any,
-                  records: Sequence[records_lib.ClipRecord], *, all_layers: bool, progress: bool = True
-                  ) -> tuple[dict[str, np.ndarray], int]:
-  """`({output name: [clips, ...] float32}, batch size used)`: `network`'s outputs for every clip of `records`.
+class Embedder:
+  """A network with its parameters on the devices and its forward pass compiled once: `embedder(records)` gives
+  the outputs of any clips, batch after batch of the same shape (`config.embed.batch_size`, the last padded).
 
   Args:
     config: the model's config (`data` says how clips are read, `embed` the batch size, microbatch, autotune).
     network, params: the network and its plain (LoRA-merged) parameters.
-    records: the clips, in the order of the outputs' rows.
     all_layers: also every layer's pooled output (see `networks.Network.outputs`).
   """
-  mesh = shd.data_mesh()
-  params = shd.replicate(params, mesh)
-  forward = make_forward(network.outputs, mesh, all_layers, microbatch_lib.resolve(config.embed.microbatch))
-  batch_size = tuned_batch_size(config, forward, params, mesh)
-  dataset = datasets.inference_dataset(list(records), None, batch_size=shd.local_batch(batch_size),
-                                       config=datasets.wav_config(config.data), worker_count=config.data.num_workers)
-  outputs = embed_batches(forward, params, iter(dataset), batch_size=batch_size, mesh=mesh, num_clips=len(records),
-                          progress=progress, prefetch=config.data.prefetch)
-  return outputs, batch_size
+
+  def __init__(self, config: ml_collections.ConfigDict, network: networks.Network, params: Any, *,
+               all_layers: bool):
+    self.config = config
+    self.mesh = shd.data_mesh()
+    self.params = shd.replicate(params, self.mesh)
+    forward = make_forward(network.outputs, self.mesh, all_layers, microbatch_lib.resolve(config.embed.microbatch))
+    self.batch_size = tuned_batch_size(config, forward, self.params, self.mesh)
+    local = shd.local_batch(self.batch_size)
+    wav = shd.put_batch({"wav": np.zeros((local, networks.clip_samples(config)), np.float32)}, self.mesh)["wav"]
+    t0 = time.perf_counter()
+    self.forward = forward.lower(self.params, wav).compile()
+    logging.info("embedding forward compiled in %.1f s (global batch %d)", time.perf_counter() - t0,
+                 self.batch_size)
+
+  def __call__(self, records: Sequence[records_lib.ClipRecord], *, progress: bool = False) -> dict[str, np.ndarray]:
+    """{output name: [clips, ...] float32} for `records`, rows in their order."""
+    dataset = datasets.inference_dataset(list(records), None, batch_size=shd.local_batch(self.batch_size),
+                                         config=datasets.wav_config(self.config.data),
+                                         worker_count=self.config.data.num_workers)
+    return embed_batches(self.forward, self.params, iter(dataset), batch_size=self.batch_size, mesh=self.mesh,
+                         num_clips=len(records), progress=progress, prefetch=self.config.data.prefetch)
+
+
+def embed_records(config: ml_collections.ConfigDict, network: networks.Network, params: Any,
+                  records: Sequence[records_lib.ClipRecord], *, all_layers: bool, progress: bool = True
+                  ) -> tuple[dict[str, np.ndarray], int]:
+  """`({output name: [clips, ...] float32}, batch size used)`: `network`'s outputs for every clip of `records`
+  (an `Embedder` used once)."""
+  embedder = Embedder(config, network, params, all_layers=all_layers)
+  return embedder(records, progress=progress), embedder.batch_size

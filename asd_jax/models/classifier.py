@@ -57,7 +57,8 @@ def classification_loss(model: nn.Module, *, scale: float = arcface.DEFAULT_SCAL
                         margin: float = arcface.DEFAULT_MARGIN) -> Callable:
   """ArcFace loss of a `Classifier` on `batch = {"wav" [batch, samples], "label" [batch], ("valid")}`.
 
-  Takes plain model params (`asd_jax.training.train_step.with_lora` wraps it for the `{"model", "lora"}` tree); `extra` passes through.
+  Takes plain model params (`asd_jax.training.train_step.with_lora` wraps it for the `{"model", "lora"}`
+  tree); `extra` passes through.
   """
 
   def loss_fn(params, extra, batch, rng):

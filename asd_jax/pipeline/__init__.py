@@ -1,4 +1,5 @@
-r"""The whole system in one command: fine-tune, embed, score, fuse, evaluate, write submissions, export.
+r"""From audio to the report's tables in one command: fine-tune, embed, score, fuse, evaluate, write submissions,
+export a detector.
 
   python -m asd_jax.pipeline --config=configs/system1.py --workdir=DIR [--config.data.root=ROOT]
 

@@ -1,5 +1,14 @@
-"""The pipeline program: `python -m asd_jax.pipeline --config=configs/system1.py --workdir=DIR` (see
-`asd_jax.pipeline` for what it does and what the workdir holds)."""
+r"""The whole system in one command: fine-tune, embed, score, fuse, evaluate, write submissions, export a detector.
+
+  python -m asd_jax.pipeline --config=configs/system1.py --workdir=DIR [--config.data.root=ROOT]
+      [--config.init.beats=/abs/ckpt/beats --config.init.eat=/abs/ckpt/eat_large] [--config.model_keys=...]
+
+Trains the models that are not done yet (resumable), embeds every clip (cached), scores each model with SMOTE +
+cosine 1-NN, fuses the four systems, prints Table 1 (per model, reference rows last) and Table 3 (per system),
+writes DIR/submissions/<system>/ and exports the detector of `config.system` to DIR/detector/. A re-run reuses
+what is done; a workdir made with another model config or on changed clips is refused. The package docstring
+of `asd_jax.pipeline` lists every file the workdir holds.
+"""
 
 from __future__ import annotations
 

@@ -42,17 +42,18 @@ NORMALIZATIONS = ("loo", "none")
 _FORMAT_VERSION = 2
 
 # The floor on the standard deviation that normalises a section's distances (a project choice; the report
-# states no floor). Normalised scores are (d - mean) / std, so a change of d moves a score by change / std. The
-# distances d = 1 - <u, v> come from float32 embeddings: rounding each component of the unit vectors u, v to
-# float32 moves each by at most eps32 / 2 in norm (eps32 = 2^-23), hence d by up to eps32, and the same network
-# on other hardware or batch shapes gives embeddings that agree to ~1e-6 relative (the fixture parity of BEATs
-# and EAT is 2e-6), about 10 eps32 per vector, so d by ~20 eps32 = 2.4e-6. A model whose training clips embed
-# almost alike (a tiny random network: one demo model's leave-one-out std was 3.4e-6) would turn exactly that
-# rounding noise into whole units of score. With std >= 2^13 eps32 = 2^-10 (9.8e-4) such a change moves a
-# score by at most 20 / 2^13 = 0.0025; real fine-tuned models have leave-one-out stds of the cosine distance far
-# above the floor, so it changes nothing for them (and an affine map per section changes no AUC or pAUC).
+# states no floor). Normalised scores are (d - mean) / std, so a change of a distance d moves a score by that
+# change / std. The distances d = 1 - <u, v> come from float32 embeddings, and float32 resolves a cosine distance
+# to about eps32 = 2^-23 = 1.2e-7: rounding each component of the unit vectors u, v to float32 moves each by at
+# most eps32 / 2 in norm, hence d by up to eps32 (and a float32 1 - <u, v> is itself quantised in steps of
+# eps32 / 2). A model whose training clips embed almost alike (a tiny random network: one demo model's
+# leave-one-out std was 3.4e-6, 28 eps32) would turn that rounding into large score changes. STD_FLOOR =
+# 2^10 eps32 = 2^-13 (1.2e-4) keeps a change of one eps32 in a distance below 1/1024 of a normalised unit, and
+# the ~20 eps32 by which the same network's embeddings differ across hardware (the fixture parity of BEATs and
+# EAT is 2e-6 relative) below 0.02. The non-learned log-mel reference, the least spread model of the demo, has
+# stds of 1.3e-3 and more, ten times the floor; a section's affine normalisation changes none of its AUCs.
 EPS32 = float(np.finfo(np.float32).eps)
-STD_FLOOR = 2.0**13 * EPS32
+STD_FLOOR = 2.0**10 * EPS32
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -19,10 +19,10 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
-from asd_jax.training import checkpoints as ckpt_lib
-from asd_jax.training import train_log
 from asd_jax.runtime import prefetch as prefetch_lib
 from asd_jax.runtime import sharding as shd
+from asd_jax.training import checkpoints as ckpt_lib
+from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 
 

@@ -86,7 +86,8 @@ def test_bank_modes_match_sklearn():
   is_t = np.array([recs[i].domain == "target" for i in tr])
   d_src = NearestNeighbors(n_neighbors=1, metric="cosine").fit(train_x[tr[~is_t]]).kneighbors(test_x[te])[0][:, 0]
   d_tgt = NearestNeighbors(n_neighbors=1, metric="cosine").fit(train_x[tr[is_t]]).kneighbors(test_x[te])[0][:, 0]
-  raw = lambda bank: scorer_lib.score(scorer_lib.fit(emb, recs, {"smote": False, "bank": bank}), test_emb, test_recs).raw[te]
+  raw = lambda bank: scorer_lib.score(scorer_lib.fit(emb, recs, {"smote": False, "bank": bank}), test_emb,  # noqa: E731
+                                      test_recs).raw[te]
   np.testing.assert_allclose(raw("target_only"), d_tgt, atol=1e-5)
   np.testing.assert_allclose(raw("domain_min"), np.minimum(d_src, d_tgt), atol=1e-5)
   np.testing.assert_allclose(raw("joint"), np.minimum(d_src, d_tgt), atol=1e-5)  # k=1: same thing

@@ -7,9 +7,9 @@ import pytest
 
 from asd_jax.models import networks
 
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import experiment
 from asd_jax.training import lora
-from asd_jax.runtime import sharding as shd
 from asd_jax.training import train_step as ts
 from configs import demo
 

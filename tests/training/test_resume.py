@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from asd_jax.models import classifier
-from asd_jax.training import checkpoints
-from asd_jax.training import lora
-from asd_jax.training import loop
-from asd_jax.training import train_log
-from asd_jax.training import optimizer
 from asd_jax.runtime import sharding as shd
+from asd_jax.training import checkpoints
+from asd_jax.training import loop
+from asd_jax.training import lora
+from asd_jax.training import optimizer
+from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 from configs import common
 

@@ -1,4 +1,4 @@
-"""`train.train` killed mid-epoch and resumed by a fresh call equals an uninterrupted run, through the real path:
+"""`fine_tune.train` killed mid-epoch and resumed by a fresh call equals an uninterrupted run, through the real path:
 synthetic wavs, the Grain iterator (its state saved in and restored from the Orbax checkpoint), the config,
 checkpoints and metadata. A resume (or an embedding) with other settings than the checkpoint's is refused,
 naming each field.
@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from asd_jax.training import fine_tune
-from asd_jax.training import restore
 from asd_jax.data import synth
 from asd_jax.models import registry
+from asd_jax.training import fine_tune
 from asd_jax.training import lora
+from asd_jax.training import restore
 from asd_jax.training import train_log
 from configs import demo
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from asd_jax.models import classifier
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import lora
 from asd_jax.training import optimizer
-from asd_jax.runtime import sharding as shd
 from asd_jax.training import train_step as ts
 from configs import common
 
