@@ -416,6 +416,28 @@ def test_a_crashed_export_leaves_the_old_detector_and_a_rerun_succeeds(first_run
   assert detector_lib.Detector(str(target)).system == "system1"
 
 
+def test_a_reference_row_exports_and_scores_like_the_pipeline_when_a_system_uses_it(first_run, tmp_path):
+  # No system fuses the log-mel row by default; a config may. Its network has no parameters at all.
+  config, workdir, result = first_run
+  weights = {"log_mel": 1.0}
+  scorers = {k: m.scorer for k, m in result.models.items()}
+  thresholds = pipeline.stages.fused_lib.fit_thresholds(weights, scorers)
+  specs = [m.spec for m in result.models.values()]
+  model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in specs if s.embedded}
+  models = pipeline.stages.exported_models(specs, model_dirs, result.models, {"log_mel"})
+  out = detector_lib.export(str(tmp_path / "detector"), system="log-mel", weights=weights, models=models,
+                            thresholds=thresholds, root=config.data.root, threshold_method="gamma",
+                            threshold_quantile=0.9)
+  records = result.test_records
+  detections = detector_lib.Detector(out).score([r.path for r in records], [r.machine for r in records],
+                                                [r.section for r in records])
+  dim = result.models["log_mel"].scorer.sections[("fan", "00")].bank.shape[1]
+  std = result.models["log_mel"].scorer.sections[("fan", "00")].std
+  gamma = dim * U64 / (1 - dim * U64)
+  for d, score in zip(detections, result.models["log_mel"].scores.scores.normalized):
+    assert abs(d.score - score) <= 2 * gamma / std + 4 * U64 * abs(score)
+
+
 @pytest.mark.slow
 def test_demo_pipeline_runs_all_models_and_exports_dual_branch(tmp_path):
   root = tmp_path / "data"

@@ -77,9 +77,8 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
 
 def score_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str],
                  records: Sequence[records_lib.ClipRecord], scores_dir: str, log: Progress, *,
-                 labelled: bool) -> tuple[dict[str, results_lib.ModelResult], dict[str, np.ndarray]]:
-  """Fits each model's scorer on the memory-bank clips of `records`, scores and evaluates the test clips;
-  returns the results and each model's test vectors (what its scorer saw)."""
+                 labelled: bool) -> dict[str, results_lib.ModelResult]:
+  """Fits each model's scorer on the memory-bank clips of `records`, scores and evaluates the test clips."""
   bank_idx = [i for i, r in enumerate(records) if records_lib.is_bank_clip(r)]
   test_idx = [i for i, r in enumerate(records) if records_lib.is_test_clip(r)]
   bank_records, test_records = [records[i] for i in bank_idx], [records[i] for i in test_idx]
@@ -103,7 +102,7 @@ def score_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str
                     paths=np.array([r.path for r in test_records]))
     evaluation = official.evaluate_records(test_records, scores.normalized, scores.decisions) if labelled else None
     models[spec.key] = results_lib.ModelResult(spec, scorers[spec.key], model_scores[spec.key], evaluation)
-  return models, vectors
+  return models
 
 
 def _save_fused(path: str, fused: fused_lib.FusedScores, test_records: Sequence[records_lib.ClipRecord]) -> None:
@@ -214,7 +213,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
 
   model_dirs, actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
   scores_dir = os.path.join(workdir, "scores")
-  models, _ = score_models(specs, model_dirs, records, scores_dir, log, labelled=labelled)
+  models = score_models(specs, model_dirs, records, scores_dir, log, labelled=labelled)
   results = fuse_systems(config, system_list, models, test_records, scores_dir, log, labelled=labelled)
   for name, r in results.items():
     if r.fused is not None:
