@@ -1,4 +1,5 @@
-r"""Scores new recordings with a trained system (a detector folder written by the pipeline).
+r"""Scores new recordings with a trained system: the detector folder the pipeline exports (the program; the
+work is `asd_jax.detector.Detector`).
 
   python -m asd_jax.detect --system WORKDIR/detector clip.wav [more.wav | folder ...] \
       [--machine=fan] [--section=00] [--output=scores.csv]
@@ -104,16 +105,16 @@ def format_detections(detections) -> str:
 
 def detect(system_dir: str, inputs: Sequence[str], *, machine: str = "", section: str = ""):
   """Loads the detector in `system_dir` and scores the wav files (or folders) `inputs`; returns Detections."""
-  from asd_jax import detector_export  # JAX is imported only once the arguments are known to be usable.
+  from asd_jax import detector as detector_lib  # JAX is imported only once the arguments are known to be usable.
 
   paths, problems = expand_inputs(inputs)
   if problems:
     raise InputError(problems)
   if not paths:
     raise InputError(["no input files given"])
-  system = detector_export.Detector(system_dir)
-  machines, sections = check_inputs(system, paths, machine, section)
-  return system.score(paths, machines, sections)
+  detector = detector_lib.Detector(system_dir)
+  machines, sections = check_inputs(detector, paths, machine, section)
+  return detector.score(paths, machines, sections)
 
 
 def define_flags() -> None:

@@ -2,7 +2,7 @@
 
 Synthetic DCASE-layout wav files (`asd_jax.data.synth.generate`, 10 s, 16 kHz) are read by the ordered
 Grain inference pipeline, decoded, cropped, batched, padded, put on the device, turned into fbanks and
-encoded, as `python -m asd_jax.embed` does (`embed.embed_batches`, forward compiled ahead and reused).
+encoded, as `python -m asd_jax.embed` does (`embedding.extract.embed_batches`, forward compiled ahead and reused).
 Rows: decoding alone, the compiled forward alone on in-memory batches (with the default
 `config.embed.microbatch`, one clip at a time on CPU, and with the whole batch at once), and end to end with
 and without the background prefetch (`config.data.prefetch`). Float32, random weights. `quick=True` uses the tiny model.
@@ -23,13 +23,14 @@ MACHINE = "fan"
 
 
 def run(quick: bool = False) -> str:
-  from asd_jax import embed
+  from asd_jax.data import datasets
   from asd_jax.data import layout
-  from asd_jax.data import pipeline
   from asd_jax.data import synth
+  from asd_jax.embedding import extract
+  from asd_jax.models import networks
+  from asd_jax.runtime import microbatch
+  from asd_jax.runtime import sharding as shd
   from asd_jax.training import experiment
-  from asd_jax.training import microbatch
-  from asd_jax.training import sharding as shd
   from configs import common as base
 
   num_clips, batch_size, repeats = (6, 2, 2) if quick else (8, 4, 3)
@@ -42,19 +43,19 @@ def run(quick: bool = False) -> str:
     config.model.encoder, config.model.preset = "beats", "tiny" if quick else "base"
     config.model.dtype = "float32"
     config.data.clip_seconds = seconds
-    wav_config = pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=seconds)
-    batches = lambda: iter(pipeline.inference_dataset(clips, None, batch_size=batch_size,  # noqa: E731
+    wav_config = datasets.WavConfig(sample_rate=config.data.sample_rate, duration_s=seconds)
+    batches = lambda: iter(datasets.inference_dataset(clips, None, batch_size=batch_size,  # noqa: E731
                                                       config=wav_config))
 
-    system = experiment.build_system(config, num_classes=1)
+    network = networks.build_network(config, num_classes=1)
     mesh = shd.data_mesh(jax.devices()[:1])
-    params = shd.replicate(experiment.init_trainable(config, system, jax.random.key(0))[0]["model"], mesh)
+    params = shd.replicate(experiment.init_trainable(config, network, jax.random.key(0))[0]["model"], mesh)
     slices = microbatch.resolve(config.embed.microbatch)
-    wav = shd.put_batch({"wav": np.zeros((batch_size, experiment.clip_samples(config)), np.float32)}, mesh)["wav"]
+    wav = shd.put_batch({"wav": np.zeros((batch_size, networks.clip_samples(config)), np.float32)}, mesh)["wav"]
     start = time.perf_counter()
-    compiled = embed.make_forward(system.outputs, mesh, True, slices).lower(params, wav).compile()
+    compiled = extract.make_forward(network.outputs, mesh, True, slices).lower(params, wav).compile()
     compile_s = time.perf_counter() - start
-    whole_batch = embed.make_forward(system.outputs, mesh, True, 0).lower(params, wav).compile()
+    whole_batch = extract.make_forward(network.outputs, mesh, True, 0).lower(params, wav).compile()
 
     def decode_only():
       for _ in batches():
@@ -67,7 +68,7 @@ def run(quick: bool = False) -> str:
       return run_batches
 
     def end_to_end(prefetch):
-      return lambda: embed.embed_batches(compiled, params, batches(), batch_size=batch_size, mesh=mesh,
+      return lambda: extract.embed_batches(compiled, params, batches(), batch_size=batch_size, mesh=mesh,
                                          num_clips=num_clips, progress=False, prefetch=prefetch)
 
     timed = common.time_interleaved({  # in turns, so that load changes hit every stage alike
@@ -80,7 +81,7 @@ def run(quick: bool = False) -> str:
   rows = [[name, median, spread, num_clips / median, reference / median if name.startswith("end") else "-"]
           for name, (median, spread) in timed.items()]
   header = ["stage", "median s", "spread s", "clips/s", "end to end: speed-up vs no prefetch"]
-  arch = system.architecture
+  arch = network.architecture
   return "\n".join([
       "## Embedding extraction from wav files (end to end)", "",
       common.machine_description(), "",

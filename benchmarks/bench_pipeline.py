@@ -13,11 +13,10 @@ import tempfile
 
 import numpy as np
 
-from asd_jax import evaluate
-from asd_jax import systems
 from asd_jax.data import records as records_lib
-from asd_jax.evaluation import files
-from asd_jax.scoring import detector, fusion
+from asd_jax.evaluation import files, official
+from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion, scorer as scorer_lib
 from benchmarks import common
 
 MACHINES = ("ToyCar", "ToyTrain", "bearing", "fan", "gearbox", "slider", "valve")
@@ -44,8 +43,8 @@ def run(quick: bool = False) -> str:
   rows = []
 
   def score_model(x):
-    scorer = detector.fit(x[:len(train)], train)
-    return scorer, detector.score(scorer, x[len(train):], test)
+    scorer = scorer_lib.fit(x[:len(train)], train)
+    return scorer, scorer_lib.score(scorer, x[len(train):], test)
 
   last = rng.normal(size=(len(train) + len(test), dim)).astype(np.float32)
   t, s = common.time_call(lambda: score_model(last), repeats=1 if not quick else 2, warmup=0)
@@ -56,19 +55,25 @@ def run(quick: bool = False) -> str:
   del multi
 
   keys = ["m0", "m1", "m2", "m3", "m4", "m5"]
-  scorers, normalized = {}, {}
+  scorers, vectors = {}, {}
   for k in keys:
-    scorers[k], sc = score_model(rng.normal(size=last.shape).astype(np.float32))
-    normalized[k] = sc.normalized
-  system = systems.SystemSpec("s", dict(zip(keys, (0.1, 0.2, 0.1, 0.2, 0.3, 0.1))))
-  t, s = common.time_call(lambda: systems.fuse_system(system, scorers, normalized, test), repeats=3)
-  rows.append(["fuse one system (scores, thresholds, decisions)", t, s])
-  objective = evaluate.official_score_objective(test)
+    x = rng.normal(size=last.shape).astype(np.float32)
+    scorers[k], vectors[k] = scorer_lib.fit(x[:len(train)], train), x[len(train):]
+  models = fused_lib.score_models(scorers, vectors, test)
+  normalized = {k: models[k].scores.normalized for k in keys}
+  weights = dict(zip(keys, (0.1, 0.2, 0.1, 0.2, 0.3, 0.1)))
+
+  def fuse():
+    return fused_lib.score_system(weights, scorers, models, test, fused_lib.fit_thresholds(weights, scorers))
+
+  t, s = common.time_call(fuse, repeats=3)
+  rows.append(["fuse one system (scores, thresholds, decisions, nearest clips)", t, s])
+  objective = official.official_score_objective(test)
   grid = fusion.simplex_grid(len(keys), step)
   t, s = common.time_call(lambda: fusion.grid_search([normalized[k] for k in keys], objective, weights=grid),
                           repeats=1, warmup=0)
   rows.append([f"grid search, {len(grid)} weight vectors (step {step})", t, s])
-  fused = systems.fuse_system(system, scorers, normalized, test)
+  fused = fuse()
   with tempfile.TemporaryDirectory() as out:
     t, s = common.time_call(lambda: files.write_submission(out, test, fused.scores, fused.decisions), repeats=3)
   rows.append(["write one submission folder", t, s])

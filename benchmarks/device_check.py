@@ -5,7 +5,7 @@ r"""Accelerator check: full-size throughput, train-step memory and model FLOP ut
 
 Measures, in this order, each step only if the time budget allows (results are written after each one):
 1. BEATs embedding extraction, wav -> fbank -> full-size BEATs (all layers pooled), bfloat16, fused
-   attention: the batch size is autotuned (`asd_jax.training.autotune`), then the reference attention at
+   attention: the batch size is autotuned (`asd_jax.runtime.autotune`), then the reference attention at
    the same batch for comparison.
 2. EAT-large forward (the same extraction path), bfloat16, fused attention.
 3. LBEATs and FEAT training steps (configs/lbeats.py, configs/feat.py with their default LoRA / full
@@ -154,16 +154,17 @@ def _config(name: str, smoke: bool):
 
 def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, repeats: int,
                      candidates: list[int]) -> None:
-  from asd_jax import embed
-  from asd_jax.training import autotune
+  from asd_jax.embedding import extract
+  from asd_jax.models import networks
+  from asd_jax.runtime import autotune
+  from asd_jax.runtime import sharding as shd
   from asd_jax.training import experiment
-  from asd_jax.training import sharding as shd
 
   mesh = shd.data_mesh()
   config = _config("fbeats", smoke)
   config.model.encoder, config.model.preset = encoder, "tiny" if smoke else preset
-  samples = experiment.clip_samples(config)
-  arch = experiment.architecture(config.model)[0]
+  samples = networks.clip_samples(config)
+  arch = networks.architecture(config.model)[0]
   depth, width = (arch.encoder_layers, arch.encoder_embed_dim) if encoder == "beats" else (arch.depth, arch.embed_dim)
   label = f"{encoder.upper() if encoder == 'eat' else 'BEATs'} {config.model.preset} ({depth} x {width})"
   best = None
@@ -172,9 +173,9 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
     if not check.has_time(what):
       return
     config.model.attention = attention
-    system = experiment.build_system(config, num_classes=1)
-    params = shd.replicate(jax.jit(lambda r, s=system: s.init(r)[0])(jax.random.key(0)), mesh)
-    forward = embed.make_forward(system.outputs, mesh, all_layers=True)
+    network = networks.build_network(config, num_classes=1)
+    params = shd.replicate(jax.jit(lambda r, s=network: s.init(r)[0])(jax.random.key(0)), mesh)
+    forward = extract.make_forward(network.outputs, mesh, all_layers=True)
     if best is None:
       best, tried = autotune.pick_batch_size(autotune.forward_throughput(forward, params, samples, mesh),
                                              [c * mesh.devices.size for c in candidates])
@@ -191,8 +192,8 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
 
 
 def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, remat: bool = False) -> None:
+  from asd_jax.runtime import sharding as shd
   from asd_jax.training import experiment
-  from asd_jax.training import sharding as shd
   from asd_jax.training import train_step as ts
 
   config = _config(name, smoke)
@@ -203,10 +204,10 @@ def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, rema
     return
   mesh = shd.data_mesh()
   batch = config.train.batch_size
-  system = experiment.build_system(config, num_classes=16)
-  run = experiment.create_run(config, system, jax.random.key(0), total_steps=1000)
+  network = networks.build_network(config, num_classes=16)
+  run = experiment.create_run(config, network, jax.random.key(0), total_steps=1000)
   step = ts.jit_train_step(run.train_step(), mesh, donate=True)
-  wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, experiment.clip_samples(config))).astype(np.float32)
+  wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, networks.clip_samples(config))).astype(np.float32)
   data = shd.put_batch({"wav": wav, "label": np.arange(batch, dtype=np.int32) % 16}, mesh)
   state = shd.replicate(run.state, mesh)
   rng = shd.replicate(jax.random.key(1), mesh)

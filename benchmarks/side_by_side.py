@@ -105,7 +105,7 @@ def compare_beats(upstream_dir: str, *, batches: list[int], repeats: int, second
 
   from asd_jax.audio import fbank as fb
   from asd_jax.models import beats
-  from asd_jax.training import microbatch
+  from asd_jax.runtime import microbatch
 
   upstream = import_upstream_beats(upstream_dir)
   config = dataclasses.replace(beats.BEATS_ITER3_PLUS, encoder_layers=layers)
@@ -180,7 +180,7 @@ def compare_eat(upstream_dir: str, *, size: str, batches: list[int], repeats: in
 
   from asd_jax.audio import fbank as fb
   from asd_jax.models import eat
-  from asd_jax.training import microbatch
+  from asd_jax.runtime import microbatch
 
   upstream = upstream_eat.import_upstream_eat(upstream_dir)
   config = getattr(eat, EAT_SIZES[size])

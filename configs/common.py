@@ -1,12 +1,27 @@
-"""Defaults shared by every fine-tuning config; the system configs import this and change a few fields.
+"""Defaults shared by every fine-tuning config; the model configs import this and change a few fields.
 
-Choices not fixed by the report, and why:
+Where each value comes from. From the DCASE 2025 BEATs+EAT report: fine-tuning as machine-attribute
+classification with an ArcFace head and AdamW, 40 epochs, the learning rates of each model (set in fbeats.py,
+feat.py, lbeats.py, leat.py, dual_branch.py), LoRA rank 64 on the q, v and out projections with the head
+trained. This project's own choices (the report does not give them), and why:
 - Schedule: 5 % linear warm-up then cosine decay to 0 (standard for fine-tuning pretrained transformers;
   warm-up keeps the first AdamW steps from wrecking pretrained features while the head is still random).
-- Weight decay 0.01 on matrices only, clipping at global norm 1.0: common, harmless fine-tuning defaults.
-- ArcFace s=30, m=0.2: the values of the DCASE 2025 BEATs+EAT system (see asd_jax.models.arcface).
-- LoRA alpha = rank (scale 1): the update starts at the size AdamW makes it, and changing the rank
-  does not change the effective learning rate of the factors.
+- Weight decay 0.01 on matrices only, clipping at global norm 1.0, batch 32, dropout 0.1 on the pooled
+  embedding: common, harmless fine-tuning defaults.
+- ArcFace s=30, m=0.2: not in the report (see asd_jax.models.arcface for the reasoning).
+- LoRA alpha = rank (scale alpha / r = 1): the update starts at the size AdamW makes it, and changing the
+  rank does not change the effective learning rate of the factors. loralib's default (alpha = 1, scale 1/r)
+  would shrink the update 64-fold at r=64; set `lora.alpha` to try it.
+- Pooling: the mean of the frame tokens for both encoders (`model.pool=""`, the registry default), so that
+  BEATs (which has no CLS token) and EAT pool alike and multi-layer fusion pools every layer the same way.
+  EAT's own utterance embedding is its CLS token: `--config.model.pool=cls` uses it.
+
+`lora.extra_trainable` (regex over model parameter paths, default none): parameters trained besides LoRA's
+factors and the head, through the same optax partition. The report's Table 1 lists LEAT with 62.91 M
+trainable parameters, which LoRA r=64 on q, v, out plus the head cannot give (about 9.5 M on EAT-large:
+`python -m asd_jax.train --config=configs/leat.py --workdir=/tmp/x --dry_run` prints the exact count); the
+report does not say what else was trained. This field lets a user try candidates, e.g. `"norm"` (every
+LayerNorm), `"mlp"` (the feed-forward blocks) or `"blocks_(2[0-3])/"` (the last four EAT-large blocks).
 
 The returned config is locked: setting a field that does not exist (a typo in a derived config or on the
 command line) fails with ml_collections' "did you mean" message. A derived config that needs new fields
@@ -15,6 +30,7 @@ adds them under `with c.unlocked():` (see configs/dual_branch.py).
 
 import ml_collections
 
+from asd_jax.models import arcface
 from asd_jax.training import lora
 
 
@@ -25,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.root = ""  # DCASE dataset root (dev and/or eval layout); see asd_jax.data.
   c.data.sample_rate = 16000
-  c.data.clip_seconds = 10.0  # clips are cropped/padded to this length
+  c.data.clip_seconds = 10.0  # clips are cropped/padded to this length (DCASE clips are 10 s)
   c.data.strict = False  # a wav at another sample rate: error (True) or resampled to sample_rate (False)
   c.data.num_workers = 0  # Grain worker processes
   c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
@@ -35,39 +51,40 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.preset = "base"  # architecture when no init_checkpoint is given
   c.model.init_checkpoint = ""  # converted (or released) encoder checkpoint; architecture comes from it
   c.model.dtype = "auto"  # compute dtype: bfloat16 on GPU/TPU, float32 on CPU; params stay float32
-  c.model.dropout_rate = 0.1  # on the pooled embedding, before the ArcFace head
+  c.model.dropout_rate = 0.1  # project: on the pooled embedding, before the ArcFace head
   c.model.never_trained = ""  # regex of parameter paths that are fixed buffers, never updated
-  c.model.pool = ""  # token pooling: "mean" or "cls"; "" = the encoder's default (mean)
+  c.model.pool = ""  # project: token pooling "mean" or "cls"; "" = the encoder's default (mean; see above)
   # Fast paths (same maths; effects measured in BENCHMARKS.md):
   c.model.attention = "auto"  # "fused" (jax.nn.dot_product_attention), "reference"; "auto" = fused on GPU only
   c.model.remat = False  # recompute each transformer block in the backward pass: less memory, slower step
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.scale = 30.0
-  c.loss.margin = 0.2
+  c.loss.scale = arcface.DEFAULT_SCALE  # project: 30 (the report gives no ArcFace scale)
+  c.loss.margin = arcface.DEFAULT_MARGIN  # project: 0.2 (the report gives no ArcFace margin)
 
   c.lora = ml_collections.ConfigDict()
   c.lora.enabled = False
-  c.lora.rank = 64
-  c.lora.alpha = 64.0
-  c.lora.targets = lora.DEFAULT_TARGETS  # regex over parameter paths: q, v, out projections
+  c.lora.rank = 64  # report: r=64
+  c.lora.alpha = 64.0  # project: alpha = rank, scale 1 (see above)
+  c.lora.targets = lora.DEFAULT_TARGETS  # report: regex over parameter paths: q, v, out projections
+  c.lora.extra_trainable = ""  # regex of further trained parameters with LoRA (see above); "" = none
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adamw"
-  c.optim.learning_rate = 1e-4
+  c.optim.name = "adamw"  # report: AdamW
+  c.optim.learning_rate = 1e-4  # report: per model (FBEATs 1e-4; see the model configs)
   c.optim.warmup_steps = 0  # 0: use warmup_fraction
-  c.optim.warmup_fraction = 0.05
-  c.optim.schedule = "cosine"  # "cosine", "linear" or "constant" after warm-up
+  c.optim.warmup_fraction = 0.05  # project
+  c.optim.schedule = "cosine"  # project: "cosine", "linear" or "constant" after warm-up
   c.optim.end_lr_fraction = 0.0
-  c.optim.weight_decay = 0.01
-  c.optim.grad_clip_norm = 1.0
-  c.optim.b1 = 0.9
+  c.optim.weight_decay = 0.01  # project
+  c.optim.grad_clip_norm = 1.0  # project
+  c.optim.b1 = 0.9  # AdamW defaults
   c.optim.b2 = 0.999
   c.optim.eps = 1e-8
 
   c.train = ml_collections.ConfigDict()
-  c.train.epochs = 40
-  c.train.batch_size = 32  # global batch, split over all devices
+  c.train.epochs = 40  # report: 40 epochs
+  c.train.batch_size = 32  # project: global batch, split over all devices
   c.train.log_every = 10
   c.train.checkpoint_every = 500  # steps; a checkpoint is also written at the end
   c.train.keep_checkpoints = 3

@@ -10,8 +10,10 @@ the source clips, and every model's AUC (target) falls below chance.)
 Every model is the report's recipe (configs/{fbeats,lbeats,feat,leat,dual_branch}.py; Dual-Branch as in
 configs/demo_dual.py) with tiny randomly initialised encoders (2 layers, width 64; no pretrained weights),
 2 s clips and a few epochs; "Fusion" joins LBEATs' and LEAT's final embeddings as in the full system. The
-tables show the pipeline working end to end; they say little about the real system, whose strength comes
-from the pretrained encoders.
+reference rows are the same tiny encoders at random init, untrained ("BEATs (frozen)", "EAT (frozen)": without
+converted weights they show what a few epochs of fine-tuning add to a random network) and the non-learned
+log-mel statistics. The tables show the pipeline working end to end; they say little about the real system,
+whose strength comes from the pretrained encoders.
 """
 
 from configs import demo_dual, pipeline_base
@@ -36,6 +38,14 @@ def shrink(c, *, epochs: int, learning_rate: float):
   return c
 
 
+def shrink_frozen(c):
+  """A reference model's config cut down for the demo: 2 s clips, float32."""
+  c.data.clip_seconds = 2.0
+  c.model.dtype = "float32"
+  c.embed.batch_size = 16
+  return c
+
+
 def get_config():
   c = pipeline_base.get_config("system1")
   c.data.root = "work/synth_dcase"
@@ -46,5 +56,11 @@ def get_config():
     shrink(t, epochs=5, learning_rate=lr)
   dual = demo_dual.get_config()  # tiny BEATs + tiny EAT, 4 sub-clusters
   c.models.dual_branch.train = shrink(dual, epochs=3, learning_rate=dual.optim.learning_rate)
+  for key in ("frozen_beats", "frozen_eat"):  # no converted weights here: the tiny encoders at random init
+    f = c.models[key].frozen
+    f.model.preset = "tiny"
+    f.model.init_checkpoint = ""
+    shrink_frozen(f)
+  shrink_frozen(c.models.log_mel.frozen)
   c.grid_step = 0.25  # 126 weight vectors for six models
   return c

@@ -1,10 +1,10 @@
-"""Dual-Branch: BEATs + EAT side by side, LoRA r=64 on q, v, out in both encoders, featex + SCAdaCos loss.
+"""Dual-Branch: BEATs + EAT-large side by side, LoRA r=64 on q, v, out in both encoders, featex + SCAdaCos loss.
 
 AdamW lr 2e-4, 40 epochs; schedule, weight decay and clipping are common.py's (the report fixes only the rate
 and the epochs). Pass both converted checkpoints:
 
   python -m asd_jax.train --config=configs/dual_branch.py --workdir=DIR \\
-      --config.model.beats_checkpoint=/abs/path/beats_iter3_plus --config.model.eat_checkpoint=/abs/path/eat_base
+      --config.model.beats_checkpoint=/abs/path/beats_iter3_plus --config.model.eat_checkpoint=/abs/path/eat_large
 
 The fields of common.py that only a single encoder has (`model.preset`, `model.init_checkpoint`, `model.pool`,
 `model.dropout_rate`, ArcFace's `loss.scale`/`loss.margin`) are removed, so setting one is an error. Each
@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.beats_preset = "base"  # BEATs iter3+ layout
     c.model.beats_checkpoint = ""  # converted (or released .pt) BEATs; sets the architecture
     c.model.beats_pool = "mean"
-    c.model.eat_preset = "base"
+    c.model.eat_preset = "large"  # report: EAT-large (EAT-base works too)
     c.model.eat_checkpoint = ""  # converted (or released) EAT; sets the architecture
     c.model.eat_pool = "mean"
     c.model.never_trained = r"^encoder/eat/positions$"  # EAT's fixed sin-cos table (matters without LoRA only)

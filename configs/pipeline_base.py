@@ -1,4 +1,5 @@
-"""The report's full pipeline: six models (FBEATs, LBEATs, FEAT, LEAT, Dual-Branch, Fusion), four systems.
+"""The report's full pipeline: six models (FBEATs, LBEATs, FEAT, LEAT, Dual-Branch, Fusion), four systems, and
+reference rows (frozen BEATs, frozen EAT, log-mel statistics) that show what fine-tuning adds.
 
 `configs/system{1,2,3,4}.py` are this config with `system` set: the pipeline evaluates all four fixed-weight
 systems (and a grid-searched one, reported apart) in every run; `system` only picks the one exported as the
@@ -6,31 +7,55 @@ detector. The models are the fine-tuning configs of `configs/{fbeats,lbeats,feat
 unchanged, plus "Fusion", the concatenation of LBEATs' and LEAT's final embeddings. Set the dataset and the
 converted pretrained encoders on the command line:
 
-  python -m asd_jax.pipeline --config=configs/system2.py --workdir=work/system \
-      --config.data.root=/data/dcase2025t2/dev_data/raw \
-      --config.init.beats=/abs/beats_iter3_plus --config.init.eat=/abs/eat_base
+  python -m asd_jax.pipeline --config=configs/system2.py --workdir=work/system \\
+      --config.data.root=/data/dcase2025t2/dev_data/raw \\
+      --config.init.beats=/abs/beats_iter3_plus --config.init.eat=/abs/eat_large
 
-Per model, `--config.models.<key>.layers=all` scores the concatenation of all layers' pooled outputs
-(multi-layer fusion) instead of the final embedding; `--config.model_keys=fbeats,lbeats` runs a subset
-(systems that need the others are reduced and say so).
+What each model's scorer sees (report section 2.4): FBEATs, LBEATs, FEAT and LEAT the concatenation of every
+transformer layer's pooled output (`layers="all"`, multi-layer fusion); Dual-Branch its fused branch features
+(`layers="last"`: the concatenated final BEATs and EAT embeddings the featex head was trained on); Fusion the
+final features of LBEATs and LEAT. `--config.models.<key>.layers=last` scores the final layer instead;
+`--config.model_keys=fbeats,lbeats` runs a subset (systems that need the others are reduced and say so).
+
+Reference rows (Table 1 only; no system fuses them unless `system_models` and `systems` name them):
+  frozen_beats  "BEATs (frozen)"   the pretrained encoder as converted (`init.beats`), no training, all layers
+  frozen_eat    "EAT (frozen)"     the same for EAT (`init.eat`)
+  log_mel       "log-mel mean/std (not learned)"  each clip's log-mel fbank mean and std over time
+Each is scored by the same SMOTE + cosine 1-NN path as the fine-tuned models.
 """
 
 import ml_collections
 
-from asd_jax.scoring import detector
-from configs import dual_branch, fbeats, feat, lbeats, leat, systems
+from asd_jax.models import networks
+from asd_jax.scoring import scorer as scorer_lib
+from configs import common, dual_branch, fbeats, feat, lbeats, leat, systems
 
 MODEL_KEYS = ("fbeats", "lbeats", "feat", "leat", "dual_branch", "fusion")
 # Table/system names (configs/systems.py MODELS) of the keys above.
 NAMES = dict(zip(MODEL_KEYS, systems.MODELS))
 TRAIN_CONFIGS = {"fbeats": fbeats, "lbeats": lbeats, "feat": feat, "leat": leat, "dual_branch": dual_branch}
+# Report section 2.4: multi-layer fusion for the four single-encoder models; Dual-Branch's fused features.
+LAYERS = {"fbeats": "all", "lbeats": "all", "feat": "all", "leat": "all", "dual_branch": "last"}
+REFERENCE_KEYS = ("frozen_beats", "frozen_eat", "log_mel")
+NAMES.update({"frozen_beats": "BEATs (frozen)", "frozen_eat": "EAT (frozen)",
+              "log_mel": "log-mel mean/std (not learned)"})
 
 
-def model_entry(key: str, train_config=None, *, sources: str = "", layers: str = "last") -> ml_collections.ConfigDict:
-  """One `config.models.<key>` entry: a fine-tuned model (`train_config`) or a concatenation (`sources`)."""
+def model_entry(key: str, *, train=None, frozen=None, sources: str = "", layers: str = "last"
+                ) -> ml_collections.ConfigDict:
+  """One `config.models.<key>` entry: fine-tuned (`train`), embedded without training (`frozen`) or a
+  concatenation of other models (`sources`)."""
   entry = ml_collections.ConfigDict(dict(name=NAMES.get(key, key), layers=layers, sources=sources))
-  entry.train = train_config  # None for a concatenation model
+  entry.train = train  # None unless fine-tuned
+  entry.frozen = frozen  # None unless frozen
   return entry
+
+
+def log_mel_config() -> ml_collections.ConfigDict:
+  """The non-learned log-mel statistics: a network config without parameters (only data and embed are read)."""
+  c = common.get_config()
+  c.model.encoder = networks.LOG_MEL_STATS
+  return c
 
 
 def get_config(system: str = "system1") -> ml_collections.ConfigDict:
@@ -38,15 +63,18 @@ def get_config(system: str = "system1") -> ml_collections.ConfigDict:
   c.system = system  # the fixed-weight system exported as the detector
   c.data = ml_collections.ConfigDict(dict(root=""))
   c.init = ml_collections.ConfigDict(dict(beats="", eat=""))  # converted pretrained encoders, by encoder name
-  c.model_keys = ",".join(MODEL_KEYS)
+  c.model_keys = ",".join(MODEL_KEYS + REFERENCE_KEYS)
   c.models = ml_collections.ConfigDict()
   for key, module in TRAIN_CONFIGS.items():
-    c.models[key] = model_entry(key, module.get_config())
-  c.models.fusion = model_entry("fusion", sources="lbeats,leat")
-  c.scorer = detector.default_config()  # SMOTE (k=2) + cosine 1-NN, leave-one-out normalisation, gamma threshold
-  c.system_models = list(systems.MODELS)
+    c.models[key] = model_entry(key, train=module.get_config(), layers=LAYERS[key])
+  c.models.fusion = model_entry("fusion", sources="lbeats,leat")  # report: LBEATs' and LEAT's final features
+  c.models.frozen_beats = model_entry("frozen_beats", frozen=fbeats.get_config(), layers="all")
+  c.models.frozen_eat = model_entry("frozen_eat", frozen=feat.get_config(), layers="all")
+  c.models.log_mel = model_entry("log_mel", frozen=log_mel_config(), layers="all")
+  c.scorer = scorer_lib.default_config()  # SMOTE (k=2) + cosine 1-NN, leave-one-out normalisation, gamma threshold
+  c.system_models = list(systems.MODELS)  # the models the systems fuse; every other model is a reference row
   c.systems = ml_collections.ConfigDict({name: list(w) for name, w in systems.WEIGHTS.items()})
-  c.threshold_method = "gamma"  # fused systems' thresholds, fitted on their fused training scores
+  c.threshold_method = "gamma"  # project: fused systems' thresholds, fitted on their fused training scores
   c.threshold_quantile = 0.9
   c.grid_step = 0.1  # simplex grid of the searched system (3003 weight vectors for six models)
   c.export = True  # write the detector folder for `system`

@@ -16,7 +16,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from asd_jax import train
+from asd_jax.training import fine_tune
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
@@ -75,7 +75,7 @@ def test_config_loads_and_training_configs_dry_run(config_string, tmp_path):
   config.data.root = str(tmp_path / "absent")  # heads sized for one class; never a dataset lying around
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    assert train.train(config, str(tmp_path / "work"), dry_run=True) is None
+    assert fine_tune.train(config, str(tmp_path / "work"), dry_run=True) is None
   total = next(line for line in out.getvalue().splitlines() if line.startswith("total"))
   assert int(total.split()[-1].replace(",", "")) > 0  # something is trainable
   assert not (tmp_path / "work").exists()
@@ -100,3 +100,4 @@ def test_derived_configs_stay_locked_after_adding_fields():
   assert config.model.is_locked and config.loss.is_locked
   with pytest.raises(AttributeError, match="num_subcluster"):
     config.loss.num_subcluster = 4
+

@@ -14,9 +14,9 @@ import pytest
 import soundfile
 
 from asd_jax import detect
-from asd_jax import detector_export
+from asd_jax import detector as detector_lib
 from asd_jax.data import records
-from asd_jax.scoring import detector
+from asd_jax.scoring import scorer as scorer_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,15 +29,16 @@ def system_dir(tmp_path_factory):
   train = [records.ClipRecord(path=f"/data/{m}/train/section_{s}_source_train_normal_{i:04d}.wav", machine=m,
                               section=s, split="train", domain="source", label="normal")
            for m, s in (("fan", "00"), ("valve", "01")) for i in range(6)]
-  scorer = detector.fit(rng.normal(size=(len(train), 8)), train, {"smote": False})
+  scorer = scorer_lib.fit(rng.normal(size=(len(train), 8)), train, {"smote": False})
   out = root / "det"
   (out / "models" / "m").mkdir(parents=True)
   scorer.save(str(out / "models" / "m" / "scorer.npz"))
-  manifest = {"format": detector_export.FORMAT, "version": detector_export.VERSION, "system": "system1",
-              "models": [{"key": "m", "name": "M", "layers": "last", "sources": [], "weight": 1.0}],
-              "thresholds": {"fan/00": 1.0, "valve/01": 1.0}, "threshold_method": "gamma",
-              "threshold_quantile": 0.9, "machines": ["fan", "valve"]}
-  (out / detector_export.MANIFEST).write_text(json.dumps(manifest))
+  manifest = {"format": detector_lib.FORMAT, "version": detector_lib.VERSION, "system": "system1",
+              "models": [{"key": "m", "name": "M", "layers": "last", "sources": [], "all_layers": False,
+                          "num_classes": 1, "weight": 1.0}],
+              "weights": {"m": 1.0}, "thresholds": {"fan/00": 1.0, "valve/01": 1.0}, "threshold_method": "gamma",
+              "threshold_quantile": 0.9}
+  (out / detector_lib.MANIFEST).write_text(json.dumps(manifest))
   return out
 
 
@@ -48,7 +49,7 @@ def _wav(path: pathlib.Path, seconds: float = 0.5) -> pathlib.Path:
 
 
 def test_detector_lists_its_sections(system_dir):
-  det = detector_export.Detector(str(system_dir))
+  det = detector_lib.Detector(str(system_dir))
   assert det.sections == [("fan", "00"), ("valve", "01")]
   assert det.machines == ["fan", "valve"]
   with pytest.raises(ValueError, match=r"no machine type 'pump' section '00'.*fan section 00, valve section 01"):
@@ -56,16 +57,16 @@ def test_detector_lists_its_sections(system_dir):
 
 
 def test_not_a_detector_folder(tmp_path):
-  with pytest.raises(detector_export.DetectorError, match="not a detector folder"):
-    detector_export.Detector(str(tmp_path))
+  with pytest.raises(detector_lib.DetectorError, match="not a detector folder"):
+    detector_lib.Detector(str(tmp_path))
 
 
 def test_detector_of_another_format_version(system_dir, tmp_path):
-  manifest = json.loads((system_dir / detector_export.MANIFEST).read_text())
+  manifest = json.loads((system_dir / detector_lib.MANIFEST).read_text())
   manifest["version"] = 99
-  (tmp_path / detector_export.MANIFEST).write_text(json.dumps(manifest))
-  with pytest.raises(detector_export.DetectorError, match="version 99"):
-    detector_export.Detector(str(tmp_path))
+  (tmp_path / detector_lib.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(detector_lib.DetectorError, match="version 99"):
+    detector_lib.Detector(str(tmp_path))
 
 
 def test_machine_and_section_come_from_the_path_or_the_flags():
@@ -141,3 +142,11 @@ def test_cli_exits_with_a_message_not_a_traceback(system_dir, tmp_path):
   proc = subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--system={system_dir}"],
                         cwd=REPO_ROOT, capture_output=True, text=True, env=env)
   assert proc.returncode != 0 and "give one or more .wav files or folders" in proc.stderr
+
+
+def test_serving_a_detector_does_not_import_the_training_package():
+  code = ("import sys, asd_jax.detect, asd_jax.detector; "
+          "bad = [m for m in sys.modules if m.startswith(('asd_jax.training', 'asd_jax.pipeline'))]; "
+          "assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT,
+                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})

@@ -12,9 +12,8 @@ import pytest
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
-from asd_jax import evaluate
 from asd_jax.data.records import ClipRecord
-from asd_jax.evaluation import files, metrics
+from asd_jax.evaluation import files, metrics, official
 from asd_jax.scoring import fusion
 
 EPS = sys.float_info.epsilon
@@ -42,7 +41,7 @@ def test_hand_computed_section_metrics():
   recs = _hand_records()
   scores = np.array([s for _, _, s in HAND])
   decisions = (scores > 0.35).astype(int)
-  e = evaluate.evaluate_records(recs, scores, decisions)
+  e = official.evaluate_records(recs, scores, decisions)
   s = e.sections[0]
   assert s.auc_source == pytest.approx(HAND_AUC_S)
   assert s.auc_target == pytest.approx(HAND_AUC_T)
@@ -59,7 +58,7 @@ def test_hand_computed_section_metrics():
 
 def test_precision_with_no_positive_decision_uses_epsilon_floor():
   recs = _hand_records()
-  e = evaluate.evaluate_records(recs, np.arange(7.0), np.zeros(7, int))
+  e = official.evaluate_records(recs, np.arange(7.0), np.zeros(7, int))
   s = e.sections[0]
   assert s.precision_source == 0.0 and s.recall_source == 0.0 and s.f1_source == 0.0
 
@@ -67,7 +66,7 @@ def test_precision_with_no_positive_decision_uses_epsilon_floor():
 def test_zero_auc_is_clipped_to_epsilon_in_the_harmonic_mean():
   recs = _hand_records()
   labels = np.array([l == "anomaly" for _, l, _ in HAND], float)
-  e = evaluate.evaluate_records(recs, -labels)  # every anomaly below every normal
+  e = official.evaluate_records(recs, -labels)  # every anomaly below every normal
   assert e.sections[0].auc_source == 0.0
   assert e.official_score == pytest.approx(scipy.stats.hmean(np.maximum([0.0, 0.0, e.sections[0].pauc], EPS)))
   assert e.official_score < 1e-14
@@ -92,7 +91,7 @@ def _random_records(seed=0, machines=("ToyCar", "fan", "valve"), sections=("00",
 def test_matches_an_independent_sklearn_computation():
   recs, scores = _random_records()
   decisions = (scores > 0.4).astype(int)
-  e = evaluate.evaluate_records(recs, scores, decisions)
+  e = official.evaluate_records(recs, scores, decisions)
   values, by_section = [], {}
   for r, s, dec in zip(recs, scores, decisions):
     by_section.setdefault((r.machine, r.section), []).append((r.domain, r.label == "anomaly", s, dec))
@@ -112,18 +111,18 @@ def test_matches_an_independent_sklearn_computation():
   fan_vals = [getattr(s, f) for f in ("auc_source", "auc_target", "pauc") for s in e.sections if s.machine == "fan"]
   assert fan.hmean == pytest.approx(scipy.stats.hmean(fan_vals))
   assert fan.auc_source == pytest.approx(np.mean([s.auc_source for s in e.sections if s.machine == "fan"]))
-  assert evaluate.official_score_objective(recs)(scores) == pytest.approx(e.official_score)
-  table = evaluate.format_table(e)
+  assert official.official_score_objective(recs)(scores) == pytest.approx(e.official_score)
+  table = metrics.format_table(e)
   assert "| fan |" in table and f"{100 * e.official_score:.2f}" in table
 
 
 def test_files_round_trip_and_cli_json(tmp_path):
   recs, scores = _random_records(seed=1)
   decisions = (scores > 0.2).astype(int)
-  evaluate.write_submission(str(tmp_path / "sub"), recs, scores, decisions)
-  evaluate.write_ground_truth(str(tmp_path / "gt"), recs)
-  from_files = evaluate.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt"))
-  in_memory = evaluate.evaluate_records(recs, scores, decisions)
+  files.write_submission(str(tmp_path / "sub"), recs, scores, decisions)
+  files.write_ground_truth(str(tmp_path / "gt"), recs)
+  from_files = official.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt"))
+  in_memory = official.evaluate_records(recs, scores, decisions)
   assert from_files.official_score == pytest.approx(in_memory.official_score)
   for a, b in zip(from_files.sections, in_memory.sections):
     assert (a.machine, a.section, a.auc_source, a.auc_target, a.pauc, a.f1_source, a.f1_target) == \
@@ -168,7 +167,7 @@ def _official_layout(tmp_path, full_names_in_scores: bool):
 @pytest.mark.parametrize("full_names", [False, True])
 def test_official_layout_with_short_or_full_dev_names(tmp_path, full_names):
   sub, gt = _official_layout(tmp_path, full_names)
-  e = evaluate.evaluate_dirs(str(sub), str(gt))
+  e = official.evaluate_dirs(str(sub), str(gt))
   s = e.sections[0]
   assert (s.auc_source, s.auc_target, s.pauc) == pytest.approx((HAND_AUC_S, HAND_AUC_T, HAND_PAUC))
   assert (s.precision_target, s.recall_target) == pytest.approx((0.5, 0.5))
@@ -224,33 +223,33 @@ def test_bad_inputs_name_the_file_and_clips(tmp_path, case, pattern):
     _rewrite(gt / "ground_truth_data" / "ground_truth_fan_section_00_test.csv",
              lambda ls: [l.split(",")[0] + ",0" for l in ls])
   with pytest.raises((ValueError, FileNotFoundError), match=pattern):
-    evaluate.evaluate_dirs(str(sub), str(gt))
+    official.evaluate_dirs(str(sub), str(gt))
 
 
 def test_record_input_errors():
   recs = _hand_records()
   scores = np.arange(7.0)
   with pytest.raises(ValueError, match=r"7 records but scores of shape \(6,\)"):
-    evaluate.evaluate_records(recs, scores[:6])
+    official.evaluate_records(recs, scores[:6])
   with pytest.raises(ValueError, match=r"7 records but decisions of shape \(5,\)"):
-    evaluate.evaluate_records(recs, scores, np.zeros(5, int))
+    official.evaluate_records(recs, scores, np.zeros(5, int))
   bad = np.array(scores)
   bad[2] = np.nan
   with pytest.raises(ValueError, match=r"non-finite scores for clips \['/d/fan/section_00_source_test_anomaly_0002.wav'\]"):
-    evaluate.evaluate_records(recs, bad)
+    official.evaluate_records(recs, bad)
   with pytest.raises(ValueError, match="duplicate clips"):
-    evaluate.evaluate_records(recs + recs[:1], np.arange(8.0))
+    official.evaluate_records(recs + recs[:1], np.arange(8.0))
   hidden = recs[:-1] + [ClipRecord("/eval/section_00_0001.wav", "fan", "00", "test")]
   with pytest.raises(ValueError, match="/eval/section_00_0001.wav: evaluation needs label"):
-    evaluate.evaluate_records(hidden, scores)
+    official.evaluate_records(hidden, scores)
   with pytest.raises(ValueError, match="decisions must be 0 or 1"):
-    evaluate.evaluate_records(recs, scores, np.full(7, 3))
+    official.evaluate_records(recs, scores, np.full(7, 3))
 
 
 def test_write_submission_files_and_errors(tmp_path):
   recs = _hand_records() + _hand_records("valve", "01")
   scores = np.linspace(0, 1, len(recs))
-  paths = evaluate.write_submission(str(tmp_path), recs, scores, (scores > 0.5).astype(int))
+  paths = files.write_submission(str(tmp_path), recs, scores, (scores > 0.5).astype(int))
   assert sorted(os.path.basename(p) for p in paths) == [
       "anomaly_score_fan_section_00_test.csv", "anomaly_score_valve_section_01_test.csv",
       "decision_result_fan_section_00_test.csv", "decision_result_valve_section_01_test.csv"]
@@ -267,7 +266,7 @@ def test_grid_search_with_the_official_score_finds_the_informative_model():
   labels = np.array([r.label == "anomaly" for r in recs], float)
   rng = np.random.default_rng(0)
   models = np.stack([rng.normal(size=len(recs)), labels + 0.01 * rng.normal(size=len(recs)), -labels])
-  objective = evaluate.official_score_objective(recs)
+  objective = official.official_score_objective(recs)
   best, value, values = fusion.grid_search(models, objective, step=0.25)
   assert value == pytest.approx(1.0)
   assert objective(fusion.fuse(models, best)) == pytest.approx(1.0)
@@ -329,9 +328,9 @@ def test_evaluations_report_the_ci_of_all_clips_pooled(tmp_path):
   labels = np.array([r.label == "anomaly" for r in recs], int)
   expected = metrics.official_score_ci95(labels, scores)  # pooling is order-free
   assert 0 < expected < 0.1
-  assert evaluate.evaluate_records(recs, scores, decisions).official_score_ci95 == pytest.approx(expected)
-  evaluate.write_submission(str(tmp_path / "sub"), recs, scores, decisions)
-  evaluate.write_ground_truth(str(tmp_path / "gt"), recs)
-  from_files = evaluate.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt"))
+  assert official.evaluate_records(recs, scores, decisions).official_score_ci95 == pytest.approx(expected)
+  files.write_submission(str(tmp_path / "sub"), recs, scores, decisions)
+  files.write_ground_truth(str(tmp_path / "gt"), recs)
+  from_files = official.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt"))
   assert from_files.official_score_ci95 == pytest.approx(expected, rel=1e-6)
   assert from_files.to_json_dict()["official_score_ci95"] == from_files.official_score_ci95

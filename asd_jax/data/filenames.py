@@ -27,9 +27,10 @@ them in `<machine>/supplemental/` but only shows an abbreviated name (`section_0
 so the parser is deliberately tolerant. Inside a `supplemental` folder any `section_<ss>_...`
 name is accepted; the underscore-separated tokens decide the kind: `noise` -> noise-only,
 otherwise `clean` or `machine` -> clean machine sound; a `source`/`target` token sets the domain,
-the first all-digit token is the clip number and the tokens after it are attributes. The
-synthetic generator writes `section_00_source_supplemental_clean_0000_<attrs>.wav` and
-`section_00_source_supplemental_noise_0000_noAttribute.wav`.
+the first all-digit token is the clip number and the tokens after it are attributes. The real
+2025 dev set, as third-party material shows it, names them
+`section_00_machine_source_0000_noAttribute.wav` (and, for noise only,
+`section_00_noise_source_0000_noAttribute.wav`); the synthetic generator writes that form.
 """
 
 from __future__ import annotations

@@ -154,17 +154,5 @@ def select(records: Iterable[ClipRecord], *, machine: str | None = None, split: 
   return [r for r in records if all(getattr(r, k) == v for k, v in want.items())]
 
 
-def train_records(records: Iterable[ClipRecord]) -> list[ClipRecord]:
-  return select(records, split=rec.SPLIT_TRAIN)
-
-
-def test_records(records: Iterable[ClipRecord]) -> list[ClipRecord]:
-  return select(records, split=rec.SPLIT_TEST)
-
-
-def supplemental_records(records: Iterable[ClipRecord]) -> list[ClipRecord]:
-  return select(records, split=rec.SPLIT_SUPPLEMENTAL)
-
-
 def machines(records: Iterable[ClipRecord]) -> list[str]:
   return sorted({r.machine for r in records})

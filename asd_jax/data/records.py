@@ -7,6 +7,9 @@ that the meaning of a clip is parsed once, from its path, and never re-derived d
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
 
 SOURCE = "source"
 TARGET = "target"
@@ -51,3 +54,31 @@ class ClipRecord:
   @property
   def attribute_dict(self) -> dict[str, str]:
     return dict(self.attributes)
+
+
+# Which clips play which part; the one definition, used by fine-tuning, scoring and the pipeline.
+
+
+def is_fine_tuning_clip(record: ClipRecord) -> bool:
+  """Clips a classifier is fine-tuned on: every `train/` clip and the supplementary recordings (clean machine
+  and noise only, classes of their own)."""
+  return record.split in (SPLIT_TRAIN, SPLIT_SUPPLEMENTAL)
+
+
+def is_bank_clip(record: ClipRecord) -> bool:
+  """Clips that make the normal memory banks of kNN scoring: normal machine clips of `train/` (supplementary
+  recordings are not of the monitored condition, and a training clip is never anomalous)."""
+  return record.split == SPLIT_TRAIN and record.kind == KIND_MACHINE and record.label != ANOMALY
+
+
+def is_test_clip(record: ClipRecord) -> bool:
+  """Clips to score: machine clips of `test/`."""
+  return record.split == SPLIT_TEST and record.kind == KIND_MACHINE
+
+
+def group_by_section(records: Sequence[ClipRecord]) -> dict[tuple[str, str], np.ndarray]:
+  """{(machine, section): [n] int64 indices of the records of that section, in input order}, sorted by key."""
+  groups: dict[tuple[str, str], list[int]] = {}
+  for i, r in enumerate(records):
+    groups.setdefault((r.machine, r.section), []).append(i)
+  return {key: np.asarray(idx, np.int64) for key, idx in sorted(groups.items())}

@@ -5,8 +5,8 @@ DCASE 2025 dev layout and names, plus the official evaluator's ground-truth file
 
   <out>/<machine>/train/section_00_{source,target}_train_normal_<nnnn>_<attrs>.wav
   <out>/<machine>/test/section_00_{source,target}_test_{normal,anomaly}_<nnnn>_<attrs>.wav
-  <out>/<machine>/supplemental/section_00_source_supplemental_clean_<nnnn>_<attrs>.wav
-  <out>/<machine>/supplemental/section_00_{source,target}_supplemental_noise_<nnnn>_noAttribute.wav
+  <out>/<machine>/supplemental/section_00_machine_source_<nnnn>_noAttribute.wav      clean machine sound
+  <out>/<machine>/supplemental/section_00_noise_{source,target}_<nnnn>_noAttribute.wav  factory noise only
   <out>/<machine>/attributes_00.csv      file_name,d1p,d1v,d2p,d2v,...  (train and test clips)
   <out>/eval_style/<machine>/test/section_00_<nnnn>.wav   the test clips again (hard links),
                                           shuffled and renamed like the evaluation set
@@ -17,8 +17,9 @@ DCASE 2025 dev layout and names, plus the official evaluator's ground-truth file
 The three ground-truth folders mirror nttcslab/dcase2023_task2_evaluator (no header row); the
 attributes file maps each evaluation-style short name to its full dev name, which is how a
 scorer joins scores of `<machine>/test/<full name>.wav` clips to the official ground truth.
-Supplementary-file names are this project's convention (the official ones could not be
-verified); `filenames.py` parses them and the official README's abbreviated form.
+Supplementary-file names follow the real 2025 dev set as third-party material shows it
+(`<machine>/supplemental/section_00_machine_source_0000_noAttribute.wav`), with noise-only clips named
+the same way with `noise`; `filenames.py` parses them (and the official README's abbreviated form).
 
 Counts (per machine; the real 2025 dev set has 990 source + 10 target training clips and 50
 normal + 50 anomalous test clips per domain): source train `round(990 * scale)`, target train
@@ -319,8 +320,9 @@ def _plans(seed: int, spec: MachineSpec, c: dict[str, int]) -> list[_Plan]:
 
 def _file_name(p: _Plan, shown: Attrs) -> str:
   attr = filenames.attribute_string(shown)
-  if p.split == rec.SPLIT_SUPPLEMENTAL:
-    return f"section_{SECTION}_{p.domain}_supplemental_{p.kind}_{p.number:04d}_{attr}.wav"
+  if p.split == rec.SPLIT_SUPPLEMENTAL:  # the real 2025 form: what, domain, number, no attributes
+    what = "noise" if p.kind == rec.KIND_NOISE else "machine"
+    return f"section_{SECTION}_{what}_{p.domain}_{p.number:04d}_{filenames.NO_ATTRIBUTE}.wav"
   return f"section_{SECTION}_{p.domain}_{p.split}_{p.label}_{p.number:04d}_{attr}.wav"
 
 
@@ -373,7 +375,7 @@ def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
       rng = _clip_rng(seed, machine, "attrs/" + p.identity)
       pool = spec.target if p.domain == rec.TARGET else spec.source
       attrs = pool[rng.integers(len(pool))] if p.kind != rec.KIND_NOISE else ()
-      shown = () if (p.kind == rec.KIND_NOISE or (spec.hidden_attributes and not reveal_attributes)) else attrs
+      shown = () if (p.split == rec.SPLIT_SUPPLEMENTAL or (spec.hidden_attributes and not reveal_attributes)) else attrs
       name = _file_name(p, shown)
       path = mdir / p.split / name
       wav = synthesize_clip(seed, spec, p.identity, p.domain, attrs, n, p.kind, p.anomaly, p.strength)

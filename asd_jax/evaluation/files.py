@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from asd_jax import atomic
 from asd_jax.data import records as records_lib
 
 GT_DATA = "ground_truth_data"
@@ -208,8 +209,8 @@ def write_submission(
     for file_name, column in ((score_file_name(machine, section), [repr(float(scores[i])) for i in idx]),
                               (decision_file_name(machine, section), [str(int(decisions[i])) for i in idx])):
       path = os.path.join(directory, file_name)
-      with open(path, "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows(zip(names, column))
+      rows = list(zip(names, column))
+      atomic.write_with(path, lambda f, rows=rows: csv.writer(f, lineterminator="\n").writerows(rows))
       written.append(path)
   return written
 

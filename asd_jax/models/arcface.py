@@ -3,10 +3,10 @@
 The head is a bias-free dense layer whose input and class weight vectors are both L2-normalised, so its
 outputs are cosines between a clip embedding and each class centre. The loss (Deng et al., 2019) adds an
 angular margin `m` to the angle of the true class and scales all cosines by `s` before the softmax
-cross-entropy. Defaults s=30, m=0.2 are those of the DCASE 2025 BEATs+EAT system this project
-reimplements (its ArcFace fine-tuning stage); with a few dozen classes s=30 keeps the softmax sharp enough
-that the margin matters, and m=0.2 (about 11.5 degrees) is smaller than face recognition's 0.5 because
-machine/attribute classes overlap far more than identities.
+cross-entropy. The DCASE 2025 BEATs+EAT report fine-tunes with ArcFace but gives no s or m; the defaults
+s=30, m=0.2 are this project's choice: with a few dozen classes s=30 keeps the softmax sharp enough that the
+margin matters (ArcFace's own s=64 is for thousands of identities), and m=0.2 (about 11.5 degrees) is smaller
+than face recognition's 0.5 because machine/attribute classes overlap far more than identities.
 """
 
 from __future__ import annotations

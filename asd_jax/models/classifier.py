@@ -51,3 +51,23 @@ class Classifier(nn.Module):
     if all_layers:
       out["layer_embeddings"] = eo.pool_layers(encoded, self.pool)
     return out
+
+
+def classification_loss(model: nn.Module, *, scale: float = arcface.DEFAULT_SCALE,
+                        margin: float = arcface.DEFAULT_MARGIN) -> Callable:
+  """ArcFace loss of a `Classifier` on `batch = {"wav" [batch, samples], "label" [batch], ("valid")}`.
+
+  Takes plain model params (`asd_jax.training.train_step.with_lora` wraps it for the `{"model", "lora"}`
+  tree); `extra` passes through.
+  """
+
+  def loss_fn(params, extra, batch, rng):
+    out = model.apply({"params": params}, batch["wav"], train=True, rngs={"dropout": rng})
+    weights = batch.get("valid")
+    loss = arcface.arcface_loss(out["cosine"], batch["label"], scale=scale, margin=margin, weights=weights)
+    correct = (jnp.argmax(out["cosine"], -1) == batch["label"]).astype(jnp.float32)
+    accuracy = jnp.mean(correct) if weights is None else jnp.sum(correct * weights) / jnp.maximum(
+        jnp.sum(weights), 1.0)
+    return loss, ({"accuracy": accuracy}, extra)
+
+  return loss_fn

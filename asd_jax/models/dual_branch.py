@@ -15,7 +15,7 @@ centres match the default trainable pattern `^head/`), and `extra = {'main_centr
 main centres stay as initialised (as in the reference, where that head is not trainable).
 
 Training and embedding go through the same CLIs as the single encoders (`configs/dual_branch.py`;
-`asd_jax.training.experiment.build_dual_system` wires this module to the registry's encoders and fbanks).
+`asd_jax.models.networks.build_dual_network` wires this module to the registry's encoders and fbanks).
 """
 
 from __future__ import annotations

@@ -1,33 +1,31 @@
 """Anomaly scoring in NumPy: SMOTE, cosine kNN, normalisation, fusion, thresholds. Never imports JAX.
 
-Modules: `features` (concatenate per-layer embeddings), `smote` (target-domain oversampling),
-`knn` (chunked exact cosine kNN), `threshold` (gamma / quantile decision thresholds), `detector`
-(fit and apply one model's scorer per machine type and section, saved as one .npz), `fusion`
-(weighted sum of normalised scores and a simplex grid search of the weights).
+Modules: `features` (concatenate per-layer embeddings; `model_vectors`: what a model's scorer sees), `smote`
+(target-domain oversampling), `knn` (chunked exact cosine kNN), `threshold` (gamma / quantile thresholds and
+the one decision rule, `decide_by_section`), `scorer` (fit and apply one model's scorer per machine type and
+section, saved as one .npz), `fusion` (weighted sum of normalised scores and a simplex grid search of the
+weights), `fused` (the one path from per-model vectors to a system's fused scores, decisions and nearest normal
+clips, shared by the pipeline and the detector).
 
-A system of several models, as a pipeline runs it:
+A system of several models, as the pipeline runs it:
 
-  from asd_jax import evaluate
-  from asd_jax.scoring import detector, fusion
-  from configs import systems
+  from asd_jax.evaluation import files, metrics, official
+  from asd_jax.scoring import fused, fusion, scorer
 
-  # Per model: fit on normal training embeddings [clips, layers, dim] + ClipRecords, then score.
-  scorers = [detector.fit(train_emb[m], train_records, {"k": 1}) for m in models]
-  test_scores = [detector.score(s, test_emb[m], test_records).normalized for m, s in zip(models, scorers)]
+  # Per model: fit on normal training embeddings [clips, layers, dim] + ClipRecords.
+  scorers = {m: scorer.fit(train_emb[m], train_records, {"k": 1}) for m in models}
+  per_model = fused.score_models(scorers, {m: test_emb[m] for m in models}, test_records)
 
-  # Fuse with a fixed weight set, or search weights on the development set.
-  weights = systems.get_config("system2").weights
-  # weights, best, _ = fusion.grid_search(dev_scores, evaluate.official_score_objective(dev_records))
-  fused = fusion.fuse(test_scores, weights)
+  # Fuse with a fixed weight set (or search weights on the development set with fusion.grid_search and
+  # official.official_score_objective(dev_records)); thresholds come from the fused normal training scores.
+  weights = {"fbeats": 0.1, "feat": 0.5, "fusion": 0.4}
+  system = fused.score_system(weights, scorers, per_model, test_records, fused.fit_thresholds(weights, scorers))
+  print(metrics.format_table(official.evaluate_records(test_records, system.scores, system.decisions)))
+  files.write_submission("submission/", test_records, system.scores, system.decisions)
 
-  # Decisions from thresholds fitted on the fused normal training scores, then evaluate / submit.
-  thresholds = detector.fused_thresholds(scorers, weights)
-  decisions = detector.apply_thresholds(test_records, fused, thresholds)
-  print(evaluate.format_table(evaluate.evaluate_records(test_records, fused, decisions)))
-  evaluate.write_submission("submission/", test_records, fused, decisions)
-
-`detector.Scorer.save(path)` / `detector.Scorer.load(path)` store a fitted scorer (bank,
-statistics, threshold, training clip paths, settings) as NumPy arrays plus a JSON header.
-Normalisation statistics and thresholds come from the normal training clips only (leave-one-out
-kNN distances), never from test labels.
+`scorer.Scorer.save(path)` / `scorer.Scorer.load(path)` store a fitted scorer (bank, statistics, threshold,
+training clip paths, settings) as NumPy arrays plus a JSON header. Normalisation statistics and thresholds
+come from the normal training clips only (leave-one-out kNN distances), never from test labels. Scores are
+computed in float64 from float32 embeddings and the normalisation's std is floored (`scorer.STD_FLOOR`), so a
+clip's score does not depend on the other clips scored with it.
 """

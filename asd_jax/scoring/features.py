@@ -7,7 +7,7 @@ layer is L2-normalised first, so every layer weighs the same in the cosine dista
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -46,3 +46,40 @@ def concat_layers(
   if normalize_layers:
     x = l2_normalize(x, axis=-1)
   return x.reshape(x.shape[0], -1)
+
+
+LAYER_MODES = ("last", "all")
+
+
+def model_vectors(key: str, embeddings: Mapping[str, Mapping[str, np.ndarray]], *, layers: str = "last",
+                  sources: Sequence[str] = ()) -> np.ndarray:
+  """The array a model's scorer sees, for every clip, from the embedding files' arrays (`embedding.store`).
+
+  Args:
+    key: the model's key in `embeddings` (unused for a concatenation model).
+    embeddings: {model key: {"embedding": [clips, dim], optional "layer_embeddings": [clips, layers, dim] or
+      "layers_<branch>": [clips, layers, dim]}} for the model itself or for its sources, clips in one order.
+    layers: "last" (the pooled final layer, or a two-branch model's fused branch features) or "all"
+      (multi-layer fusion: every layer's pooled output).
+    sources: keys of the models a concatenation model joins (their final embeddings).
+
+  Returns:
+    [clips, dim] (last layer), [clips, layers, dim] (one encoder, all layers; the scorer concatenates them),
+    [clips, sum of layers * dims] (two branches, all layers, every layer L2-normalised), or for a concatenation
+    model [clips, sum of source dims] of L2-normalised source embeddings; float64 where normalised here.
+  """
+  if layers not in LAYER_MODES:
+    raise ValueError(f"layers={layers!r}; expected one of {LAYER_MODES}")
+  if sources:
+    parts = [concat_layers(np.asarray(embeddings[s]["embedding"], np.float64)) for s in sources]
+    return np.concatenate(parts, axis=1)
+  own = embeddings[key]
+  if layers == "all":
+    names = sorted(k for k in own if k == "layer_embeddings" or k.startswith("layers_"))
+    if not names:
+      raise ValueError(f"model {key}: layers='all' needs per-layer embeddings (embed with all layers); "
+                       f"found {sorted(own)}")
+    if len(names) == 1:
+      return own[names[0]]
+    return np.concatenate([concat_layers(np.asarray(own[n], np.float64)) for n in names], axis=1)
+  return own["embedding"]

@@ -78,6 +78,7 @@ def cosine_knn(
     exclude: np.ndarray | None = None,
     query_chunk: int = DEFAULT_QUERY_CHUNK,
     bank_chunk: int = DEFAULT_BANK_CHUNK,
+    dtype: np.dtype | type | None = None,
 ) -> KnnResult:
   """Exact k nearest bank entries of each query under cosine distance.
 
@@ -91,10 +92,12 @@ def cosine_knn(
       leave-one-out distances of the bank's own rows.
     query_chunk, bank_chunk: block sizes; peak extra memory is one float block of
       query_chunk * bank_chunk values, plus as many int64 indices when k > 1 (argpartition).
+    dtype: compute dtype; default the queries' and bank's common float dtype (float32 for float32
+      inputs). float64 makes each distance independent of the chunking and of the other queries to
+      ~D * 2^-53 (the scorer's choice); float32 is faster and changes in the last bits with them.
 
   Returns:
-    KnnResult with [n, k] distances (ascending) and bank indices. Computation is in the
-    queries' and bank's common float dtype (float32 for float32 inputs).
+    KnnResult with [n, k] distances (ascending) and bank indices.
   """
   queries = np.asarray(queries)
   bank = np.asarray(bank)
@@ -110,7 +113,7 @@ def cosine_knn(
     exclude = np.asarray(exclude, dtype=np.int64)
     if exclude.shape != (n,):
       raise ValueError(f"exclude must have shape ({n},), got {exclude.shape}")
-  dtype = np.result_type(queries.dtype, bank.dtype, np.float32)
+  dtype = np.result_type(queries.dtype, bank.dtype, np.float32) if dtype is None else np.dtype(dtype)
   if bank_is_normalized:
     inv_bank_norm = None
   else:

@@ -2,13 +2,18 @@
 
 The DCASE baselines fit a gamma distribution to the anomaly scores of the normal training clips
 of a section and call a test clip anomalous when its score exceeds the distribution's 90th
-percentile. `fit_threshold` does that, or takes the empirical quantile instead.
+percentile. `fit_threshold` does that, or takes the empirical quantile instead. `decide_by_section` is the
+one place where scores meet thresholds: a single model's (its own thresholds) and a fused system's alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import scipy.stats
+
+from asd_jax.data import records as records_lib
 
 METHODS = ("gamma", "quantile")
 
@@ -44,3 +49,17 @@ def fit_threshold(scores: np.ndarray, *, method: str = "gamma", quantile: float 
 def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
   """[n] int decisions: 1 (anomalous) where score > threshold, else 0."""
   return (np.asarray(scores) > threshold).astype(np.int64)
+
+
+def decide_by_section(records: Sequence[records_lib.ClipRecord], scores: np.ndarray,
+                      thresholds: Mapping[tuple[str, str], float]) -> np.ndarray:
+  """[n] 0/1 decisions: score > the threshold of the clip's (machine, section)."""
+  scores = np.asarray(scores)
+  if scores.shape != (len(records),):
+    raise ValueError(f"{len(records)} records but scores of shape {scores.shape}")
+  out = np.zeros(len(records), np.int64)
+  for key, idx in records_lib.group_by_section(records).items():
+    if key not in thresholds:
+      raise ValueError(f"{records[idx[0]].path}: no threshold for machine {key[0]!r} section {key[1]!r}")
+    out[idx] = decide(scores[idx], thresholds[key])
+  return out

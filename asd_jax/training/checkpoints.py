@@ -76,6 +76,27 @@ class Checkpointer:
     self._manager.close()
 
 
+# --- Which settings make two runs the same ----------------------------------------------------------------------
+# The one declaration of config compatibility, checked by `check_same_run` wherever a saved model is reused:
+# resuming a training run and reusing a pipeline's trained model folder (`RUN_FIELDS`), restoring a checkpoint
+# for embedding or export (`MODEL_FIELDS`). Dotted paths into a checkpoint's metadata; "config.lora" means every
+# field under it. Fields left out (data root and workers, logging, checkpoint cadence, the embedding settings)
+# never refuse a reuse; everything under config.model is compared, its fast-path switches included.
+
+# Shape the trained parameters: a checkpoint read with other values would be misread. (LoRA's alpha only
+# scales the merge, and the saved value is used; the optimiser only shapes state restored alongside.)
+MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "config.lora.targets", "config.loss")
+# Make one training run: continuing (or reusing) a run with other values would mix two runs' settings.
+RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds", "config.lora",
+                             "config.optim", "config.train.batch_size", "config.train.epochs", "data_root",
+                             "label_space", "num_steps")
+
+
+def config_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
+  """The entries of `fields` that are config fields (what a saved `config.json` alone can be checked on)."""
+  return tuple(f for f in fields if f == "config" or f.startswith("config."))
+
+
 def _lookup(meta: dict[str, Any], field: str) -> Any:
   value: Any = meta
   for key in field.split("."):

@@ -1,23 +1,24 @@
-"""The training and embedding runs' view of the data layer: label space, clip lists and batch iterators.
+"""The training runs' view of the data layer: label space and the shuffled batch iterator.
 
-Thin glue over `asd_jax.data` (dataset scan, label space, Grain pipeline), so the CLIs read as
-"records -> labels -> batches" and the data layer's details stay in one place. Training uses the `train/`
-clips and the DCASE 2025 supplementary recordings (`supplemental/`): each machine type's clean-machine
-and noise-only clips are classes of their own (`<machine>/clean`, `<machine>/noise`, see
-`asd_jax.data.labels`), so the classifier also learns to tell the machine from its factory noise.
+Thin glue over `asd_jax.data` (dataset scan, label space, Grain datasets), so fine-tuning reads as
+"records -> labels -> batches" and the data layer's details stay in one place. A classifier trains on the
+`train/` clips and the DCASE 2025 supplementary recordings (`supplemental/`; `records.is_fine_tuning_clip`):
+each machine type's clean-machine and noise-only clips are classes of their own (`<machine>/clean`,
+`<machine>/noise`, see `asd_jax.data.labels`), so the classifier also learns to tell the machine from its
+factory noise.
 """
 
 from __future__ import annotations
 
 import os
 
-import jax
 import ml_collections
 
+from asd_jax.data import datasets
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import layout
-from asd_jax.data import pipeline
 from asd_jax.data import records as rec
+from asd_jax.runtime import sharding as shd
 
 
 def _root(config: ml_collections.ConfigDict) -> str:
@@ -30,9 +31,8 @@ def records(config: ml_collections.ConfigDict):
 
 
 def training_records(clips):
-  """The clips a classifier trains on: `train/` and `supplemental/` (clean-machine and noise-only), sorted
-  by path as given."""
-  return [r for r in clips if r.split in (rec.SPLIT_TRAIN, rec.SPLIT_SUPPLEMENTAL)]
+  """The clips a classifier trains on (`records.is_fine_tuning_clip`), in the order given."""
+  return [r for r in clips if rec.is_fine_tuning_clip(r)]
 
 
 def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> labels_lib.LabelSpace | None:
@@ -47,31 +47,11 @@ def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> 
   return labels_lib.LabelSpace.from_records(training_records(records(config)))
 
 
-def _wav_config(config: ml_collections.ConfigDict) -> pipeline.WavConfig:
-  return pipeline.WavConfig(sample_rate=config.data.sample_rate, duration_s=config.data.clip_seconds,
-                            strict=config.data.strict)
-
-
-def _local_batch(global_batch: int) -> int:
-  processes = jax.process_count()
-  if global_batch % processes:
-    raise ValueError(f"batch size {global_batch} is not divisible by the {processes} processes")
-  return global_batch // processes
-
-
 def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace):
   """`(endless shuffled iterator of this process's batches, number of training clips)` over the
   `training_records` (train + supplementary)."""
   train = training_records(records(config))
-  dataset = pipeline.training_dataset(train, space, batch_size=_local_batch(config.train.batch_size),
-                                      seed=config.seed, config=_wav_config(config),
+  dataset = datasets.training_dataset(train, space, batch_size=shd.local_batch(config.train.batch_size),
+                                      seed=config.seed, config=datasets.wav_config(config.data),
                                       worker_count=config.data.num_workers)
   return iter(dataset), len(train)
-
-
-def embedding_batches(config: ml_collections.ConfigDict):
-  """`(clips, ordered single pass over this process's clips, last batch padded with a "valid" mask)`."""
-  clips = records(config)
-  dataset = pipeline.inference_dataset(clips, None, batch_size=_local_batch(config.embed.batch_size),
-                                       config=_wav_config(config), worker_count=config.data.num_workers)
-  return clips, iter(dataset)

@@ -19,10 +19,10 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
+from asd_jax.runtime import prefetch as prefetch_lib
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import checkpoints as ckpt_lib
-from asd_jax.training import metrics as metrics_lib
-from asd_jax.training import prefetch as prefetch_lib
-from asd_jax.training import sharding as shd
+from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 
 
@@ -39,7 +39,7 @@ class CheckpointableIterator(Protocol):
 def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableIterator, *, num_steps: int,
         mesh: Mesh, rng: jax.Array, checkpointer: ckpt_lib.Checkpointer | None = None,
         checkpoint_every: int = 0, meta: dict[str, Any] | None = None,
-        writer: metrics_lib.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
+        writer: train_log.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
         progress: bool = True, stop_after: int | None = None,
         shown_metrics: tuple[str, ...] = ("accuracy",), donate: bool = True, prefetch: int = 2) -> ts.TrainState:
   """Trains `state` until `state.step == num_steps` and returns it (replicated over `mesh`).

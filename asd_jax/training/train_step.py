@@ -1,4 +1,5 @@
-"""A pure, loss-generic training step, the LoRA wrapper of a loss, and the ArcFace classification loss.
+"""A pure, loss-generic training step and the LoRA wrapper of a loss (the losses are the networks', see
+`asd_jax.models.networks`).
 
 `TrainState` is a plain pytree (step, params, opt_state, extra), so Orbax saves it as is and jit shards it.
 `extra` holds non-trainable state that the loss updates itself (e.g. SCAdaCos' adaptive scale): a loss
@@ -16,16 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from asd_jax.models import arcface
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import lora
-from asd_jax.training import sharding as shd
 
 LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, tuple[dict, Any]]]
 
@@ -93,22 +92,3 @@ def with_lora(loss_fn: LossFn, *, alpha: float) -> LossFn:
     return loss_fn(lora.merge_lora(params, alpha=alpha), extra, batch, rng)
 
   return merged_loss
-
-
-def classification_loss(model: nn.Module, *, scale: float = arcface.DEFAULT_SCALE,
-                        margin: float = arcface.DEFAULT_MARGIN) -> LossFn:
-  """ArcFace loss of a `Classifier` on `batch = {"wav" [batch, samples], "label" [batch], ("valid")}`.
-
-  Takes plain model params (wrap with `with_lora` for the `{"model", "lora"}` tree); `extra` passes through.
-  """
-
-  def loss_fn(params, extra, batch, rng):
-    out = model.apply({"params": params}, batch["wav"], train=True, rngs={"dropout": rng})
-    weights = batch.get("valid")
-    loss = arcface.arcface_loss(out["cosine"], batch["label"], scale=scale, margin=margin, weights=weights)
-    correct = (jnp.argmax(out["cosine"], -1) == batch["label"]).astype(jnp.float32)
-    accuracy = jnp.mean(correct) if weights is None else jnp.sum(correct * weights) / jnp.maximum(
-        jnp.sum(weights), 1.0)
-    return loss, ({"accuracy": accuracy}, extra)
-
-  return loss_fn

@@ -38,7 +38,11 @@ CASES = [
      P("00", "0989", "train", "source", "normal", "")),
     ("section_00_0199.wav", False, P("00", "0199", "test", None, None, "")),
     ("section_00_test_0199.wav", False, P("00", "0199", "test", None, None, "")),
-    # 2025 supplementary recordings.
+    # 2025 supplementary recordings: the real dev form (machine and noise only), then other forms.
+    ("section_00_machine_source_0000_noAttribute.wav", True,
+     P("00", "0000", "supplemental", "source", None, "noAttribute", rec.KIND_CLEAN)),
+    ("section_00_noise_source_0000_noAttribute.wav", True,
+     P("00", "0000", "supplemental", "source", None, "noAttribute", rec.KIND_NOISE)),
     ("section_00_machine_0001_.wav", True,
      P("00", "0001", "supplemental", None, None, "", rec.KIND_CLEAN)),
     ("section_00_source_supplemental_clean_0000_car_A1.wav", True,

@@ -55,9 +55,9 @@ def test_scan_dataset_records(dev_root):
   noise = by_name["section_00_source_supplemental_noise_0000_noAttribute.wav"]
   assert (noise.split, noise.kind, noise.machine) == ("supplemental", rec.KIND_NOISE, "fan")
   assert by_name["section_00_source_train_normal_0000_noAttribute.wav"].attributes == ()
-  assert len(layout.train_records(records)) == 3
-  assert len(layout.test_records(records)) == 2
-  assert len(layout.supplemental_records(records)) == 1
+  assert len(layout.select(records, split="train")) == 3
+  assert len(layout.select(records, split="test")) == 2
+  assert len(layout.select(records, split="supplemental")) == 1
   assert len(layout.select(records, machine="fan", domain="target")) == 1
 
 

@@ -130,3 +130,15 @@ def test_target_train_override_adds_target_clips_and_keeps_the_others(made, tmp_
     np.testing.assert_array_equal(wavlib.load_wav(twin, duration_s=None), wavlib.load_wav(r.path, duration_s=None))
   with pytest.raises(ValueError, match="target_train must be >= 3"):
     synth.generate(tmp_path / "few", scale=0.01, machines=("bearing",), duration=0.2, target_train=2)
+
+
+def test_supplementary_clips_have_the_real_2025_names(made):
+  # The real dev set's form: <machine>/supplemental/section_00_machine_source_0000_noAttribute.wav, noise-only
+  # clips the same with `noise` (the generator alternates their domain).
+  root, summary = made
+  names = sorted(p.name for p in (root / "ToyCar" / "supplemental").iterdir())
+  assert names == ["section_00_machine_source_0000_noAttribute.wav", "section_00_machine_source_0001_noAttribute.wav",
+                   "section_00_machine_source_0002_noAttribute.wav", "section_00_noise_source_0000_noAttribute.wav",
+                   "section_00_noise_source_0002_noAttribute.wav", "section_00_noise_target_0001_noAttribute.wav"]
+  kinds = {pathlib.Path(r.path).name.split("_")[2]: r.kind for r in summary["records"] if r.split == "supplemental"}
+  assert kinds == {"machine": "clean", "noise": "noise"}

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from asd_jax import evaluate
 from asd_jax.data.records import ClipRecord
-from asd_jax.scoring import detector, fusion
+from asd_jax.evaluation import files, official
+from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion, scorer as scorer_lib, threshold
 from configs import systems
 
 
@@ -31,20 +32,20 @@ def test_fit_score_fuse_threshold_evaluate_submit(tmp_path):
   train_emb, train_recs = _clips("train", {"source": 30, "target": 3}, rng)
   test_emb, test_recs = _clips("test", {"source": 10, "target": 10}, rng, anomalous=True)
   # Two "models": the embeddings seen through two different layer selections.
-  scorers = [detector.fit(train_emb, train_recs, {"layers": [0]}),
-             detector.fit(train_emb, train_recs, {"layers": [1], "k": 2})]
-  test_scores = [detector.score(s, test_emb, test_recs).normalized for s in scorers]
-  weights = [0.5, 0.5]
-  fused = fusion.fuse(test_scores, weights)
-  thresholds = detector.fused_thresholds(scorers, weights)
-  decisions = detector.apply_thresholds(test_recs, fused, thresholds)
-  result = evaluate.evaluate_records(test_recs, fused, decisions)
+  scorers = {"first": scorer_lib.fit(train_emb, train_recs, {"layers": [0]}),
+             "second": scorer_lib.fit(train_emb, train_recs, {"layers": [1], "k": 2})}
+  weights = {"first": 0.5, "second": 0.5}
+  models = fused_lib.score_models(scorers, {"first": test_emb, "second": test_emb}, test_recs)
+  system = fused_lib.score_system(weights, scorers, models, test_recs, fused_lib.fit_thresholds(weights, scorers))
+  fused, decisions = system.scores, system.decisions
+  test_scores = [models[k].scores.normalized for k in weights]
+  result = official.evaluate_records(test_recs, fused, decisions)
   assert result.official_score > 0.9  # anomalies lie off the normal manifold
   assert 0 < decisions.sum() < len(decisions)
-  evaluate.write_submission(str(tmp_path / "sub"), test_recs, fused, decisions)
-  evaluate.write_ground_truth(str(tmp_path / "gt"), test_recs)
-  assert evaluate.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt")).official_score == result.official_score
-  best, value, _ = fusion.grid_search(test_scores, evaluate.official_score_objective(test_recs), step=0.5)
+  files.write_submission(str(tmp_path / "sub"), test_recs, fused, decisions)
+  files.write_ground_truth(str(tmp_path / "gt"), test_recs)
+  assert official.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt")).official_score == result.official_score
+  best, value, _ = fusion.grid_search(test_scores, official.official_score_objective(test_recs), step=0.5)
   assert value >= result.official_score - 1e-12
   assert len(systems.get_config("system4").weights) == 6
 
@@ -65,11 +66,11 @@ def test_system_configs_hold_the_report_weights():
     systems.get_config("system5")
 
 
-def test_apply_thresholds_errors():
+def test_decide_by_section_errors():
   recs = [ClipRecord("/t/a.wav", "fan", "00", "test"), ClipRecord("/t/b.wav", "pump", "00", "test")]
   np.testing.assert_array_equal(
-      detector.apply_thresholds(recs, np.array([0.5, 0.5]), {("fan", "00"): 0.4, ("pump", "00"): 0.6}), [1, 0])
+      threshold.decide_by_section(recs, np.array([0.5, 0.5]), {("fan", "00"): 0.4, ("pump", "00"): 0.6}), [1, 0])
   with pytest.raises(ValueError, match="/t/b.wav: no threshold for machine 'pump' section '00'"):
-    detector.apply_thresholds(recs, np.zeros(2), {("fan", "00"): 0.0})
+    threshold.decide_by_section(recs, np.zeros(2), {("fan", "00"): 0.0})
   with pytest.raises(ValueError, match=r"2 records but scores of shape \(3,\)"):
-    detector.apply_thresholds(recs, np.zeros(3), {})
+    threshold.decide_by_section(recs, np.zeros(3), {})

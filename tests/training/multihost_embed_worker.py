@@ -4,7 +4,7 @@
 
 Joins a 2-process JAX job on this machine (2 CPU devices each, gloo collectives), embeds its own shard
 `[process_id::2]` of 9 random clips with the tiny classifier of conftest.py in local batches of 2 (global 4),
-as the ordered pipeline would hand them over, and saves what `embed.embed_batches` returned to
+as the ordered pipeline would hand them over, and saves what `extract.embed_batches` returned to
 `OUT_DIR/process_<id>.npz`. The shards are 5 and 4 clips, so process 1 runs out one step early.
 """
 
@@ -28,10 +28,10 @@ def main(process_id: int, port: str, out_dir: str) -> None:
 
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id)
-  from asd_jax import embed  # pylint: disable=g-import-not-at-top
+  from asd_jax.embedding import extract  # pylint: disable=g-import-not-at-top
   from asd_jax.models import classifier  # pylint: disable=g-import-not-at-top
-  from asd_jax.training import experiment  # pylint: disable=g-import-not-at-top
-  from asd_jax.training import sharding as shd  # pylint: disable=g-import-not-at-top
+  from asd_jax.models import networks  # pylint: disable=g-import-not-at-top
+  from asd_jax.runtime import sharding as shd  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location("training_conftest", here / "conftest.py")
   fixtures = importlib.util.module_from_spec(spec)
@@ -45,8 +45,8 @@ def main(process_id: int, port: str, out_dir: str) -> None:
   local = GLOBAL_BATCH // 2
   batches = [{"wav": wav[shard[i:i + local]], "index": shard[i:i + local]} for i in range(0, len(shard), local)]
   # One clip at a time per device, as `python -m asd_jax.embed` runs on CPU (shard_map across the processes).
-  forward = embed.make_forward(experiment.classifier_outputs(model), mesh, all_layers=True, microbatch=1)
-  out = embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=GLOBAL_BATCH, mesh=mesh,
+  forward = extract.make_forward(networks.classifier_outputs(model), mesh, all_layers=True, microbatch=1)
+  out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=GLOBAL_BATCH, mesh=mesh,
                             num_clips=NUM_CLIPS, progress=False)
   np.savez(pathlib.Path(out_dir) / f"process_{process_id}.npz", **out)
   jax.distributed.shutdown()

@@ -10,6 +10,7 @@ import soundfile
 from asd_jax.audio import wav
 from asd_jax.data import records as rec
 from asd_jax.data import synth
+from asd_jax.models import networks
 from asd_jax.training import data as train_data
 from asd_jax.training import experiment
 from configs import common
@@ -41,8 +42,8 @@ def test_label_space_has_the_train_and_supplementary_classes(dataset):
     assert {f"{machine}/clean", f"{machine}/noise"} <= set(want)
   # The ArcFace head has one column per class of that space.
   config = _config(dataset)
-  system = experiment.build_system(config, space.num_classes)
-  tree, _ = experiment.init_trainable(config, system, jax.random.key(0), abstract=True)
+  network = networks.build_network(config, space.num_classes)
+  tree, _ = experiment.init_trainable(config, network, jax.random.key(0), abstract=True)
   assert tree["model"]["head"]["kernel"].shape[-1] == len(want)
 
 

@@ -1,4 +1,4 @@
-"""The dual-branch system through the shared training path: sharding, the LoRA partition, resume, embedding.
+"""The dual-branch model through the shared training path: sharding, the LoRA partition, resume, embedding.
 
 Fast tests use two tiny attention encoders (conftest) as the BEATs and EAT branches; the slow ones run the
 real tiny BEATs + EAT of configs/demo_dual.py, and the CLIs end to end on a small synthetic dataset.
@@ -12,14 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asd_jax import embed
+from asd_jax.embedding import extract
 from asd_jax.models import dual_branch
+from asd_jax.models import networks
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import checkpoints
 from asd_jax.training import experiment
-from asd_jax.training import lora
 from asd_jax.training import loop
-from asd_jax.training import metrics
-from asd_jax.training import sharding as shd
+from asd_jax.training import lora
+from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 from configs import demo_dual
 
@@ -41,8 +42,8 @@ def _tiny_model(tiny_encoder):
   return dual_branch.DualBranch(beats=tiny_encoder(dim=16, layers=2), eat=tiny_encoder(dim=8, layers=1))
 
 
-def _tiny_system(tiny_encoder, frontend, config):
-  return experiment.dual_system(config, _tiny_model(tiny_encoder), experiment.dual_loss_config(config, NUM_CLASSES),
+def _tiny_network(tiny_encoder, frontend, config):
+  return networks.dual_network(config, _tiny_model(tiny_encoder), networks.dual_loss_config(config, NUM_CLASSES),
                                 lambda inputs: (frontend(inputs["wav"]), frontend(inputs["wav"])))
 
 
@@ -66,12 +67,12 @@ def _steps(run, train_step, batch, devices, steps=STEPS):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_encoder, frontend):
-  """`(system, run, train_step)` of the tiny dual system with LoRA, built once for the module: compiling
+  """`(network, run, train_step)` of the tiny dual network with LoRA, built once for the module: compiling
   even a tiny model's init and step takes seconds, and jit reuses compilations of the same step function."""
   config = _config()
-  system = _tiny_system(tiny_encoder, frontend, config)
-  run = experiment.create_run(config, system, jax.random.key(0), total_steps=10)
-  return system, run, run.train_step()
+  network = _tiny_network(tiny_encoder, frontend, config)
+  run = experiment.create_run(config, network, jax.random.key(0), total_steps=10)
+  return network, run, run.train_step()
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +130,14 @@ def test_dual_lora_steps_move_only_factors_featex_centres_and_scales(tiny_runs):
 
 def _fit(tiny, workdir, array_batches, stop_after=None):
   """Trains the tiny dual run with the real loop and checkpoints; new checkpointer, writer and iterator."""
-  system, run, train_step = tiny
+  network, run, train_step = tiny
   data = _batch(size=16, seed=1)
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
-  writer = metrics.MetricWriter(workdir)
+  writer = train_log.MetricWriter(workdir)
   state = loop.fit(jax.tree.map(jnp.copy, run.state), train_step, array_batches(data["wav"], data["label"], 8),
                    num_steps=6, mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,
-                   meta={"system": system.name}, writer=writer, log_every=1, progress=False, stop_after=stop_after,
-                   shown_metrics=system.progress_metrics)
+                   meta={"network": network.name}, writer=writer, log_every=1, progress=False, stop_after=stop_after,
+                   shown_metrics=network.progress_metrics)
   ckpt.close()
   writer.close()
   return jax.device_get(state)
@@ -151,20 +152,20 @@ def test_dual_resume_equals_uninterrupted_run(tiny, array_batches, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, getattr(straight, part), getattr(resumed, part))
   # The scales adapt every step, so a resume that dropped `extra` would not match.
   assert float(first.extra["featex_scale"]) != float(straight.extra["featex_scale"])
-  rows = metrics.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+  rows = train_log.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, 7))
   assert all({"main_loss", "featex_loss", "main_scale", "featex_scale"} <= set(r) for r in rows if "loss" in r)
 
 
 def test_dual_embed_outputs(tiny, tiny_encoder, frontend):
-  system, run, _ = tiny
+  network, run, _ = tiny
   params = run.state.params["model"]
   wav = _batch(size=5)["wav"]
   batches = [{"wav": wav[:4], "index": np.arange(4)},
              {"wav": np.concatenate([wav[4:], np.zeros((3, SAMPLES), np.float32)]),
               "index": np.array([4, 0, 0, 0]), "valid": np.array([True, False, False, False])}]
   mesh = shd.data_mesh()
-  out = embed.embed_batches(embed.make_forward(system.outputs, mesh, all_layers=True), shd.replicate(params, mesh),
+  out = extract.embed_batches(extract.make_forward(network.outputs, mesh, all_layers=True), shd.replicate(params, mesh),
                             batches, batch_size=4, mesh=mesh, num_clips=5, progress=False)
   assert {k: v.shape for k, v in out.items()} == {"embedding": (5, 24), "layers_beats": (5, 2, 16),
                                                   "layers_eat": (5, 1, 8)}
@@ -173,7 +174,7 @@ def test_dual_embed_outputs(tiny, tiny_encoder, frontend):
   np.testing.assert_allclose(out["embedding"], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(out["embedding"], np.concatenate([out["layers_beats"][:, -1],
                                                                   out["layers_eat"][:, -1]], axis=-1))
-  last = embed.embed_batches(embed.make_forward(system.outputs, mesh, all_layers=False), params, batches[:1],
+  last = extract.embed_batches(extract.make_forward(network.outputs, mesh, all_layers=False), params, batches[:1],
                              batch_size=4, mesh=mesh, num_clips=4, progress=False)
   assert set(last) == {"embedding"}
   np.testing.assert_allclose(last["embedding"], want[:4], rtol=1e-5, atol=1e-6)
@@ -181,14 +182,14 @@ def test_dual_embed_outputs(tiny, tiny_encoder, frontend):
 
 @pytest.mark.slow  # ~1 min on 2 busy cores: compiling the real encoders' init, fbanks and gradients
 def test_real_tiny_encoders_dual_lora_steps():
-  """configs/demo_dual.py's system (tiny BEATs + tiny EAT, fbanks from waveforms): 2 devices equal 1, and
+  """configs/demo_dual.py's network (tiny BEATs + tiny EAT, fbanks from waveforms): 2 devices equal 1, and
   only LoRA factors of both encoders, the featex centres and the scales change."""
   config = demo_dual.get_config()
   config.data.clip_seconds = 0.5
-  run = experiment.create_run(config, experiment.build_system(config, NUM_CLASSES), jax.random.key(0),
+  run = experiment.create_run(config, networks.build_network(config, NUM_CLASSES), jax.random.key(0),
                               total_steps=10)
   train_step = run.train_step()
-  wav = np.random.default_rng(0).normal(scale=0.1, size=(4, experiment.clip_samples(config))).astype(np.float32)
+  wav = np.random.default_rng(0).normal(scale=0.1, size=(4, networks.clip_samples(config))).astype(np.float32)
   batch = {"wav": wav, "label": np.array([0, 1, 2, 0], np.int32)}
   one, m1 = _steps(run, train_step, batch, jax.devices()[:1], steps=2)
   two, m2 = _steps(run, train_step, batch, jax.devices()[:2], steps=2)
@@ -201,8 +202,8 @@ def test_real_tiny_encoders_dual_lora_steps():
 
 @pytest.mark.slow  # ~2 min on 2 busy cores: the real CLIs' train + embed on a small synthetic set
 def test_train_and_embed_entry_points_end_to_end(tmp_path):
-  from asd_jax import train
   from asd_jax.data import synth
+  from asd_jax.training import fine_tune
 
   summary = synth.generate(tmp_path / "data", scale=0.01, seed=0, machines=["ToyCar", "fan"], duration=1.0)
   config = demo_dual.get_config()
@@ -210,23 +211,25 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
   config.data.clip_seconds = 1.0
   config.train.epochs = 1
   workdir = tmp_path / "work"
-  state = train.train(config, str(workdir), progress=False)
-  rows = metrics.read_jsonl(workdir / "metrics.jsonl")
+  state = fine_tune.train(config, str(workdir), progress=False)
+  rows = train_log.read_jsonl(workdir / "metrics.jsonl")
   steps = [r for r in rows if "loss" in r]
   assert steps and int(state.step) == steps[-1]["step"]
   assert all(np.isfinite(r["loss"]) and {"main_loss", "featex_loss"} <= set(r) for r in steps)
   assert float(state.extra["main_scale"]) != float(np.sqrt(2) * np.log(state.extra["main_centres"].shape[1] - 1))
-  again = train.train(config, str(workdir), progress=False)  # resumes at the end: nothing left to do
+  again = fine_tune.train(config, str(workdir), progress=False)  # resumes at the end: nothing left to do
   assert int(again.step) == int(state.step)
 
-  out = embed.embed(config, str(workdir), progress=False)
+  from asd_jax.embedding import workdir as embedding_workdir
+
+  out = embedding_workdir.embed(config, str(workdir), progress=False)
   with np.load(out) as npz:
     shapes = {k: v.shape for k, v in npz.items()}
   n = len(summary["records"])
   assert shapes == {"embedding": (n, 128), "layers_beats": (n, 2, 64), "layers_eat": (n, 2, 64)}
   with open(workdir / "embeddings_records.json") as f:
     records = json.load(f)
-  assert records["system"] == "dual_branch" and "step" in records["source"] and len(records["records"]) == n
+  assert records["network"] == "dual_branch" and "step" in records["source"] and len(records["records"]) == n
 
 
 @pytest.mark.slow  # ~20 s on 2 busy cores: loading both checkpoints, compiling init and forward
@@ -239,8 +242,8 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   config = demo_dual.get_config()
   config.model.beats_checkpoint = str(fixtures / "beats_tiny.pt")
   config.model.eat_checkpoint = str(fixtures / "eat_tiny.pt")
-  system = experiment.build_system(config, NUM_CLASSES)
-  tree, _ = experiment.init_trainable(config, system, jax.random.key(0))
+  network = networks.build_network(config, NUM_CLASSES)
+  tree, _ = experiment.init_trainable(config, network, jax.random.key(0))
   for name, load in (("beats", beats.load), ("eat", eat.load)):
     jax.tree.map(np.testing.assert_array_equal, tree["model"]["encoder"][name], load(fixtures / f"{name}_tiny.pt")[1])
   params = lora.merge_lora(tree, alpha=config.lora.alpha)
@@ -251,7 +254,7 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   # token 0 is CLS).
   beats_want = np.swapaxes(beats_io["layer_outputs"].mean(axis=2), 0, 1)
   eat_want = np.swapaxes(eat_io["layer_outputs"][:, :, 1:].mean(axis=2), 0, 1)
-  layers = jax.jit(lambda p, b, e: dual_branch.embed_layers(system.model, p, b, e))(
+  layers = jax.jit(lambda p, b, e: dual_branch.embed_layers(network.module, p, b, e))(
       params, beats_io["fbank"], eat_io["fbank"])
   np.testing.assert_allclose(layers["beats"], beats_want, atol=1e-4)
   np.testing.assert_allclose(layers["eat"], eat_want, atol=1e-4)
@@ -259,10 +262,10 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
 
 def test_pretrained_subtrees_replace_only_their_branch():
   params = {"encoder": {"beats": {"w": np.zeros((2, 3))}, "eat": {"w": np.zeros(4)}}, "head": {"c": np.ones(2)}}
-  new = experiment.replace_subtree(params, ("encoder", "eat"), {"w": np.arange(4.0)}, "eat.pt")
+  new = networks.replace_subtree(params, ("encoder", "eat"), {"w": np.arange(4.0)}, "eat.pt")
   np.testing.assert_array_equal(new["encoder"]["eat"]["w"], np.arange(4.0))
   assert new["encoder"]["eat"]["w"].dtype == np.float32
   np.testing.assert_array_equal(new["encoder"]["beats"]["w"], params["encoder"]["beats"]["w"])
   np.testing.assert_array_equal(new["head"]["c"], params["head"]["c"])
   with pytest.raises(ValueError, match=r"eat.pt: parameters do not fit the model at encoder/eat.*\(4,\), \(5,\)"):
-    experiment.replace_subtree(params, ("encoder", "eat"), {"w": np.zeros(5)}, "eat.pt")
+    networks.replace_subtree(params, ("encoder", "eat"), {"w": np.zeros(5)}, "eat.pt")

@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from asd_jax import embed
+from asd_jax.embedding import extract
 from asd_jax.models import classifier
-from asd_jax.training import experiment
-from asd_jax.training import sharding as shd
+from asd_jax.models import networks
+from asd_jax.runtime import sharding as shd
 
 
 def test_embed_batches_matches_per_clip_forward(tiny_encoder, frontend):
@@ -26,8 +26,8 @@ def test_embed_batches_matches_per_clip_forward(tiny_encoder, frontend):
   batches[-1] = {"wav": np.concatenate([batches[-1]["wav"], np.zeros((1, 1024), np.float32)]),
                  "index": np.append(batches[-1]["index"], 0), "valid": np.array([True, True, True, False])}
   mesh = shd.data_mesh()
-  forward = embed.make_forward(experiment.classifier_outputs(model), mesh, all_layers=True)
-  out = embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=4, mesh=mesh, num_clips=7,
+  forward = extract.make_forward(networks.classifier_outputs(model), mesh, all_layers=True)
+  out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=4, mesh=mesh, num_clips=7,
                             progress=False)
   assert out["embedding"].shape == (7, 16) and out["layer_embeddings"].shape == (7, 2, 16)
   for i in range(7):
@@ -43,7 +43,7 @@ def test_embed_batches_reports_skipped_clips(tiny_encoder, frontend):
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
   with pytest.raises(ValueError, match="1 of 3 clips got no embedding"):
-    embed.embed_batches(embed.make_forward(experiment.classifier_outputs(model), mesh, False), params,
+    extract.embed_batches(extract.make_forward(networks.classifier_outputs(model), mesh, False), params,
                         [{"wav": wav, "index": np.array([0, 1])}], batch_size=2, mesh=mesh, num_clips=3, progress=False)
 
 

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asd_jax import embed
+from asd_jax.embedding import extract
 from asd_jax.models import classifier
-from asd_jax.training import experiment
-from asd_jax.training import microbatch
-from asd_jax.training import sharding as shd
+from asd_jax.models import networks
+from asd_jax.runtime import microbatch
+from asd_jax.runtime import sharding as shd
 
 
 def test_in_slices_runs_fn_on_slices_and_restores_the_batch():
@@ -57,7 +57,7 @@ def test_sliced_embedding_on_two_devices_equals_the_whole_batch(tiny_encoder, fr
   wav = np.random.default_rng(0).normal(size=(8, 1024)).astype(np.float32)
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
-  classifier_outputs = experiment.classifier_outputs(model)
+  classifier_outputs = networks.classifier_outputs(model)
   traced_shapes = []
 
   def outputs(params, wav, all_layers):
@@ -65,10 +65,10 @@ def test_sliced_embedding_on_two_devices_equals_the_whole_batch(tiny_encoder, fr
     return classifier_outputs(params, wav, all_layers)
 
   batches = [{"wav": wav, "index": np.arange(8)}]
-  run = lambda forward: embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=8,  # noqa: E731
+  run = lambda forward: extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=8,  # noqa: E731
                                             mesh=mesh, num_clips=8, progress=False)
-  sliced = run(embed.make_forward(outputs, mesh, all_layers=True, microbatch=size))
-  whole = run(embed.make_forward(outputs, mesh, all_layers=True))
+  sliced = run(extract.make_forward(outputs, mesh, all_layers=True, microbatch=size))
+  whole = run(extract.make_forward(outputs, mesh, all_layers=True))
   assert traced_shapes == [(size, 1024), (8, 1024)]  # the model saw one slice per device, then the whole batch
   for key in ("embedding", "layer_embeddings"):
     np.testing.assert_allclose(sliced[key], whole[key], rtol=1e-5, atol=1e-6)

@@ -4,12 +4,12 @@ import jax
 import numpy as np
 import pytest
 
-from asd_jax import embed
+from asd_jax.embedding import extract
 from asd_jax.models import classifier
-from asd_jax.training import experiment
+from asd_jax.models import networks
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import lora
 from asd_jax.training import optimizer
-from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
 from configs import common
 
@@ -20,19 +20,19 @@ def test_config_switches_reach_the_encoder(encoder, attention, remat):
   config = common.get_config()
   config.model.encoder, config.model.preset = encoder, "tiny"
   config.model.attention, config.model.remat = attention, remat
-  model = experiment.build_model(config.model, experiment.architecture(config.model)[0], num_classes=2)
+  model = networks.build_classifier(config.model, networks.architecture(config.model)[0], num_classes=2)
   assert model.encoder.fused_attention == (attention == "fused") and model.encoder.remat == remat
 
 
 def test_auto_attention_is_fused_only_on_gpu():
   config = common.get_config()
   assert config.model.attention == "auto" and not config.model.remat
-  assert experiment.encoder_options(config.model).get("fused_attention", False) == (jax.default_backend() == "gpu")
+  assert networks.encoder_options(config.model).get("fused_attention", False) == (jax.default_backend() == "gpu")
   config.model.attention, config.model.remat = "reference", False
-  assert experiment.encoder_options(config.model) == {}  # an encoder without the switches still builds
+  assert networks.encoder_options(config.model) == {}  # an encoder without the switches still builds
   config.model.attention = "flash"
   with pytest.raises(ValueError, match="expected one of"):
-    experiment.encoder_options(config.model)
+    networks.encoder_options(config.model)
 
 
 def test_donated_step_gives_the_same_state(tiny_encoder, frontend):
@@ -44,7 +44,7 @@ def test_donated_step_gives_the_same_state(tiny_encoder, frontend):
   optim = common.get_config().optim
   optim.update(dict(learning_rate=1e-3, warmup_steps=1, schedule="constant", weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
-  step = ts.make_train_step(ts.with_lora(ts.classification_loss(model), alpha=1.0), tx, labels)
+  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=1.0), tx, labels)
   mesh = shd.data_mesh()
   results = []
   for donate in (False, True):
@@ -76,10 +76,10 @@ def test_embedding_compiles_once_with_a_short_last_batch(tiny_encoder, frontend,
   wav = np.random.default_rng(0).normal(size=(5, 1024)).astype(np.float32)
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
-  forward = CountingForward(embed.make_forward(experiment.classifier_outputs(model), mesh, all_layers=False))
+  forward = CountingForward(extract.make_forward(networks.classifier_outputs(model), mesh, all_layers=False))
   batches = [{"wav": wav[:2], "index": np.arange(2)}, {"wav": wav[2:4], "index": np.arange(2, 4)},
              {"wav": wav[4:], "index": np.array([4])}]
-  out = embed.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=2, mesh=mesh, num_clips=5,
+  out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=2, mesh=mesh, num_clips=5,
                             progress=False, prefetch=prefetch)
   assert forward.compilations == 1
   ref = model.apply({"params": params}, wav)["embedding"]

@@ -5,9 +5,11 @@ import jax
 import numpy as np
 import pytest
 
+from asd_jax.models import networks
+
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import experiment
 from asd_jax.training import lora
-from asd_jax.training import sharding as shd
 from asd_jax.training import train_step as ts
 from configs import demo
 
@@ -18,12 +20,12 @@ def test_lora_steps_on_tiny_encoder(encoder):
   config = demo.get_config()
   config.model.encoder = encoder
   config.data.clip_seconds = 1.0
-  run = experiment.create_run(config, experiment.build_system(config, num_classes=3), jax.random.key(0),
+  run = experiment.create_run(config, networks.build_network(config, num_classes=3), jax.random.key(0),
                               total_steps=10)
   labels = run.labels
   mesh = shd.data_mesh()
   step = ts.jit_train_step(run.train_step(), mesh, donate=False)
-  wav = np.random.default_rng(0).normal(scale=0.1, size=(4, experiment.clip_samples(config))).astype(np.float32)
+  wav = np.random.default_rng(0).normal(scale=0.1, size=(4, networks.clip_samples(config))).astype(np.float32)
   batch = shd.put_batch({"wav": wav, "label": np.array([0, 1, 2, 0], np.int32)}, mesh)
   state = shd.replicate(run.state, mesh)
   new = state

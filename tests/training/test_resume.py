@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from asd_jax.models import classifier
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import checkpoints
-from asd_jax.training import lora
 from asd_jax.training import loop
-from asd_jax.training import metrics
+from asd_jax.training import lora
 from asd_jax.training import optimizer
-from asd_jax.training import sharding as shd
+from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 from configs import common
 
@@ -30,9 +30,9 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   optim.update(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
-  step = ts.make_train_step(ts.with_lora(ts.classification_loss(model), alpha=4.0), tx, labels)
+  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=4.0), tx, labels)
   ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
-  writer = metrics.MetricWriter(workdir)
+  writer = train_log.MetricWriter(workdir)
   state = loop.fit(ts.create_state(tree, tx), step, array_batches(wav, label, 4), num_steps=STEPS,
                    mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,
                    meta={"labels": ["a", "b", "c"]}, writer=writer, log_every=1, progress=False,
@@ -51,7 +51,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend,
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), straight.opt_state, resumed.opt_state)
   # The first half really trained (otherwise equality would be trivial), and metrics were logged per step.
   assert not np.array_equal(first.params["model"]["head"]["kernel"], straight.params["model"]["head"]["kernel"])
-  rows = metrics.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+  rows = train_log.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))
   assert sum("compile_s" in r for r in rows) == 2
   meta = checkpoints.Checkpointer(tmp_path / "resumed" / "checkpoints").restore_meta()

@@ -1,4 +1,4 @@
-"""`train.train` killed mid-epoch and resumed by a fresh call equals an uninterrupted run, through the real path:
+"""`fine_tune.train` killed mid-epoch and resumed by a fresh call equals an uninterrupted run, through the real path:
 synthetic wavs, the Grain iterator (its state saved in and restored from the Orbax checkpoint), the config,
 checkpoints and metadata. A resume (or an embedding) with other settings than the checkpoint's is refused,
 naming each field.
@@ -12,12 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from asd_jax import embed
-from asd_jax import train
 from asd_jax.data import synth
 from asd_jax.models import registry
+from asd_jax.training import fine_tune
 from asd_jax.training import lora
-from asd_jax.training import metrics
+from asd_jax.training import restore
+from asd_jax.training import train_log
 from configs import demo
 
 TINY = "tiny_attention"
@@ -59,7 +59,7 @@ def _config(root, encoder=TINY):
 
 
 def _train(config, workdir, **kwargs):
-  return jax.device_get(train.train(config, str(workdir), progress=False, **kwargs))
+  return jax.device_get(fine_tune.train(config, str(workdir), progress=False, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def _resume_equals(config, workdir, straight_state):
   assert steps == 4 * EPOCHS and int(resumed.step) == steps
   for part in ("params", "opt_state"):
     jax.tree.map(np.testing.assert_array_equal, getattr(straight_state, part), getattr(resumed, part))
-  rows = metrics.read_jsonl(workdir / "metrics.jsonl")
+  rows = train_log.read_jsonl(workdir / "metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))
 
 
@@ -116,7 +116,7 @@ def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(datase
   workdir, trained = straight
   other_alpha = _config(dataset)
   other_alpha.lora.alpha = 1.0
-  _, params, source = embed.model_params(other_alpha, str(workdir))
+  _, params, source = restore.embedding_params(other_alpha, str(workdir))
   assert source.endswith(f"step {4 * EPOCHS}")
   # W + (8 / 4) A @ B with the trained factors (B has moved away from zero, so alpha matters).
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), jax.device_get(params),
@@ -126,7 +126,7 @@ def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(datase
   other_rank = _config(dataset)
   other_rank.lora.rank = 2
   with pytest.raises(ValueError, match="config.lora.rank: saved 4, now 2"):
-    embed.model_params(other_rank, str(workdir))
+    restore.embedding_params(other_rank, str(workdir))
 
 
 @pytest.mark.slow  # ~1.5 min on 2 busy cores: three compilations of the real tiny BEATs' fbank + gradients

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from asd_jax.training import prefetch
+from asd_jax.runtime import prefetch
 
 
 class Counter:

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from asd_jax.training import autotune
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import autotune
+from asd_jax.runtime import sharding as shd
 
 
 def _scripted(rates):

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import sharding as shd
 
 
 def is_out_of_memory(error: Exception) -> bool:

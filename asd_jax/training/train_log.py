@@ -1,4 +1,4 @@
-"""Training metrics on disk: one JSON object per line in `metrics.jsonl`, and TensorBoard if available.
+"""The training log: metrics as one JSON object per line in `metrics.jsonl`, and TensorBoard if available.
 
 Only process 0 writes. TensorBoard logging uses `tensorboardX` when it is installed (it is not a
 dependency); the JSONL file is always written and is what tests and scripts read.

@@ -1,12 +1,13 @@
-"""Grain pipelines: batch contents, seeded determinism, exact resume, shards, workers, padding."""
+"""Grain datasets: batch contents, seeded determinism, exact resume, shards, workers, padding."""
 
 import numpy as np
 import pytest
 
 from asd_jax.audio import wav as wavlib
-from asd_jax.data import labels, layout, pipeline, synth
+from asd_jax.data import datasets, labels, layout, synth
+from asd_jax.data import records as rec
 
-CONFIG = pipeline.WavConfig(duration_s=0.1)
+CONFIG = datasets.WavConfig(duration_s=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +15,7 @@ def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("synth") / "d"
   synth.generate(root, scale=0.01, seed=3, machines=["fan", "valve"], duration=0.1)
   records = layout.scan_dataset(root)
-  train = layout.train_records(records) + layout.supplemental_records(records)
+  train = [r for r in records if rec.is_fine_tuning_clip(r)]
   return records, train, labels.LabelSpace.from_records(train)
 
 
@@ -24,7 +25,7 @@ def _take(it, n):
 
 def test_training_batch_contents(data):
   _, train, space = data
-  batch = next(iter(pipeline.training_dataset(train, space, batch_size=4, seed=0, config=CONFIG,
+  batch = next(iter(datasets.training_dataset(train, space, batch_size=4, seed=0, config=CONFIG,
                                               shard_index=0, shard_count=1)))
   assert batch["wav"].shape == (4, 1600) and batch["wav"].dtype == np.float32
   assert batch["label"].dtype == np.int32 and batch["index"].dtype == np.int32
@@ -36,7 +37,7 @@ def test_training_batch_contents(data):
 def test_same_seed_same_order_other_seed_differs(data):
   _, train, space = data
   def order(seed):
-    ds = pipeline.training_dataset(train, space, batch_size=4, seed=seed, config=CONFIG,
+    ds = datasets.training_dataset(train, space, batch_size=4, seed=seed, config=CONFIG,
                                    shard_index=0, shard_count=1)
     return np.concatenate([b["index"] for b in _take(iter(ds), 6)])
   np.testing.assert_array_equal(order(1), order(1))
@@ -46,7 +47,7 @@ def test_same_seed_same_order_other_seed_differs(data):
 def test_epochs_cover_all_records_and_reshuffle(data):
   _, train, space = data
   n = len(train)
-  ds = pipeline.training_dataset(train, space, batch_size=1, seed=0, config=CONFIG, num_epochs=2,
+  ds = datasets.training_dataset(train, space, batch_size=1, seed=0, config=CONFIG, num_epochs=2,
                                  shard_index=0, shard_count=1)
   idx = np.concatenate([b["index"] for b in ds])
   assert sorted(idx[:n]) == list(range(n)) and sorted(idx[n:]) == list(range(n))
@@ -55,7 +56,7 @@ def test_epochs_cover_all_records_and_reshuffle(data):
 
 def test_restore_from_state_continues_identically(data):
   _, train, space = data
-  ds = pipeline.training_dataset(train, space, batch_size=4, seed=5, config=CONFIG,
+  ds = datasets.training_dataset(train, space, batch_size=4, seed=5, config=CONFIG,
                                  shard_index=0, shard_count=1)
   it = iter(ds)
   _take(it, 3)
@@ -72,7 +73,7 @@ def test_shards_disjoint_and_covering(data):
   records, _, space = data
   seen = []
   for shard in range(3):
-    ds = pipeline.inference_dataset(records, space, batch_size=5, config=CONFIG,
+    ds = datasets.inference_dataset(records, space, batch_size=5, config=CONFIG,
                                     shard_index=shard, shard_count=3)
     seen.append({int(i) for b in ds for i, v in zip(b["index"], b["valid"]) if v})
   assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
@@ -81,7 +82,7 @@ def test_shards_disjoint_and_covering(data):
 
 def test_inference_is_ordered_padded_and_marks_unknown(data):
   records, train, space = data
-  batches = list(pipeline.inference_dataset(records, space, batch_size=7, config=CONFIG,
+  batches = list(datasets.inference_dataset(records, space, batch_size=7, config=CONFIG,
                                             shard_index=0, shard_count=1))
   assert all(b["wav"].shape == (7, 1600) for b in batches)
   valid = np.concatenate([b["valid"] for b in batches])
@@ -98,17 +99,17 @@ def test_training_rejects_records_outside_label_space(data):
   records, train, _ = data
   small = labels.LabelSpace.from_records(train[:1])
   with pytest.raises(KeyError, match="not in the label space"):
-    pipeline.training_dataset(train, small, batch_size=2, seed=0, shard_index=0, shard_count=1)
+    datasets.training_dataset(train, small, batch_size=2, seed=0, shard_index=0, shard_count=1)
 
 
 def test_default_shard_comes_from_jax(data):
-  assert pipeline.default_shard() == (0, 1)
+  assert datasets.default_shard() == (0, 1)
 
 
 def test_multi_worker_matches_in_process(data):
   _, train, space = data
   def first(workers):
-    ds = pipeline.training_dataset(train, space, batch_size=4, seed=9, config=CONFIG,
+    ds = datasets.training_dataset(train, space, batch_size=4, seed=9, config=CONFIG,
                                    worker_count=workers, shard_index=0, shard_count=1)
     it = iter(ds)
     out = _take(it, 3)

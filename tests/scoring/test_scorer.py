@@ -8,7 +8,7 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from asd_jax.data.records import ClipRecord
-from asd_jax.scoring import detector, threshold
+from asd_jax.scoring import scorer as scorer_lib, threshold
 
 SECTIONS = [("fan", "00"), ("ToyCar", "01")]
 
@@ -42,22 +42,22 @@ def _section_rows(records, key):
 
 def test_bank_holds_source_target_and_smote_to_source_count():
   emb, recs = _train()
-  scorer = detector.fit(emb, recs)
+  scorer = scorer_lib.fit(emb, recs)
   for key in SECTIONS:
     state = scorer.sections[key]
     assert state.bank.shape == (24 + 4 + 20, 12)
     assert state.bank_synthetic.sum() == 20 and (state.bank_domain == 1).sum() == 24
     np.testing.assert_allclose(np.linalg.norm(state.bank, axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(state.train_clip, _section_rows(recs, key))
-  assert detector.fit(emb, recs, {"smote": False}).sections[SECTIONS[0]].bank.shape == (28, 12)
+  assert scorer_lib.fit(emb, recs, {"smote": False}).sections[SECTIONS[0]].bank.shape == (28, 12)
 
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_scores_and_statistics_match_sklearn(k):
   emb, recs = _train()
   test_emb, test_recs = _test()
-  scorer = detector.fit(emb, recs, {"smote": False, "k": k, "threshold_method": "quantile"})
-  out = detector.score(scorer, test_emb, test_recs)
+  scorer = scorer_lib.fit(emb, recs, {"smote": False, "k": k, "threshold_method": "quantile"})
+  out = scorer_lib.score(scorer, test_emb, test_recs)
   train_x, test_x = _flat(emb), _flat(test_emb)
   for key in SECTIONS:
     tr, te = _section_rows(recs, key), _section_rows(test_recs, key)
@@ -86,7 +86,8 @@ def test_bank_modes_match_sklearn():
   is_t = np.array([recs[i].domain == "target" for i in tr])
   d_src = NearestNeighbors(n_neighbors=1, metric="cosine").fit(train_x[tr[~is_t]]).kneighbors(test_x[te])[0][:, 0]
   d_tgt = NearestNeighbors(n_neighbors=1, metric="cosine").fit(train_x[tr[is_t]]).kneighbors(test_x[te])[0][:, 0]
-  raw = lambda bank: detector.score(detector.fit(emb, recs, {"smote": False, "bank": bank}), test_emb, test_recs).raw[te]
+  raw = lambda bank: scorer_lib.score(scorer_lib.fit(emb, recs, {"smote": False, "bank": bank}), test_emb,  # noqa: E731
+                                      test_recs).raw[te]
   np.testing.assert_allclose(raw("target_only"), d_tgt, atol=1e-5)
   np.testing.assert_allclose(raw("domain_min"), np.minimum(d_src, d_tgt), atol=1e-5)
   np.testing.assert_allclose(raw("joint"), np.minimum(d_src, d_tgt), atol=1e-5)  # k=1: same thing
@@ -94,12 +95,12 @@ def test_bank_modes_match_sklearn():
 
 def test_smote_lowers_target_scores_and_nearest_clip_is_a_real_clip():
   emb, recs = _train()
-  with_smote = detector.fit(emb, recs)
-  without = detector.fit(emb, recs, {"smote": False})
+  with_smote = scorer_lib.fit(emb, recs)
+  without = scorer_lib.fit(emb, recs, {"smote": False})
   rng = np.random.default_rng(5)
   test_emb = rng.normal(size=(8, 2, 6)) + 2.0  # near the target clips
   test_recs = [ClipRecord(f"/t/{i}.wav", "fan", "00", "test") for i in range(8)]
-  a, b = detector.score(with_smote, test_emb, test_recs), detector.score(without, test_emb, test_recs)
+  a, b = scorer_lib.score(with_smote, test_emb, test_recs), scorer_lib.score(without, test_emb, test_recs)
   assert np.all(a.raw <= b.raw + 1e-6) and np.any(a.raw < b.raw - 1e-4)
   fan_rows = set(_section_rows(recs, ("fan", "00")).tolist())
   assert set(a.nearest_train_clip.tolist()) <= fan_rows
@@ -108,62 +109,50 @@ def test_smote_lowers_target_scores_and_nearest_clip_is_a_real_clip():
 def test_save_load_round_trip(tmp_path):
   emb, recs = _train()
   test_emb, test_recs = _test()
-  scorer = detector.fit(emb, recs, {"k": 2, "layers": [1], "bank": "domain_min"})
+  scorer = scorer_lib.fit(emb, recs, {"k": 2, "layers": [1], "bank": "domain_min"})
   path = str(tmp_path / "scorer.npz")
   scorer.save(path)
-  loaded = detector.Scorer.load(path)  # allow_pickle=False inside
+  loaded = scorer_lib.Scorer.load(path)  # allow_pickle=False inside
   assert loaded.config == scorer.config and loaded.train_paths == scorer.train_paths
-  a, b = detector.score(scorer, test_emb, test_recs), detector.score(loaded, test_emb, test_recs)
+  a, b = scorer_lib.score(scorer, test_emb, test_recs), scorer_lib.score(loaded, test_emb, test_recs)
   for name in ("raw", "normalized", "nearest_train_clip", "decisions"):
     np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
   np.savez(tmp_path / "other.npz", x=np.zeros(2))
   with pytest.raises(ValueError, match="not a saved Scorer"):
-    detector.Scorer.load(str(tmp_path / "other.npz"))
-
-
-def test_fused_thresholds_fit_on_weighted_training_scores():
-  emb, recs = _train()
-  a = detector.fit(emb, recs)
-  b = detector.fit(emb[:, ::-1], recs, {"k": 2})
-  got = detector.fused_thresholds([a, b], [0.3, 0.7])
-  for key in SECTIONS:
-    fused = 0.3 * a.sections[key].train_scores + 0.7 * b.sections[key].train_scores
-    assert got[key] == pytest.approx(threshold.fit_threshold(fused))
-  other = detector.fit(emb[2:], recs[2:])
-  with pytest.raises(ValueError, match="different training clips"):
-    detector.fused_thresholds([a, other], [0.5, 0.5])
+    scorer_lib.Scorer.load(str(tmp_path / "other.npz"))
 
 
 def test_errors_name_the_problem():
   emb, recs = _train()
-  scorer = detector.fit(emb, recs)
+  scorer = scorer_lib.fit(emb, recs)
   with pytest.raises(ValueError, match="no fitted state for machine 'pump' section '00'"):
-    detector.score(scorer, emb[:1], [ClipRecord("/t/x.wav", "pump", "00", "test")])
+    scorer_lib.score(scorer, emb[:1], [ClipRecord("/t/x.wav", "pump", "00", "test")])
   with pytest.raises(ValueError, match="fit: 3 embeddings for 56 records"):
-    detector.fit(emb[:3], recs)
+    scorer_lib.fit(emb[:3], recs)
   bad = list(recs)
   bad[0] = ClipRecord("/train/bad.wav", "fan", "00", "train", "source", "anomaly")
   with pytest.raises(ValueError, match="/train/bad.wav: only normal machine clips"):
-    detector.fit(emb, bad)
+    scorer_lib.fit(emb, bad)
   bad[0] = ClipRecord("/train/nodomain.wav", "fan", "00", "train", None, "normal")
   with pytest.raises(ValueError, match="/train/nodomain.wav: training clip needs domain"):
-    detector.fit(emb, bad)
+    scorer_lib.fit(emb, bad)
   with pytest.raises(ValueError, match=r"unknown scorer config fields \['kk'\]"):
-    detector.fit(emb, recs, {"kk": 1})
+    scorer_lib.fit(emb, recs, {"kk": 1})
   with pytest.raises(ValueError, match="config.bank='both'"):
-    detector.fit(emb, recs, {"bank": "both"})
+    scorer_lib.fit(emb, recs, {"bank": "both"})
   only_source = [r for r in recs if r.domain == "source"]
   with pytest.raises(ValueError, match="needs source and target"):
-    detector.fit(emb[: len(only_source)], only_source, {"bank": "target_only"})
+    scorer_lib.fit(emb[: len(only_source)], only_source, {"bank": "target_only"})
   with pytest.raises(ValueError, match="embedding dim 6 != fitted dim 12"):
-    detector.score(scorer, emb[:2, :1], recs[:2])
+    scorer_lib.score(scorer, emb[:2, :1], recs[:2])
   nan = emb.copy()
   nan[3] = np.nan
-  with pytest.raises(ValueError, match=r"non-finite embeddings at rows \[3\]"):
-    detector.fit(nan, recs)
+  with pytest.raises(ValueError, match=f"non-finite embeddings for 1 clips: {recs[3].path}"):
+    scorer_lib.fit(nan, recs)
 
 
 def test_scoring_and_evaluation_never_import_jax():
-  code = ("import sys, asd_jax.scoring.detector, asd_jax.scoring.fusion, asd_jax.evaluate; "
+  code = ("import sys, asd_jax.scoring.scorer, asd_jax.scoring.fused, asd_jax.scoring.fusion, asd_jax.evaluate, "
+          "asd_jax.evaluation.official; "
           "assert not any(m == 'jax' or m.startswith('jax.') for m in sys.modules), 'jax imported'")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))

@@ -44,6 +44,12 @@ class WavConfig:
     return int(round(self.duration_s * self.sample_rate))
 
 
+def wav_config(data_config) -> WavConfig:
+  """The `WavConfig` of a config's `data` section (`sample_rate`, `clip_seconds`, `strict`)."""
+  return WavConfig(sample_rate=data_config.sample_rate, duration_s=data_config.clip_seconds,
+                   strict=data_config.strict)
+
+
 class _LoadClip:
   """index -> {"wav", "label", "index"}; a picklable callable for worker processes."""
 

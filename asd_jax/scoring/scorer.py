@@ -14,6 +14,13 @@ Bank modes (`config.bank`):
     kNN distances.
 Leave-one-out statistics use the original training clips only: SMOTE points lie on segments
 that start at a target clip, so a clip's distance to them would be close to zero.
+
+Precision and batch independence: embeddings arrive as float32; the scorer concatenates and normalises them
+and computes every cosine similarity in float64 (the bank is stored as float32 unit vectors and widened chunk
+by chunk). A float64 dot product of D float32-valued unit vectors is within D * 2^-53 of the exact value in
+any summation order, so a clip's distance, hence its score, is the same to ~1e-12 whichever other clips are
+scored with it (in float32 the row count of the matrix product changed the rounding, which the normalisation
+then magnified). The standard deviation of the normalisation is floored at `STD_FLOOR` (see there).
 """
 
 from __future__ import annotations
@@ -26,30 +33,47 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from asd_jax import atomic
 from asd_jax.data import records as records_lib
 from asd_jax.scoring import features, knn, smote, threshold as threshold_lib
 
 BANK_MODES = ("joint", "target_only", "domain_min")
 NORMALIZATIONS = ("loo", "none")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+
+# The floor on the standard deviation that normalises a section's distances (a project choice; the report
+# states no floor). Normalised scores are (d - mean) / std, so a change of a distance d moves a score by that
+# change / std. The distances d = 1 - <u, v> come from float32 embeddings, and float32 resolves a cosine distance
+# to about eps32 = 2^-23 = 1.2e-7: rounding each component of the unit vectors u, v to float32 moves each by at
+# most eps32 / 2 in norm, hence d by up to eps32 (and a float32 1 - <u, v> is itself quantised in steps of
+# eps32 / 2). A model whose training clips embed almost alike (a tiny random network: one demo model's
+# leave-one-out std was 3.4e-6, 28 eps32) would turn that rounding into large score changes. STD_FLOOR =
+# 2^10 eps32 = 2^-13 (1.2e-4) keeps a change of one eps32 in a distance below 1/1024 of a normalised unit, and
+# the ~20 eps32 by which the same network's embeddings differ across hardware (the fixture parity of BEATs and
+# EAT is 2e-6 relative) below 0.02. The non-learned log-mel reference, the least spread model of the demo, has
+# stds of 1.3e-3 and more, ten times the floor; a section's affine normalisation changes none of its AUCs.
+EPS32 = float(np.finfo(np.float32).eps)
+STD_FLOOR = 2.0**10 * EPS32
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Scorer settings; the defaults are those of the DCASE 2025 BEATs/EAT report."""
+  """Scorer settings; where each default comes from is said per field."""
   return ml_collections.ConfigDict(
       dict(
-          k=1,  # neighbours; the score is the mean cosine distance to them
-          smote=True,
-          smote_k_neighbors=2,
-          smote_seed=0,
-          bank="joint",  # one of BANK_MODES
-          layers=None,  # layer indices to concatenate, None = all
-          normalize_layers=True,  # L2-normalise each layer before concatenating
-          normalization="loo",  # "loo": leave-one-out train mean/std; "none": raw distances
-          threshold_method="gamma",  # threshold_lib.METHODS
+          k=1,  # report: cosine distance to the nearest neighbour (1-NN); the score is the mean over k
+          smote=True,  # report: SMOTE oversampling of the target domain to the source count
+          smote_k_neighbors=2,  # report: SMOTE k=2
+          smote_seed=0,  # project: any fixed seed, for reproducible banks
+          bank="joint",  # project: one bank of source + target + SMOTE (the report's description); BANK_MODES
+          layers=None,  # layer indices to concatenate, None = all (multi-layer fusion, report section 2.4)
+          normalize_layers=True,  # project: L2-normalise each layer before concatenating, so layers weigh alike
+          # "loo": (d - mean) / max(std, STD_FLOOR) with the leave-one-out distances of the training clips (the
+          # report normalises before fusing; leave-one-out statistics are this project's reading); "none": raw
+          normalization="loo",
+          threshold_method="gamma",  # project: the DCASE baselines' gamma fit, 90th percentile (threshold_lib)
           threshold_quantile=0.9,
           query_chunk=knn.DEFAULT_QUERY_CHUNK,
-          bank_chunk=knn.DEFAULT_BANK_CHUNK,
+          bank_chunk=knn.DEFAULT_BANK_CHUNK // 2,  # float64 blocks: the same memory as float32 ones
       )
   )
 
@@ -62,14 +86,14 @@ class SectionState:
   """Fitted state of one (machine, section).
 
   Attributes:
-    bank: [n_bank, dim] float32 unit-norm memory bank.
+    bank: [n_bank, dim] float32 unit-norm memory bank (normalised in float64, then rounded).
     bank_clip: [n_bank] int, index into the training clips given to `fit` of the clip each entry
       came from; for a SMOTE entry, the nearest original target clip.
     bank_domain: [n_bank] int8, 0 source, 1 target (synthetic entries are target).
     bank_synthetic: [n_bank] bool.
     train_clip: [n_train] int, the training clips (indices into `fit`'s input) of this section.
     train_scores: [n_train] normalised leave-one-out scores of those clips.
-    mean, std: normalisation statistics of the raw leave-one-out scores.
+    mean, std: normalisation statistics of the raw leave-one-out scores (std floored at `STD_FLOOR`).
     threshold: decision threshold on the normalised scale.
   """
 
@@ -106,7 +130,7 @@ class Scorer:
       for name in SectionState.ARRAYS:
         arrays[f"s{i}_{name}"] = getattr(state, name)
     arrays["header_json"] = np.array(json.dumps(header))
-    np.savez(path, **arrays)
+    atomic.save_npz(path, **arrays)
 
   @classmethod
   def load(cls, path: str) -> "Scorer":
@@ -160,28 +184,28 @@ def _as_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
   return merged
 
 
-def _vectors(embeddings: np.ndarray, n_records: int, config: dict[str, Any], what: str) -> np.ndarray:
+def _vectors(embeddings: np.ndarray, records: Sequence[records_lib.ClipRecord], config: dict[str, Any],
+             what: str) -> np.ndarray:
+  """[clips, dim] float64 vectors the kNN sees (layers concatenated, each L2-normalised in float64)."""
   x = np.asarray(embeddings)
-  if x.shape[0] != n_records:
-    raise ValueError(f"{what}: {x.shape[0]} embeddings for {n_records} records")
-  x = features.concat_layers(x, config["layers"], normalize_layers=config["normalize_layers"])
-  if not np.all(np.isfinite(x)):
-    bad = np.nonzero(~np.all(np.isfinite(x), axis=1))[0][:5]
-    raise ValueError(f"{what}: non-finite embeddings at rows {bad.tolist()}")
-  return x.astype(np.float32, copy=False)
+  if x.shape[0] != len(records):
+    raise ValueError(f"{what}: {x.shape[0]} embeddings for {len(records)} records")
+  if not np.issubdtype(x.dtype, np.floating):
+    x = x.astype(np.float32)
+  x = features.concat_layers(x.astype(np.float64), config["layers"], normalize_layers=config["normalize_layers"])
+  bad = np.flatnonzero(~np.all(np.isfinite(x), axis=1))
+  if bad.size:
+    raise ValueError(f"{what}: non-finite embeddings for {len(bad)} clips: "
+                     f"{', '.join(records[i].path for i in bad[:5])}")
+  return x
 
 
-def group_by_section(records: Sequence[records_lib.ClipRecord]) -> dict[SectionKey, np.ndarray]:
-  """{(machine, section): [n] indices of the records of that section, in input order}."""
-  groups: dict[SectionKey, list[int]] = {}
-  for i, r in enumerate(records):
-    groups.setdefault((r.machine, r.section), []).append(i)
-  return {key: np.asarray(idx, np.int64) for key, idx in sorted(groups.items())}
+group_by_section = records_lib.group_by_section
 
 
 def _knn_scores(queries, bank, k, config, exclude=None) -> knn.KnnResult:
   return knn.cosine_knn(
-      queries, bank, k, bank_is_normalized=True, exclude=exclude,
+      queries, bank, k, bank_is_normalized=True, exclude=exclude, dtype=np.float64,
       query_chunk=config["query_chunk"], bank_chunk=config["bank_chunk"],
   )
 
@@ -244,7 +268,7 @@ def fit(
   """
   config = _as_config(config)
   records = list(records)
-  x = _vectors(embeddings, len(records), config, "fit")
+  x = _vectors(embeddings, records, config, "fit")
   for r in records:
     if r.domain not in (records_lib.SOURCE, records_lib.TARGET):
       raise ValueError(f"{r.path}: training clip needs domain source/target, found {r.domain!r}")
@@ -254,7 +278,7 @@ def fit(
   for key, idx in group_by_section(records).items():
     is_target = np.array([records[i].domain == records_lib.TARGET for i in idx])
     src_idx, tgt_idx = idx[~is_target], idx[is_target]
-    synthetic = np.zeros((0, x.shape[1]), np.float32)
+    synthetic = np.zeros((0, x.shape[1]), np.float64)
     if config["smote"] and len(tgt_idx):
       synthetic = smote.oversample_target(
           x[src_idx], x[tgt_idx], k_neighbors=config["smote_k_neighbors"], seed=config["smote_seed"]
@@ -262,10 +286,10 @@ def fit(
     synthetic_parent = np.zeros(0, np.int64)
     if len(synthetic):
       synthetic_parent = tgt_idx[knn.cosine_knn(synthetic, x[tgt_idx], 1).nearest]
-    bank = knn.l2_normalize(np.concatenate([x[src_idx], x[tgt_idx], synthetic]))
+    bank = knn.l2_normalize(np.concatenate([x[src_idx], x[tgt_idx], synthetic])).astype(np.float32)
     n_syn = len(synthetic)
     state = SectionState(
-        bank=bank.astype(np.float32),
+        bank=bank,
         bank_clip=np.concatenate([src_idx, tgt_idx, synthetic_parent]).astype(np.int64),
         bank_domain=np.concatenate([np.zeros(len(src_idx)), np.ones(len(tgt_idx) + n_syn)]).astype(np.int8),
         bank_synthetic=np.concatenate([np.zeros(len(idx), bool), np.ones(n_syn, bool)]),
@@ -279,7 +303,7 @@ def fit(
     raw_loo, _ = _search(state, x[idx], config, exclude_clip=idx)
     if config["normalization"] == "loo":
       state.mean = float(raw_loo.mean())
-      state.std = float(max(raw_loo.std(), 1e-12))
+      state.std = float(max(raw_loo.std(), STD_FLOOR))
     state.train_scores = (raw_loo - state.mean) / state.std
     state.threshold = threshold_lib.fit_threshold(
         state.train_scores, method=config["threshold_method"], quantile=config["threshold_quantile"]
@@ -302,10 +326,10 @@ def score(scorer: Scorer, embeddings: np.ndarray, records: Sequence[records_lib.
   """
   config = scorer.config
   records = list(records)
-  x = _vectors(embeddings, len(records), config, "score")
+  x = _vectors(embeddings, records, config, "score")
   n = len(records)
   raw, normalized = np.zeros(n), np.zeros(n)
-  nearest, decisions = np.zeros(n, np.int64), np.zeros(n, np.int64)
+  nearest = np.zeros(n, np.int64)
   for key, idx in group_by_section(records).items():
     if key not in scorer.sections:
       raise ValueError(f"{records[idx[0]].path}: no fitted state for machine {key[0]!r} section {key[1]!r}; "
@@ -317,46 +341,29 @@ def score(scorer: Scorer, embeddings: np.ndarray, records: Sequence[records_lib.
     raw[idx] = raw_s
     normalized[idx] = (raw_s - state.mean) / state.std
     nearest[idx] = state.bank_clip[rows]
-    decisions[idx] = threshold_lib.decide(normalized[idx], state.threshold)
+  decisions = threshold_lib.decide_by_section(records, normalized, thresholds(scorer))
   return Scores(raw=raw, normalized=normalized, nearest_train_clip=nearest, decisions=decisions)
 
 
-def fused_thresholds(
-    scorers: Sequence[Scorer],
-    weights: Sequence[float],
-    *,
-    method: str = "gamma",
-    quantile: float = 0.9,
-) -> dict[SectionKey, float]:
-  """Per-section thresholds for a fused system, fitted on the fused training scores.
+def thresholds(scorer: Scorer) -> dict[SectionKey, float]:
+  """The model's own per-section decision thresholds (on its normalised scale)."""
+  return {key: state.threshold for key, state in scorer.sections.items()}
 
-  All scorers must have been fitted on the same training clips in the same order.
-  """
-  if len(scorers) != len(weights):
-    raise ValueError(f"{len(weights)} weights for {len(scorers)} scorers")
-  first = scorers[0]
+
+def train_clip_distances(scorer: Scorer, embeddings: np.ndarray, records: Sequence[records_lib.ClipRecord]
+                         ) -> dict[SectionKey, np.ndarray]:
+  """{section: [n_clips_of_section, n_train_clips_of_section] normalised cosine distances
+  `(d - mean) / std`} from each clip to every original training clip of its section (columns in the order of
+  `state.train_clip`; SMOTE entries left out), computed in float64 like `score`."""
+  x = _vectors(embeddings, list(records), scorer.config, "score")
   out = {}
-  for key, state in first.sections.items():
-    for s in scorers[1:]:
-      if key not in s.sections or not np.array_equal(s.sections[key].train_clip, state.train_clip):
-        raise ValueError(f"scorers were fitted on different training clips for {key}")
-    fused = sum(w * s.sections[key].train_scores for w, s in zip(weights, scorers))
-    out[key] = threshold_lib.fit_threshold(fused, method=method, quantile=quantile)
-  return out
-
-
-def apply_thresholds(
-    records: Sequence[records_lib.ClipRecord],
-    scores: np.ndarray,
-    thresholds: Mapping[SectionKey, float],
-) -> np.ndarray:
-  """[n] 0/1 decisions: score > the threshold of the clip's (machine, section)."""
-  scores = np.asarray(scores)
-  if scores.shape != (len(records),):
-    raise ValueError(f"{len(records)} records but scores of shape {scores.shape}")
-  out = np.zeros(len(records), np.int64)
   for key, idx in group_by_section(records).items():
-    if key not in thresholds:
-      raise ValueError(f"{records[idx[0]].path}: no threshold for machine {key[0]!r} section {key[1]!r}")
-    out[idx] = threshold_lib.decide(scores[idx], thresholds[key])
+    if key not in scorer.sections:
+      raise ValueError(f"{records[idx[0]].path}: no fitted state for machine {key[0]!r} section {key[1]!r}")
+    state = scorer.sections[key]
+    original = np.flatnonzero(~state.bank_synthetic)
+    row_of_clip = dict(zip(state.bank_clip[original].tolist(), original.tolist()))
+    bank = state.bank[[row_of_clip[int(c)] for c in state.train_clip]].astype(np.float64)
+    distance = 1.0 - knn.l2_normalize(x[idx]) @ bank.T
+    out[key] = (np.clip(distance, 0.0, 2.0) - state.mean) / state.std
   return out

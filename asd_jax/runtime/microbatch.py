@@ -16,7 +16,7 @@ import jax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from asd_jax.training import sharding as shd
+from asd_jax.runtime import sharding as shd
 
 AUTO = -1  # config value: one clip at a time on CPU, the whole per-device batch elsewhere
 

@@ -46,6 +46,14 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> None:
                      f"set config.train.batch_size to a multiple of {devices}")
 
 
+def local_batch(global_batch: int) -> int:
+  """This process's share of a global batch (every process feeds the same number of rows)."""
+  processes = jax.process_count()
+  if global_batch % processes:
+    raise ValueError(f"batch size {global_batch} is not divisible by the {processes} processes")
+  return global_batch // processes
+
+
 def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Global arrays from this process's part of the batch (`[local_batch, ...]` per key)."""
   sharding = batch_sharded(mesh)

@@ -1,0 +1,40 @@
+"""Every clip of a dataset embedded with a workdir's model: the library behind `python -m asd_jax.embed`.
+
+The parameters are the workdir's latest training checkpoint (LoRA factors merged with the alpha it was trained
+with; `asd_jax.training.restore`), else the network before training (converted encoders or random tiny ones,
+with a warning); `frozen=True` asks for the latter explicitly (the pipeline's frozen reference models). Writes
+`embeddings.npz` and `embeddings_records.json` (see `asd_jax.embedding.store`) into the workdir.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+from absl import logging
+
+from asd_jax.data import layout
+from asd_jax.embedding import extract
+from asd_jax.embedding import store
+from asd_jax.training import restore
+
+
+def embed(config: ml_collections.ConfigDict, workdir: str, *, all_layers: bool = True, out: str = "",
+          progress: bool = True, frozen: bool = False) -> str:
+  """Writes the outputs of every clip of `config.data.root`; returns the .npz path (default
+  WORKDIR/embeddings.npz)."""
+  workdir = os.path.abspath(workdir)
+  root = os.path.abspath(config.data.root) if config.data.root else ""
+  clips = layout.scan_dataset(root)  # first: a missing dataset fails before any compute
+  if frozen:
+    network, params, source = restore.untrained_params(config)
+  else:
+    network, params, source = restore.embedding_params(config, workdir)
+  outputs, batch_size = extract.embed_records(config, network, params, clips, all_layers=all_layers,
+                                              progress=progress)
+  out = out or os.path.join(workdir, store.ARRAYS)
+  if jax.process_index() == 0:  # every process holds every clip's outputs; one writes them
+    store.write(out, outputs, clips, source=source, network=network.name, batch_size=batch_size)
+    logging.info("wrote %s (%d clips, from %s)", out, len(clips), source)
+  return out

@@ -1,0 +1,124 @@
+"""What a pipeline re-run reuses: trained models and embeddings, each with a stamp that says what it was made from.
+
+Each embedded model has a folder `WORKDIR/models/<key>/` with `pipeline_stamp.json`:
+
+  {"trained_step": int, "train_clips": digest,                       fine-tuned models, after training
+   "embedded": {"step": int | null, "clips": digest, "all_layers": bool, "batch_size": int, "config": {...}}}
+
+Digests are content digests (`asd_jax.data.digest`, hashes cached in `WORKDIR/clip_hashes.json`): of the clips
+a classifier trains on for `train_clips`, of every clip for `clips`. A finished model whose training clips
+changed (added, removed, or another recording under the same name) is refused rather than silently reused; an
+embedding is redone when the checkpoint, the clips, the layer setting or (frozen models) the config changed.
+A model folder trained with another config (`checkpoints.RUN_FIELDS`) is refused. Stamps are written
+atomically, after what they describe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from asd_jax import atomic
+from asd_jax.embedding import store
+from asd_jax.embedding import workdir as embedding_workdir
+from asd_jax.pipeline import specs as specs_lib
+from asd_jax.training import checkpoints
+from asd_jax.training import fine_tune
+from asd_jax.training import restore
+
+STAMP = "pipeline_stamp.json"
+CONFIG = "config.json"
+
+
+def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def checked_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config fields that decide whether a model folder can be reused (`checkpoints.RUN_FIELDS`)."""
+  tree = {"config": _config_json(config)}
+  out = {}
+  for field in checkpoints.config_fields(checkpoints.RUN_FIELDS):
+    value: Any = tree
+    for key in field.split("."):
+      value = value.get(key) if isinstance(value, dict) else None
+    out[field] = value
+  return out
+
+
+def check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
+  """Raises ValueError naming each differing field when `model_dir` was made with another config."""
+  path = os.path.join(model_dir, CONFIG)
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  checkpoints.check_same_run(path, {"config": saved}, {"config": _config_json(config)},
+                             checkpoints.config_fields(checkpoints.RUN_FIELDS),
+                             hint="Use a new --workdir or delete that model folder.")
+
+
+def read_stamp(model_dir: str) -> dict[str, Any]:
+  path = os.path.join(model_dir, STAMP)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_stamp(model_dir: str, **updates: Any) -> None:
+  atomic.write_json(os.path.join(model_dir, STAMP), {**read_stamp(model_dir), **updates})
+
+
+def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str, *, progress: bool = True) -> str:
+  """Trains (or resumes) `spec` in `model_dir` unless done; returns "ran" or "cached".
+
+  `train_digest` (content digest of the fine-tuning clips) is recorded; a finished model whose training clips
+  differ from the current ones is refused rather than silently reused.
+  """
+  check_same_model(spec.config, model_dir)
+  stamp = read_stamp(model_dir)
+  if "trained_step" in stamp and restore.latest_step(model_dir) == stamp["trained_step"]:
+    if stamp.get("train_clips") != train_digest:
+      raise ValueError(f"{model_dir} was trained on other training clips than those now under "
+                       f"{spec.config.data.root} (a clip was added, removed or changed); use a new --workdir "
+                       "or delete that folder")
+    return "cached"
+  fine_tune.train(spec.config, model_dir, progress=progress)
+  step = restore.latest_step(model_dir)
+  if step is None:
+    raise RuntimeError(f"training {spec.key} in {model_dir} finished without a checkpoint")
+  write_stamp(model_dir, trained_step=step, train_clips=train_digest)
+  return "ran"
+
+
+def embedded_stamp(model_dir: str) -> dict[str, Any]:
+  """The `embedded` entry of the stamp (what the current embeddings were made from)."""
+  return read_stamp(model_dir).get("embedded", {})
+
+
+def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str, *, progress: bool = True) -> str:
+  """Writes `model_dir/embeddings.npz` unless it is up to date; returns "ran" or "cached"."""
+  frozen = spec.kind == specs_lib.FROZEN
+  if frozen:
+    os.makedirs(model_dir, exist_ok=True)
+  stamp = embedded_stamp(model_dir)
+  step = None if frozen else restore.latest_step(model_dir)
+  config = checked_config(spec.config)
+  current = (os.path.isfile(os.path.join(model_dir, store.ARRAYS)) and stamp.get("step") == step
+             and stamp.get("clips") == clips_digest and stamp.get("all_layers") == spec.all_layers
+             and (not frozen or stamp.get("config") == config))
+  if current:
+    return "cached"
+  path = embedding_workdir.embed(spec.config, model_dir, all_layers=spec.all_layers, progress=progress,
+                                 frozen=frozen)
+  if frozen:
+    atomic.write_text(os.path.join(model_dir, CONFIG), spec.config.to_json_best_effort(indent=2))
+  with open(store.records_path(path)) as f:
+    batch_size = json.load(f)["batch_size"]
+  write_stamp(model_dir, embedded={"step": step, "clips": clips_digest, "all_layers": spec.all_layers,
+                                   "batch_size": batch_size, "config": config})
+  return "ran"

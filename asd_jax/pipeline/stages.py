@@ -1,0 +1,247 @@
+"""The pipeline's stages, in order: train, embed, score, fuse, write, export (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+
+from asd_jax import atomic
+from asd_jax import detector as detector_lib
+from asd_jax.data import digest as digest_lib
+from asd_jax.data import layout
+from asd_jax.data import records as records_lib
+from asd_jax.embedding import store
+from asd_jax.evaluation import files as eval_files
+from asd_jax.evaluation import official
+from asd_jax.pipeline import cache
+from asd_jax.pipeline import results as results_lib
+from asd_jax.pipeline import specs as specs_lib
+from asd_jax.scoring import features
+from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
+from asd_jax.scoring import scorer as scorer_lib
+from asd_jax.training import restore
+
+GRID_SYSTEM = results_lib.GRID_SYSTEM
+HASH_CACHE = "clip_hashes.json"
+
+
+class Progress:
+  """Prints `[  12.3 s] stage  model: what` lines (flushed), so a long run shows where it is."""
+
+  def __init__(self, enabled: bool = True):
+    self.enabled = enabled
+    self.start = time.perf_counter()
+
+  def __call__(self, stage: str, message: str) -> None:
+    if self.enabled:
+      print(f"[{time.perf_counter() - self.start:7.1f} s] {stage:<7} {message}", flush=True)
+
+
+def model_dir(workdir: str, key: str) -> str:
+  return os.path.join(workdir, "models", key)
+
+
+def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
+                    root: str, log: Progress, *, bars: bool) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+  """Trains every fine-tuned model not yet done, then embeds every embedded model whose embeddings are stale;
+  returns `(model dirs, actions)` by key."""
+  t0 = time.perf_counter()
+  digests = digest_lib.digests({"clips": records, "fine_tuning": [r for r in records if
+                                                                  records_lib.is_fine_tuning_clip(r)]},
+                               root, os.path.join(workdir, HASH_CACHE))
+  log("setup", f"content digest of {len(records)} clips ({time.perf_counter() - t0:.1f} s)")
+  embedded = [s for s in specs if s.embedded]
+  trained = [s for s in embedded if s.trained]
+  model_dirs = {s.key: model_dir(workdir, s.key) for s in embedded}
+  actions: dict[str, dict[str, str]] = {s.key: {} for s in specs}
+  for i, spec in enumerate(trained, 1):
+    log("train", f"{spec.name} ({i}/{len(trained)}) in {model_dirs[spec.key]}")
+    t0 = time.perf_counter()
+    actions[spec.key]["train"] = cache.ensure_trained(spec, model_dirs[spec.key], digests["fine_tuning"],
+                                                      progress=bars)
+    log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
+  for i, spec in enumerate(embedded, 1):
+    what = "all layers" if spec.all_layers else "final layer"
+    log("embed", f"{spec.name} ({i}/{len(embedded)}), {what}{', no training' if not spec.trained else ''}")
+    t0 = time.perf_counter()
+    actions[spec.key]["embed"] = cache.ensure_embedded(spec, model_dirs[spec.key], digests["clips"], progress=bars)
+    log("embed", f"{spec.name}: {actions[spec.key]['embed']} ({time.perf_counter() - t0:.1f} s)")
+  return model_dirs, actions
+
+
+def score_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str],
+                 records: Sequence[records_lib.ClipRecord], scores_dir: str, log: Progress, *,
+                 labelled: bool) -> dict[str, results_lib.ModelResult]:
+  """Fits each model's scorer on the memory-bank clips of `records`, scores and evaluates the test clips."""
+  bank_idx = [i for i, r in enumerate(records) if records_lib.is_bank_clip(r)]
+  test_idx = [i for i, r in enumerate(records) if records_lib.is_test_clip(r)]
+  bank_records, test_records = [records[i] for i in bank_idx], [records[i] for i in test_idx]
+  embeddings = {k: store.read(os.path.join(d, store.ARRAYS), records) for k, d in model_dirs.items()}
+  os.makedirs(scores_dir, exist_ok=True)
+  scorers, vectors = {}, {}
+  for spec in specs:
+    what = (f"concatenation of {', '.join(spec.sources)}" if spec.sources
+            else "all layers" if spec.all_layers else "final layer")
+    log("score", f"{spec.name}: {what}, SMOTE + cosine {spec.scorer['k']}-NN")
+    x = features.model_vectors(spec.key, embeddings, layers=spec.layers, sources=spec.sources)
+    scorers[spec.key] = scorer_lib.fit(x[bank_idx], bank_records, spec.scorer)
+    vectors[spec.key] = x[test_idx]
+  model_scores = fused_lib.score_models(scorers, vectors, test_records)
+  models = {}
+  for spec in specs:
+    scores = model_scores[spec.key].scores
+    scorers[spec.key].save(os.path.join(scores_dir, f"{spec.key}_scorer.npz"))
+    atomic.save_npz(os.path.join(scores_dir, f"{spec.key}_test.npz"), raw=scores.raw, normalized=scores.normalized,
+                    decisions=scores.decisions, nearest_train_clip=scores.nearest_train_clip,
+                    paths=np.array([r.path for r in test_records]))
+    evaluation = official.evaluate_records(test_records, scores.normalized, scores.decisions) if labelled else None
+    models[spec.key] = results_lib.ModelResult(spec, scorers[spec.key], model_scores[spec.key], evaluation)
+  return models
+
+
+def _save_fused(path: str, fused: fused_lib.FusedScores, test_records: Sequence[records_lib.ClipRecord]) -> None:
+  sections = sorted(fused.thresholds)
+  atomic.save_npz(path, scores=fused.scores, decisions=fused.decisions, nearest_train_clip=fused.nearest_train_clip,
+                  paths=np.array([r.path for r in test_records]),
+                  threshold_machines=np.array([m for m, _ in sections]),
+                  threshold_sections=np.array([s for _, s in sections]),
+                  thresholds=np.array([fused.thresholds[k] for k in sections], np.float64))
+
+
+def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_lib.SystemSpec],
+                 models: dict[str, results_lib.ModelResult], test_records: Sequence[records_lib.ClipRecord],
+                 scores_dir: str, log: Progress, *, labelled: bool) -> dict[str, results_lib.SystemResult]:
+  """Each fixed-weight system, plus (on labelled clips, `config.grid_step` > 0) the grid-searched one, over the
+  systems' models (reference rows are never searched)."""
+  scorers = {k: m.scorer for k, m in models.items()}
+  model_scores = {k: m.scores for k, m in models.items()}
+
+  def fused_result(spec: specs_lib.SystemSpec) -> results_lib.SystemResult:
+    thresholds = fused_lib.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
+                                          quantile=config.threshold_quantile)
+    fused = fused_lib.score_system(spec.weights, scorers, model_scores, test_records, thresholds)
+    _save_fused(os.path.join(scores_dir, f"{spec.name}_fused.npz"), fused, test_records)
+    evaluation = official.evaluate_records(test_records, fused.scores, fused.decisions) if labelled else None
+    return results_lib.SystemResult(spec, fused, evaluation)
+
+  results: dict[str, results_lib.SystemResult] = {}
+  for spec in system_list:
+    log("fuse", spec.name + (f" ({spec.note})" if spec.note else ""))
+    results[spec.name] = fused_result(spec) if any(spec.weights.values()) else results_lib.SystemResult(
+        spec, None, None)
+  keys = [k for k, m in models.items() if not m.spec.reference]
+  if labelled and config.grid_step and keys:
+    grid = fusion.simplex_grid(len(keys), config.grid_step)
+    log("fuse", f"{GRID_SYSTEM}: searching {len(grid)} weight vectors (step {config.grid_step}) on the labelled "
+        "test clips")
+    best, _, _ = fusion.grid_search([model_scores[k].scores.normalized for k in keys],
+                                    official.official_score_objective(test_records), weights=grid)
+    results[GRID_SYSTEM] = fused_result(specs_lib.SystemSpec(
+        GRID_SYSTEM, dict(zip(keys, best.tolist())),
+        note="weights chosen on the labelled test clips (an upper bound, not a fair system)"))
+  return results
+
+
+def _batch_size(model_dir_: str) -> int:
+  with open(store.records_path(os.path.join(model_dir_, store.ARRAYS))) as f:
+    return json.load(f)["batch_size"]
+
+
+def exported_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str],
+                    models: dict[str, results_lib.ModelResult], needed: set[str]) -> list[detector_lib.ExportedModel]:
+  """The `needed` models as they were embedded: the same parameters (read by the same function as the
+  embedding step) and the batch size the embeddings were made with."""
+  out = []
+  for spec in specs:
+    if spec.key not in needed:
+      continue
+    network = params = config = None
+    num_classes = 1
+    if spec.embedded:
+      d = model_dirs[spec.key]
+      if spec.trained:
+        trained = restore.trained_params(spec.config, d)
+        if trained is None:
+          raise ValueError(f"model {spec.key}: no training checkpoint in {d} to export")
+        network, params, _ = trained
+        with open(os.path.join(d, "label_space.json")) as f:
+          num_classes = len(json.load(f)["classes"])
+      else:
+        network, params, _ = restore.untrained_params(spec.config)
+      config = spec.config.copy_and_resolve_references()
+      config.embed.batch_size = _batch_size(d)
+      config.embed.autotune = False
+    out.append(detector_lib.ExportedModel(key=spec.key, name=spec.name, layers=spec.layers, sources=spec.sources,
+                                          all_layers=spec.all_layers, config=config, network=network, params=params,
+                                          num_classes=num_classes, scorer=models[spec.key].scorer))
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+        bars: bool | None = None) -> results_lib.PipelineResult:
+  """Runs every stage (see the package docstring) and returns what it produced.
+
+  Args:
+    config: a pipeline config (`configs/pipeline_base.py`).
+    workdir: output folder; one subfolder per embedded model under `models/`.
+    progress: print stage lines; `bars`: also show the training/embedding progress bars (default: progress).
+  """
+  log = Progress(progress)
+  bars = progress if bars is None else bars
+  workdir = os.path.abspath(workdir)
+  if not config.data.root:
+    raise ValueError("config.data.root is empty: pass --config.data.root=DATASET (a DCASE Task 2 layout)")
+  root = os.path.abspath(config.data.root)
+  specs = specs_lib.model_specs(config)
+  system_list = specs_lib.system_specs(config, specs)
+  log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, workdir {workdir}")
+  records = layout.scan_dataset(root)
+  train_records = [r for r in records if records_lib.is_bank_clip(r)]
+  test_records = [r for r in records if records_lib.is_test_clip(r)]
+  if not train_records or not test_records:
+    raise ValueError(f"{root}: need train and test clips, found {len(train_records)} train and "
+                     f"{len(test_records)} test machine clips")
+  labelled = all(r.label in (records_lib.NORMAL, records_lib.ANOMALY) and r.domain is not None
+                 for r in test_records)
+  os.makedirs(workdir, exist_ok=True)
+
+  model_dirs, actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
+  scores_dir = os.path.join(workdir, "scores")
+  models = score_models(specs, model_dirs, records, scores_dir, log, labelled=labelled)
+  results = fuse_systems(config, system_list, models, test_records, scores_dir, log, labelled=labelled)
+  for name, r in results.items():
+    if r.fused is not None:
+      r.submission_dir = os.path.join(workdir, "submissions", name)
+      eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
+  log("write", f"submission folders in {os.path.join(workdir, 'submissions')}: "
+      f"{', '.join(n for n, r in results.items() if r.submission_dir)}")
+  tables = results_lib.format_tables(models, results)
+  atomic.write_text(os.path.join(workdir, "tables.md"), tables + "\n")
+
+  detector_dir = ""
+  if config.export:
+    system = results.get(config.system)
+    if system is None or system.fused is None:
+      raise ValueError(f"config.system={config.system!r} is not a system of this run "
+                       f"(have {sorted(n for n, r in results.items() if r.fused is not None)})")
+    detector_dir = os.path.join(workdir, "detector")
+    log("export", f"detector of {config.system} -> {detector_dir}")
+    needed = detector_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
+    detector_lib.export(detector_dir, system=system.spec.name, weights=system.spec.weights,
+                        models=exported_models(specs, model_dirs, models, needed), thresholds=system.fused.thresholds,
+                        root=root, threshold_method=config.threshold_method,
+                        threshold_quantile=config.threshold_quantile, note=system.spec.note)
+
+  result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
+                                      models=models, systems=results, actions=actions, tables=tables,
+                                      detector_dir=detector_dir)
+  atomic.write_json(os.path.join(workdir, "results.json"), results_lib.summary(result, dataset=root,
+                                                                                labelled=labelled))
+  log("done", f"tables in {os.path.join(workdir, 'tables.md')}, details in {os.path.join(workdir, 'results.json')}")
+  return result

@@ -1,0 +1,89 @@
+"""A trained model's plain parameters from its workdir: the latest checkpoint, LoRA factors merged.
+
+What embedding extraction and the detector export read. `trained_params` checks the checkpoint against the
+config (`checkpoints.MODEL_FIELDS`) before restoring anything, and merges LoRA with the alpha the model was
+trained with. `embedding_params` falls back, without a checkpoint, to the network's parameters before training
+(converted encoders, or random tiny ones in demos).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+from asd_jax.models import networks
+from asd_jax.runtime import sharding as shd
+from asd_jax.training import checkpoints
+from asd_jax.training import experiment
+from asd_jax.training import lora
+
+
+def _restore(config: ml_collections.ConfigDict, ckpt: checkpoints.Checkpointer) -> tuple[networks.Network, Any, str]:
+  meta = ckpt.restore_meta()
+  saved = meta["config"]
+  checkpoints.check_same_run(ckpt.directory, meta, {"config": json.loads(config.to_json_best_effort())},
+                             checkpoints.MODEL_FIELDS, hint="Use the config the checkpoint was trained with.")
+  alpha = saved["lora"]["alpha"]
+  if config.lora.alpha != alpha:
+    logging.warning("config.lora.alpha=%s but %s was trained with %s: merging LoRA with %s", config.lora.alpha,
+                    ckpt.directory, alpha, alpha)
+  restore_config = config.copy_and_resolve_references()
+  restore_config.optim.update(saved["optim"])
+  network = networks.build_network(config, len(meta["label_space"]["classes"]))
+  run = experiment.create_run(restore_config, network, jax.random.key(config.seed), meta["num_steps"], abstract=True)
+  state, _, _ = ckpt.restore(checkpoints.abstract_like(run.state, shd.replicated(shd.data_mesh())))
+  return network, lora.merge_lora(state.params, alpha=alpha), f"{ckpt.directory} step {int(state.step)}"
+
+
+def latest_step(workdir: str) -> int | None:
+  """The latest training checkpoint step in `workdir/checkpoints`, None without one."""
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    return None
+  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
+
+
+def trained_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[networks.Network, Any, str] | None:
+  """`(network, plain params, source)` of the latest checkpoint in `workdir/checkpoints`, None without one.
+
+  Raises ValueError naming each field when the checkpoint was trained with other `checkpoints.MODEL_FIELDS`.
+  """
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    return None
+  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  try:
+    if ckpt.latest_step() is None:
+      return None
+    return _restore(config, ckpt)
+  finally:
+    ckpt.close()
+
+
+def untrained_params(config: ml_collections.ConfigDict) -> tuple[networks.Network, Any, str]:
+  """`(network, params, source)` before any training: the converted encoder(s) of the config, or random ones
+  (seeded by `config.seed`), with a head sized for one class (no output of the embedding reads it)."""
+  network = networks.build_network(config, 1)
+  params = networks.initial_params(network, jax.random.key(config.seed))
+  source = ", ".join(source for _, source, _ in network.pretrained) or (
+      "no parameters" if not jax.tree.leaves(params) else "random initialisation")
+  return network, params, source
+
+
+def embedding_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[networks.Network, Any, str]:
+  """`trained_params`, else (with a warning) `untrained_params`."""
+  trained = trained_params(config, workdir)
+  if trained is not None:
+    return trained
+  network, params, source = untrained_params(config)
+  logging.warning("no training checkpoint in %s: embedding with %s", os.path.join(workdir, "checkpoints"), source)
+  return network, params, source
