@@ -38,6 +38,16 @@ CASES = {
         lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.train.epoch=2",
                          f"--workdir={tmp / 'work'}"),
         lambda fx, tmp: ["--config.train.epoch=2", "no field 'epoch'", 'Did you mean "epochs"']),
+    "nonsense config values": (  # each would be a silent no-op or a JAX traceback; all named in one line
+        lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.train.epochs=0",
+                         "--config.optim.learning_rate=-1e-4", "--config.data.clip_seconds=0",
+                         f"--workdir={tmp / 'work'}"),
+        lambda fx, tmp: ["config.data.clip_seconds=0.0 must be a number > 0",
+                         "config.optim.learning_rate=-0.0001 must be a number > 0",
+                         "config.train.epochs=0 must be a positive integer"]),
+    "synth with bad arguments": (
+        lambda fx, tmp: ("asd_jax.data.synth", f"--out={tmp / 'out'}", "--machines=fan,lathe"),
+        lambda fx, tmp: ["unknown machine type(s) ['lathe']"]),
     "missing dataset": (
         lambda fx, tmp: ("asd_jax.embed", "--config=configs/demo.py", f"--config.data.root={tmp / 'absent'}",
                          f"--workdir={tmp / 'work'}"),
