@@ -24,6 +24,7 @@ import os
 import pathlib
 import pickle
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -74,6 +75,27 @@ def innermost_reason(error: BaseException) -> str:
     seen.add(id(error))
   text = str(error).split(" See full TensorStore details")[0].strip().splitlines()
   return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+_default_unraisablehook = None
+
+
+def _drop_closed_event_loop(unraisable) -> None:
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+    logging.debug("dropped a late TensorStore callback on Orbax's closed event loop: %s", error)
+    return
+  _default_unraisablehook(unraisable)
+
+
+def quiet_late_callbacks() -> None:
+  """After a failed Orbax restore, TensorStore reads still in flight complete on an event loop Orbax has
+  already closed, and Python prints each as an "Exception ignored ... Event loop is closed" traceback, at
+  any later moment. Those (and only those) are dropped from then on; the failure itself is reported."""
+  global _default_unraisablehook
+  if _default_unraisablehook is None:
+    _default_unraisablehook = sys.unraisablehook
+    sys.unraisablehook = _drop_closed_event_loop
 
 
 def _torch_reason(error: BaseException, path: pathlib.Path) -> str:
@@ -297,6 +319,7 @@ def restore_converted(directory: str | os.PathLike, model: str) -> tuple[dict[st
     with ocp.StandardCheckpointer() as checkpointer:
       params = checkpointer.restore(directory / PARAMS_DIR)
   except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a bare Exception, too)
+    quiet_late_callbacks()
     raise DamagedCheckpointError(str(directory), f"Orbax cannot read {PARAMS_DIR}/ ({innermost_reason(e)})") from e
   params = jax.tree_util.tree_map(np.asarray, params)
   return meta["config"], params
