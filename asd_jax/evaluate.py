@@ -174,7 +174,7 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.json:
     check_writable(FLAGS.json)
   evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions)
-  if FLAGS.json:  # before the tables: a failed write (a full disk) is the last line of output, not lost above it
+  if FLAGS.json:  # Before the tables: a failed write (a full disk) is one error line, not a traceback under them.
     try:
       fileio.atomic_write_text(FLAGS.json, json.dumps(evaluation.to_json_dict(), indent=2))
     except OSError as e:
