@@ -3,8 +3,8 @@
 `atomic_path(path)` yields a temporary name in the same folder (so the final `os.replace` is a rename on one
 file system, atomic on POSIX and Windows); after the body wrote it, the file is flushed to disk and renamed
 over `path`. If the body raises (a full disk, a kill leaves the temporary file at worst), `path` is untouched
-and the temporary file is removed. `atomic_write_text` / `atomic_write_bytes` are the one-call forms. `replace_folder` puts a folder written
-under a temporary name in place of another.
+and the temporary file is removed. `atomic_write_text` / `atomic_write_bytes` are the one-call forms.
+`replace_folder` puts a folder written under a temporary name in place of another.
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ CASES = {
                          f"--config.data.root={_damaged_dataset(tmp)}", f"--workdir={tmp / 'work'}"),
         lambda fx, tmp: [f"3 problem(s) in dataset {tmp / 'data'}",
                          f"{_toycar_clips(tmp)[0]}: 6.25e-05 s long, less than 0.1 of the 1 s clip length",
-                         f"{_toycar_clips(tmp)[1]}: cannot read as audio", f"{tmp / 'data' / 'fan'}: no training clips"]),
+                         f"{_toycar_clips(tmp)[1]}: cannot read as audio",
+                         f"{tmp / 'data' / 'fan'}: no training clips"]),
     "missing dataset": (
         lambda fx, tmp: ("asd_jax.embed", "--config=configs/demo.py", f"--config.data.root={tmp / 'absent'}",
                          f"--workdir={tmp / 'work'}"),

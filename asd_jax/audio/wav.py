@@ -11,9 +11,9 @@ Clip length (the project's own rule): padding a clip much shorter than the model
 an artificial periodic signal. A clip shorter than `SHORT_FRACTION` (half) of the requested length is
 padded with a warning naming it (more of the model's input is then repetition than recording); one
 shorter than `MIN_FRACTION` (a tenth) is an error: the model would see ten or more copies of the same
-sound, and a 1-sample clip would become a constant. Real DCASE clips (6-18 s in the 2023-2025 sets) never come near either
-limit for the report's 10 s clips; `check_duration` applies the rule to a file's header length too,
-so the dataset scan reports short clips before any compute.
+sound, and a 1-sample clip would become a constant. Real DCASE clips (6-18 s in the 2023-2025 sets) never
+come near either limit for the report's 10 s clips. `check_duration` applies the rule to a file's header
+length too, so the dataset scan reports short clips before any compute.
 """
 
 from __future__ import annotations

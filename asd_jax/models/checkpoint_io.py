@@ -9,10 +9,10 @@ arrays) and `config.json` (`{"model": name, "config": {...}, "files": {path: {"s
 
 A converted folder is written next to its destination and renamed into place (a kill leaves the old folder
 or the new one), and `files` lists the size and SHA-256 of every file under `params/`. `restore_converted`
-checks them before Orbax opens anything (about 1 s per GB on one core), so a flipped byte, a missing or
-truncated chunk is refused with one line naming the folder and the file, never loaded as silent garbage or
-reported as a TensorStore traceback. A damaged file (a truncated `.pt`, a folder that is missing its
-`config.json`) is a `DamagedCheckpointError`, also one line.
+checks them before Orbax opens anything (one SHA-256 pass over the files, 360 MB for BEATs), so a flipped
+byte, a missing or truncated chunk is refused with one line naming the folder and the file, never loaded as
+silent garbage or reported as a TensorStore traceback. A damaged file (a truncated `.pt`, a folder that is
+missing its `config.json`) is a `DamagedCheckpointError`, also one line.
 """
 
 from __future__ import annotations
