@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 _RETIRED = ".retired-"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it)
 _STAGING = ".staging-"
 
 
@@ -36,6 +38,8 @@ def _move(src: str, dst: str) -> None:
 def _temporary_beside(path: str, mode: str) -> Iterator[io.IOBase]:
   folder = os.path.dirname(os.path.abspath(path)) or "."
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+  # mkstemp makes the file private (0600); give it the mode a plain open() would (or the replaced file's).
+  os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_UMASK)
   try:
     with os.fdopen(fd, mode) as f:
       yield f

@@ -13,11 +13,13 @@ AUC (source), AUC (target), pAUC and their harmonic mean; the official score las
 from __future__ import annotations
 
 import json
-import sys
+import os
 from collections.abc import Sequence
 
 from absl import app, flags
 
+from asd_jax import atomic
+from asd_jax import cli
 from asd_jax.evaluation.metrics import format_table
 from asd_jax.evaluation.official import evaluate_dirs, format_sections
 
@@ -34,26 +36,38 @@ def _define_flags() -> None:
   flags.DEFINE_bool("decisions", True, "Read decision_result_* files (precision, recall, F1).")
 
 
+def check_writable(path: str) -> None:
+  """Raises OSError naming `path` unless a file can be written there (checked before any work is done)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"--json={path}: is a directory")
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"--json={path}: folder {folder} does not exist")
+  if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    raise PermissionError(f"--json={path}: not writable")
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.scores or not FLAGS.ground_truth:
     raise app.UsageError("--scores and --ground_truth are required")
-  try:
-    evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
+  if FLAGS.json:
+    check_writable(FLAGS.json)
+  evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions)
+  if FLAGS.json:  # Before the tables: a failed write (a full disk) is one error line, not a traceback under them.
+    try:
+      atomic.write_text(FLAGS.json, json.dumps(evaluation.to_json_dict(), indent=2))
+    except OSError as e:
+      raise OSError(f"--json={FLAGS.json}: cannot write it: {e}") from e
   print(format_sections(evaluation))
   print()
   print(format_table(evaluation))
   ci95 = evaluation.official_score_ci95
   print(f"\nofficial score: {evaluation.official_score:.6f}" +
         ("" if ci95 is None else f" (CI95 +/- {ci95:.6f}, the official jackknife over all clips)"))
-  if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
-      json.dump(evaluation.to_json_dict(), f, indent=2)
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)  # app.run; a bad score or ground-truth file, or an unwritable --json, exits with "error: ..."

@@ -8,6 +8,8 @@ r"""Fine-tunes one model on a DCASE dataset (the program; the work is `asd_jax.t
 The workdir receives `checkpoints/`, `config.json`, `label_space.json` and `metrics.jsonl`; a run continues from
 its latest checkpoint after checking that it was written with the same settings (see
 `asd_jax.training.fine_tune`). `--dry_run` prints the parameter summary (total and trainable counts) and exits.
+Config values that make no sense (`asd_jax.config_checks`) are refused before anything is read, and the
+workdir is locked (`asd_jax.workdir_lock`): a second run on it is refused, naming the process that holds it.
 """
 
 from __future__ import annotations

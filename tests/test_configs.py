@@ -16,6 +16,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from asd_jax import config_checks
 from asd_jax.training import fine_tune
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -101,3 +102,7 @@ def test_derived_configs_stay_locked_after_adding_fields():
   with pytest.raises(AttributeError, match="num_subcluster"):
     config.loss.num_subcluster = 4
 
+
+@pytest.mark.parametrize("config_string", _config_strings(), ids=lambda s: s.rsplit("/", 1)[-1])
+def test_every_config_passes_the_value_checks(config_string):
+  config_checks.check(_load(config_string))

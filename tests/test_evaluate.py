@@ -189,6 +189,12 @@ def _rewrite(path, transform):
     ("gt_mismatch", r"ground_truth_data/ground_truth_fan_section_00_test.csv and .*ground_truth_domain.* list different clips"),
     ("no_gt", r"has no ground_truth_data/ subfolder"),
     ("one_column", r"anomaly_score_fan_section_00_test.csv:1: expected 'clip,value'"),
+    # A decimal comma would otherwise be read as the score -0.0 (the first two fields), with exit status 0.
+    ("decimal_comma", r"anomaly_score_fan_section_00_test.csv:2: expected 'clip,value' \(2 fields\), found 3: "
+                      r"'section_00_0000.wav,-0,695' \(a decimal comma\?"),
+    ("extra_column", r"anomaly_score_fan_section_00_test.csv:3: expected 'clip,value' \(2 fields\), found 3"),
+    ("binary_file", r"anomaly_score_fan_section_00_test.csv: not a UTF-8 text CSV file"),
+    ("nul_byte", r"anomaly_score_fan_section_00_test.csv:1: clip section_00_0003.wav: value '0.5\\x00' is not a"),
     ("single_class", r"fan section 00: AUC needs both normal and anomalous clips"),
 ])
 def test_bad_inputs_name_the_file_and_clips(tmp_path, case, pattern):
@@ -219,6 +225,14 @@ def test_bad_inputs_name_the_file_and_clips(tmp_path, case, pattern):
     gt = tmp_path / "nowhere"
   elif case == "one_column":
     _rewrite(score_file, lambda ls: [ls[0].split(",")[0]] + ls[1:])
+  elif case == "decimal_comma":
+    _rewrite(score_file, lambda ls: [ls[0], ls[1].split(",")[0] + ",-0,695"] + ls[2:])
+  elif case == "extra_column":
+    _rewrite(score_file, lambda ls: ls[:2] + [ls[2] + ",extra"] + ls[3:])
+  elif case == "binary_file":
+    score_file.write_bytes(bytes(range(256)) * 4)
+  elif case == "nul_byte":
+    score_file.write_bytes(b"section_00_0003.wav,0.5\x00\n")
   elif case == "single_class":
     _rewrite(gt / "ground_truth_data" / "ground_truth_fan_section_00_test.csv",
              lambda ls: [l.split(",")[0] + ",0" for l in ls])
@@ -334,3 +348,27 @@ def test_evaluations_report_the_ci_of_all_clips_pooled(tmp_path):
   from_files = official.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "gt"))
   assert from_files.official_score_ci95 == pytest.approx(expected, rel=1e-6)
   assert from_files.to_json_dict()["official_score_ci95"] == from_files.official_score_ci95
+
+
+def test_cli_refuses_a_decimal_comma_and_an_unwritable_json_before_any_table(tmp_path):
+  recs, scores = _random_records(seed=2)
+  evaluate.write_submission(str(tmp_path / "sub"), recs, scores, (scores > 0.2).astype(int))
+  evaluate.write_ground_truth(str(tmp_path / "gt"), recs)
+
+  def run(*flags):
+    return subprocess.run([sys.executable, "-m", "asd_jax.evaluate", f"--scores={tmp_path / 'sub'}",
+                           f"--ground_truth={tmp_path / 'gt'}", *flags], cwd=REPO, capture_output=True, text=True)
+
+  for json_path, why in ((tmp_path / "absent" / "r.json", "does not exist"), (tmp_path / "sub", "is a directory")):
+    proc = run(f"--json={json_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --json={json_path}: ") and why in proc.stderr
+    assert proc.stdout == ""  # refused before the (long) evaluation and its tables
+  assert not (tmp_path / "absent").exists()
+  score_file = tmp_path / "sub" / "anomaly_score_fan_section_00_test.csv"
+  lines = score_file.read_text().splitlines()
+  score_file.write_text("\n".join(lines[:1] + [lines[1].split(",")[0] + ",-0,695"] + lines[2:]) + "\n")
+  proc = run(f"--json={tmp_path / 'r.json'}")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stdout == ""
+  assert f"error: {score_file}:2: expected 'clip,value' (2 fields), found 3" in proc.stderr
+  assert not (tmp_path / "r.json").exists() and not list(tmp_path.glob(".tmp-*"))

@@ -4,8 +4,16 @@
 other rates to the target with `scipy.signal.resample_poly` (polyphase FIR, Kaiser window; a
 warning names the file, or `strict=True` makes it an error), and pads or truncates to a fixed
 number of samples. Padding repeats the clip (`pad="repeat"`, default: keeps the machine's
-stationary sound) or appends zeros (`pad="zero"`). Truncation keeps the beginning. Unreadable,
-empty or silent-length files raise `WavError` naming the file.
+stationary sound) or appends zeros (`pad="zero"`). Truncation keeps the beginning. Unreadable or
+empty files, and files with NaN or infinite samples (a damaged float wav), raise `WavError` naming the file.
+
+Clip length (the project's own rule): padding a clip much shorter than the model's clip turns it into
+an artificial periodic signal. A clip shorter than `SHORT_FRACTION` (half) of the requested length is
+padded with a warning naming it (more of the model's input is then repetition than recording); one
+shorter than `MIN_FRACTION` (a tenth) is an error: the model would see ten or more copies of the same
+sound, and a 1-sample clip would become a constant. Real DCASE clips (6-18 s in the 2023-2025 sets) never
+come near either limit for the report's 10 s clips. `check_duration` applies the rule to a file's header
+length too, so the dataset scan reports short clips before any compute.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from absl import logging
 SAMPLE_RATE = 16_000
 DURATION_S = 10.0
 PAD_MODES = ("repeat", "zero")
+SHORT_FRACTION = 0.5  # shorter than this fraction of the clip length: padded with a warning
+MIN_FRACTION = 0.1  # shorter than this fraction: an error (see the module docstring)
 
 
 class WavError(ValueError):
@@ -49,7 +59,24 @@ def fix_length(wav: np.ndarray, num_samples: int, pad: str = "repeat") -> np.nda
   return np.pad(wav, (0, num_samples - n))
 
 
+def check_duration(path: str | pathlib.Path, seconds: float, duration_s: float) -> str | None:
+  """Applies the clip-length rule to a recording of `seconds` read as clips of `duration_s` seconds.
+
+  Returns None for a long enough recording, a warning text (naming `path`) for a short one that will be
+  padded; raises WavError below `MIN_FRACTION * duration_s`.
+  """
+  if seconds >= SHORT_FRACTION * duration_s:
+    return None
+  if seconds < MIN_FRACTION * duration_s:
+    raise WavError(f"{path}: {seconds:.3g} s long, less than {MIN_FRACTION:g} of the {duration_s:g} s clip "
+                   "length: padded, it would be 90 % padding (a truncated or damaged recording?)")
+  return (f"{path}: {seconds:.3g} s long, less than half the {duration_s:g} s clip length; it is padded "
+          "to the clip length")
+
+
 _warned_rates: set[int] = set()
+_warned_short: set[str] = set()
+_MAX_SHORT_WARNINGS = 20  # per process; the dataset scan lists every short clip of a dataset at once
 
 
 def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
@@ -65,7 +92,8 @@ def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
     strict: raise WavError instead of resampling a file at another rate.
 
   Raises:
-    WavError: naming the file, for unreadable, empty, or (strict) wrongly sampled files.
+    WavError: naming the file, for unreadable, empty, non-finite, too short (see `check_duration`) or
+      (strict) wrongly sampled files.
   """
   path = pathlib.Path(path)
   try:
@@ -74,6 +102,11 @@ def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
     raise WavError(f"{path}: cannot read as audio: {e}") from e
   if data.shape[0] == 0:
     raise WavError(f"{path}: empty audio (0 samples)")
+  finite = np.isfinite(data)
+  if not finite.all():
+    first = int(np.argmin(finite.all(axis=1)))
+    raise WavError(f"{path}: {int(finite.size - finite.sum())} non-finite sample value(s) (NaN or inf), the first "
+                   f"at {first / rate:.3f} s; the recording is damaged")
   wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
   if rate != sample_rate:
     if strict:
@@ -84,5 +117,9 @@ def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
                       "%d Hz are resampled silently", path, rate, sample_rate, rate)
     wav = resample(wav, rate, sample_rate)
   if duration_s is not None:
+    warning = check_duration(path, data.shape[0] / rate, duration_s)
+    if warning and str(path) not in _warned_short and len(_warned_short) < _MAX_SHORT_WARNINGS:
+      _warned_short.add(str(path))
+      logging.warning("%s", warning)
     wav = fix_length(wav, int(round(duration_s * sample_rate)), pad)
   return np.ascontiguousarray(wav, dtype=np.float32)

@@ -16,6 +16,7 @@ import json
 import pathlib
 from collections.abc import Iterable, Sequence
 
+from asd_jax import atomic
 from asd_jax.data import filenames
 from asd_jax.data import records as rec
 
@@ -101,7 +102,8 @@ class LabelSpace:
     return json.dumps(body, indent=1)
 
   def save(self, path: str | pathlib.Path) -> None:
-    pathlib.Path(path).write_text(self.to_json() + "\n")
+    """Writes `to_json()` to `path` atomically (a reader never sees half a file)."""
+    atomic.write_text(path, self.to_json() + "\n")
 
   @classmethod
   def from_json(cls, text: str, *, source: str = "<string>") -> LabelSpace:

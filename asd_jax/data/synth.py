@@ -451,7 +451,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  from asd_jax import cli  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("out", None, "output folder (absent or empty)", required=True)
   flags.DEFINE_float("scale", 0.03, "fraction of the real 2025 dev counts (with floors, see docstring)")
   flags.DEFINE_integer("seed", 0, "random seed")
@@ -461,4 +463,4 @@ if __name__ == "__main__":
                        "at least 3; the real dev set has 10)")
   flags.DEFINE_bool("reveal_attributes", False,
                     "write the attributes of bearing/ToyTrain/slider (hidden in the real 2025 dev set)")
-  app.run(main)
+  cli.run(main)  # app.run; bad arguments (unknown machine, duration <= 0, a used folder) exit with "error: ..."

@@ -11,7 +11,9 @@ The attributes files let a submission name clips by their full development names
 column plus ".wav"); those names are mapped to the short names of the ground truth. The folder
 `ground_truth_attributes` may be absent, then score files must use the ground-truth names.
 Unlike the official script, which pairs rows by sorting both files, clips are matched by name,
-and a missing, extra or duplicate clip is an error.
+and a missing, extra or duplicate clip is an error. Every row must have exactly two fields: a decimal
+comma (`clip,-0,695`) or an extra column would otherwise be read as another number without a word; a
+file that is not UTF-8 text (a byte order mark is allowed) is an error naming the file.
 """
 
 from __future__ import annotations
@@ -46,17 +48,32 @@ def ground_truth_file_name(machine: str, section: str) -> str:
 
 
 def _read_rows(path: str) -> list[tuple[int, str, str]]:
-  """(line number, clip, value) of a two-column CSV; blank lines are skipped."""
+  """(line number, clip, value) of a two-column CSV; blank lines are skipped.
+
+  Raises ValueError naming the file (and line) for a row of other than two fields, and for a file that is
+  not UTF-8 text."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"missing file: {path}")
   rows = []
-  with open(path, newline="") as f:
-    for line_no, row in enumerate(csv.reader(f), start=1):
-      if not row or all(not c.strip() for c in row):
-        continue
-      if len(row) < 2:
-        raise ValueError(f"{path}:{line_no}: expected 'clip,value', found {','.join(row)!r}")
-      rows.append((line_no, row[0].strip(), row[1].strip()))
+  reader = None
+  try:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+      reader = csv.reader(f, strict=True)
+      for row in reader:
+        if not row or all(not c.strip() for c in row):
+          continue
+        if len(row) != 2:
+          hint = (" (a decimal comma? write -0.695, not -0,695)" if len(row) == 3 and row[1].strip().lstrip("+-")
+                  .isdigit() and row[2].strip().isdigit() else "")
+          raise ValueError(f"{path}:{reader.line_num}: expected 'clip,value' (2 fields), found {len(row)}: "
+                           f"{','.join(row)!r}{hint}")
+        rows.append((reader.line_num, row[0].strip(), row[1].strip()))
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not a UTF-8 text CSV file (undecodable byte at offset {e.start}); is it "
+                     "binary?") from None
+  except csv.Error as e:  # a NUL byte, an unterminated quote
+    raise ValueError(f"{path}:{reader.line_num if reader else 1}: not a readable CSV row ({e}); is the file "
+                     "binary?") from None
   return rows
 
 

@@ -635,7 +635,7 @@ def load(path: str | os.PathLike) -> tuple[BEATsConfig, dict[str, Any]]:
   `.pt` files must hold `{"cfg": dict, "model": state_dict}` and are read with `weights_only=True`.
   """
   path = pathlib.Path(path)
-  if checkpoint_io.is_converted_checkpoint(path):
+  if checkpoint_io.looks_converted(path):
     cfg, params = checkpoint_io.restore_converted(path, MODEL_NAME)
     config = BEATsConfig(**cfg)
     _check_against_module(params, config, str(path))

@@ -517,10 +517,16 @@ def load_hf_checkpoint(weights: str | pathlib.Path,
   for needed in (weights, hf_config):
     if not needed.is_file():
       raise FileNotFoundError(f"HF EAT checkpoint: {needed} not found")
-  state_dict = load_file(str(weights))
+  try:
+    state_dict = load_file(str(weights))
+  except Exception as e:  # noqa: BLE001  safetensors raises SafetensorError (and OSError) for damaged files
+    raise checkpoint_io.DamagedCheckpointError(str(weights), f"cannot be read as safetensors ({e}); is the file "
+                                               "complete?") from e
   rows = _positions_rows(state_dict, "model.fixed_positional_encoder.positions", str(weights))
   try:
     config = EATConfig.from_hf_config(json.loads(hf_config.read_text()), max_positions=rows)
+  except UnicodeDecodeError as e:
+    raise checkpoint_io.DamagedCheckpointError(str(hf_config), "is not a JSON text file") from e
   except (KeyError, TypeError, ValueError) as e:
     raise CheckpointError(str(hf_config), problems=[_reason(e)]) from e
   return config, convert_hf_state_dict(state_dict, config, str(weights))
@@ -546,7 +552,7 @@ def read_checkpoint(path: str | pathlib.Path, hf_config: str | pathlib.Path | No
                     ) -> tuple[EATConfig, dict[str, Any], list[str]]:
   """Like `load`, also returning the checkpoint entries that were deliberately ignored."""
   path = pathlib.Path(path)
-  if checkpoint_io.is_converted_checkpoint(path):
+  if checkpoint_io.looks_converted(path) and not (path / "model.safetensors").is_file():
     return (*load_converted(path), [])
   if path.suffix == ".pt":
     return load_fairseq_checkpoint(path)

@@ -6,6 +6,15 @@ position, JSON) and `meta` (config, label space, anything JSON). Saving all thre
 and learning rate) and the same next batch as the run that was killed. `check_same_run` compares a
 checkpoint's `meta` with the current run's before anything is restored, so a changed config is an error
 that names each differing field rather than a silent mix of two runs (or an unreadable shape mismatch).
+
+Damage is detected at restore: `meta` also holds `state_checksum`, a position-weighted sum of every state
+array's bits (one jitted pass on the devices at save; `checksums`), and a restored state must reproduce it
+(checkpoints written before it existed get a finite-value check instead). A training run resumes with
+`restore(..., fall_back=True)`: a latest step that cannot be read (missing or damaged files, a wrong
+checksum) is reported in a warning naming it and why, moved aside to `<step>.unreadable` once an older
+step has restored (so it can be inspected, Orbax's keep-the-last-N collection no longer counts it, and the
+resumed run can write that step again), and the newest readable step is used. Older good steps are never
+touched. Readers (`embed`) use `fall_back=False`: an unreadable latest step is an error, not an older model.
 """
 
 from __future__ import annotations
@@ -15,7 +24,51 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from asd_jax.models import checkpoint_io
+
+CHECKSUM_KEY = "state_checksum"  # meta entry: {leaf path: checksum} of the saved state
+UNREADABLE_SUFFIX = ".unreadable"  # a damaged step folder is renamed <step>.unreadable (not a step for Orbax)
+
+
+class UnreadableCheckpointError(ValueError):
+  """A checkpoint step that cannot be restored (missing or damaged files, a wrong checksum)."""
+
+
+def _words(x: jax.Array) -> jax.Array:
+  """The bits of `x` as uint32 words, flattened."""
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32).ravel()
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  size = x.dtype.itemsize
+  if size == 4 or size == 8:  # 8 bytes become [..., 2] words
+    return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+  unsigned = {1: jnp.uint8, 2: jnp.uint16}[size]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).ravel()
+
+
+@jax.jit
+def _checksum(leaf: jax.Array) -> jax.Array:
+  """One leaf's checksum; jitted per leaf, so a model compiles it once per distinct shape and dtype."""
+  words = _words(leaf)
+  # Odd, pseudo-random weights (Fibonacci hashing): any change of one word changes the sum mod 2^32, and so
+  # does moving values between positions.
+  weights = (jnp.arange(words.size, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1)) | jnp.uint32(1)
+  return jnp.sum(words * weights, dtype=jnp.uint32)
+
+
+def checksums(tree: Any) -> dict[str, int]:
+  """{leaf path: uint32 position-weighted sum of the leaf's bits} of the arrays of `tree` (on the devices)."""
+  flat = [(jax.tree_util.keystr(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+          if isinstance(leaf, (jax.Array, np.ndarray, np.generic))]
+  sums = [_checksum(jnp.asarray(leaf)) for _, leaf in flat]
+  # Replicated outputs: every process holds the value (device_get needs fully addressable arrays).
+  return {name: int(np.asarray(value.addressable_data(0))) for (name, _), value in zip(flat, sums)}
 
 
 def encode_iterator_state(state: Any) -> Any:
@@ -44,30 +97,108 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, iterator_state: Any, meta: dict[str, Any], *, force: bool = False) -> None:
-    """Saves (asynchronously) unless a checkpoint for `step` exists; call `wait()` before reading it."""
+    """Saves (asynchronously) unless a checkpoint for `step` exists; call `wait()` before reading it.
+
+    `meta` is saved with the state's `checksums` added under `CHECKSUM_KEY` (restore checks and removes it)."""
     if step in self._manager.all_steps():
       return
+    meta = {**meta, CHECKSUM_KEY: checksums(state)}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave({"iterator": encode_iterator_state(iterator_state)}),
         meta=ocp.args.JsonSave(meta)), force=force)
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
+  def _where(self, step: int) -> str:
+    return f"checkpoint step {step} in {self.directory}"
+
+  def _restore_step(self, abstract_state: Any, step: int) -> tuple[Any, Any, dict[str, Any]]:
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a bare Exception, too)
+      checkpoint_io.quiet_late_callbacks()
+      reason = checkpoint_io.innermost_reason(e)
+      raise UnreadableCheckpointError(f"{self._where(step)} is unreadable ({reason})") from e
+    state, meta = restored.state, dict(restored.meta)
+    saved = meta.pop(CHECKSUM_KEY, None)
+    if saved is not None:
+      damaged = sorted(name for name, value in checksums(state).items() if saved.get(name) != value)
+      if damaged:
+        raise UnreadableCheckpointError(f"{self._where(step)} is damaged: the checksum of {len(damaged)} "
+                                        f"array(s) differs from the saved one ({', '.join(damaged[:3])})")
+    else:  # written before checksums: at least refuse non-finite values
+      params = getattr(state, "params", state)
+      bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
+             if jnp.issubdtype(x.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(x)))]
+      if bad:
+        raise UnreadableCheckpointError(f"{self._where(step)} holds non-finite parameters ({', '.join(bad[:3])})")
+    return state, decode_iterator_state(restored.data["iterator"]), meta
+
+  def restore(self, abstract_state: Any, step: int | None = None, *, fall_back: bool = False
+              ) -> tuple[Any, Any, dict[str, Any]]:
     """`(state, iterator_state, meta)` of `step` (default: latest); `abstract_state` gives shapes, dtypes and
-    shardings (e.g. `jax.eval_shape` output with `.sharding` set)."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+    shardings (e.g. `jax.eval_shape` output with `.sharding` set).
+
+    Raises `UnreadableCheckpointError` naming the step when it cannot be read or fails its checksum. With
+    `fall_back` (and no `step`), the newest step that restores is used instead, after a warning naming each
+    unreadable newer step and why; those are then moved aside (`<step>.unreadable`) so that the run can
+    save those steps again. When no step restores, nothing is moved and the error lists every step.
+    """
+    if step is not None or not fall_back:
+      step = self.latest_step() if step is None else step
+      if step is None:
+        raise FileNotFoundError(f"no checkpoint in {self.directory}")
+      return self._restore_step(abstract_state, step)
+    failures = []
+    for candidate in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._restore_step(abstract_state, candidate)
+      except UnreadableCheckpointError as e:
+        failures.append((candidate, str(e)))
+        continue
+      if failures:
+        self._set_aside([s for s, _ in failures], candidate, [reason for _, reason in failures])
+      return restored
+    if not failures:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-    return restored.state, decode_iterator_state(restored.data["iterator"]), restored.meta
+    raise UnreadableCheckpointError("no checkpoint step restores:\n  " + "\n  ".join(r for _, r in failures)
+                                    + "\n(nothing was moved or deleted; use a new workdir to start afresh)")
+
+  def _set_aside(self, steps: list[int], good: int, reasons: list[str]) -> None:
+    """Renames the unreadable `steps` to `<step>.unreadable` (process 0) and tells the manager."""
+    for step, reason in zip(steps, reasons):
+      target = os.path.join(self.directory, f"{step}{UNREADABLE_SUFFIX}")
+      n = 1
+      while os.path.exists(target):
+        n += 1
+        target = os.path.join(self.directory, f"{step}{UNREADABLE_SUFFIX}{n}")
+      if jax.process_index() == 0:
+        os.rename(os.path.join(self.directory, str(step)), target)
+      logging.warning("%s; moved it to %s and resuming from step %d, the newest readable step", reason, target,
+                      good)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("asd_jax checkpoints set aside")
+    self._manager.reload()
 
   def restore_meta(self, step: int | None = None) -> dict[str, Any]:
-    """Only the metadata (config, label space) of `step` (default: latest)."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+    """Only the metadata (config, label space) of `step` (default: the newest step whose metadata reads;
+    an unreadable newer one is skipped with a warning: `restore(..., fall_back=True)` then deals with it)."""
+    steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    reasons = []
+    for candidate in steps:
+      try:
+        meta = self._manager.restore(candidate, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        return {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
+      except Exception as e:  # noqa: BLE001  (see _restore_step)
+        checkpoint_io.quiet_late_callbacks()
+        reasons.append(f"{self._where(candidate)} is unreadable ({checkpoint_io.innermost_reason(e)})")
+        if step is None:
+          logging.warning("%s; reading the metadata of an older step", reasons[-1])
+    raise UnreadableCheckpointError("; ".join(reasons))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -25,9 +25,19 @@ def _root(config: ml_collections.ConfigDict) -> str:
   return os.path.abspath(config.data.root) if config.data.root else ""
 
 
-def records(config: ml_collections.ConfigDict):
-  """Every clip under `config.data.root`, sorted by path."""
-  return layout.scan_dataset(_root(config))
+def _check_root(config: ml_collections.ConfigDict) -> None:
+  root = _root(config)
+  if not root or not os.path.isdir(root):
+    raise FileNotFoundError(f"dataset {root or '(none)'}: not a directory (config.data.root={config.data.root!r}); "
+                            "make the synthetic data with `python -m asd_jax.data.synth --out DIR` or point it at a "
+                            "DCASE dataset")
+
+
+def records(config: ml_collections.ConfigDict, *, training: bool = False):
+  """Every clip under `config.data.root`, sorted by path, after the scan's checks: every wav header readable,
+  no clip too short for `config.data.clip_seconds` and (`training`) training clips in every machine folder."""
+  _check_root(config)
+  return layout.scan_dataset(_root(config), clip_seconds=config.data.clip_seconds, require_train=training)
 
 
 def training_records(clips):
@@ -35,22 +45,21 @@ def training_records(clips):
   return [r for r in clips if rec.is_fine_tuning_clip(r)]
 
 
-def label_space(config: ml_collections.ConfigDict, *, required: bool = True) -> labels_lib.LabelSpace | None:
+def label_space(config: ml_collections.ConfigDict, *, required: bool = True,
+                clips=None) -> labels_lib.LabelSpace | None:
   """The label space of the training clips, supplementary classes included (None if the dataset is missing
-  and not `required`)."""
+  and not `required`); `clips` are `records(config, training=True)` when the caller has them already."""
   root = _root(config)
-  if not root or not os.path.isdir(root):
-    if required:
-      raise FileNotFoundError(f"config.data.root={config.data.root!r} is not a directory; make the synthetic "
-                              "data with `python -m asd_jax.data.synth --out DIR` or point it at a DCASE dataset")
+  if not required and (not root or not os.path.isdir(root)):
     return None
-  return labels_lib.LabelSpace.from_records(training_records(records(config)))
+  clips = records(config, training=True) if clips is None else clips
+  return labels_lib.LabelSpace.from_records(training_records(clips))
 
 
-def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace):
+def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace, clips=None):
   """`(endless shuffled iterator of this process's batches, number of training clips)` over the
-  `training_records` (train + supplementary)."""
-  train = training_records(records(config))
+  `training_records` (train + supplementary) of `clips` (default: `records(config, training=True)`)."""
+  train = training_records(records(config, training=True) if clips is None else clips)
   dataset = datasets.training_dataset(train, space, batch_size=shd.local_batch(config.train.batch_size),
                                       seed=config.seed, config=datasets.wav_config(config.data),
                                       worker_count=config.data.num_workers)

@@ -17,6 +17,9 @@ import os
 
 import jax
 
+from asd_jax import atomic
+from asd_jax import config_checks
+from asd_jax import workdir_lock
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
 from asd_jax.training import checkpoints
@@ -30,25 +33,40 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
           stop_after: int | None = None):
   """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state.
 
+  Config values that make no sense (`asd_jax.config_checks`) are refused before anything is read, and the
+  workdir is locked (`asd_jax.workdir_lock`): a second run on it is refused, naming the process that holds it.
   `stop_after` (tests and benchmarks only) stops after this many steps of this call, with a checkpoint, as
   if the job had been killed there; calling `train` again resumes it.
   """
+  config_checks.check(config)
   workdir = os.path.abspath(workdir)
   shd.initialize_distributed(config.train.distributed)
-  label_space = train_data.label_space(config, required=not dry_run)
+  if dry_run:
+    return _dry_run(config)
+  # Locked first: a second run is refused before it reads anything, and before Orbax opens the folder (its
+  # manager cleans up and garbage-collects steps).
+  with workdir_lock.hold(workdir, "train", enabled=jax.process_index() == 0):
+    return _train(config, workdir, resume=resume, progress=progress, stop_after=stop_after)
+
+
+def _dry_run(config) -> None:
+  label_space = train_data.label_space(config, required=False)
   num_classes = label_space.num_classes if label_space is not None else 1
   network = networks.build_network(config, num_classes)
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
+  run = experiment.create_run(config, network, jax.random.key(config.seed), total_steps=1, abstract=True)
+  note = "" if label_space is not None else " (no dataset found: heads sized for 1 class)"
+  print(f"{network.name} ({'LoRA' if config.lora.enabled else 'full'} fine-tuning), {num_classes} classes{note}")
+  print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
 
-  if dry_run:
-    run = experiment.create_run(config, network, init_rng, total_steps=1, abstract=True)
-    note = "" if label_space is not None else " (no dataset found: heads sized for 1 class)"
-    print(f"{network.name} ({'LoRA' if config.lora.enabled else 'full'} fine-tuning), {num_classes} classes{note}")
-    print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
-    return None
 
-  batches, num_clips = train_data.train_batches(config, label_space)
+def _train(config, workdir: str, *, resume: bool, progress: bool, stop_after: int | None):
+  # The dataset scan (names, every wav header, clip lengths, training clips per machine) before any compute.
+  clips = train_data.records(config, training=True)
+  label_space = train_data.label_space(config, clips=clips)
+  network = networks.build_network(config, label_space.num_classes)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+
+  batches, num_clips = train_data.train_batches(config, label_space, clips)
   mesh = shd.data_mesh()
   shd.check_batch_size(config.train.batch_size, mesh)
   steps_per_epoch = num_clips // config.train.batch_size
@@ -73,8 +91,7 @@ def train(config, workdir: str, *, dry_run: bool = False, resume: bool = True, p
     print(experiment.format_summary(run.state.params, run.labels, run.state.extra))
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+      atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
       label_space.save(os.path.join(workdir, "label_space.json"))
     writer = train_log.MetricWriter(workdir)
     state = loop.fit(run.state, run.train_step(), batches, num_steps=num_steps, mesh=mesh, rng=step_rng,

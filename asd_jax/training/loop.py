@@ -4,7 +4,11 @@
 position), compiles the step once ahead of time (compile time is logged on its own), feeds sharded batches,
 shows a tqdm bar with the loss, chosen metrics, step time and clips/s, appends metrics to `metrics.jsonl`, and saves
 periodic checkpoints. Because the step is pure and its rng is folded with the step counter, a run killed
-after any checkpoint and resumed gives the same parameters as one that never stopped.
+after any checkpoint and resumed gives the same parameters as one that never stopped. A resumed run first
+drops the rows of `metrics.jsonl` past the step it resumes from (written after that checkpoint by the run
+that was killed), so every step has one row. A step whose loss, gradients or new state are not finite
+(`train_step.FINITE`, computed inside the step) stops the run with `NonFiniteError` naming the step; that
+state is never saved.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from asd_jax.runtime import sharding as shd
 from asd_jax.training import checkpoints as ckpt_lib
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
+
+
+class NonFiniteError(ValueError):
+  """A training step produced a non-finite loss, gradient or state (nothing of it was saved)."""
 
 
 class CheckpointableIterator(Protocol):
@@ -64,10 +72,13 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
   batches = prefetch_lib.DevicePrefetcher(batches, lambda b: shd.put_batch(b, mesh), size=prefetch)
   if checkpointer is not None and checkpointer.latest_step() is not None:
     abstract = ckpt_lib.abstract_like(state, shd.replicated(mesh))
-    state, iterator_state, _ = checkpointer.restore(abstract)
+    # The newest readable step: a damaged latest one is reported, moved aside, and the run resumes before it.
+    state, iterator_state, _ = checkpointer.restore(abstract, fall_back=True)
     batches.set_state(iterator_state)
     logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
   start = int(state.step)
+  if writer is not None:
+    writer.drop_after(start)
   if start >= num_steps:
     return state
 
@@ -79,11 +90,20 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
   compile_s = time.perf_counter() - t0
   logging.info("train step compiled in %.1f s", compile_s)
   if writer is not None:
-    writer.write(start, {"compile_s": compile_s})
+    writer.write(start, {"compile_s": compile_s, **({"resumed": True} if start else {})})
 
   def save(step: int) -> None:
     if checkpointer is not None:
       checkpointer.save(step, state, batches.get_state(), meta or {})
+
+  def refuse(step: int, metrics: dict[str, Any]) -> NonFiniteError:
+    saved = checkpointer.latest_step() if checkpointer is not None else None
+    where = f"the last checkpoint is step {saved} in {checkpointer.directory}" if saved is not None else (
+        "no checkpoint was written")
+    return NonFiniteError(
+        f"training diverged at step {step}: loss {metrics['loss']}, gradient norm {metrics.get('grad_norm')} "
+        f"(a non-finite loss, gradient or parameter); this state is not saved, {where}. Lower "
+        "config.optim.learning_rate or check the data and the initial checkpoint")
 
   bar = tqdm.tqdm(total=num_steps, initial=start, disable=not progress or jax.process_index() != 0,
                   unit="step", dynamic_ncols=True)
@@ -96,6 +116,11 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
       metrics = jax.device_get(metrics)  # Waits for the step: the time below is the step's.
       step_s = time.perf_counter() - t0
       step, ran = step + 1, ran + 1
+      finite = bool(metrics.pop(ts.FINITE, True))
+      if not finite:
+        if writer is not None:
+          writer.write(step, metrics)
+        raise refuse(step, metrics)
       shown = {"loss": f"{metrics['loss']:.4f}",
                **{name: f"{metrics[name]:.3f}" for name in shown_metrics if name in metrics},
                "step_s": f"{step_s:.3f}", "clips/s": f"{clips / step_s:.1f}"}

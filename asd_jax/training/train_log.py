@@ -1,7 +1,9 @@
 """The training log: metrics as one JSON object per line in `metrics.jsonl`, and TensorBoard if available.
 
 Only process 0 writes. TensorBoard logging uses `tensorboardX` when it is installed (it is not a
-dependency); the JSONL file is always written and is what tests and scripts read.
+dependency); the JSONL file is always written and is what tests and scripts read. `drop_after(step)` is
+what a resumed run calls first: rows past the step it resumes from (and a line cut short by a kill) are
+dropped, rewriting the file atomically, so every step has exactly one row.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
+
+from asd_jax import atomic
 
 
 def _plain(value: Any) -> Any:
@@ -46,6 +51,27 @@ class MetricWriter:
       for key, value in row.items():
         if key != "step" and isinstance(value, (int, float)):
           self._tb.add_scalar(key, value, step)
+
+  def drop_after(self, step: int) -> int:
+    """Removes the rows with `"step" > step` and unreadable lines (atomically); returns how many went."""
+    if not self.enabled or not os.path.isfile(self.path):
+      return 0
+    with open(self.path) as f:
+      lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:  # the last line of a killed run may be cut short
+        continue
+      if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+    dropped = len(lines) - len(kept)
+    if dropped:
+      atomic.write_text(self.path, "".join(kept))
+      logging.info("%s: dropped %d row(s) past step %d (written after the checkpoint this run resumes from)",
+                   self.path, dropped, step)
+    return dropped
 
   def close(self) -> None:
     if self._tb is not None:

@@ -26,6 +26,8 @@ from jax.sharding import Mesh
 from asd_jax.runtime import sharding as shd
 from asd_jax.training import lora
 
+FINITE = "finite"  # the step's metric that is True when its loss, gradients, new params and extra are all finite
+
 LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, tuple[dict, Any]]]
 
 
@@ -56,7 +58,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
   """The pure update `train_step(state, batch, rng) -> (state, metrics)` (not jitted; see `jit_train_step`).
 
   `labels` (the partition labels) restricts the reported `grad_norm` to trainable leaves, so the gradients
-  of frozen weights are never needed and XLA drops them.
+  of frozen weights are never needed and XLA drops them. `metrics[FINITE]` (a bool) says whether the loss,
+  the gradient norm, the new params and the new extra are all finite: one fused reduction in the step, so
+  the host learns it from the metrics it fetches anyway (the loop refuses to go on, or save, without it).
   """
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
@@ -67,7 +71,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     trainable = grads if labels is None else jax.tree.map(
         lambda g, l: g if l == lora.TRAINABLE else None, grads, labels)
-    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(trainable)}
+    grad_norm = optax.global_norm(trainable)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    for leaf in jax.tree.leaves((params, extra)):
+      if jnp.issubdtype(leaf.dtype, jnp.inexact):
+        finite &= jnp.all(jnp.isfinite(leaf))
+    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, FINITE: finite}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra)
     return new_state, metrics
 

@@ -74,3 +74,33 @@ def test_corrupt_empty_and_missing_files(tmp_path):
     wavlib.load_wav(empty)
   with pytest.raises(wavlib.WavError, match="missing.wav"):
     wavlib.load_wav(tmp_path / "missing.wav")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_naming_the_file(tmp_path, bad):
+  x = np.zeros((16000, 2), np.float32)
+  x[8000, 1] = bad  # one damaged sample, in the second channel, at 0.5 s
+  path = _write(tmp_path / "damaged.wav", x, 16000)
+  with pytest.raises(wavlib.WavError, match=r"damaged\.wav: 1 non-finite sample value\(s\) .* at 0\.500 s"):
+    wavlib.load_wav(path, duration_s=1.0)
+
+
+def test_short_clips_warn_and_too_short_clips_are_errors(tmp_path, caplog):
+  rng = np.random.default_rng(2)
+  # 0.4 s of a 1 s clip: padded, with a warning naming the file (less than half of the clip is recording).
+  short = _write(tmp_path / "short_0.4s.wav", rng.uniform(-0.5, 0.5, 6400).astype(np.float32), 16000)
+  with caplog.at_level("WARNING"):
+    out = wavlib.load_wav(short, duration_s=1.0)
+  assert out.shape == (16000,)
+  assert any("short_0.4s.wav: 0.4 s long, less than half the 1 s clip length" in r.getMessage()
+             for r in caplog.records)
+  # 0.05 s and 1 sample of a 1 s clip: below a tenth of it, refused (a 1-sample clip would become a constant).
+  for name, samples in (("cut_0.05s.wav", 800), ("one_sample.wav", 1)):
+    path = _write(tmp_path / name, rng.uniform(-0.5, 0.5, samples).astype(np.float32), 16000)
+    with pytest.raises(wavlib.WavError, match=rf"{name}: .* s long, less than 0.1 of the 1 s clip length"):
+      wavlib.load_wav(path, duration_s=1.0)
+  # Exactly at the limits: a tenth is padded (with a warning), half is not short.
+  assert wavlib.check_duration("x.wav", 0.1, 1.0) is not None
+  assert wavlib.check_duration("x.wav", 0.5, 1.0) is None
+  # Without a clip length (duration_s=None) any length is read as it is.
+  assert wavlib.load_wav(tmp_path / "one_sample.wav", duration_s=None).shape == (1,)

@@ -2,17 +2,23 @@
 
 import pathlib
 
+import numpy as np
 import pytest
+import soundfile
 
 from asd_jax.data import layout
 from asd_jax.data import records as rec
 
 
-def _touch(root: pathlib.Path, *rel: str) -> None:
+def _touch(root: pathlib.Path, *rel: str, seconds: float = 0.01) -> None:
+  """Creates the files; wavs hold `seconds` of silence at 16 kHz (the scan opens every header)."""
   for r in rel:
     p = root / r
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(b"")
+    if p.suffix == ".wav":
+      soundfile.write(str(p), np.zeros(int(round(seconds * 16000)), np.int16), 16000, subtype="PCM_16")
+    else:
+      p.write_bytes(b"")
 
 
 def _write_csv(path: pathlib.Path, rows: list[str]) -> None:
@@ -113,3 +119,45 @@ def test_2020_layout(tmp_path):
   records = layout.scan_dataset(tmp_path)
   assert [(r.split, r.section, r.label) for r in records] == [
       ("test", "02", "anomaly"), ("test", "01", None), ("train", "00", "normal")]
+
+
+def test_scan_opens_every_header_and_reports_all_unreadable_files(dev_root):
+  (dev_root / "fan/train/section_00_source_train_normal_0000_m-n_W_spd_1_x.wav").write_bytes(b"RIFF0000garbage")
+  (dev_root / "bearing/test/section_00_target_test_normal_0000_noAttribute.wav").write_bytes(b"")
+  with pytest.raises(layout.DatasetError) as e:
+    layout.scan_dataset(dev_root)
+  assert len(e.value.problems) == 2
+  assert "section_00_source_train_normal_0000_m-n_W_spd_1_x.wav: cannot read as audio" in str(e.value)
+  assert "section_00_target_test_normal_0000_noAttribute.wav: cannot read as audio" in str(e.value)
+  # Only the names: the damaged files are not opened.
+  assert len(layout.scan_dataset(dev_root, audio=False)) == 6
+
+
+def test_scan_checks_clip_lengths_against_the_clip_seconds(tmp_path, caplog):
+  _touch(tmp_path, "fan/train/section_00_source_train_normal_0000_a_1.wav", seconds=1.0)
+  _touch(tmp_path, "fan/train/section_00_source_train_normal_0001_a_1.wav", seconds=0.4)  # short: warned
+  _touch(tmp_path, "fan/train/section_00_source_train_normal_0002_a_1.wav",
+         "fan/test/section_00_source_test_normal_0000_a_1.wav", seconds=0.05)  # too short: errors
+  with pytest.raises(layout.DatasetError) as e, caplog.at_level("WARNING"):
+    layout.scan_dataset(tmp_path, clip_seconds=1.0)
+  assert len(e.value.problems) == 2
+  assert all("0.05 s long, less than 0.1 of the 1 s clip length" in p for p in e.value.problems)
+  assert {p.split(":")[0] for p in e.value.problems} == {
+      str(tmp_path / "fan/train/section_00_source_train_normal_0002_a_1.wav"),
+      str(tmp_path / "fan/test/section_00_source_test_normal_0000_a_1.wav")}
+  warned = "\n".join(r.getMessage() for r in caplog.records)
+  assert "1 clip(s)" in warned and "normal_0001_a_1.wav: 0.4 s long" in warned and "normal_0000_a_1" not in warned
+  # Without a clip length, or with a shorter one, the same files are fine.
+  assert len(layout.scan_dataset(tmp_path)) == 4
+  assert len(layout.scan_dataset(tmp_path, clip_seconds=0.1)) == 4
+
+
+def test_machine_folder_without_training_clips_is_reported_up_front(dev_root):
+  for wav in (dev_root / "bearing/train").glob("*.wav"):
+    wav.unlink()
+  (dev_root / "valve/train").mkdir(parents=True)  # an empty machine folder: no clips at all
+  assert {r.machine for r in layout.scan_dataset(dev_root)} == {"bearing", "fan"}  # silently partial
+  with pytest.raises(layout.DatasetError) as e:
+    layout.scan_dataset(dev_root, require_train=True)
+  assert [p.split(":")[0] for p in e.value.problems] == [str(dev_root / "bearing"), str(dev_root / "valve")]
+  assert "no training clips" in e.value.problems[0]

@@ -8,14 +8,26 @@ everything from the config on is the code the CLI runs; the slow one runs the re
 configs/demo.py.
 """
 
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
 import jax
 import numpy as np
 import pytest
+import soundfile
 
+from asd_jax.audio import wav
 from asd_jax.data import synth
 from asd_jax.models import registry
+from asd_jax.training import data as train_data
 from asd_jax.training import fine_tune
 from asd_jax.training import lora
+from asd_jax.training import loop
 from asd_jax.training import restore
 from asd_jax.training import train_log
 from configs import demo
@@ -135,3 +147,90 @@ def test_killed_and_resumed_train_equals_uninterrupted_train_real_tiny_beats(dat
   straight_state = _train(config, tmp_path / "straight")
   _stop_early(config, tmp_path / "resumed", straight_state)
   _resume_equals(config, tmp_path / "resumed", straight_state)
+
+
+# --- damaged data, diverging runs, damaged checkpoints, kills ------------------------------------------------
+
+
+def _checkpoint_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_a_nan_wav_stops_training_naming_the_file(dataset, tiny_registered, tmp_path):
+  source = pathlib.Path(dataset)
+  root = tmp_path / "data"
+  shutil.copytree(source, root)
+  config = _config(str(root))
+  # A clip of the first batch, so the run stops before compiling its step (any later batch stops it the same way).
+  clips = train_data.records(config, training=True)
+  first, _ = train_data.train_batches(config, train_data.label_space(config, clips=clips), clips)
+  damaged = pathlib.Path(train_data.training_records(clips)[int(next(first)["index"][0])].path)
+  audio, rate = soundfile.read(str(damaged), dtype="float32")
+  audio[rate // 2] = np.nan  # one sample of a float wav
+  soundfile.write(str(damaged), audio, rate, subtype="FLOAT")
+  with pytest.raises(wav.WavError, match=f"{damaged}: 1 non-finite sample value"):
+    _train(config, tmp_path / "work")
+  assert not (tmp_path / "work" / "checkpoints").exists() or not _checkpoint_steps(tmp_path / "work")
+
+
+def test_a_diverging_run_stops_naming_the_step_and_never_saves_it(dataset, tiny_registered, tmp_path):
+  config = _config(dataset)
+  config.optim.learning_rate = 1e30  # positive, so allowed; the parameters overflow within two steps
+  config.optim.warmup_fraction = 0.0
+  config.train.checkpoint_every = 1
+  with pytest.raises(loop.NonFiniteError, match=r"training diverged at step (\d+)") as error:
+    _train(config, tmp_path)
+  step = int(re.search(r"at step (\d+)", str(error.value)).group(1))
+  assert "this state is not saved" in str(error.value)
+  assert _checkpoint_steps(tmp_path) == list(range(1, step))  # every step before it, none from it on
+  rows = train_log.read_jsonl(tmp_path / "metrics.jsonl")
+  assert rows[-1]["step"] == step and not np.isfinite(rows[-1]["loss"] * rows[-1]["grad_norm"])
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_readable_step(dataset, straight, tmp_path, caplog):
+  config = _config(dataset)
+  config.train.checkpoint_every = 1
+  config.train.keep_checkpoints = 3
+  _train(config, tmp_path, stop_after=STOP)
+  assert _checkpoint_steps(tmp_path) == [1, 2, 3]
+  for chunk in (tmp_path / "checkpoints" / "3" / "state").rglob("*"):
+    if chunk.is_file() and chunk.parent.name == "d":  # one flipped bit in each data file of the state
+      data = bytearray(chunk.read_bytes())
+      data[len(data) // 2] ^= 0x01
+      chunk.write_bytes(bytes(data))
+  with caplog.at_level("WARNING"):
+    # Resumed from step 2 and on to the end; equal to the uninterrupted run, one metrics row per step (the
+    # killed run's row of step 3 is dropped). What happens to the steps themselves: test_checkpoints.py.
+    _resume_equals(config, tmp_path, straight[1])
+  warned = "\n".join(r.getMessage() for r in caplog.records)
+  # TensorStore's own check ("DATA_LOSS") or the state checksum, whichever sees it first.
+  assert re.search(f"checkpoint step 3 in {tmp_path / 'checkpoints'} is (unreadable|damaged)", warned), warned
+  assert "resuming from step 2, the newest readable step" in warned
+  assert (tmp_path / "checkpoints" / "3.unreadable").is_dir()  # kept apart, for inspection
+  assert _checkpoint_steps(tmp_path) == [6, 7, 8]  # Orbax's keep-the-last-3, counting only readable steps
+
+
+@pytest.mark.slow  # ~1 min on 2 busy cores: a subprocess compiles and trains, then this process resumes
+def test_killed_with_sigkill_during_checkpointing_and_resumed_equals_uninterrupted(dataset, straight, tmp_path):
+  worker = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).with_name("train_worker.py")), dataset,
+                             str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and worker.poll() is None:
+      rows = train_log.read_jsonl(tmp_path / "metrics.jsonl") if (tmp_path / "metrics.jsonl").exists() else []
+      if sum("loss" in r for r in rows) >= 3:
+        break
+      time.sleep(0.05)
+    assert worker.poll() is None, worker.stderr.read().decode()[-3000:]
+    time.sleep(0.2)  # inside the pause after step 3's row: step 3's checkpoint is being written
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+  finally:
+    if worker.poll() is None:
+      worker.kill()
+  assert worker.returncode == -signal.SIGKILL
+  config = _config(dataset)
+  config.train.checkpoint_every = 1
+  _resume_equals(config, tmp_path, straight[1])  # the dead process' lock is taken over; one row per step
+  leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.isdigit()]
+  assert not leftovers, leftovers

@@ -1,0 +1,21 @@
+"""metrics.jsonl after a kill: a resumed run drops the rows past its restored step and a half-written line."""
+
+import json
+
+from asd_jax.training import train_log
+
+
+def test_drop_after_keeps_the_rows_up_to_the_restored_step(tmp_path):
+  writer = train_log.MetricWriter(tmp_path, tensorboard=False)
+  writer.write(0, {"compile_s": 1.5})
+  for step in range(1, 7):
+    writer.write(step, {"loss": 1.0 / step})
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 7, "lo')  # the kill came in the middle of a row
+  assert writer.drop_after(4) == 3  # steps 5, 6 and the cut row
+  rows = train_log.read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+  writer.write(5, {"loss": 0.5})
+  assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+      0, 1, 2, 3, 4, 5]
+  assert writer.drop_after(5) == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
