@@ -352,8 +352,8 @@ def test_evaluations_report_the_ci_of_all_clips_pooled(tmp_path):
 
 def test_cli_refuses_a_decimal_comma_and_an_unwritable_json_before_any_table(tmp_path):
   recs, scores = _random_records(seed=2)
-  evaluate.write_submission(str(tmp_path / "sub"), recs, scores, (scores > 0.2).astype(int))
-  evaluate.write_ground_truth(str(tmp_path / "gt"), recs)
+  files.write_submission(str(tmp_path / "sub"), recs, scores, (scores > 0.2).astype(int))
+  files.write_ground_truth(str(tmp_path / "gt"), recs)
 
   def run(*flags):
     return subprocess.run([sys.executable, "-m", "asd_jax.evaluate", f"--scores={tmp_path / 'sub'}",
@@ -371,4 +371,4 @@ def test_cli_refuses_a_decimal_comma_and_an_unwritable_json_before_any_table(tmp
   proc = run(f"--json={tmp_path / 'r.json'}")
   assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stdout == ""
   assert f"error: {score_file}:2: expected 'clip,value' (2 fields), found 3" in proc.stderr
-  assert not (tmp_path / "r.json").exists() and not list(tmp_path.glob(".tmp-*"))
+  assert not (tmp_path / "r.json").exists() and not list(tmp_path.glob(".*.tmp-*"))
