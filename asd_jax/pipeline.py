@@ -41,6 +41,7 @@ from ml_collections import config_flags
 from asd_jax import cli
 from asd_jax import embed as embed_lib
 from asd_jax import evaluate
+from asd_jax import run_info
 from asd_jax import systems
 from asd_jax import train as train_lib
 from asd_jax.data import layout
@@ -369,6 +370,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     progress: print stage lines; `bars`: also show the training/embedding progress bars (default: progress).
   """
   log = Progress(progress)
+  started, stage_s, t0 = run_info.utc_now(), {}, time.perf_counter()
+
+  def stage_done(name: str, since: float) -> float:
+    now = time.perf_counter()
+    stage_s[name] = now - since
+    return now
+
   bars = progress if bars is None else bars
   workdir = os.path.abspath(workdir)
   if not config.data.root:
@@ -387,9 +395,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                  for r in test_records)
   os.makedirs(workdir, exist_ok=True)
 
+  t = time.perf_counter()
   model_dirs, actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
+  t = stage_done("train+embed", t)
   models = score_models(specs, model_dirs, records, os.path.join(workdir, "scores"), log, labelled=labelled)
+  t = stage_done("score", t)
   results = fuse_systems(config, system_list, models, test_records, log, labelled=labelled)
+  t = stage_done("fuse", t)
   for name, r in results.items():
     if r.fused is not None:
       r.submission_dir = os.path.join(workdir, "submissions", name)
@@ -414,6 +426,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                            scorers={k: m.scorer for k, m in models.items()}, thresholds=system.fused.thresholds,
                            train_records=train_records, root=root, threshold_method=config.threshold_method,
                            threshold_quantile=config.threshold_quantile)
+    t = stage_done("export", t)
 
   summary = {
       "dataset": root, "labelled": labelled, "actions": actions,
@@ -426,6 +439,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
   }
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(summary, f, indent=1)
+  run_info.write(workdir, config=_config_json(config), started=started, wall_s=time.perf_counter() - t0,
+                 stage_s=stage_s)
   log("done", f"tables in {os.path.join(workdir, 'tables.md')}, details in {os.path.join(workdir, 'results.json')}")
   return PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records, models=models,
                         systems=results, actions=actions, tables=tables, detector_dir=detector_dir)
