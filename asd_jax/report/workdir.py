@@ -37,7 +37,6 @@ from asd_jax.data import records as records_lib
 from asd_jax.scoring import detector
 from asd_jax.scoring import features
 from asd_jax.scoring import knn
-from asd_jax.training import metrics as metrics_lib
 
 SectionKey = tuple[str, str]
 MODEL, SYSTEM = "model", "system"
@@ -136,6 +135,19 @@ def _json(path: str) -> Any:
       raise WorkdirError(f"{path}: not valid JSON ({e})") from e
 
 
+def _jsonl(path: str) -> list[dict[str, Any]]:
+  """The rows of a JSON-lines file (`training.metrics.MetricWriter`'s format; read here without JAX)."""
+  rows = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise WorkdirError(f"{path}:{number}: not a JSON line ({e})") from e
+  return rows
+
+
 def _record(entry: Mapping[str, Any]) -> records_lib.ClipRecord:
   entry = dict(entry)
   entry["attributes"] = tuple(tuple(a) for a in entry.get("attributes", ()))
@@ -193,10 +205,7 @@ def training_runs(path: str, model_keys: Mapping[str, str]) -> list[TrainingRun]
     if "metrics.jsonl" not in files:
       continue
     name = os.path.relpath(folder, path)
-    try:
-      rows = metrics_lib.read_jsonl(os.path.join(folder, "metrics.jsonl"))
-    except json.JSONDecodeError as e:
-      raise WorkdirError(f"{os.path.join(folder, 'metrics.jsonl')}: not JSON lines ({e})") from e
+    rows = _jsonl(os.path.join(folder, "metrics.jsonl"))
     parts = name.split(os.sep)
     key = parts[1] if len(parts) == 2 and parts[0] == "models" and parts[1] in model_keys else ""
     runs.append(TrainingRun(name=name, rows=rows, model_key=key, kind="fine-tuning" if key else "other"))
