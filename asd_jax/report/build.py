@@ -58,6 +58,13 @@ class _Figures:
     os.makedirs(self.dir, exist_ok=True)
     self.paths: list[str] = []
 
+  def remove_stale(self) -> None:
+    """Deletes the PNGs of an earlier report that this one did not write (e.g. a model no longer run)."""
+    for name in os.listdir(self.dir):
+      path = os.path.join(self.dir, name)
+      if name.endswith(".png") and path not in self.paths:
+        os.unlink(path)
+
   def add(self, fig, name: str, alt: str, caption: str = "") -> html.Image:
     png = style.png_bytes(fig)
     path = os.path.join(self.dir, name + ".png")
@@ -251,4 +258,5 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(page)
   os.replace(tmp, index)
+  figures.remove_stale()
   return Report(index=index, figures=figures.paths, metrics=values, notes=notes, seconds=time.perf_counter() - t0)

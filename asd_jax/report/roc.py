@@ -73,6 +73,8 @@ def percent(value: float) -> str:
 def roc_figure(title: str, rows: Mapping[str, Sequence[RocSet]]) -> Figure:
   """One row of three panels (AUC source, AUC target, pAUC region) per group of scorers.
 
+  Each row has one legend, right of it: every scorer with its AUC (source), AUC (target) and pAUC in percent.
+
   Args:
     title: e.g. "fan section 00".
     rows: {row label (e.g. "models", "fused systems"): the scorers drawn in that row}; empty rows are skipped.
@@ -80,9 +82,10 @@ def roc_figure(title: str, rows: Mapping[str, Sequence[RocSet]]) -> Figure:
   rows = {k: list(v) for k, v in rows.items() if v}
   if not rows:
     raise ValueError(f"roc_figure({title!r}): no scorers to draw")
-  fig = style.figure(9.6, 2.7 * len(rows))
+  fig = style.figure(10.0, 2.7 * len(rows))
   axes = np.asarray(fig.subplots(len(rows), len(PANELS), squeeze=False))
   for r, (row_label, sets) in enumerate(rows.items()):
+    handles = []
     for c, (panel, panel_title) in enumerate(PANELS):
       ax = axes[r, c]
       limit = metrics.MAX_FPR if panel == "all" else 1.0
@@ -90,17 +93,17 @@ def roc_figure(title: str, rows: Mapping[str, Sequence[RocSet]]) -> Figure:
       for i, s in enumerate(sets):
         fpr, tpr = s.curves[panel]
         colour, dash = style.line_style(i)
-        ax.plot(fpr, tpr, color=colour, linestyle=dash, drawstyle="default",
-                label=f"{s.name} {percent(s.values[panel])}")
+        (line,) = ax.plot(fpr, tpr, color=colour, linestyle=dash)
+        if c == 0:
+          handles.append(line)
       ax.set_xlim(0.0, limit)
       ax.set_ylim(0.0, 1.0)
       ax.set_xlabel("false positive rate")
       ax.set_ylabel(f"{row_label}\ntrue positive rate" if c == 0 else "true positive rate")
       if r == 0:
         ax.set_title(panel_title)
-      if panel == "all":  # curves fill this panel: the legend goes to its right
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), title="pAUC (%)", title_fontsize=7.5)
-      else:
-        ax.legend(loc="lower right", title="AUC (%)", title_fontsize=7.5)
+    labels = [f"{s.name}  {' / '.join(percent(s.values[p]) for p, _ in PANELS)}" for s in sets]
+    axes[r, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.03, 1.0),
+                       title="AUC (s) / AUC (t) / pAUC, %", title_fontsize=7.5)
   fig.suptitle(f"{title}: ROC curves (dotted: chance)")
   return fig
