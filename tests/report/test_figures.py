@@ -122,3 +122,16 @@ def test_png_files_are_small_and_written_atomically(tmp_path, check_png):
   path = style.save_png(fig, str(tmp_path / "a" / "x.png"))
   check_png(open(path, "rb").read())
   assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["x.png"]  # no temporary file left
+
+
+def test_a_report_folder_keeps_only_the_figures_of_the_latest_report(tmp_path, check_png):
+  from asd_jax.report import build
+
+  figures = build._Figures(str(tmp_path))
+  (tmp_path / "figures" / "embedding_old_model_fan_00.png").write_bytes(b"stale")
+  (tmp_path / "figures" / "notes.txt").write_text("not ours")
+  image = figures.add(histograms.detect_figure("x", np.arange(10.0), 5.0, np.array([1.0])), "scores_fan_00", "alt")
+  figures.remove_stale()
+  assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["notes.txt", "scores_fan_00.png"]
+  assert image.file == "figures/scores_fan_00.png"
+  check_png((tmp_path / image.file).read_bytes())
