@@ -94,6 +94,7 @@ def read(workdir: str) -> dict[str, Any] | None:
       info = json.load(f)
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: not valid JSON ({e})") from e
-  if not isinstance(info, dict) or info.get("format") != FORMAT:
-    raise ValueError(f"{path}: expected format {FORMAT!r}, found {info.get('format') if isinstance(info, dict) else info!r}")
+  found = info.get("format") if isinstance(info, dict) else type(info).__name__
+  if found != FORMAT:
+    raise ValueError(f"{path}: expected format {FORMAT!r}, found {found!r}")
   return info

@@ -2,9 +2,9 @@
 
 `draw_scores` draws one panel: the normal training clips' (leave-one-out) scores as a grey histogram, the scored
 clips as outlined histograms (normal, anomalous, or unlabelled new recordings) with a tick per clip along the
-bottom (fewer than `MIN_HISTOGRAM` clips: taller ticks only), and the fitted threshold as a dashed line; clips right of it are flagged anomalous. `section_figure`
-puts one row per scorer and one column per domain (the report); `detect_figure` is one panel for the clips
-that `detect` scores, which have no labels.
+bottom (fewer than `MIN_HISTOGRAM` clips: taller ticks only), and the fitted threshold as a dashed line; clips
+right of it are flagged anomalous. `section_figure` puts one row per scorer and one column per domain (the
+report); `detect_figure` is one panel for the clips that `detect` scores, which have no labels.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from asd_jax.report import style
 
@@ -141,16 +142,20 @@ def detect_figure(title: str, train_scores: np.ndarray, threshold: float, new_sc
     train_scores: [m] the section's normal training scores (fused with the system's weights).
     threshold: the section's decision threshold.
     new_scores: [n] the recordings' scores; new_labels: [n] 0 / 1 / -1 (unknown), or None.
-    new_names: optional [n] short names, written next to the ticks when there are at most 12 recordings.
+    new_names: optional [n] names (e.g. file names); with at most 12 recordings the ticks are numbered and the
+      legend lists the names.
   """
-  fig = style.figure(6.4, 3.0)
+  fig = style.figure(7.6, 3.0)
   ax = fig.subplots()
   draw_scores(ax, train_scores, threshold, new_scores, new_labels, legend=False,
               title=f"{title}: {np.size(new_scores)} recordings, threshold {threshold:.2f}")
-  if new_names and len(new_names) <= 12:
+  handles, names = ax.get_legend_handles_labels()
+  if new_names and len(new_names) <= 12:  # numbered ticks, the names listed in the legend
     top = ax.get_ylim()[1] / 1.05
-    for x, name in zip(np.asarray(new_scores, np.float64), new_names):
-      ax.annotate(name, (x, 0.36 * top), xytext=(0, 2), textcoords="offset points", rotation=90, fontsize=6.5,
-                  ha="center", va="bottom")
-  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for i, x in enumerate(np.asarray(new_scores, np.float64)):
+      ax.annotate(str(i + 1), (x, 0.36 * top), xytext=(0, 2), textcoords="offset points", fontsize=7, ha="center",
+                  va="bottom")
+    handles += [Patch(visible=False) for _ in new_names]
+    names += [f"{i + 1}: {name}" for i, name in enumerate(new_names)]
+  ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   return fig

@@ -50,7 +50,7 @@ def test_histograms_draw_labelled_and_new_clips_and_check_lengths(check_png):
                                  new_names=["a.wav", "b.wav"])
   check_png(style.png_bytes(fig))
   labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-  assert labels == ["normal training clips", "scored recordings", "decision threshold"]
+  assert labels == ["normal training clips", "scored recordings", "decision threshold", "1: a.wav", "2: b.wav"]
   assert [line.get_xdata()[0] for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"] == [1.2]
   with pytest.raises(ValueError, match="2 scores but labels"):
     histograms.detect_figure("x", np.zeros(5), 0.0, np.zeros(2), np.zeros(3))
