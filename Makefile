@@ -12,16 +12,18 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch first (only used to read .pt checkpoints); an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,convert]'
+	$(PY) -m pip install -q -e '.[test,convert,report]'
 	touch $@
 
 install: $(VENV)/.installed
 
 # The main job: synthetic DCASE 2025 dev set (2 s clips, 10 target-domain training clips per machine
-# as in the real dev set), then the six models of the report at tiny size, scoring, fusion, tables.
+# as in the real dev set), then the six models of the report at tiny size, scoring, fusion, tables; then the
+# report (figures and one HTML page, $(WORK)/demo/report/index.html).
 demo: install
 	test -d $(WORK)/synth_dcase || $(PY) -m asd_jax.data.synth --out $(WORK)/synth_dcase --duration 2 --target_train 10
 	$(PY) -m asd_jax.pipeline --config=configs/demo_pipeline.py --workdir=$(WORK)/demo --config.data.root=$(WORK)/synth_dcase
+	$(PY) -m asd_jax.report --workdir=$(WORK)/demo
 
 test: install
 	$(PY) -m pytest -q -n 2

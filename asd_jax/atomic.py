@@ -41,7 +41,7 @@ def _temporary_beside(path: str, mode: str) -> Iterator[io.IOBase]:
   # mkstemp makes the file private (0600); give it the mode a plain open() would (or the replaced file's).
   os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_UMASK)
   try:
-    with os.fdopen(fd, mode) as f:
+    with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
       yield f
       f.flush()
       os.fsync(f.fileno())
@@ -60,6 +60,10 @@ def write_with(path: str, write: Callable[[Any], None], *, binary: bool = False)
 
 def write_text(path: str, text: str) -> None:
   write_with(path, lambda f: f.write(text))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  write_with(path, lambda f: f.write(data), binary=True)
 
 
 def write_json(path: str, obj: Any, *, indent: int | None = 1) -> None:

@@ -11,11 +11,16 @@ argument stands for every .wav file under it. Per file, prints the fused anomaly
 against the section's fitted threshold ("anomalous" when the score is above it), and the nearest normal
 training clip (relative to the training dataset root). Every input is checked before anything is scored:
 unreadable or missing files and unknown machine types or sections are all listed in one error.
+
+`--plot_dir=DIR` also writes, per section scored, `DIR/scores_<machine>_section_<ss>.png`: where the recordings
+fall against the section's normal training scores (fused with the system's weights) and its threshold
+(`asd_jax.report.histograms.detect_figure`; needs matplotlib, the `[report]` extra).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import pathlib
 import re
 from collections.abc import Sequence
@@ -117,12 +122,42 @@ def detect(system_dir: str, inputs: Sequence[str], *, machine: str = "", section
   return detector.score(paths, machines, sections)
 
 
+def _plotting():
+  """The report's histogram module, or ValueError saying how to install matplotlib."""
+  try:
+    from asd_jax.report import histograms, style  # pylint: disable=g-import-not-at-top  (an extra)
+  except ImportError as e:
+    raise ValueError(f"--plot_dir needs matplotlib: pip install 'asd_jax[report]' ({e})") from e
+  return histograms, style
+
+
+def write_histograms(system, detections, out_dir: str) -> list[str]:
+  """Per (machine, section) of `detections`, a PNG of their scores against the section's fused normal
+  training scores and threshold (`system`: a loaded `detector.Detector`); returns the paths."""
+  histograms, style = _plotting()
+  os.makedirs(out_dir, exist_ok=True)
+  by_section: dict[tuple[str, str], list] = {}
+  for d in detections:
+    by_section.setdefault((d.machine, d.section), []).append(d)
+  paths = []
+  for (machine, section), chosen in sorted(by_section.items()):
+    train = sum(w * system.scorers[k].sections[(machine, section)].train_scores
+                for k, w in system.weights.items() if w)
+    fig = histograms.detect_figure(f"{machine} section {section} ({system.system})", train,
+                                   system.thresholds[(machine, section)], [d.score for d in chosen],
+                                   new_names=[os.path.basename(d.path) for d in chosen])
+    paths.append(style.save_png(fig, os.path.join(out_dir, f"scores_{machine}_section_{section}.png")))
+  return paths
+
+
 def define_flags() -> None:
   """Defines this CLI's flags; called only when run as a program (see `asd_jax.embed.define_flags`)."""
   flags.DEFINE_string("system", None, "Detector folder written by the pipeline (WORKDIR/detector).")
   flags.DEFINE_string("machine", "", "Machine type of every input (default: from each path).")
   flags.DEFINE_string("section", "", "Two-digit section of every input (default: from each file name).")
   flags.DEFINE_string("output", "", "Also write the results as CSV to this file.")
+  flags.DEFINE_string("plot_dir", "", "Also write a score histogram per section scored to this folder (needs "
+                      "the [report] extra).")
   flags.mark_flags_as_required(["system"])
 
 
@@ -132,8 +167,15 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
+  if f.plot_dir:
+    _plotting()  # fail before scoring when matplotlib is missing
   detections = detect(f.system, argv[1:], machine=f.machine, section=f.section)
   print(format_detections(detections))
+  if f.plot_dir:
+    from asd_jax import detector as detector_lib  # pylint: disable=g-import-not-at-top
+
+    for path in write_histograms(detector_lib.Detector(f.system), detections, f.plot_dir):
+      print(f"histogram: {path}")
   if f.output:
     with open(f.output, "w", newline="") as out:
       w = csv.writer(out, lineterminator="\n")

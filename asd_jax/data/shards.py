@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from asd_jax import atomic
 from asd_jax.data import corpus_sources as cs
 
 FORMAT = "asd_jax.packed_corpus.v1"
@@ -108,16 +109,6 @@ def decode_samples(record: bytes, header: dict[str, Any], offset: int, start: in
 
 
 # ---------------------------------------------------------------------------------------------- files
-
-def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-  """Writes JSON to a temporary file in the same folder, fsyncs it, then renames it over `path`."""
-  tmp = path.with_name(path.name + _TMP_SUFFIX)
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
 
 def sha256_file(path: pathlib.Path) -> str:
   digest = hashlib.sha256()
@@ -315,12 +306,12 @@ def pack(data_config: Any, out_dir: str | os.PathLike, *, clips_per_shard: int =
                         "sha256": sha256_file(out / name)})
       shards[i].sort(key=lambda s: s["index"])
       rejected[i] = sorted(rejected[i] + bad, key=lambda r: (r["shard"], r["path"]))
-      write_json_atomic(out / MANIFEST, _manifest(settings, fingerprint, listed, shards, rejected, False))
+      atomic.write_json(out / MANIFEST, _manifest(settings, fingerprint, listed, shards, rejected, False))
   bar.close()
   expected = [-(-len(f.paths) // clips_per_shard) for f in listed]
   complete = all(len(shards[i]) == n for i, n in enumerate(expected))
   manifest = _manifest(settings, fingerprint, listed, shards, rejected, complete)
-  write_json_atomic(out / MANIFEST, manifest)
+  atomic.write_json(out / MANIFEST, manifest)
   return manifest
 
 

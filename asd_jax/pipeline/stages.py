@@ -11,7 +11,10 @@ import ml_collections
 import numpy as np
 
 from asd_jax import atomic
+from asd_jax import config_checks
 from asd_jax import detector as detector_lib
+from asd_jax import run_info
+from asd_jax import workdir_lock
 from asd_jax.data import digest as digest_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
@@ -192,16 +195,30 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     workdir: output folder; one subfolder per embedded model under `models/`.
     progress: print stage lines; `bars`: also show the training/embedding progress bars (default: progress).
   """
-  log = Progress(progress)
-  bars = progress if bars is None else bars
+  config_checks.check(config)
   workdir = os.path.abspath(workdir)
   if not config.data.root:
     raise ValueError("config.data.root is empty: pass --config.data.root=DATASET (a DCASE Task 2 layout)")
+  os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.hold(workdir, "pipeline"):
+    return _run(config, workdir, progress=progress, bars=progress if bars is None else bars)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:
+  log = Progress(progress)
+  started, stage_s, t0 = run_info.utc_now(), {}, time.perf_counter()
+
+  def stage_done(name: str, since: float) -> float:
+    now = time.perf_counter()
+    stage_s[name] = now - since
+    return now
+
   root = os.path.abspath(config.data.root)
   specs = specs_lib.model_specs(config)
   system_list = specs_lib.system_specs(config, specs)
   log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, workdir {workdir}")
-  records = layout.scan_dataset(root)
+  # Every name, wav header and machine folder (training clips in each) checked before any compute.
+  records = layout.scan_dataset(root, require_train=True)
   train_records = [r for r in records if records_lib.is_bank_clip(r)]
   test_records = [r for r in records if records_lib.is_test_clip(r)]
   if not train_records or not test_records:
@@ -209,12 +226,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                      f"{len(test_records)} test machine clips")
   labelled = all(r.label in (records_lib.NORMAL, records_lib.ANOMALY) and r.domain is not None
                  for r in test_records)
-  os.makedirs(workdir, exist_ok=True)
 
+  t = time.perf_counter()
   model_dirs, actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
+  t = stage_done("train+embed", t)
   scores_dir = os.path.join(workdir, "scores")
   models = score_models(specs, model_dirs, records, scores_dir, log, labelled=labelled)
+  t = stage_done("score", t)
   results = fuse_systems(config, system_list, models, test_records, scores_dir, log, labelled=labelled)
+  t = stage_done("fuse", t)
   for name, r in results.items():
     if r.fused is not None:
       r.submission_dir = os.path.join(workdir, "submissions", name)
@@ -237,11 +257,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                         models=exported_models(specs, model_dirs, models, needed), thresholds=system.fused.thresholds,
                         root=root, threshold_method=config.threshold_method,
                         threshold_quantile=config.threshold_quantile, note=system.spec.note)
+    t = stage_done("export", t)
 
   result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
                                       models=models, systems=results, actions=actions, tables=tables,
                                       detector_dir=detector_dir)
   atomic.write_json(os.path.join(workdir, "results.json"), results_lib.summary(result, dataset=root,
                                                                                 labelled=labelled))
+  run_info.write(workdir, config=json.loads(config.to_json_best_effort()), started=started,
+                 wall_s=time.perf_counter() - t0, stage_s=stage_s)
   log("done", f"tables in {os.path.join(workdir, 'tables.md')}, details in {os.path.join(workdir, 'results.json')}")
   return result

@@ -1,0 +1,257 @@
+"""Writes the report of a pipeline workdir: `DIR/report/figures/*.png` and `DIR/report/index.html`.
+
+`write_report(workdir)` reads the workdir (`report.workdir`), draws per (machine, section) the ROC curves of
+every model and fused system (`report.roc`) and their score histograms (`report.histograms`), per model and
+section an embedding map (`report.embedding_map`), per `metrics.jsonl` the training curves (`report.curves`),
+and assembles one self-contained page (`report.html`) with the pipeline's tables, the per-section metrics
+the ROC legends show, the run's config, versions and wall time. The metric values are computed by
+`asd_jax.evaluation.metrics` (through `roc.roc_set`) and checked against `results.json`; a difference is
+reported at the top of the page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from asd_jax import atomic
+from asd_jax import run_info as run_info_lib
+from asd_jax.report import curves
+from asd_jax.report import embedding_map
+from asd_jax.report import histograms
+from asd_jax.report import html
+from asd_jax.report import roc
+from asd_jax.report import style
+from asd_jax.report import workdir as workdir_lib
+
+REPORT_DIR = "report"
+FIGURES_DIR = "figures"
+_DOMAIN_NAMES = {0: "source", 1: "target"}
+# Recomputed metrics must equal results.json's: the same function on the same float64 scores. The tolerance
+# only absorbs a JSON round trip, which `repr` makes exact; anything larger means stale files.
+_RESULTS_TOLERANCE = 1e-12
+
+
+@dataclasses.dataclass
+class Report:
+  """What `write_report` wrote: the page, the figure files (absolute), and the metrics shown."""
+
+  index: str
+  figures: list[str]
+  metrics: dict[tuple[str, str, str], dict[str, float]]  # (scorer key, machine, section) -> values
+  notes: list[str]
+  seconds: float
+
+
+def _slug(*parts: str) -> str:
+  return "_".join("".join(c if c.isalnum() or c in "-." else "-" for c in p) for p in parts if p)
+
+
+class _Figures:
+  """Saves figures under `figures/` and keeps their bytes for embedding in the page."""
+
+  def __init__(self, out_dir: str):
+    self.dir = os.path.join(out_dir, FIGURES_DIR)
+    os.makedirs(self.dir, exist_ok=True)
+    self.paths: list[str] = []
+
+  def remove_stale(self) -> None:
+    """Deletes the PNGs of an earlier report that this one did not write (e.g. a model no longer run)."""
+    for name in os.listdir(self.dir):
+      path = os.path.join(self.dir, name)
+      if name.endswith(".png") and path not in self.paths:
+        os.unlink(path)
+
+  def add(self, fig, name: str, alt: str, caption: str = "") -> html.Image:
+    png = style.png_bytes(fig)
+    path = os.path.join(self.dir, name + ".png")
+    atomic.write_bytes(path, png)
+    self.paths.append(path)
+    return html.Image(png=png, alt=alt, caption=caption, file=f"{FIGURES_DIR}/{name}.png")
+
+
+def _check_against_results(wd: workdir_lib.Workdir, key: str, kind: str, section: roc.RocSet,
+                           notes: list[str]) -> None:
+  entry = wd.results.get("models" if kind == workdir_lib.MODEL else "systems", {}).get(key, {})
+  evaluation = entry.get("evaluation") or {}
+  saved = next((s for s in evaluation.get("sections", []) if (s["machine"], s["section"])
+                == (section.section.machine, section.section.section)), None)
+  if saved is None:
+    return
+  for field in ("auc_source", "auc_target", "pauc"):
+    if abs(saved[field] - getattr(section.section, field)) > _RESULTS_TOLERANCE:
+      notes.append(f"{key} {section.section.machine} section {section.section.section}: {field} recomputed from "
+                   f"scores/ is {getattr(section.section, field)!r}, results.json has {saved[field]!r} "
+                   "(stale files?)")
+
+
+def _histogram_rows(wd: workdir_lib.Workdir, s: workdir_lib.SectionData) -> list[histograms.ScorerHistograms]:
+  known = s.test_domains >= 0
+  domains = [d for d in (0, 1) if np.any(s.test_domains == d) or np.any(s.train_domains == d)] if known.all() \
+      else [None]
+  rows = []
+  for scorer in wd.scorers:
+    panels = {}
+    for d in domains:
+      test = np.ones(len(s.test_domains), bool) if d is None else s.test_domains == d
+      train = np.ones(len(s.train_domains), bool) if d is None else s.train_domains == d
+      panels["all clips" if d is None else _DOMAIN_NAMES[d]] = histograms.DomainScores(
+          train_scores=s.train_scores[scorer.key][train], test_scores=s.test_scores[scorer.key][test],
+          test_labels=s.test_labels[test])
+    rows.append(histograms.ScorerHistograms(name=scorer.name, threshold=s.thresholds[scorer.key], domains=panels))
+  return rows
+
+
+def _metrics_tables(wd: workdir_lib.Workdir, values: dict[tuple[str, str, str], dict[str, float]]) -> str:
+  """One table per metric (AUC source, AUC target, pAUC): a row per model or system, a column per section."""
+  sections = [(s.machine, s.section) for s in wd.sections if s.labelled]
+  out = []
+  for field, title in (("auc_source", "AUC (source)"), ("auc_target", "AUC (target)"), ("pauc", "pAUC")):
+    rows = []
+    for scorer in wd.scorers:
+      rows.append([scorer.name] + [html.metric_cell(values.get((scorer.key, m, sec), {}).get(field), scorer=scorer.key,
+                                                    machine=m, section=sec, metric=field) for m, sec in sections])
+    out.append(f"<h4>{title} (%)</h4>" + html.table(["model / system"] + [f"{m} {sec}" for m, sec in sections], rows))
+  return "".join(out)
+
+
+def _run_section(wd: workdir_lib.Workdir) -> str:
+  info = wd.run_info
+  if info is None:
+    return ("<p class=note>This workdir has no run_info.json (written by the pipeline since the report exists): "
+            "the run's config, versions and wall time are unknown. The report was made with these versions:</p>"
+            + html.key_values(run_info_lib.package_versions()))
+  times = {"started (UTC)": info.get("started"), "finished (UTC)": info.get("finished"),
+           "wall time (s)": f"{info.get('wall_s', 0.0):.1f}",
+           **{f"  {k} (s)": f"{v:.1f}" for k, v in info.get("stage_s", {}).items()},
+           "platform": info.get("platform"), "devices": info.get("devices")}
+  actions = wd.results.get("actions", {})
+  action_rows = [(key, ", ".join(f"{stage}: {what}" for stage, what in a.items()) or "scored only")
+                 for key, a in actions.items()]
+  return ("<h3>Wall time</h3>" + html.key_values(times)
+          + "<p>Stages that reused a trained model or its embeddings say <em>cached</em>; their time is that of "
+          "this run only (each model's training log is under Training curves).</p>"
+          + html.table(["model", "stages"], action_rows)
+          + "<h3>Versions</h3>" + html.key_values(info.get("versions", {}))
+          + "<h3>Config</h3>" + html.details("pipeline config (JSON)", html.preformatted(info.get("config", {}))))
+
+
+def write_report(path: str, out_dir: str | None = None, *, max_points: int = embedding_map.DEFAULT_MAX_POINTS,
+                 seed: int = 0, embedding_maps: bool = True,
+                 log: Callable[[str], None] | None = None) -> Report:
+  """Writes the report of the pipeline workdir `path` (see the module docstring).
+
+  Args:
+    path: the pipeline workdir.
+    out_dir: where to write (default `path/report`); `out_dir/index.html` and `out_dir/figures/`.
+    max_points: cap on the points of each embedding map (see `embedding_map`); seed: its subsample and t-SNE.
+    embedding_maps: draw the embedding maps (the slowest part: one t-SNE per model and section).
+    log: called with one line per step (e.g. `print`).
+  """
+  t0 = time.perf_counter()
+  say = log or (lambda _: None)
+  wd = workdir_lib.read(path)
+  out_dir = os.path.abspath(out_dir or os.path.join(wd.path, REPORT_DIR))
+  figures = _Figures(out_dir)
+  notes = list(wd.notes)
+  values: dict[tuple[str, str, str], dict[str, float]] = {}
+  section_blocks = []
+
+  for s in wd.sections:
+    title = f"{s.machine} section {s.section}"
+    say(f"report  {title}: ROC curves, histograms")
+    blocks = []
+    if s.labelled:
+      rows = {"models": [], "fused systems": []}
+      for scorer in wd.scorers:
+        rs = roc.roc_set(scorer.name, s.machine, s.section, s.test_labels, s.test_domains, s.test_scores[scorer.key])
+        values[(scorer.key, s.machine, s.section)] = {
+            "auc_source": rs.section.auc_source, "auc_target": rs.section.auc_target, "pauc": rs.section.pauc}
+        _check_against_results(wd, scorer.key, scorer.kind, rs, notes)
+        rows["models" if scorer.kind == workdir_lib.MODEL else "fused systems"].append(rs)
+      blocks.append(html.figure(figures.add(
+          roc.roc_figure(title, rows), _slug("roc", s.machine, s.section), f"ROC curves, {title}",
+          "ROC curves of each model (top) and fused system (bottom). Legend values: AUC (source), AUC (target) "
+          "and pAUC in percent, the numbers behind Tables 1 and 3.")))
+    else:
+      notes.append(f"{title}: test clips without labels or domains; no ROC curves")
+    blocks.append(html.figure(figures.add(
+        histograms.section_figure(title, _histogram_rows(wd, s)), _slug("scores", s.machine, s.section),
+        f"score histograms, {title}",
+        "Anomaly scores of the test clips against the normal training clips' leave-one-out scores (grey), per "
+        "domain; the dashed line is the decision threshold fitted on the training scores (right of it: "
+        "anomalous). Models: normalised scores; systems: their weighted sums.")))
+    section_blocks.append((s, blocks))
+
+  maps: dict[tuple[str, str], list[str]] = {}
+  if embedding_maps:
+    for model in wd.models:
+      if not workdir_lib.has_embeddings(wd, model.key):
+        notes.append(f"{model.name}: no embeddings in the workdir; no embedding map")
+        continue
+      points = workdir_lib.embedding_points(wd, model.key)
+      for (machine, section), arrays in points.items():
+        say(f"report  embedding map {model.name}, {machine} section {section}")
+        mp = embedding_map.MapPoints(arrays.vectors, arrays.role, arrays.domain, arrays.label, arrays.attribute_class)
+        kept = embedding_map.subsample(embedding_map.groups(mp), max_points, seed)
+        mp = mp.take(kept)
+        if len(kept) < 4:
+          notes.append(f"{model.name} {machine} {section}: fewer than 4 points, no embedding map")
+          continue
+        xy = embedding_map.project(mp.vectors, seed=seed)
+        shown = (f"{len(kept)} of {len(arrays.role)} points" if len(kept) < len(arrays.role)
+                 else f"all {len(kept)} points")
+        image = figures.add(
+            embedding_map.embedding_figure(f"{model.name}, {machine} section {section}", xy, mp,
+                                           note=f"t-SNE of the scorer's vectors, {shown}"),
+            _slug("embedding", model.key, machine, section), f"embedding map {model.name} {machine} {section}",
+            f"t-SNE (scikit-learn, seed {seed}) of {model.name}'s memory bank and test clips; {shown} (cap "
+            f"{max_points}, shared equally by test clips, source and target training clips and SMOTE samples).")
+        maps.setdefault((machine, section), []).append(html.figure(image))
+
+  curve_blocks = []
+  for run in wd.runs:
+    data = curves.series(run.rows)
+    if not data:
+      notes.append(f"{run.name}/metrics.jsonl: no numeric series with two or more rows")
+      continue
+    name = wd.scorer(run.model_key).name if run.model_key else run.name
+    say(f"report  training curves {name}")
+    loss_label = "loss (cross-entropy, nats)" if run.kind == "fine-tuning" else "loss"
+    curve_blocks.append(html.figure(figures.add(
+        curves.curves_figure(f"{name} ({run.name}/metrics.jsonl)", data, loss_label=loss_label),
+        _slug("curves", *run.name.split(os.sep)), f"training curves {name}",
+        f"Every numeric column of {run.name}/metrics.jsonl against the training step.")))
+
+  sections_html = []
+  for s, blocks in section_blocks:
+    body = "".join(blocks)
+    if maps.get((s.machine, s.section)):
+      body += html.details(f"embedding maps ({len(maps[(s.machine, s.section)])} models)",
+                           "".join(maps[(s.machine, s.section)]), open_=True)
+    sections_html.append(f'<h3 id="{_slug(s.machine, s.section)}">{html.esc(s.machine)} section '
+                         f"{html.esc(s.section)}</h3>{body}")
+
+  systems = [f"{s.name}: " + ", ".join(f"{wd.scorer(k).name} {w:.2f}" for k, w in s.weights.items() if w)
+             for s in wd.systems]
+  intro = (f"<p>Workdir <code>{html.esc(wd.path)}</code>, dataset <code>{html.esc(wd.results.get('dataset', ''))}"
+           f"</code>. Fused systems: {html.esc('; '.join(systems) or 'none')}.</p>")
+  if notes:
+    intro += "<div class=note><ul>" + "".join(f"<li>{html.esc(n)}</li>" for n in notes) + "</ul></div>"
+  page_sections = [
+      ("tables", "Tables", html.markdown_tables(wd.tables_markdown)
+       + "<h3>Per section (%)</h3><p>AUC (source), AUC (target) and pAUC of every section: the values in the "
+       "ROC legends, computed by <code>asd_jax.evaluation.metrics</code>.</p>" + _metrics_tables(wd, values)),
+      ("sections", "ROC curves, score histograms and embedding maps per section", "".join(sections_html)),
+      ("training", "Training curves", "".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>"),
+      ("run", "Run: wall time, versions, config", _run_section(wd)),
+  ]
+  page = html.page("asd_jax report", page_sections, intro=intro)
+  index = os.path.join(out_dir, "index.html")
+  atomic.write_text(index, page)
+  figures.remove_stale()
+  return Report(index=index, figures=figures.paths, metrics=values, notes=notes, seconds=time.perf_counter() - t0)

@@ -1,0 +1,161 @@
+"""Where clips' anomaly scores fall against the section's normal training scores and its decision threshold.
+
+`draw_scores` draws one panel: the normal training clips' (leave-one-out) scores as a grey histogram, the scored
+clips as outlined histograms (normal, anomalous, or unlabelled new recordings) with a tick per clip along the
+bottom (fewer than `MIN_HISTOGRAM` clips: taller ticks only), and the fitted threshold as a dashed line; clips
+right of it are flagged anomalous. `section_figure` puts one row per scorer and one column per domain (the
+report); `detect_figure` is one panel for the clips that `detect` scores, which have no labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from asd_jax.report import style
+
+NORMAL, ANOMALY, UNKNOWN = 0, 1, -1
+MIN_HISTOGRAM = 20  # fewer clips than this are drawn as ticks only: a histogram of 3 clips says nothing
+SCORE_LABEL = "anomaly score (normalised)"
+_LABELS = {NORMAL: ("normal test clips", style.NORMAL), ANOMALY: ("anomalous test clips", style.ANOMALY),
+           UNKNOWN: ("scored recordings", style.BLACK)}
+
+
+def _bins(*arrays: np.ndarray, count: int = 20) -> np.ndarray:
+  values = np.concatenate([np.ravel(a) for a in arrays if np.size(a)])
+  values = values[np.isfinite(values)]
+  if values.size == 0:
+    return np.linspace(-1.0, 1.0, count + 1)
+  low, high = float(values.min()), float(values.max())
+  if high - low < 1e-9:
+    low, high = low - 0.5, high + 0.5
+  return np.linspace(low, high, count + 1)
+
+
+def draw_scores(ax: Axes, train_scores: np.ndarray, threshold: float | None, new_scores: np.ndarray,
+                new_labels: np.ndarray | None = None, *, title: str = "", xlabel: str = SCORE_LABEL,
+                legend: bool = True) -> None:
+  """Draws one score panel on `ax` (density: each group's histogram integrates to 1, so 10 target training
+  clips and 1000 source ones are comparable).
+
+  Args:
+    train_scores: [m] the normal training clips' scores (the distribution the threshold was fitted on).
+    threshold: the decision threshold (score > threshold is anomalous), or None.
+    new_scores: [n] the scored clips.
+    new_labels: [n] 0 normal / 1 anomalous / -1 unknown, or None (all unknown: new recordings).
+  """
+  train_scores = np.asarray(train_scores, np.float64)
+  new_scores = np.asarray(new_scores, np.float64)
+  labels = np.full(new_scores.shape, UNKNOWN) if new_labels is None else np.asarray(new_labels)
+  if labels.shape != new_scores.shape:
+    raise ValueError(f"draw_scores: {new_scores.shape[0]} scores but labels of shape {labels.shape}")
+  extra = [] if threshold is None else [np.array([threshold])]
+  bins = _bins(train_scores, new_scores, *extra)
+  if train_scores.size:
+    ax.hist(train_scores, bins=bins, density=True, color=style.TRAIN, alpha=0.55,
+            label="normal training clips")
+  groups = [(value, new_scores[labels == value]) for value in (NORMAL, ANOMALY, UNKNOWN)]
+  groups = [(value, chosen) for value, chosen in groups if chosen.size]
+  for value, chosen in groups:  # enough clips for a histogram: an outlined one
+    if chosen.size >= MIN_HISTOGRAM:
+      name, colour = _LABELS[value]
+      ax.hist(chosen, bins=bins, density=True, histtype="step", linewidth=1.6, color=colour,
+              label=name)
+  top = max(ax.get_ylim()[1], 1e-3)
+  for value, chosen in groups:  # every clip also as a tick (a few new recordings: only ticks, taller)
+    name, colour = _LABELS[value]
+    few = chosen.size < MIN_HISTOGRAM
+    ax.vlines(chosen, -0.07 * top, (0.35 if few else 0.0) * top, color=colour, linewidth=1.4 if few else 0.8,
+              label=name if few else None)
+  if threshold is not None:
+    ax.axvline(threshold, color=style.THRESHOLD, linestyle="--", linewidth=1.2,
+               label="decision threshold")
+  ax.set_ylim(-0.08 * top, top * 1.05)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("density")
+  if title:
+    ax.set_title(title)
+  if legend:
+    ax.legend(loc="best")
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainScores:
+  """One panel's data: training scores [m], test scores [n] and their labels [n] (0 normal, 1 anomalous)."""
+
+  train_scores: np.ndarray
+  test_scores: np.ndarray
+  test_labels: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerHistograms:
+  """One scorer (model or fused system) in one section: its threshold and one `DomainScores` per domain."""
+
+  name: str
+  threshold: float | None
+  domains: dict[str, DomainScores]  # {"source": ..., "target": ...}
+
+
+@style.styled
+def section_figure(title: str, rows: Sequence[ScorerHistograms]) -> Figure:
+  """One row per scorer, one column per domain (source, target)."""
+  rows = list(rows)
+  if not rows:
+    raise ValueError(f"section_figure({title!r}): no scorers to draw")
+  domains = list(rows[0].domains)
+  fig = style.figure(4.2 * len(domains), 1.9 * len(rows) + 0.6)
+  axes = np.asarray(fig.subplots(len(rows), len(domains), squeeze=False))
+  for r, row in enumerate(rows):
+    for c, domain in enumerate(domains):
+      d = row.domains[domain]
+      labels = np.asarray(d.test_labels)
+      counts = (f"{d.train_scores.size} training, {np.sum(labels == NORMAL)} normal, "
+                f"{np.sum(labels == ANOMALY)} anomalous")
+      draw_scores(axes[r, c], d.train_scores, row.threshold, d.test_scores, d.test_labels,
+                  title=f"{row.name}, {domain}: {counts}", legend=False,
+                  xlabel=SCORE_LABEL if r == len(rows) - 1 else "")
+    low = min(ax.get_xlim()[0] for ax in axes[r])  # one score scale per scorer: the domains side by side
+    high = max(ax.get_xlim()[1] for ax in axes[r])
+    for ax in axes[r]:
+      ax.set_xlim(low, high)
+  handles = {}
+  for ax in axes.ravel():  # one legend for the figure: every entry once
+    for h, n in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(n, h)
+  fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=len(handles))
+  fig.suptitle(title)
+  return fig
+
+
+@style.styled
+def detect_figure(title: str, train_scores: np.ndarray, threshold: float, new_scores: np.ndarray,
+                  new_labels: np.ndarray | None = None, *, new_names: Sequence[str] = ()) -> Figure:
+  """Where new recordings of one section fall against its normal training scores and threshold.
+
+  Args:
+    train_scores: [m] the section's normal training scores (fused with the system's weights).
+    threshold: the section's decision threshold.
+    new_scores: [n] the recordings' scores; new_labels: [n] 0 / 1 / -1 (unknown), or None.
+    new_names: optional [n] names (e.g. file names); with at most 12 recordings the ticks are numbered and the
+      legend lists the names.
+  """
+  fig = style.figure(7.6, 3.0)
+  ax = fig.subplots()
+  draw_scores(ax, train_scores, threshold, new_scores, new_labels, legend=False,
+              title=f"{title}: {np.size(new_scores)} recordings, threshold {threshold:.2f}")
+  handles, names = ax.get_legend_handles_labels()
+  if new_names and len(new_names) <= 12:  # numbered ticks, the names listed in the legend
+    top = ax.get_ylim()[1] / 1.05
+    for i, x in enumerate(np.asarray(new_scores, np.float64)):
+      ax.annotate(str(i + 1), (x, 0.36 * top), xytext=(0, 2), textcoords="offset points", fontsize=7, ha="center",
+                  va="bottom")
+    handles += [Patch(visible=False) for _ in new_names]
+    names += [f"{i + 1}: {name}" for i, name in enumerate(new_names)]
+  ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  return fig

@@ -1,0 +1,385 @@
+"""A pipeline workdir read into plain arrays: the only module of the report that knows the workdir's files.
+
+What it reads (all written by `asd_jax.pipeline`; see `read` for what is optional):
+
+  results.json                 models {key: name, layers, sources, evaluation}, systems {name: weights, reduced,
+                               note, evaluation}, dataset, labelled
+  tables.md                    Table 1 and Table 3 as the pipeline printed them
+  run_info.json                the pipeline config, package versions, wall time (`asd_jax.run_info`); optional
+  scores/<key>_test.npz        per model: `normalized` [n] test scores, `paths` [n] test clips
+  scores/<key>_scorer.npz      per model: the fitted `scoring.detector.Scorer` (per section: memory bank with
+                               SMOTE entries, normalised leave-one-out training scores, threshold)
+  models/<key>/embeddings.npz  per trained model: `embedding` [clips, D] (+ per-layer arrays) and
+  models/<key>/embeddings_records.json   the clips in row order, with domain, label and attributes
+  **/metrics.jsonl             training logs (models/<key>/ for fine-tuning; any other folder, e.g. pre-training)
+
+Nothing is recomputed that the pipeline saved; what it did not save is rebuilt through the library it came
+from: the fused systems' test scores, thresholds and decisions through `systems.fuse_system` (with the
+config's threshold settings), their training scores as the same weighted sum `scoring.detector.fused_thresholds`
+fits the thresholds on, and the scorer's test vectors through `systems.scorer_vectors` and
+`scoring.features.concat_layers`. Nothing here imports JAX or matplotlib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from asd_jax import run_info as run_info_lib
+from asd_jax import systems
+from asd_jax.data import labels as labels_lib
+from asd_jax.data import records as records_lib
+from asd_jax.scoring import detector
+from asd_jax.scoring import features
+from asd_jax.scoring import knn
+
+SectionKey = tuple[str, str]
+MODEL, SYSTEM = "model", "system"
+_SKIPPED_DIRS = ("report", "checkpoints", "detector", "submissions", "tensorboard")
+
+
+class WorkdirError(ValueError):
+  """A workdir that lacks a file the report needs, or holds one it cannot read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerInfo:
+  """A model or a fused system, as the tables name it."""
+
+  key: str  # model key (scores/<key>_*.npz) or system name
+  name: str  # table name: "FBEATs", "system1", ...
+  kind: str  # MODEL or SYSTEM
+  weights: dict[str, float] = dataclasses.field(default_factory=dict)  # systems: model key -> weight
+  note: str = ""
+
+
+@dataclasses.dataclass
+class SectionData:
+  """Everything about one (machine, section) the figures need.
+
+  Attributes:
+    test_paths: [n] test clips; test_labels [n] 0 normal / 1 anomalous / -1 unknown; test_domains [n] 0 source /
+      1 target / -1 unknown; test_classes [n] attribute class ("fan/m-n_W").
+    test_scores: {scorer key: [n] test scores} (models: normalised; systems: fused).
+    train_domains: [m] 0 source / 1 target of the section's normal training clips (the scorers' order).
+    train_scores: {scorer key: [m] normalised leave-one-out training scores} (systems: fused).
+    thresholds: {scorer key: decision threshold on its score scale}.
+  """
+
+  machine: str
+  section: str
+  test_paths: list[str]
+  test_labels: np.ndarray
+  test_domains: np.ndarray
+  test_classes: np.ndarray
+  test_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  train_domains: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+  train_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def labelled(self) -> bool:
+    return bool(len(self.test_labels)) and bool(np.all(self.test_labels >= 0) and np.all(self.test_domains >= 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+  """One `metrics.jsonl`: its folder relative to the workdir, its rows, and the model it trained (if known)."""
+
+  name: str  # e.g. "models/fbeats"
+  rows: list[dict[str, Any]]
+  model_key: str = ""  # set for fine-tuning runs of a model of results.json
+  kind: str = "fine-tuning"  # or "other" (pre-training and anything else)
+
+
+@dataclasses.dataclass
+class Workdir:
+  """A read pipeline workdir (see the module docstring)."""
+
+  path: str
+  results: dict[str, Any]
+  tables_markdown: str
+  run_info: dict[str, Any] | None
+  scorers: list[ScorerInfo]
+  sections: list[SectionData]
+  runs: list[TrainingRun]
+  notes: list[str]  # what could not be shown, or was shown with an assumption
+
+  def scorer(self, key: str) -> ScorerInfo:
+    return next(s for s in self.scorers if s.key == key)
+
+  @property
+  def models(self) -> list[ScorerInfo]:
+    return [s for s in self.scorers if s.kind == MODEL]
+
+  @property
+  def systems(self) -> list[ScorerInfo]:
+    return [s for s in self.scorers if s.kind == SYSTEM]
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _json(path: str) -> Any:
+  if not os.path.isfile(path):
+    raise WorkdirError(f"{path}: missing (is this a pipeline workdir? `python -m asd_jax.pipeline` writes it)")
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise WorkdirError(f"{path}: not valid JSON ({e})") from e
+
+
+def _jsonl(path: str) -> list[dict[str, Any]]:
+  """The rows of a JSON-lines file (`training.metrics.MetricWriter`'s format; read here without JAX)."""
+  rows = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise WorkdirError(f"{path}:{number}: not a JSON line ({e})") from e
+  return rows
+
+
+def _record(entry: Mapping[str, Any]) -> records_lib.ClipRecord:
+  entry = dict(entry)
+  entry["attributes"] = tuple(tuple(a) for a in entry.get("attributes", ()))
+  return records_lib.ClipRecord(**entry)
+
+
+def clip_records(path: str) -> dict[str, records_lib.ClipRecord]:
+  """{clip path: ClipRecord} of every clip in the workdir (from the trained models' embeddings_records.json)."""
+  out: dict[str, records_lib.ClipRecord] = {}
+  models_dir = os.path.join(path, "models")
+  for key in sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []:
+    records_path = os.path.join(models_dir, key, "embeddings_records.json")
+    if os.path.isfile(records_path):
+      for entry in _json(records_path)["records"]:
+        out.setdefault(entry["path"], _record(entry))
+  return out
+
+
+def _test_scores(path: str, key: str) -> tuple[np.ndarray, list[str]]:
+  file = os.path.join(path, "scores", f"{key}_test.npz")
+  if not os.path.isfile(file):
+    raise WorkdirError(f"{file}: missing; the pipeline writes one per model")
+  with np.load(file, allow_pickle=False) as data:
+    return np.asarray(data["normalized"], np.float64), [str(p) for p in data["paths"]]
+
+
+def _scorer(path: str, key: str) -> detector.Scorer:
+  file = os.path.join(path, "scores", f"{key}_scorer.npz")
+  if not os.path.isfile(file):
+    raise WorkdirError(f"{file}: missing; the pipeline writes one per model")
+  return detector.Scorer.load(file)
+
+
+def _label(record: records_lib.ClipRecord | None) -> int:
+  if record is None or record.label not in (records_lib.NORMAL, records_lib.ANOMALY):
+    return -1
+  return int(record.label == records_lib.ANOMALY)
+
+
+def _domain(record: records_lib.ClipRecord | None) -> int:
+  if record is None or record.domain not in (records_lib.SOURCE, records_lib.TARGET):
+    return -1
+  return int(record.domain == records_lib.TARGET)
+
+
+def _class(record: records_lib.ClipRecord | None) -> str:
+  return "unknown" if record is None else labels_lib.class_of(record).name
+
+
+def training_runs(path: str, model_keys: Mapping[str, str]) -> list[TrainingRun]:
+  """Every `metrics.jsonl` under `path` (skipping report/, checkpoints/, ...), fine-tuning runs first."""
+  runs = []
+  for folder, dirs, files in os.walk(path):
+    dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
+    if "metrics.jsonl" not in files:
+      continue
+    name = os.path.relpath(folder, path)
+    rows = _jsonl(os.path.join(folder, "metrics.jsonl"))
+    parts = name.split(os.sep)
+    key = parts[1] if len(parts) == 2 and parts[0] == "models" and parts[1] in model_keys else ""
+    runs.append(TrainingRun(name=name, rows=rows, model_key=key, kind="fine-tuning" if key else "other"))
+  order = list(model_keys)
+  return sorted(runs, key=lambda r: (r.kind != "fine-tuning", order.index(r.model_key) if r.model_key else 0,
+                                     r.name))
+
+
+# ------------------------------------------------------------------------------------------------ read
+
+
+def read(path: str) -> Workdir:
+  """Reads a pipeline workdir (see the module docstring).
+
+  Required: results.json, tables.md, scores/<key>_test.npz and scores/<key>_scorer.npz of every model.
+  Optional: run_info.json (without it, fused thresholds use the scorers' threshold settings, and the page
+  says so), embeddings_records.json (without it, clips have unknown domain and label), metrics.jsonl.
+
+  Raises:
+    WorkdirError naming the file that is missing or unreadable.
+  """
+  path = os.path.abspath(path)
+  results = _json(os.path.join(path, "results.json"))
+  tables_path = os.path.join(path, "tables.md")
+  if not os.path.isfile(tables_path):
+    raise WorkdirError(f"{tables_path}: missing (the pipeline writes it with results.json)")
+  with open(tables_path) as f:
+    tables = f.read()
+  info = run_info_lib.read(path)
+  notes: list[str] = []
+  records = clip_records(path)
+  if not records:
+    notes.append("no models/<key>/embeddings_records.json: test clips have no known domain or label")
+
+  model_entries = results.get("models", {})
+  if not model_entries:
+    raise WorkdirError(f"{os.path.join(path, 'results.json')}: lists no models")
+  scorer_objects: dict[str, detector.Scorer] = {}
+  normalized: dict[str, np.ndarray] = {}
+  test_paths: list[str] | None = None
+  for key in model_entries:
+    scores, paths = _test_scores(path, key)
+    if test_paths is None:
+      test_paths = paths
+    elif paths != test_paths:
+      raise WorkdirError(f"{os.path.join(path, 'scores', key + '_test.npz')}: other test clips than "
+                         f"{next(iter(model_entries))}'s")
+    normalized[key] = scores
+    scorer_objects[key] = _scorer(path, key)
+  assert test_paths is not None
+  test_records = [records.get(p) or records_lib.ClipRecord(path=p, machine="", section="", split="test")
+                  for p in test_paths]
+  if any(not r.machine for r in test_records):
+    raise WorkdirError(f"{path}: {sum(not r.machine for r in test_records)} test clips of scores/ are in no "
+                       "embeddings_records.json; cannot tell their machine and section")
+
+  scorers = [ScorerInfo(key=k, name=e.get("name", k), kind=MODEL) for k, e in model_entries.items()]
+  threshold_method, threshold_quantile = _threshold_settings(info, scorer_objects, notes)
+  fused: dict[str, systems.FusedScores] = {}
+  for name, entry in results.get("systems", {}).items():
+    weights = {k: float(w) for k, w in entry.get("weights", {}).items()}
+    if not any(weights.values()):
+      notes.append(f"system {name} not drawn: {entry.get('note') or 'no weight on a model of this run'}")
+      continue
+    spec = systems.SystemSpec(name, weights, reduced=bool(entry.get("reduced")), note=entry.get("note", ""))
+    fused[name] = systems.fuse_system(spec, scorer_objects, normalized, test_records,
+                                      threshold_method=threshold_method, threshold_quantile=threshold_quantile)
+    scorers.append(ScorerInfo(key=name, name=name, kind=SYSTEM, weights=weights, note=spec.note))
+
+  first = scorer_objects[next(iter(model_entries))]
+  train_records = [records.get(p) for p in first.train_paths]
+  sections = []
+  for (machine, section), idx in detector.group_by_section(test_records).items():
+    chosen = [test_records[i] for i in idx]
+    data = SectionData(
+        machine=machine, section=section, test_paths=[r.path for r in chosen],
+        test_labels=np.array([_label(r) for r in chosen], np.int64),
+        test_domains=np.array([_domain(r) for r in chosen], np.int64),
+        test_classes=np.array([_class(r) for r in chosen]))
+    state = first.sections[(machine, section)]
+    data.train_domains = np.array([_domain(train_records[i]) for i in state.train_clip], np.int64)
+    for key, scorer in scorer_objects.items():
+      own = scorer.sections[(machine, section)]
+      data.test_scores[key] = normalized[key][idx]
+      data.train_scores[key] = np.asarray(own.train_scores, np.float64)
+      data.thresholds[key] = float(own.threshold)
+    for name, f in fused.items():
+      weights = next(s.weights for s in scorers if s.key == name)
+      data.test_scores[name] = f.scores[idx]
+      # The scores `detector.fused_thresholds` fits the system's threshold on.
+      data.train_scores[name] = sum(w * scorer_objects[k].sections[(machine, section)].train_scores
+                                    for k, w in weights.items())
+      data.thresholds[name] = float(f.thresholds[(machine, section)])
+    sections.append(data)
+
+  runs = training_runs(path, {k: e.get("name", k) for k, e in model_entries.items()})
+  return Workdir(path=path, results=results, tables_markdown=tables, run_info=info, scorers=scorers,
+                 sections=sections, runs=runs, notes=notes)
+
+
+def _threshold_settings(info: dict[str, Any] | None, scorers: Mapping[str, detector.Scorer],
+                        notes: list[str]) -> tuple[str, float]:
+  config = (info or {}).get("config", {})
+  if "threshold_method" in config and "threshold_quantile" in config:
+    return str(config["threshold_method"]), float(config["threshold_quantile"])
+  first = next(iter(scorers.values())).config
+  notes.append("no run_info.json with the pipeline config: fused-system thresholds were refitted with the "
+               f"model scorers' settings ({first['threshold_method']}, quantile {first['threshold_quantile']})")
+  return str(first["threshold_method"]), float(first["threshold_quantile"])
+
+
+# ------------------------------------------------------------------------------------------------ embeddings
+
+
+def _load_embeddings(model_dir: str, paths: list[str]) -> dict[str, np.ndarray]:
+  """The arrays of `model_dir/embeddings.npz`, rows in the order of `paths`."""
+  records_path = os.path.join(model_dir, "embeddings_records.json")
+  order_of = {entry["path"]: i for i, entry in enumerate(_json(records_path)["records"])}
+  missing = [p for p in paths if p not in order_of]
+  if missing:
+    raise WorkdirError(f"{model_dir}/embeddings.npz lacks {len(missing)} clips, e.g. {missing[:2]}")
+  order = np.array([order_of[p] for p in paths], np.int64)
+  with np.load(os.path.join(model_dir, "embeddings.npz"), allow_pickle=False) as data:
+    return {k: data[k][order] for k in data.files}
+
+
+def has_embeddings(wd: Workdir, key: str) -> bool:
+  """Whether the embeddings of model `key` (or of all its sources) are in the workdir."""
+  entry = wd.results["models"][key]
+  keys = entry.get("sources") or [key]
+  return all(os.path.isfile(os.path.join(wd.path, "models", k, "embeddings.npz")) for k in keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class MapArrays:
+  """One model's points in one section, as `report.embedding_map.MapPoints` takes them."""
+
+  vectors: np.ndarray  # [n, dim] unit-norm, the scorer's space
+  role: np.ndarray  # [n] 0 training clip, 1 SMOTE sample, 2 test clip
+  domain: np.ndarray  # [n] 0 source / 1 target / -1 unknown
+  label: np.ndarray  # [n] 0 normal / 1 anomalous / -1 unknown
+  attribute_class: np.ndarray  # [n] str
+
+
+def embedding_points(wd: Workdir, key: str) -> dict[SectionKey, MapArrays]:
+  """Per section: model `key`'s memory bank (training clips and SMOTE samples) and its test clips' vectors.
+
+  The bank comes from `scores/<key>_scorer.npz`; the test vectors are the embeddings turned into the scorer's
+  vectors exactly as at scoring time (`systems.scorer_vectors`, `features.concat_layers`, L2 normalisation).
+  """
+  entry = wd.results["models"][key]
+  scorer = _scorer(wd.path, key)
+  records = clip_records(wd.path)
+  test_paths = [p for s in wd.sections for p in s.test_paths]
+  sources = tuple(entry.get("sources") or ())
+  embeddings = {k: _load_embeddings(os.path.join(wd.path, "models", k), test_paths) for k in (sources or (key,))}
+  spec = systems.ModelSpec(key=key, name=entry.get("name", key), train=None, sources=sources,
+                           layers=entry.get("layers", "last"), scorer={})
+  x = features.concat_layers(systems.scorer_vectors(spec, embeddings), scorer.config["layers"],
+                             normalize_layers=scorer.config["normalize_layers"])
+  x = knn.l2_normalize(np.asarray(x, np.float32))
+  row = {p: i for i, p in enumerate(test_paths)}
+  train = [records.get(p) for p in scorer.train_paths]
+  out = {}
+  for s in wd.sections:
+    state = scorer.sections[(s.machine, s.section)]
+    synthetic = np.asarray(state.bank_synthetic, bool)
+    bank_records = [train[int(c)] for c in state.bank_clip]
+    test_x = x[[row[p] for p in s.test_paths]]
+    n_bank, n_test = len(state.bank), len(s.test_paths)
+    out[(s.machine, s.section)] = MapArrays(
+        vectors=np.concatenate([state.bank, test_x]).astype(np.float32),
+        role=np.concatenate([np.where(synthetic, 1, 0), np.full(n_test, 2)]).astype(np.int64),
+        domain=np.concatenate([np.asarray(state.bank_domain, np.int64), s.test_domains]),
+        label=np.concatenate([np.zeros(n_bank, np.int64), s.test_labels]),
+        attribute_class=np.concatenate([np.array([_class(r) for r in bank_records]), s.test_classes]))
+  return out

@@ -1,0 +1,87 @@
+"""What a pipeline run was: its config, the package versions it ran with, when it ran and how long it took.
+
+The pipeline writes `DIR/run_info.json` at the end of each run (atomically; `write`) and the report shows it
+(`asd_jax.report`). Plain JSON:
+
+  {"format": "asd_jax.run_info", "version": 1,
+   "config": {...},                    the pipeline config (`to_json_best_effort`)
+   "versions": {"python": "3.11.2", "jax": "0.10.2", ...},   None for a package that is not installed
+   "platform": "Linux-...-x86_64", "devices": "cpu x 2" (or "" when JAX was not imported),
+   "started": "2026-01-01T12:00:00+00:00", "finished": ...,  UTC, ISO 8601
+   "wall_s": 243.1,                    the whole run
+   "stage_s": {"train+embed": 200.0, "score": 3.2, ...}}     seconds per stage of this run
+
+A re-run that reuses trained models records its own (short) times; the models' training times are in their
+`metrics.jsonl`. Nothing here imports JAX.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from asd_jax import atomic
+
+FORMAT = "asd_jax.run_info"
+VERSION = 1
+FILENAME = "run_info.json"
+PACKAGES = ("asd_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "scipy",
+            "scikit-learn", "imbalanced-learn", "librosa", "ml-collections", "matplotlib")
+
+
+def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+  """{"python": version, package: installed version or None} for `packages`."""
+  out: dict[str, str | None] = {"python": platform.python_version()}
+  for name in packages:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      out[name] = None
+  return out
+
+
+def _devices() -> str:
+  """"<platform> x <count>" of JAX's devices when JAX is already imported, else ""."""
+  jax = sys.modules.get("jax")
+  if jax is None:
+    return ""
+  devices = jax.devices()
+  return f"{devices[0].platform} x {len(devices)}"
+
+
+def utc_now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write(workdir: str, *, config: Mapping[str, Any], started: str, wall_s: float,
+          stage_s: Mapping[str, float]) -> str:
+  """Writes `workdir/run_info.json` (see the module docstring); returns its path."""
+  path = os.path.join(workdir, FILENAME)
+  atomic.write_json(path, {
+      "format": FORMAT, "version": VERSION, "config": dict(config), "versions": package_versions(),
+      "platform": platform.platform(), "devices": _devices(), "started": started, "finished": utc_now(),
+      "wall_s": float(wall_s), "stage_s": {k: float(v) for k, v in stage_s.items()},
+  })
+  return path
+
+
+def read(workdir: str) -> dict[str, Any] | None:
+  """The run info of `workdir`, None when it has none; ValueError naming the file when it is not one."""
+  path = os.path.join(workdir, FILENAME)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    try:
+      info = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+  found = info.get("format") if isinstance(info, dict) else type(info).__name__
+  if found != FORMAT:
+    raise ValueError(f"{path}: expected format {FORMAT!r}, found {found!r}")
+  return info

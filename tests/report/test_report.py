@@ -1,0 +1,188 @@
+"""The report of a real (tiny) pipeline run: written by the CLI, every figure a PNG, the numbers the tables'.
+
+The run and the report are built once (`report_run` in conftest.py).
+"""
+
+import html.parser
+import json
+import os
+
+import numpy as np
+import pytest
+
+from asd_jax.evaluation import metrics
+from asd_jax.report import workdir as workdir_lib
+from asd_jax.scoring import detector, threshold
+
+
+
+class _MetricCells(html.parser.HTMLParser):
+  """Collects the `data-*` attributes of every `<td class="metric">` and the `src` of every `<img>`."""
+
+  def __init__(self):
+    super().__init__()
+    self.cells, self.images = [], []
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    if tag == "td" and attrs.get("class") == "metric":
+      self.cells.append(attrs)
+    if tag == "img":
+      self.images.append(attrs)
+
+
+def _page(workdir):
+  parser = _MetricCells()
+  text = (workdir / "report" / "index.html").read_text(encoding="utf-8")
+  parser.feed(text)
+  return text, parser
+
+
+def _sections(result):
+  """{(machine, section): test-clip indices} of the run, and per clip label / domain arrays."""
+  records = result.test_records
+  labels = np.array([r.label == "anomaly" for r in records], np.int64)
+  domains = np.array([r.domain == "target" for r in records], np.int64)
+  return detector.group_by_section(records), labels, domains
+
+
+def test_the_cli_writes_the_page_and_every_figure_as_a_png(report_run, check_png):
+  _, workdir, result, stdout = report_run
+  figures = sorted((workdir / "report" / "figures").iterdir())
+  names = [f.name for f in figures]
+  # Per section: ROC and histograms; per model and section: an embedding map; one training log (FBEATs).
+  expected = {f"{kind}_{m}_00.png" for kind in ("roc", "scores") for m in ("fan", "valve")}
+  expected |= {f"embedding_{k}_{m}_00.png" for k in ("fbeats", "fusion") for m in ("fan", "valve")}
+  expected |= {"curves_models_fbeats.png"}
+  assert set(names) == expected, names
+  for f in figures:
+    check_png(f.read_bytes(), f.name)
+  assert f"{len(expected)} figures" in stdout
+  text, page = _page(workdir)
+  assert len(page.images) == len(expected)
+  for img in page.images:  # embedded: the page is one file
+    assert img["src"].startswith("data:image/png;base64,") and img["alt"]
+  for name in ("Table 1", "Table 3", "FBEATs", "Fusion", "system1", "Wall time", "Versions", "jax"):
+    assert name in text, name
+
+
+def test_the_aucs_in_the_page_are_the_metrics_modules(report_run):
+  _, workdir, result, _ = report_run
+  _, page = _page(workdir)
+  shown = {(c["data-scorer"], c["data-machine"], c["data-section"], c["data-metric"]): float(c["data-value"])
+           for c in page.cells}
+  groups, labels, domains = _sections(result)
+  scores = {k: m.scores.normalized for k, m in result.models.items()}
+  scores.update({n: s.fused.scores for n, s in result.systems.items() if s.fused is not None})
+  evaluations = {k: m.evaluation for k, m in result.models.items()}
+  evaluations.update({n: s.evaluation for n, s in result.systems.items() if s.fused is not None})
+  assert len(shown) == 3 * len(groups) * len(scores)
+  for key, values in scores.items():
+    for (machine, section), idx in groups.items():
+      # The pipeline's own in-memory scores through the official-evaluator module: the same function on the
+      # same float64 arrays as the page (the page's `repr` keeps every bit), so equal, not close.
+      expected = metrics.section_metrics(machine, section, labels[idx], domains[idx], values[idx])
+      table = next(s for s in evaluations[key].sections if (s.machine, s.section) == (machine, section))
+      for field in ("auc_source", "auc_target", "pauc"):
+        assert shown[(key, machine, section, field)] == getattr(expected, field), (key, machine, field)
+        assert getattr(table, field) == getattr(expected, field)  # and the numbers behind Tables 1 and 3
+
+
+def test_the_reader_rebuilds_the_systems_thresholds_and_training_scores(report_run):
+  config, workdir, result, _ = report_run
+  wd = workdir_lib.read(str(workdir))
+  assert [s.key for s in wd.models] == ["fbeats", "fusion"]
+  assert [s.key for s in wd.systems] == [n for n, s in result.systems.items() if s.fused is not None]
+  assert not wd.notes
+  for s in wd.sections:
+    for name in (x.key for x in wd.systems):
+      fused = result.systems[name].fused
+      assert s.thresholds[name] == fused.thresholds[(s.machine, s.section)]
+      # The fused training scores are the ones the threshold was fitted on.
+      assert threshold.fit_threshold(s.train_scores[name], method=config.threshold_method,
+                                     quantile=config.threshold_quantile) == s.thresholds[name]
+    assert s.labelled and set(np.unique(s.train_domains)) == {0, 1}
+  assert [r.model_key for r in wd.runs] == ["fbeats"] and wd.runs[0].kind == "fine-tuning"
+
+
+def test_embedding_points_are_the_scorers_bank_and_test_vectors(report_run):
+  _, workdir, result, _ = report_run
+  wd = workdir_lib.read(str(workdir))
+  points = workdir_lib.embedding_points(wd, "fbeats")
+  scorer = result.models["fbeats"].scorer
+  groups, labels, _ = _sections(result)
+  for key, p in points.items():
+    state = scorer.sections[key]
+    n_bank = len(state.bank)
+    np.testing.assert_array_equal(p.vectors[:n_bank], state.bank)
+    assert (p.role[:n_bank] == 1).sum() == state.bank_synthetic.sum() > 0  # the SMOTE samples are marked
+    np.testing.assert_array_equal(p.label[n_bank:], labels[groups[key]])
+    # Test vectors lie where the scorer found them: their 1-NN cosine distance to the bank is the raw score.
+    distance = 1.0 - p.vectors[n_bank:] @ state.bank.T
+    raw = result.models["fbeats"].scores.raw[groups[key]]
+    np.testing.assert_allclose(distance.min(axis=1), raw, rtol=0, atol=1e-5)  # float32 dot products of unit vectors
+
+
+def test_run_info_holds_config_versions_and_wall_time(report_run):
+  config, workdir, _, _ = report_run
+  info = json.loads((workdir / "run_info.json").read_text())
+  assert info["config"]["model_keys"] == "fbeats,fusion"
+  assert info["versions"]["jax"] and info["versions"]["numpy"] == np.__version__
+  assert info["wall_s"] >= sum(info["stage_s"].values()) > 0
+  assert set(info["stage_s"]) == {"train+embed", "score", "fuse", "export"}
+
+
+def test_a_folder_that_is_not_a_workdir_is_one_error_line(tmp_path, run_module):
+  proc = run_module("asd_jax.report", f"--workdir={tmp_path}")
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == f"error: {tmp_path}/results.json: missing (is this a pipeline workdir? " \
+      "`python -m asd_jax.pipeline` writes it)"
+  assert not (tmp_path / "report").exists()
+
+
+def test_missing_workdir_files_are_named(tmp_path, report_run):
+  _, workdir, _, _ = report_run
+  with pytest.raises(workdir_lib.WorkdirError, match="results.json: missing"):
+    workdir_lib.read(str(tmp_path))
+  os.makedirs(tmp_path / "scores")
+  for name in ("results.json", "tables.md"):
+    (tmp_path / name).write_bytes((workdir / name).read_bytes())
+  with pytest.raises(workdir_lib.WorkdirError, match="fbeats_test.npz: missing"):
+    workdir_lib.read(str(tmp_path))
+
+
+def test_detect_histograms_show_the_systems_training_scores_and_threshold(report_run, tmp_path, check_png):
+  from asd_jax import detect
+  from asd_jax import detector_export
+
+  config, _, result, _ = report_run
+  system = detector_export.Detector(result.detector_dir)  # loads the scorers; the encoders only when embedding
+  fused = result.systems[system.system].fused
+  detections = [detector_export.Detection(path=r.path, machine=r.machine, section=r.section, score=float(score),
+                                          decision=int(d), threshold=0.0, nearest_train_clip="", model_scores={})
+                for r, score, d in zip(result.test_records, fused.scores, fused.decisions)][::7]
+  paths = detect.write_histograms(system, detections, str(tmp_path / "plots"))
+  assert [os.path.basename(p) for p in paths] == ["scores_fan_section_00.png", "scores_valve_section_00.png"]
+  for p in paths:
+    check_png(open(p, "rb").read(), p)
+  for key, state in result.models["fbeats"].scorer.sections.items():
+    # What the histogram draws as the section's normal training scores is what its threshold was fitted on.
+    train = sum(w * result.models[k].scorer.sections[key].train_scores for k, w in system.weights.items() if w)
+    assert threshold.fit_threshold(train, method=config.threshold_method, quantile=config.threshold_quantile) \
+        == system.thresholds[key] == fused.thresholds[key]
+
+
+@pytest.mark.slow
+def test_detect_cli_plot_dir_writes_a_histogram_per_section(report_run, tmp_path, run_module, check_png):
+  _, _, result, _ = report_run
+  chosen = [r for r in result.test_records if r.machine == "fan"][:2] + \
+      [r for r in result.test_records if r.machine == "valve"][:1]
+  plots = tmp_path / "plots"
+  proc = run_module("asd_jax.detect", f"--system={result.detector_dir}", f"--plot_dir={plots}",
+                    *[r.path for r in chosen])
+  assert proc.returncode == 0, proc.stderr
+  names = sorted(p.name for p in plots.iterdir())
+  assert names == ["scores_fan_section_00.png", "scores_valve_section_00.png"]
+  for p in plots.iterdir():
+    check_png(p.read_bytes(), p.name)
+    assert f"histogram: {p}" in proc.stdout
