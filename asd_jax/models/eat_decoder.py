@@ -72,28 +72,79 @@ def _torch_conv_default(fan_in: int):
   return lambda rng, shape, dtype=jnp.float32: jax.random.uniform(rng, shape, dtype, -bound, bound)
 
 
+CONV_IMPLS = ("auto", "xla", "taps")
+
+
+def grouped_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, groups: int, impl: str = "auto") -> jax.Array:
+  """Zero-padded "same" grouped 2-D convolution of `x [n, h, w, in]` with `kernel [k, k, in / groups, out]`.
+
+  `impl`: "xla" = `lax.conv_general_dilated` with `feature_group_count`; "taps" = a sum over the k * k kernel
+  taps of grouped matrix products (one shifted view of `x` each), which XLA's CPU backend runs (and
+  differentiates) far faster than its grouped convolution; "auto" = taps on CPU, XLA elsewhere. Same maths.
+  An even kernel pads k // 2 before and k // 2 - 1 after (PyTorch's padding k // 2, then the last row and
+  column dropped, as upstream's SamePad2d does).
+  """
+  k = kernel.shape[0]
+  before, after = k // 2, k // 2 - (1 - k % 2)
+  if impl == "auto":
+    impl = "taps" if jax.default_backend() == "cpu" else "xla"
+  if impl == "xla":
+    y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((before, after), (before, after)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    return y + bias.astype(y.dtype)
+  if impl != "taps":
+    raise ValueError(f"conv impl {impl!r} is not one of {CONV_IMPLS}")
+  n, h, w, channels = x.shape
+  out = kernel.shape[-1]
+  padded = jnp.pad(x, ((0, 0), (before, after), (before, after), (0, 0))).reshape(
+      n, h + k - 1, w + k - 1, groups, channels // groups)
+  taps = kernel.astype(x.dtype).reshape(k, k, channels // groups, groups, out // groups)
+  y = None
+  for i in range(k):
+    for j in range(k):
+      term = jnp.einsum("nhwgc,cgo->nhwgo", padded[:, i:i + h, j:j + w], taps[i, j])
+      y = term if y is None else y + term
+  return y.reshape(n, h, w, out) + bias.astype(y.dtype)
+
+
+class GroupedConv(nn.Module):
+  """`grouped_conv` with its own `kernel [k, k, in / groups, features]` and `bias [features]` (PyTorch init)."""
+
+  features: int
+  kernel_size: int
+  groups: int
+  dtype: Any = jnp.float32
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    init = _torch_conv_default(x.shape[-1] // self.groups * k * k)
+    kernel = self.param("kernel", init, (k, k, x.shape[-1] // self.groups, self.features))
+    bias = self.param("bias", init, (self.features,))
+    return grouped_conv(x.astype(self.dtype), kernel, bias, self.groups, self.impl)
+
+
 class Decoder(nn.Module):
   """`[views, time, freq, embed_dim]` (mask tokens at masked patches) -> `[views, time, freq, embed_dim]`.
 
-  The initialisation is upstream's: PyTorch's default for the convolutions and the projection.
+  The initialisation is upstream's: PyTorch's default for the convolutions and the projection. `conv_impl`
+  picks how the grouped convolutions run (`grouped_conv`; same outputs).
   """
 
   config: DecoderConfig
   embed_dim: int
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    k = cfg.decoder_kernel
-    before, after = k // 2, k // 2 - (1 - k % 2)  # padding k // 2 on both sides, minus one at the end if k even
+    k, groups = cfg.decoder_kernel, cfg.decoder_groups
     residual = x
     x = x.astype(self.dtype)
     for i in range(cfg.decoder_layers):
-      fan_in = x.shape[-1] // cfg.decoder_groups * k * k
-      x = nn.Conv(cfg.decoder_dim, (k, k), padding=((before, after), (before, after)),
-                  feature_group_count=cfg.decoder_groups, dtype=self.dtype, kernel_init=_torch_conv_default(fan_in),
-                  bias_init=_torch_conv_default(fan_in), name=f"conv_{i}")(x)
+      x = GroupedConv(cfg.decoder_dim, k, groups, self.dtype, self.conv_impl, name=f"conv_{i}")(x)
       x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=False, use_scale=False, use_fast_variance=False,
                        dtype=self.dtype, name=f"norm_{i}")(x)
       x = nn.gelu(x, approximate=False)

@@ -32,6 +32,8 @@ Arguments (N = batch * clones views, L = patches = (frames // 16) * 8, V visible
   float32, targets and losses are computed in float32.
 - `train`, `dropout_rng`: student dropout / drop path (all rates are 0 in EAT's configs); the teacher always
   runs deterministic.
+- `replica_batch`: clips per upstream GPU whose data-parallel loss normalisation to reproduce (step 6);
+  None = one replica. `fused_attention`, `remat`, `conv_impl`: fast paths with the same maths.
 
 Computation (upstream `Data2VecMultiModel.forward` with EAT's settings):
 1. Teacher (no gradient): the full encoder on the unmasked fbank; per block its MLP output before the
@@ -50,6 +52,9 @@ Computation (upstream `Data2VecMultiModel.forward` with EAT's settings):
    (upstream `losses["cls"].sum()`). sample_size = N * M, the number of masked patches.
 6. fairseq divides the summed losses (and so the gradients) by sample_size:
    `loss = (regression_sum + cls_sum) / sample_size`; that is what the train step differentiates.
+   `replica_batch` (default None: the whole batch is one replica, as upstream on one process) reproduces
+   upstream's data-parallel training, where each of the W = batch / replica_batch GPUs scales its CLS loss
+   by its own sample_size but the sum is divided by the global one: `cls_sum` is then divided by W.
 
 Returned dict (all float32; scalars are 0-d arrays):
 - `loss`, `loss_regression` (= regression_sum / sample_size, upstream's logged `loss_IMAGE_regression`),
@@ -195,8 +200,9 @@ def _concrete_visible(mask: Any, patches: int) -> int:
 def eat_pretraining_objective(student: Any, teacher: Any, decoder: Any, fbank: jax.Array, mask: jax.Array,
                               mask_noise: jax.Array | None = None, *, config: PretrainingConfig,
                               num_visible: int | None = None, dtype: Any = jnp.float32, train: bool = False,
-                              dropout_rng: jax.Array | None = None, fused_attention: bool = False,
-                              remat: bool = False) -> dict[str, jax.Array]:
+                              dropout_rng: jax.Array | None = None, replica_batch: int | None = None,
+                              fused_attention: bool = False, remat: bool = False,
+                              conv_impl: str = "auto") -> dict[str, jax.Array]:
   """EAT's pre-training losses, targets and predictions for explicit masks; see the module docstring."""
   if fbank.ndim == 4:
     if fbank.shape[1] != 1:
@@ -213,6 +219,9 @@ def eat_pretraining_objective(student: Any, teacher: Any, decoder: Any, fbank: j
     raise ValueError(f"num_visible must be in (0, {patches}), got {num_visible}")
   views = mask.shape[0]
   clones = views // batch
+  if replica_batch is not None and (replica_batch < 1 or batch % replica_batch):
+    raise ValueError(f"replica_batch {replica_batch} does not divide the batch of {batch} clips")
+  replicas = 1 if replica_batch is None else batch // replica_batch
   dim = enc_cfg.embed_dim
   masked = mask != 0
   visible_index, masked_index = mask_indices(masked, num_visible)
@@ -237,7 +246,7 @@ def eat_pretraining_objective(student: Any, teacher: Any, decoder: Any, fbank: j
   noise = (jnp.zeros((views, patches, dim), x.dtype) if mask_noise is None
            else _as_rows(jnp.asarray(mask_noise), batch, patches, "mask_noise", (dim,)).astype(x.dtype))
   decoder_input = jnp.where(masked[..., None], noise, placed).reshape(views, *grid, dim)
-  predictions = eat_decoder.Decoder(config.decoder, dim, dtype).apply({"params": decoder}, decoder_input)
+  predictions = eat_decoder.Decoder(config.decoder, dim, dtype, conv_impl).apply({"params": decoder}, decoder_input)
   predictions = predictions.reshape(views, patches, dim).astype(jnp.float32)
 
   # 4-6. Losses on the masked patches and the CLS token, normalised by the masked-patch count.
@@ -248,7 +257,7 @@ def eat_pretraining_objective(student: Any, teacher: Any, decoder: Any, fbank: j
   regression_sum = jnp.sum(regression_error(predictions_masked, targets_masked, config.targets))
   regression_sum = regression_sum * config.targets.d2v_loss
   cls_target = jnp.mean(targets, axis=1)
-  loss_cls = config.targets.cls_loss * jnp.sum(
+  loss_cls = config.targets.cls_loss / replicas * jnp.sum(
       regression_error(student_cls, cls_target[clip_of_view[:, 0]], config.targets))
   loss_regression = regression_sum / sample_size
   return {
