@@ -456,6 +456,35 @@ def _params_from_torch(tensors: Mapping[str, np.ndarray], config: EATConfig) -> 
   return jax.tree.map(jnp.asarray, params)
 
 
+def _params_to_torch(params: Mapping[str, Any], config: EATConfig) -> dict[str, np.ndarray]:
+  """The inverse of `_params_from_torch`: PyTorch-layout float32 arrays under neutral names."""
+  p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  ln = lambda name, tree: {name + ".weight": tree["scale"], name + ".bias": tree["bias"]}  # noqa: E731
+  linear = lambda name, tree: {name + ".weight": np.ascontiguousarray(tree["kernel"].T),  # noqa: E731
+                               name + ".bias": tree["bias"]}
+  out = {"local_encoder.proj.weight": np.ascontiguousarray(p["patch_embed"]["kernel"].transpose(3, 2, 0, 1)),
+         "local_encoder.proj.bias": p["patch_embed"]["bias"],
+         "extra_tokens": p["cls_token"],
+         "fixed_positional_encoder.positions": p["positions"][None],
+         **ln("pre_norm", p["pre_norm"])}
+  for i in range(config.depth):
+    b, block = f"blocks.{i}.", p[f"blocks_{i}"]
+    attn = block["attn"]
+    out[b + "attn.qkv.weight"] = np.concatenate([attn[f"{n}_proj"]["kernel"].T for n in "qkv"])
+    out[b + "attn.qkv.bias"] = np.concatenate([attn[f"{n}_proj"]["bias"] for n in "qkv"])
+    out.update(linear(b + "attn.proj", attn["out_proj"]))
+    out.update(ln(b + "norm1", block["norm1"]))
+    out.update(ln(b + "norm2", block["norm2"]))
+    out.update(linear(b + "mlp.fc1", block["mlp"]["fc1"]))
+    out.update(linear(b + "mlp.fc2", block["mlp"]["fc2"]))
+  return out
+
+
+def to_fairseq_state_dict(params: Mapping[str, Any], config: EATConfig) -> dict[str, np.ndarray]:
+  """Encoder params as fairseq `model` (or `_ema`) entries, NumPy float32: the inverse of the converter."""
+  return {_fairseq_name(name): value for name, value in _params_to_torch(params, config).items()}
+
+
 def _convert(state_dict: Mapping[str, Any], config: EATConfig, rename, ignored_prefixes: tuple[str, ...],
              source: str) -> dict[str, Any]:
   layout = _torch_layout(config)
