@@ -73,12 +73,26 @@ class MaskConfig:
     return patches - self.num_masked(patches)
 
 
-def _dilate(centres: jax.Array, length: int) -> jax.Array:
-  """`[views, t, f]` bool: patches within a block of `length` around a centre (grid-clipped)."""
+def select_blocks(draws: jax.Array, grid: tuple[int, int], length: int) -> jax.Array:
+  """`[views, patches]` bool: the patches within a `length` block of any drawn centre (`draws [views, n]`
+  patch indices, repeats allowed), cut at the grid's edges (steps 1-2)."""
+  views = draws.shape[0]
+  time, freq = grid
+  centres = jnp.zeros((views, time * freq), bool).at[jnp.arange(views)[:, None], draws].set(True)
   before = length // 2  # block offsets run from -before to length - 1 - before
   # Output (t, f) is selected iff some centre lies in [t - (length - 1 - before), t + before] (same for f).
   padding = ((0, 0), (length - 1 - before, before), (length - 1 - before, before))
-  return jax.lax.reduce_window(centres, False, jax.lax.bitwise_or, (1, length, length), (1, 1, 1), padding)
+  selected = jax.lax.reduce_window(centres.reshape(views, time, freq), False, jax.lax.bitwise_or,
+                                   (1, length, length), (1, 1, 1), padding)
+  return selected.reshape(views, time * freq)
+
+
+def adjust_count(selected: jax.Array, noise: jax.Array, count: int) -> jax.Array:
+  """Exactly `count` patches per view (step 3): a uniformly random `count` of the selected ones if there are
+  more, else all of them plus a uniformly random rest; `noise [views, patches]` is U(0, 1)."""
+  _, chosen = jax.lax.top_k(selected.astype(jnp.float32) * 2.0 + noise, count)
+  views, patches = selected.shape
+  return jnp.zeros((views, patches), bool).at[jnp.arange(views)[:, None], chosen].set(True)
 
 
 def block_mask(rng: jax.Array, views: int, grid: tuple[int, int], config: MaskConfig = MaskConfig()) -> jax.Array:
@@ -86,15 +100,11 @@ def block_mask(rng: jax.Array, views: int, grid: tuple[int, int], config: MaskCo
 
   Jittable (`views`, `grid` and `config` are static); each view is independent.
   """
-  time, freq = grid
-  patches = time * freq
+  patches = grid[0] * grid[1]
   centre_rng, adjust_rng = jax.random.split(rng)
   draws = jax.random.randint(centre_rng, (views, config.num_centres(patches)), 0, patches)
-  centres = jnp.zeros((views, patches), bool).at[jnp.arange(views)[:, None], draws].set(True)
-  selected = _dilate(centres.reshape(views, time, freq), config.mask_length).reshape(views, patches)
-  score = selected.astype(jnp.float32) * 2.0 + jax.random.uniform(adjust_rng, (views, patches))
-  _, chosen = jax.lax.top_k(score, config.num_selected(patches))
-  final = jnp.zeros((views, patches), bool).at[jnp.arange(views)[:, None], chosen].set(True)
+  selected = select_blocks(draws, grid, config.mask_length)
+  final = adjust_count(selected, jax.random.uniform(adjust_rng, (views, patches)), config.num_selected(patches))
   return ~final if config.inverse_mask else final
 
 
