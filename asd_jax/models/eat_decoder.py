@@ -72,64 +72,81 @@ def _torch_conv_default(fan_in: int):
   return lambda rng, shape, dtype=jnp.float32: jax.random.uniform(rng, shape, dtype, -bound, bound)
 
 
-CONV_IMPLS = ("auto", "xla", "taps")
+CONV_IMPLS = ("auto", "xla", "columns")
 
 
-def grouped_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, groups: int, impl: str = "auto") -> jax.Array:
-  """Zero-padded "same" grouped 2-D convolution of `x [n, h, w, in]` with `kernel [k, k, in / groups, out]`.
+def _padding(k: int) -> tuple[int, int]:
+  """PyTorch's padding k // 2 on both sides, then (SamePad2d) the last row and column dropped if k is even."""
+  return k // 2, k // 2 - (1 - k % 2)
 
-  `impl`: "xla" = `lax.conv_general_dilated` with `feature_group_count`; "taps" = a sum over the k * k kernel
-  taps of grouped matrix products (one shifted view of `x` each), which XLA's CPU backend runs (and
-  differentiates) far faster than its grouped convolution; "auto" = taps on CPU, XLA elsewhere. Same maths.
-  An even kernel pads k // 2 before and k // 2 - 1 after (PyTorch's padding k // 2, then the last row and
-  column dropped, as upstream's SamePad2d does).
-  """
-  k = kernel.shape[0]
-  before, after = k // 2, k // 2 - (1 - k % 2)
+
+def conv_impl(impl: str) -> str:
+  """"auto" -> "columns" on CPU, "xla" elsewhere; checks the name."""
   if impl == "auto":
-    impl = "taps" if jax.default_backend() == "cpu" else "xla"
-  if impl == "xla":
-    y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((before, after), (before, after)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
-    return y + bias.astype(y.dtype)
-  if impl != "taps":
+    return "columns" if jax.default_backend() == "cpu" else "xla"
+  if impl not in CONV_IMPLS:
     raise ValueError(f"conv impl {impl!r} is not one of {CONV_IMPLS}")
-  n, h, w, channels = x.shape
-  out = kernel.shape[-1]
-  padded = jnp.pad(x, ((0, 0), (before, after), (before, after), (0, 0))).reshape(
-      n, h + k - 1, w + k - 1, groups, channels // groups)
-  taps = kernel.astype(x.dtype).reshape(k, k, channels // groups, groups, out // groups)
-  y = None
-  for i in range(k):
-    for j in range(k):
-      term = jnp.einsum("nhwgc,cgo->nhwgo", padded[:, i:i + h, j:j + w], taps[i, j])
-      y = term if y is None else y + term
-  return y.reshape(n, h, w, out) + bias.astype(y.dtype)
+  return impl
+
+
+def grouped_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, groups: int) -> jax.Array:
+  """Zero-padded "same" grouped 2-D convolution (XLA's) of `x [n, h, w, in]`, `kernel [k, k, in / groups, out]`."""
+  pad = _padding(kernel.shape[0])
+  y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), (pad, pad),
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+  return y + bias.astype(y.dtype)
+
+
+def grouped_conv_columns(y: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """The same convolution on group-major activations `y [groups, n, h, w, in / groups]` -> `[groups, n, h, w,
+  out / groups]`: each group's k * k shifted views side by side, then one batched matrix product."""
+  groups, n, h, w, per_group = y.shape
+  k, out = kernel.shape[0], kernel.shape[-1]
+  before, after = _padding(k)
+  padded = jnp.pad(y, ((0, 0), (0, 0), (before, after), (before, after), (0, 0)))
+  columns = jnp.concatenate([padded[:, :, i:i + h, j:j + w] for i in range(k) for j in range(k)], axis=-1)
+  weights = jnp.moveaxis(kernel.astype(y.dtype).reshape(k * k * per_group, groups, out // groups), 1, 0)
+  z = jnp.einsum("gnhwc,gco->gnhwo", columns, weights)
+  return z + bias.astype(z.dtype).reshape(groups, 1, 1, 1, out // groups)
+
+
+def _layer_norm(x: jax.Array, axes) -> jax.Array:
+  """LayerNorm without scale and bias (eps 1e-5) over `axes`: two-pass statistics in float32."""
+  y = x.astype(jnp.float32)
+  mean = jnp.mean(y, axis=axes, keepdims=True)
+  var = jnp.mean(jnp.square(y - mean), axis=axes, keepdims=True)
+  return ((y - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS)).astype(x.dtype)
 
 
 class GroupedConv(nn.Module):
-  """`grouped_conv` with its own `kernel [k, k, in / groups, features]` and `bias [features]` (PyTorch init)."""
+  """A grouped convolution's `kernel [k, k, in / groups, features]` and `bias [features]` (PyTorch init),
+  applied to NHWC (`group_major=False`) or group-major activations."""
 
   features: int
   kernel_size: int
   groups: int
   dtype: Any = jnp.float32
-  impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, group_major: bool) -> jax.Array:
     k = self.kernel_size
-    init = _torch_conv_default(x.shape[-1] // self.groups * k * k)
-    kernel = self.param("kernel", init, (k, k, x.shape[-1] // self.groups, self.features))
+    channels = x.shape[0] * x.shape[-1] if group_major else x.shape[-1]
+    init = _torch_conv_default(channels // self.groups * k * k)
+    kernel = self.param("kernel", init, (k, k, channels // self.groups, self.features))
     bias = self.param("bias", init, (self.features,))
-    return grouped_conv(x.astype(self.dtype), kernel, bias, self.groups, self.impl)
+    x = x.astype(self.dtype)
+    return grouped_conv_columns(x, kernel, bias) if group_major else grouped_conv(x, kernel, bias, self.groups)
 
 
 class Decoder(nn.Module):
   """`[views, time, freq, embed_dim]` (mask tokens at masked patches) -> `[views, time, freq, embed_dim]`.
 
-  The initialisation is upstream's: PyTorch's default for the convolutions and the projection. `conv_impl`
-  picks how the grouped convolutions run (`grouped_conv`; same outputs).
+  The initialisation is upstream's: PyTorch's default for the convolutions and the projection.
+  `conv_impl` ("auto", "xla", "columns"; same outputs) picks how the grouped convolutions run: "xla" is XLA's
+  grouped convolution (fast on GPU/TPU); "columns" keeps the activations group-major
+  (`[groups, views, time, freq, dim / groups]`, LayerNorm over groups and channels) and turns every layer into
+  one batched matrix product of shifted views. XLA's CPU backend differentiates its grouped convolution very
+  slowly (EAT-base's decoder: minutes per step, against seconds as columns); "auto" = columns on CPU.
   """
 
   config: DecoderConfig
@@ -140,17 +157,22 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    k, groups = cfg.decoder_kernel, cfg.decoder_groups
+    groups = cfg.decoder_groups
+    group_major = conv_impl(self.conv_impl) == "columns"
+    views, time, freq, channels = x.shape
+    if group_major:
+      x = jnp.moveaxis(x.reshape(views, time, freq, groups, channels // groups), 3, 0)
+    norm_axes = (0, 4) if group_major else (-1,)
     residual = x
     x = x.astype(self.dtype)
     for i in range(cfg.decoder_layers):
-      x = GroupedConv(cfg.decoder_dim, k, groups, self.dtype, self.conv_impl, name=f"conv_{i}")(x)
-      x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=False, use_scale=False, use_fast_variance=False,
-                       dtype=self.dtype, name=f"norm_{i}")(x)
-      x = nn.gelu(x, approximate=False)
-      if cfg.decoder_residual and residual.shape[-1] == x.shape[-1]:
+      x = GroupedConv(cfg.decoder_dim, cfg.decoder_kernel, groups, self.dtype, name=f"conv_{i}")(x, group_major)
+      x = nn.gelu(_layer_norm(x, norm_axes), approximate=False)
+      if cfg.decoder_residual and residual.shape == x.shape:
         x = x + residual.astype(x.dtype)
       residual = x
+    if group_major:
+      x = jnp.moveaxis(x, 0, 3).reshape(views, time, freq, cfg.decoder_dim)
     init = _torch_conv_default(cfg.decoder_dim)
     return nn.Dense(self.embed_dim, dtype=self.dtype, kernel_init=init, bias_init=init, name="proj")(x)
 
