@@ -283,4 +283,6 @@ def test_device_check_cpu_smoke_runs(tmp_path):
   import json
   result = json.loads((tmp_path / "check.json").read_text())
   assert result["failures"] == [] and result["skipped"] == []
-  assert len(result["rows"]) == 6 and all(r["clips_per_s"] > 0 for r in result["rows"])
+  assert len(result["rows"]) == 8 and all(r["clips_per_s"] > 0 for r in result["rows"])
+  assert [r["what"].split(" (")[0] for r in result["rows"][-2:]] == ["EAT-base pre-training step",
+                                                                     "EAT-large pre-training step"]
