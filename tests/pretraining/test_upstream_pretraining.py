@@ -13,6 +13,7 @@ step. Tolerances as in test_objective.py (1e-4 absolute for O(1) tensors, 1e-5 r
 
 import json
 import os
+import pathlib
 import sys
 
 import jax
@@ -139,8 +140,7 @@ def test_objective_matches_upstream(upstream_eat_dir, variant):
 def test_fixture_is_what_the_script_makes(upstream_eat_dir, fixtures):
   """The committed default-suite fixture is reproduced by its generator (same seeds, upstream's code)."""
   made = make_pretraining_fixture.make(upstream_eat_dir, fixtures)
-  stored = np.load(make_pretraining_fixture.__file__.replace("benchmarks/make_pretraining_fixture.py",
-                                                             "tests/pretraining/eat_pretraining_tiny.npz"))
+  stored = np.load(pathlib.Path(__file__).with_name("eat_pretraining_tiny.npz"))
   assert sorted(made) == sorted(stored.files)
   np.testing.assert_array_equal(made["mask"], stored["mask"])
   for name in stored.files:
