@@ -38,8 +38,9 @@ Arguments (N = batch * clones views, L = patches = (frames // 16) * 8, V visible
 Computation (upstream `Data2VecMultiModel.forward` with EAT's settings):
 1. Teacher (no gradient): the full encoder on the unmasked fbank; per block its MLP output before the
    residual ("FFN targets"; the block output with `end_of_block_targets`), CLS dropped, in float32; the last
-   K = `average_top_k_layers` are each instance-normalised over patches (eps 1e-5, no affine), averaged, and
-   the average layer-normalised over channels (`layer_norm_targets`) -> `targets [batch, L, dim]`.
+   K = `average_top_k_layers` are each normalised as `config.targets` says (EAT: instance norm over patches,
+   eps 1e-5, no affine), averaged, and the average normalised again (EAT: layer norm over channels)
+   -> `targets [batch, L, dim]` (`make_targets`).
 2. Student: patch embedding + positions of the clip, then per view only its V visible patches (ascending
    patch order) behind the CLS token, pre-norm and all blocks -> `[N, 1 + V, dim]`.
 3. Decoder: the visible outputs at their patches, `mask_noise` at masked ones, on the `[frames // 16, 8]`
@@ -67,6 +68,13 @@ Returned dict (all float32; scalars are 0-d arrays):
 - logged figures as upstream computes them: `target_var`, `pred_var` (per channel
   sqrt(unbiased variance over all masked patches + 1e-6), averaged over channels, of `targets_masked` and
   `predictions_masked`) and `masked_pct` (= 1 - V / L). The EMA decay is logged by the train step.
+
+The teacher's EMA update (upstream `set_num_updates(n)`, n >= 1, towards the student after update n) is
+`asd_jax.pretraining.ema.update(teacher, student, ema.one_minus_decay(config.ema, n))`: every tensor
+`teacher * decay(n) + student * (1 - decay(n))` in float32, the position table copied from the student.
+An upstream pretraining model's own `state_dict()` (which holds `_ema`) and `{"model": cfg}` go through
+`from_fairseq_state_dict`; `eat.to_fairseq_state_dict` maps encoder trees (or their gradients) back to
+fairseq names and PyTorch layouts, `eat_decoder.to_state_dict` the decoder's.
 """
 
 from __future__ import annotations
