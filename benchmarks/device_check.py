@@ -2,6 +2,8 @@ r"""Accelerator check: full-size throughput, train-step memory and model FLOP ut
 
   benchmarks/device_check.sh                 # on the accelerator machine; writes BENCHMARKS.md's section
   python -m benchmarks.device_check --cpu_smoke --output=''   # tiny sizes on CPU: checks the logic (< 1 min)
+  benchmarks/device_check.sh --only=pretrain   # one group (extraction, finetune, pretrain); the section
+                                               # is rewritten with that group's rows only
 
 Measures, in this order, each step only if the time budget allows (results are written after each one):
 1. BEATs embedding extraction, wav -> fbank -> full-size BEATs (all layers pooled), bfloat16, fused
@@ -12,6 +14,9 @@ Measures, in this order, each step only if the time budget allows (results are w
    settings) at the configs' batch size (32) on 10 s clips, bfloat16 compute, donated state: the
    data-parallel step of `train_step.jit_train_step` compiled over all local devices, as `train.py` runs it;
    FEAT also with `model.remat` for its memory effect.
+4. EAT-base and EAT-large pre-training steps (configs/pretrain_eat_base.py, pretrain_eat_large.py: 16
+   masked views per clip, teacher EMA inside the step) on 10 s clips, bfloat16 compute, donated state, as
+   `python -m asd_jax.pretrain` compiles them; clips/s counts clips, not views.
 For each: clips/s, median step time, compile time, XLA's FLOP count of the compiled step (so MFU =
 FLOP/s / the card's dense bf16 peak: H100 SXM and H200 989 TFLOP/s), XLA's memory estimate of the step and
 the device's peak bytes in use so far. Goal noted in BENCHMARKS.md: BEATs extraction >= 3,000 clips/s on
@@ -34,6 +39,7 @@ from benchmarks import common
 # Dense bfloat16 peak of one chip, FLOP/s, by a substring of `device_kind`.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
 SECTION = "device_check"
+GROUPS = ("extraction", "finetune", "pretrain")
 
 
 def peak_flops(device_kind: str) -> float | None:
@@ -219,6 +225,43 @@ def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, rema
             devices=mesh.devices.size)
 
 
+def check_pretrain_step(check: Check, size: str, *, smoke: bool, repeats: int, batch: int) -> None:
+  import importlib
+
+  from asd_jax.pretraining import trainer
+  from asd_jax.runtime import sharding as shd
+  from asd_jax.training import train_step as ts
+
+  config = importlib.import_module(f"configs.pretrain_eat_{size}").get_config()
+  config.model.dtype = "bfloat16"
+  config.model.attention = "fused"
+  config.train.batch_size = batch
+  config.pretrain.replica_batch = 0
+  if smoke:
+    config.model.preset, config.model.target_length = "tiny", 0
+    config.data.clip_seconds = 1.0
+    config.decoder.decoder_dim = 64
+    config.targets.average_top_k_layers = 2
+  what = f"EAT-{size} pre-training step ({config.pretrain.clone_batch} views per clip), bf16, donated"
+  if not check.has_time(what):
+    return
+  mesh = shd.data_mesh()
+  settings, state, step, _, _ = trainer.build(config, jax.random.key(0))
+  samples = int(round(config.data.clip_seconds * config.data.sample_rate))
+  wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, samples)).astype(np.float32)
+  data = shd.put_batch({"wav": wav, "valid_samples": np.full(batch, samples, np.int32)}, mesh)
+  state = shd.replicate(state, mesh)
+  rng = shd.replicate(jax.random.key(1), mesh)
+  jitted = ts.jit_train_step(step, mesh, donate=True)
+  start = time.perf_counter()
+  compiled = jitted.lower(state, data, rng).compile()
+  compile_s = time.perf_counter() - start
+  median, spread = _time(compiled, (state, data, rng), repeats, donated_state=True)
+  enc = settings.encoder
+  check.add(f"{what} ({enc.depth} x {enc.embed_dim})", batch=batch, compiled=compiled, median=median, spread=spread,
+            compile_s=compile_s, devices=mesh.devices.size)
+
+
 def define_flags() -> None:
   """Defines this CLI's flags; only when run as a program, so importing this module defines none."""
   flags.DEFINE_bool("cpu_smoke", False, "Tiny models and batches: checks the script's logic on CPU.")
@@ -227,6 +270,7 @@ def define_flags() -> None:
   flags.DEFINE_string("json", "", "Also write the raw measurements here (JSON).")
   flags.DEFINE_float("budget_s", 420.0, "Start no new measurement after this many seconds.")
   flags.DEFINE_integer("repeats", 5, "Timed runs per measurement (after one warm-up).")
+  flags.DEFINE_list("only", [], f"Run only these groups of measurements (of {', '.join(GROUPS)}); default all.")
 
 
 def main(argv: list[str]) -> None:
@@ -240,14 +284,25 @@ def main(argv: list[str]) -> None:
   repeats = 1 if smoke else f.repeats
   candidates = [1, 2] if smoke else [128, 256, 512]
   check.repeats = repeats
-  check.guarded("BEATs extraction", check_extraction, "beats", "base", smoke=smoke, repeats=repeats,
-                candidates=candidates)
-  check.guarded("EAT-large extraction", check_extraction, "eat", "large", smoke=smoke, repeats=repeats,
-                candidates=candidates if smoke else [64, 128, 256])
-  check.guarded("LBEATs train step", check_train_step, "lbeats", smoke=smoke, repeats=repeats)
-  check.guarded("FEAT train step", check_train_step, "feat", smoke=smoke, repeats=repeats)
-  if not smoke:  # same code path as the row above, with one flag: the smoke run leaves it out for time
-    check.guarded("FEAT train step, remat", check_train_step, "feat", smoke=smoke, repeats=repeats, remat=True)
+  groups = set(f.only or GROUPS)
+  if groups - set(GROUPS):
+    raise SystemExit(f"--only={','.join(f.only)}: expected some of {', '.join(GROUPS)}")
+  if "extraction" in groups:
+    check.guarded("BEATs extraction", check_extraction, "beats", "base", smoke=smoke, repeats=repeats,
+                  candidates=candidates)
+    check.guarded("EAT-large extraction", check_extraction, "eat", "large", smoke=smoke, repeats=repeats,
+                  candidates=candidates if smoke else [64, 128, 256])
+  if "finetune" in groups:
+    check.guarded("LBEATs train step", check_train_step, "lbeats", smoke=smoke, repeats=repeats)
+    check.guarded("FEAT train step", check_train_step, "feat", smoke=smoke, repeats=repeats)
+    if not smoke:  # same code path as the row above, with one flag: the smoke run leaves it out for time
+      check.guarded("FEAT train step, remat", check_train_step, "feat", smoke=smoke, repeats=repeats, remat=True)
+  if "pretrain" in groups:
+    # Upstream's global batch is 48 clips (12 per GPU on 4 GPUs); EAT-large at half of it to fit one card.
+    check.guarded("EAT-base pre-training step", check_pretrain_step, "base", smoke=smoke, repeats=repeats,
+                  batch=2 if smoke else 48)
+    check.guarded("EAT-large pre-training step", check_pretrain_step, "large", smoke=smoke, repeats=repeats,
+                  batch=2 if smoke else 24)
   check.write()
   print(check.section())
   print(f"[device_check] {time.perf_counter() - check.start:.0f} s")

@@ -3,6 +3,7 @@
 #
 #   benchmarks/device_check.sh                  # measure; rewrites the device_check section of BENCHMARKS.md
 #   benchmarks/device_check.sh --cpu_smoke      # tiny sizes on CPU, prints only: checks the logic (< 1 min)
+#   benchmarks/device_check.sh --only=pretrain  # only some groups: extraction, finetune, pretrain
 #
 # Packages the machine lacks come as wheels (the H200 image has JAX, Flax, Optax, Orbax, absl and tqdm, but
 # not ml-collections): `make device-wheels` downloads them into ./.whl on a networked machine (carry that

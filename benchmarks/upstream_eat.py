@@ -1,25 +1,30 @@
 """Imports upstream EAT (a user's clone of github.com/cwx-worst-one/EAT) without fairseq, timm or omegaconf.
 
-Upstream's encoder (`models/EAT_pretraining.py` with `base.py`, `images.py`, `modules.py`, `mae.py`) is
+Upstream's model (`models/EAT_pretraining.py` with `base.py`, `images.py`, `modules.py`, `mae.py`) is
 plain PyTorch, but those files import names from fairseq, timm and omegaconf. fairseq does not install on
 Python 3.11 with NumPy 2, and timm/omegaconf are not dependencies of this project. For each of the three
 packages that is not importable, `install_stand_ins` registers small stand-in modules in `sys.modules`
-holding just the names upstream imports. What inference runs (`extract_features(..., mask=False)`) stays
-upstream's own code, with one exception: timm's `Mlp` (`fc1 -> GELU -> dropout -> fc2 -> dropout`), which
-every block builds; its stand-in is the same two `nn.Linear` layers around upstream's `act_layer`
-(`nn.GELU`), so parameter names and outputs are timm's (the slow
-`test_upstream_eat_with_stand_ins_reproduces_the_fixture` checks that upstream built this way reproduces the
-EAT fixtures made with the real fairseq and timm). The others are:
-- run while the model is built, never at inference: `FairseqDataclass` (a dataclass base with `_name`),
-  `register_model` (returns the class), `BaseFairseqModel` (`nn.Module`), `init_bert_params` (fairseq's
-  N(0, 0.02) init of Linear weights, zero biases), `to_2tuple` (timm's), `II` / `MISSING` (omegaconf's
-  interpolation string and `"???"`);
-- built as parameter-free modules of the pretraining decoder, which inference never calls (calling one
-  raises): `LayerNorm`, `SamePad`, `SamePad2d`, `TransposeLast`;
-- reached only in pretraining (masking, EMA teacher, drop path, gradient scaling) or by other models in
-  those files; using one raises `NotImplementedError`: `EMAModule`, `EMAModuleConfig`, `compute_mask_indices`,
-  `index_put`, `GradMultiply`, `DropPath`, timm's `PatchEmbed`, `Block`, `Attention`, fairseq's
-  `TransformerSentenceEncoderLayer`, `FairseqTask`.
+holding just the names upstream imports. Everything else upstream runs, inference (`extract_features`) and
+pre-training (`forward` with masks, the EMA teacher), stays upstream's own code. The stand-ins are written
+here from the behaviour of the fairseq / timm versions upstream uses:
+- run by the forward passes, exact: timm's `Mlp` (`fc1 -> act -> dropout -> fc2 -> dropout`, every block
+  builds one); for the pretraining decoder fairseq's `LayerNorm` (a `torch.nn.LayerNorm`, eps 1e-5),
+  `SamePad` / `SamePad2d` (drop the last step / row and column after an even kernel) and `TransposeLast`
+  (swap a dimension with the last); `GradMultiply` (identity forward, gradient times a scale) and
+  `index_put` (`tensor[mask] = value`);
+- run by pre-training around the forward pass, exact: fairseq's `EMAModule` / `EMAModuleConfig` (float32
+  copy of the teacher's state; `step` moves every trained parameter the teacher has towards the student's,
+  `ema = ema * (1 - (1 - decay)) + student * (1 - decay)`, copies untrained ones, skips what the teacher
+  lacks; no apex, so no norm logs) and `BaseFairseqModel.set_num_updates` (passed on to submodules);
+- run while the model is built: `FairseqDataclass` (a dataclass base with `_name`), `register_model`
+  (returns the class), `init_bert_params` (fairseq's N(0, 0.02) init of Linear weights, zero biases),
+  `to_2tuple` (timm's), `II` / `MISSING` (omegaconf's interpolation string and `"???"`);
+- never reached with EAT's settings (masks are passed in, as upstream's data loader precomputes them; drop
+  path is 0); using one raises `NotImplementedError`: `compute_mask_indices`, `DropPath`, timm's
+  `PatchEmbed`, `Block`, `Attention`, fairseq's `TransformerSentenceEncoderLayer`, `FairseqTask`.
+The slow `test_upstream_eat_with_stand_ins_reproduces_the_fixture` checks that upstream built this way
+reproduces the EAT fixtures made with the real fairseq and timm. Upstream's own block-mask generator
+(`utils/data_utils.py`, NumPy and PyTorch only) is imported by `import_upstream_mask_generator`.
 
 Python 3.11 also refuses upstream's config dataclasses as written (a dataclass instance as a field default,
 e.g. `decoder: D2vDecoderConfig = D2vDecoderConfig()`, is "mutable" since 3.11, with or without fairseq).
@@ -50,8 +55,8 @@ def _raises(qualname: str) -> Any:
   """A class standing in for `qualname` that cannot be used: its construction and `apply` raise."""
 
   def refuse(*args, **kwargs):
-    raise NotImplementedError(f"{qualname} is a stand-in (benchmarks/upstream_eat.py): upstream EAT reaches it "
-                              "only in pretraining (masking, EMA teacher, drop path), not in extract_features")
+    raise NotImplementedError(f"{qualname} is a stand-in (benchmarks/upstream_eat.py) for a part of fairseq/timm "
+                              "that EAT's settings never reach (drop path 0, masks passed in)")
 
   return type(qualname.rsplit(".", 1)[-1], (), {"__init__": refuse, "apply": staticmethod(refuse),
                                                 "__module__": qualname.rsplit(".", 1)[0]})
@@ -59,14 +64,17 @@ def _raises(qualname: str) -> Any:
 
 def _refusing_function(qualname: str) -> Callable[..., Any]:
   def refuse(*args, **kwargs):
-    raise NotImplementedError(f"{qualname} is a stand-in (benchmarks/upstream_eat.py): upstream EAT reaches it "
-                              "only in pretraining masking, not in extract_features(mask=False)")
+    raise NotImplementedError(f"{qualname} is a stand-in (benchmarks/upstream_eat.py): EAT computes its masks with "
+                              "compute_block_mask_2d (or takes them precomputed), never with this")
 
   refuse.__qualname__ = refuse.__name__ = qualname.rsplit(".", 1)[-1]
   return refuse
 
 
 def _fairseq_modules() -> dict[str, types.ModuleType]:
+  import copy
+
+  import torch
   from torch import nn
 
   @dataclasses.dataclass
@@ -74,7 +82,10 @@ def _fairseq_modules() -> dict[str, types.ModuleType]:
     _name: Optional[str] = None
 
   class BaseFairseqModel(nn.Module):
-    pass
+    def set_num_updates(self, num_updates):
+      for module in self.modules():
+        if module is not self and hasattr(module, "set_num_updates"):
+          module.set_num_updates(num_updates)
 
   def register_model(name, dataclass=None):
     del name, dataclass
@@ -87,18 +98,130 @@ def _fairseq_modules() -> dict[str, types.ModuleType]:
       if module.bias is not None:
         module.bias.data.zero_()
 
-  class BuildOnly(nn.Module):
-    """A parameter-free module of the pretraining decoder; inference never runs it."""
+  def layer_norm(normalized_shape, eps=1e-5, elementwise_affine=True, export=False):
+    del export  # fairseq picks apex's fused kernel on GPU when installed; the maths is torch's LayerNorm
+    return nn.LayerNorm(normalized_shape, eps, elementwise_affine)
 
-    def __init__(self, *args, **kwargs):
+  class SamePad(nn.Module):
+    """Drops the last time step after an even-kernel (or all but the first after a causal) convolution."""
+
+    def __init__(self, kernel_size, causal=False):
       super().__init__()
+      self.remove = kernel_size - 1 if causal else int(kernel_size % 2 == 0)
 
-    def forward(self, *args, **kwargs):
-      raise NotImplementedError(f"{type(self).__name__} is a stand-in (benchmarks/upstream_eat.py) for a module of "
-                                "EAT's pretraining decoder, which extract_features does not run")
+    def forward(self, x):
+      return x[:, :, :-self.remove] if self.remove else x
 
-  def build_only(name):
-    return type(name, (BuildOnly,), {})
+  class SamePad2d(nn.Module):
+    """Drops the last row and column of `[B, C, H, W]` after an even-kernel 2-D convolution."""
+
+    def __init__(self, kernel_size):
+      super().__init__()
+      self.remove = int(kernel_size % 2 == 0)
+
+    def forward(self, x):
+      assert x.dim() == 4
+      return x[:, :, :-self.remove, :-self.remove] if self.remove else x
+
+  class TransposeLast(nn.Module):
+    """Swaps dimension `tranpose_dim` (sic, fairseq's name) with the last, after optionally indexing."""
+
+    def __init__(self, deconstruct_idx=None, tranpose_dim=-2):
+      super().__init__()
+      self.deconstruct_idx = deconstruct_idx
+      self.tranpose_dim = tranpose_dim
+
+    def forward(self, x):
+      if self.deconstruct_idx is not None:
+        x = x[self.deconstruct_idx]
+      return x.transpose(self.tranpose_dim, -1)
+
+  class GradMultiply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+      ctx.scale = scale
+      return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+      return grad * ctx.scale, None
+
+  def index_put(tensor, indices, value):
+    tensor[indices] = value
+    return tensor
+
+  @dataclasses.dataclass
+  class EMAModuleConfig(FairseqDataclass):
+    ema_decay: float = 0.9999
+    ema_fp32: bool = False
+    add_missing_params: bool = True
+    log_norms: bool = False
+
+  class EMAModule:
+    """fairseq's EMA of a module's parameters (no apex here: `logs` stays empty)."""
+
+    def __init__(self, model, config, copy_model=True, device=None, skip_keys=None):
+      self.config = config
+      self.model = model
+      if copy_model:
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+      if device is not None:
+        self.model = self.model.to(device=device)
+      self.decay = config.ema_decay
+      self.skip_keys = set(skip_keys or ())
+      self.add_missing_params = config.add_missing_params
+      self.fp32_params = {}
+      self.logs = {}
+      if config.ema_fp32:
+        self.build_fp32_params()
+
+    def build_fp32_params(self, state_dict=None):
+      if not self.config.ema_fp32:
+        raise RuntimeError("build_fp32_params needs ema_fp32=True")
+      state_dict = self.model.state_dict() if state_dict is None else state_dict
+      for key, value in state_dict.items():
+        if key in self.fp32_params:
+          self.fp32_params[key].copy_(value)
+        else:
+          self.fp32_params[key] = value.float() if torch.is_floating_point(value) else value
+
+    def restore(self, state_dict, build_fp32_params=False):
+      self.model.load_state_dict(state_dict, strict=False)
+      if build_fp32_params:
+        self.build_fp32_params(state_dict)
+
+    def set_decay(self, decay, weight_decay=None):
+      self.decay = decay
+      if weight_decay is not None:
+        self.weight_decay = weight_decay
+
+    def get_decay(self):
+      return self.decay
+
+    @torch.no_grad()
+    def step(self, new_model):
+      rate = 1 - self.decay
+      params = self.fp32_params if self.config.ema_fp32 else self.model.state_dict()
+      moved = {}
+      for key, param in new_model.named_parameters():
+        if key not in params:
+          if not self.add_missing_params:
+            continue  # e.g. the student's decoder: the teacher has none
+          params[key] = param.float().clone() if param.ndim == 1 else copy.deepcopy(param)
+        target = params[key]
+        if param.shape != target.shape:
+          raise ValueError(f"EMA: shapes differ for {key}: {tuple(param.shape)} vs {tuple(target.shape)}")
+        if "version" in key:
+          continue
+        if key in self.skip_keys or not param.requires_grad:
+          target.copy_(param.to(dtype=target.dtype).data)
+        else:
+          target.mul_(1 - rate)
+          target.add_(param.data.to(dtype=target.dtype), alpha=rate)
+        moved[key] = target
+      moved.update(dict(new_model.named_buffers()))
+      self.restore(moved, build_fp32_params=False)
 
   root = types.ModuleType("fairseq")
   modules = {"fairseq": root}
@@ -110,16 +233,13 @@ def _fairseq_modules() -> dict[str, types.ModuleType]:
 
   add("fairseq.dataclass", FairseqDataclass=FairseqDataclass)
   add("fairseq.models", BaseFairseqModel=BaseFairseqModel, register_model=register_model)
-  add("fairseq.modules", EMAModule=_raises("fairseq.modules.EMAModule"),
-      EMAModuleConfig=_raises("fairseq.modules.EMAModuleConfig"),
-      GradMultiply=_raises("fairseq.modules.GradMultiply"),
-      LayerNorm=build_only("LayerNorm"), SamePad=build_only("SamePad"), SamePad2d=build_only("SamePad2d"),
-      TransposeLast=build_only("TransposeLast"))
+  add("fairseq.modules", EMAModule=EMAModule, EMAModuleConfig=EMAModuleConfig, GradMultiply=GradMultiply,
+      LayerNorm=layer_norm, SamePad=SamePad, SamePad2d=SamePad2d, TransposeLast=TransposeLast)
   add("fairseq.modules.transformer_sentence_encoder", init_bert_params=init_bert_params)
   add("fairseq.data")
   add("fairseq.data.data_utils",
       compute_mask_indices=_refusing_function("fairseq.data.data_utils.compute_mask_indices"))
-  add("fairseq.utils", index_put=_refusing_function("fairseq.utils.index_put"))
+  add("fairseq.utils", index_put=index_put)
   add("fairseq.tasks", FairseqTask=_raises("fairseq.tasks.FairseqTask"))
   add("fairseq.models.wav2vec")
   add("fairseq.models.wav2vec.wav2vec2",
@@ -262,11 +382,13 @@ def _dataclass_from(cls: type, values: Mapping[str, Any], where: str, **nested: 
   return cls(**{**values, **nested})
 
 
-def build_model(upstream: types.ModuleType, model_cfg: Mapping[str, Any]) -> Any:
-  """Upstream `Data2VecMultiModel` (eval mode, no EMA teacher) from a fairseq `cfg["model"]` dict.
+def build_model(upstream: types.ModuleType, model_cfg: Mapping[str, Any], *, pretraining: bool = False) -> Any:
+  """Upstream `Data2VecMultiModel` from a fairseq `cfg["model"]` dict: for inference (eval mode, no EMA
+  teacher; the state_dict has the released layout minus `_ema`) or, with `pretraining`, in training mode
+  with its EMA teacher (the full released layout, `_ema` included).
 
   `model_cfg` is the form fairseq checkpoints store (plain nested dict, enums as names); missing fields take
-  upstream's dataclass defaults. The state_dict has the released layout minus `_ema`.
+  upstream's dataclass defaults.
   """
   images = sys.modules[PACKAGE + ".images"]
   modules = sys.modules[PACKAGE + ".modules"]
@@ -287,7 +409,19 @@ def build_model(upstream: types.ModuleType, model_cfg: Mapping[str, Any]) -> Any
   model_cfg.setdefault("supported_modality", upstream.Modality.IMAGE)
   cfg = _dataclass_from(upstream.Data2VecMultiConfig, model_cfg, "model",
                         modalities=upstream.D2vModalitiesConfig(image=image_cfg))
-  return upstream.Data2VecMultiModel(cfg, [upstream.Modality.IMAGE], skip_ema=True).eval()
+  model = upstream.Data2VecMultiModel(cfg, [upstream.Modality.IMAGE], skip_ema=not pretraining)
+  return model.train() if pretraining else model.eval()
+
+
+def import_upstream_mask_generator(path: str | pathlib.Path) -> types.ModuleType:
+  """Upstream's `utils/data_utils.py` (home of `compute_block_mask_2d`) from a clone, as its own module."""
+  file = pathlib.Path(path).expanduser().resolve() / "utils" / "data_utils.py"
+  if not file.is_file():
+    raise FileNotFoundError(f"{file} not found (a clone of github.com/cwx-worst-one/EAT has utils/data_utils.py)")
+  spec = importlib.util.spec_from_file_location("upstream_eat_data_utils", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def pretraining_model_cfg(config: Any, decoder_kernel: int | None = None, decoder_layers: int | None = None

@@ -133,19 +133,52 @@ def test_construction_stand_ins_are_exact_and_unused_ones_refuse():
   assert config()._name is None and config(depth=2).depth == 2
   register = fairseq["fairseq.models"].register_model("data2vec_multi", dataclass=config)
   assert register(config) is config
-  modules = fairseq["fairseq.modules"]
-  with pytest.raises(NotImplementedError, match="pretraining"):
-    modules.EMAModule(None, None)
-  with pytest.raises(NotImplementedError, match="pretraining"):
-    modules.GradMultiply.apply(torch.ones(2), 0.5)
-  with pytest.raises(NotImplementedError, match="mask"):
+  with pytest.raises(NotImplementedError, match="compute_block_mask_2d"):
     fairseq["fairseq.data.data_utils"].compute_mask_indices((2, 10), None, 0.8, 5)
-  with pytest.raises(NotImplementedError):
+  with pytest.raises(NotImplementedError, match="never reach"):
     timm["timm.models.vision_transformer"].DropPath(0.1)
-  same_pad = modules.SamePad2d(3)  # built in the pretraining decoder, never run
-  assert list(same_pad.parameters()) == []
-  with pytest.raises(NotImplementedError, match="decoder"):
-    same_pad(torch.ones(1))
+
+
+def test_pretraining_stand_ins_are_exact():
+  """The fairseq pieces pre-training runs, against direct PyTorch computations."""
+  import torch
+
+  modules = upstream_eat.stand_in_modules("fairseq")["fairseq.modules"]
+  x = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).reshape(2, 3, 5, 4)
+  assert torch.equal(modules.SamePad2d(3)(x), x)
+  assert torch.equal(modules.SamePad2d(4)(x), x[:, :, :4, :3])
+  assert torch.equal(modules.SamePad(4)(x[..., 0]), x[:, :, :4, 0])
+  assert torch.equal(modules.SamePad(3, causal=True)(x[..., 0]), x[:, :, :3, 0])
+  assert torch.equal(modules.TransposeLast(tranpose_dim=-3)(x), x.transpose(-3, -1))
+  norm = modules.LayerNorm(4, elementwise_affine=False)
+  assert isinstance(norm, torch.nn.LayerNorm) and norm.eps == 1e-5 and not list(norm.parameters())
+  leaf = torch.ones(3, requires_grad=True)
+  modules.GradMultiply.apply(leaf * 2, 0.25).sum().backward()
+  assert torch.equal(leaf.grad, torch.full((3,), 0.5))
+  put = upstream_eat.stand_in_modules("fairseq")["fairseq.utils"].index_put(
+      torch.zeros(2, 3), torch.tensor([[True, False, True], [False, False, True]]), torch.tensor([1.0, 2.0, 3.0]))
+  assert torch.equal(put, torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]]))
+
+  # EMA: trained tensors the teacher has move by (1 - decay), untrained ones are copied, others skipped.
+  teacher = torch.nn.Linear(2, 2)
+  student = torch.nn.Sequential()
+  student.add_module("weight_holder", torch.nn.Linear(2, 2))
+  teacher_sd = {"weight_holder.weight": torch.full((2, 2), 1.0), "weight_holder.bias": torch.full((2,), 4.0)}
+  holder = torch.nn.Sequential()
+  holder.add_module("weight_holder", teacher)
+  config = modules.EMAModuleConfig(ema_decay=0.75, ema_fp32=True, add_missing_params=False)
+  ema = modules.EMAModule(holder, config, copy_model=False)
+  ema.restore(teacher_sd, build_fp32_params=True)
+  with torch.no_grad():
+    student.weight_holder.weight.fill_(3.0)
+    student.weight_holder.bias.fill_(8.0)
+  student.weight_holder.bias.requires_grad_(False)
+  student.add_module("decoder", torch.nn.Linear(2, 1))  # the teacher has no decoder: skipped
+  ema.step(student)
+  assert torch.equal(ema.fp32_params["weight_holder.weight"], torch.full((2, 2), 0.75 * 1.0 + 0.25 * 3.0))
+  assert torch.equal(ema.fp32_params["weight_holder.bias"], torch.full((2,), 8.0))
+  assert torch.equal(teacher.weight.detach(), torch.full((2, 2), 1.5)) and "decoder.weight" not in ema.fp32_params
+  assert ema.get_decay() == 0.75 and ema.logs == {}
 
 
 def test_upstream_config_classes_import_on_python_3_11():
@@ -250,4 +283,6 @@ def test_device_check_cpu_smoke_runs(tmp_path):
   import json
   result = json.loads((tmp_path / "check.json").read_text())
   assert result["failures"] == [] and result["skipped"] == []
-  assert len(result["rows"]) == 6 and all(r["clips_per_s"] > 0 for r in result["rows"])
+  assert len(result["rows"]) == 8 and all(r["clips_per_s"] > 0 for r in result["rows"])
+  assert [r["what"].split(" (")[0] for r in result["rows"][-2:]] == ["EAT-base pre-training step",
+                                                                     "EAT-large pre-training step"]

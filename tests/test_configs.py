@@ -23,7 +23,11 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
 # Config files with several named configs: file name -> the names after ':' in the config string.
 NAMED = {"systems.py": ("system1", "system2", "system3", "system4"),
-         "pipeline_base.py": ("system1", "system4")}
+         "pipeline_base.py": ("system1", "system4"),
+         # Pre-training configs take their data sources after ':' (kind:path, comma-separated).
+         "pretrain_eat_base.py": ("dcase:/data/dcase_dev,folder:/data/audioset",),
+         "pretrain_eat_large.py": ("glob:/data/**/*.wav",),
+         "pretrain_demo.py": ("dcase:work/synth_dcase",)}
 
 
 def _config_strings():
@@ -106,3 +110,25 @@ def test_derived_configs_stay_locked_after_adding_fields():
 @pytest.mark.parametrize("config_string", _config_strings(), ids=lambda s: s.rsplit("/", 1)[-1])
 def test_every_config_passes_the_value_checks(config_string):
   config_checks.check(_load(config_string))
+
+
+@pytest.mark.parametrize("name,encoder,decoder", [("pretrain_eat_base", 89_972_736, 2_585_856),
+                                                  ("pretrain_eat_large", 308_867_072, 5_967_872),
+                                                  ("pretrain_demo", 509_824, 18_368)])
+def test_pretraining_configs_dry_run_with_the_released_sizes(name, encoder, decoder, tmp_path):
+  """Parameter counts of student and decoder equal the released checkpoints' (fixtures eat_*_keys.json)."""
+  import json
+
+  from asd_jax.pretraining import trainer
+  from tests.conftest import fixtures_dir
+
+  config = _load(str(CONFIG_DIR / f"{name}.py"))
+  if name != "pretrain_demo":
+    counts = json.loads((fixtures_dir() / f"eat_{name.rsplit('_', 1)[-1]}_keys.json").read_text())["counts"]
+    assert (counts["encoder_params_incl_positions"], counts["decoder_params"]) == (encoder, decoder)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert trainer.pretrain(config, str(tmp_path / "work"), dry_run=True) is None
+  rows = {line.split()[0]: int(line.split()[-1].replace(",", "")) for line in out.getvalue().splitlines()[1:4]}
+  assert rows == {"student": encoder, "teacher": encoder, "decoder": decoder}
+  assert not (tmp_path / "work").exists()

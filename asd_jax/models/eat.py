@@ -20,7 +20,8 @@ Layout choices, so that fine-tuning code can treat BEATs and EAT alike:
 Released checkpoints come in two forms, both read by `load()`: the fairseq pretraining `.pt`
 (`{"cfg", "model"}`, student encoder under `modality_encoders.IMAGE.*` and `blocks.*`, plus a CNN decoder
 and an `_ema` teacher that inference ignores) and the HuggingFace port (`model.safetensors` with
-`model.*` names, plus `config.json`).
+`model.*` names, plus `config.json`). `load_fairseq_pretraining()` reads all three parts of the `.pt`
+(student, `_ema` teacher, decoder) for continued pre-training, as strictly.
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ class EAT(nn.Module):
 
   @nn.compact
   def __call__(self, fbank: jax.Array, padding_mask: jax.Array | None = None, *,
-               train: bool = False) -> EncoderOutput:
+               train: bool = False, visible: jax.Array | None = None) -> EncoderOutput:
     """Encodes `fbank: [batch, frames, mel]` (EAT-normalised, frames a multiple of 16).
 
     Args:
@@ -320,6 +321,10 @@ class EAT(nn.Module):
       padding_mask: optional `[batch, frames]` bool, True on padded frames. None (the upstream behaviour)
         lets every token attend to every token, padded frames included.
       train: enables dropout and stochastic depth (needs the 'dropout' rng).
+      visible: optional `[batch, views, kept]` int patch indices (pre-training's masked student): every clip
+        is encoded `views` times, each time only its `kept` listed patches (positions added first) behind
+        the CLS token. The output batch is then `batch * views`, clip-major (row `b * views + v`), with
+        `1 + kept` tokens in the listed order. Not combinable with `padding_mask`.
 
     Returns:
       `EncoderOutput` with one `[batch, 1 + patches, dim]` array per block (after its norm2), token 0 being
@@ -349,6 +354,14 @@ class EAT(nn.Module):
         "positions", lambda _, shape: jnp.asarray(sincos_positions(*shape, cfg.freq_patches)),
         (cfg.max_positions, cfg.embed_dim))
     x = x + jax.lax.stop_gradient(positions[:num_patches]).astype(self.dtype)
+    if visible is not None:
+      if padding_mask is not None:
+        raise ValueError("EAT: visible (masked views) and padding_mask cannot be combined")
+      if visible.ndim != 3 or visible.shape[0] != batch:
+        raise ValueError(f"EAT: visible must be [batch={batch}, views, kept] patch indices, got {visible.shape}")
+      views, kept = visible.shape[1:]
+      x = x[jnp.arange(batch)[:, None, None], visible]  # [batch, views, kept, dim]
+      batch, x = batch * views, x.reshape(batch * views, kept, cfg.embed_dim)
     cls = self.param("cls_token", nn.initializers.normal(0.02), (1, cfg.num_extra_tokens, cfg.embed_dim))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (batch,) + cls.shape[1:]), x], axis=1)
     x = nn.LayerNorm(epsilon=cfg.norm_eps, dtype=self.dtype, name="pre_norm")(x)
@@ -443,6 +456,35 @@ def _params_from_torch(tensors: Mapping[str, np.ndarray], config: EATConfig) -> 
   return jax.tree.map(jnp.asarray, params)
 
 
+def _params_to_torch(params: Mapping[str, Any], config: EATConfig) -> dict[str, np.ndarray]:
+  """The inverse of `_params_from_torch`: PyTorch-layout float32 arrays under neutral names."""
+  p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  ln = lambda name, tree: {name + ".weight": tree["scale"], name + ".bias": tree["bias"]}  # noqa: E731
+  linear = lambda name, tree: {name + ".weight": np.ascontiguousarray(tree["kernel"].T),  # noqa: E731
+                               name + ".bias": tree["bias"]}
+  out = {"local_encoder.proj.weight": np.ascontiguousarray(p["patch_embed"]["kernel"].transpose(3, 2, 0, 1)),
+         "local_encoder.proj.bias": p["patch_embed"]["bias"],
+         "extra_tokens": p["cls_token"],
+         "fixed_positional_encoder.positions": p["positions"][None],
+         **ln("pre_norm", p["pre_norm"])}
+  for i in range(config.depth):
+    b, block = f"blocks.{i}.", p[f"blocks_{i}"]
+    attn = block["attn"]
+    out[b + "attn.qkv.weight"] = np.concatenate([attn[f"{n}_proj"]["kernel"].T for n in "qkv"])
+    out[b + "attn.qkv.bias"] = np.concatenate([attn[f"{n}_proj"]["bias"] for n in "qkv"])
+    out.update(linear(b + "attn.proj", attn["out_proj"]))
+    out.update(ln(b + "norm1", block["norm1"]))
+    out.update(ln(b + "norm2", block["norm2"]))
+    out.update(linear(b + "mlp.fc1", block["mlp"]["fc1"]))
+    out.update(linear(b + "mlp.fc2", block["mlp"]["fc2"]))
+  return out
+
+
+def to_fairseq_state_dict(params: Mapping[str, Any], config: EATConfig) -> dict[str, np.ndarray]:
+  """Encoder params as fairseq `model` (or `_ema`) entries, NumPy float32: the inverse of the converter."""
+  return {_fairseq_name(name): value for name, value in _params_to_torch(params, config).items()}
+
+
 def _convert(state_dict: Mapping[str, Any], config: EATConfig, rename, ignored_prefixes: tuple[str, ...],
              source: str) -> dict[str, Any]:
   layout = _torch_layout(config)
@@ -467,6 +509,64 @@ def convert_hf_state_dict(state_dict: Mapping[str, Any], config: EATConfig,
                           source: str = "HF state_dict") -> dict[str, Any]:
   """Flax params from the HuggingFace port's tensors (`model.*` names); strict."""
   return _convert(state_dict, config, _hf_name, (), source)
+
+
+FAIRSEQ_DECODER_PREFIX = FAIRSEQ_PREFIX + "decoder."
+FAIRSEQ_TEACHER = "_ema"  # the EMA teacher's tensors, a nested dict under the student's encoder key names
+
+
+@dataclasses.dataclass(frozen=True)
+class FairseqPretraining:
+  """Everything a fairseq EAT pretraining `.pt` holds for pre-training, as Flax params.
+
+  Attributes:
+    config: the encoder architecture (student and teacher).
+    cfg: the checkpoint's fairseq cfg (plain nested dict), for the pre-training settings.
+    student: the student encoder's params (what `load` returns; what fine-tuning starts from).
+    teacher: the EMA teacher's params (`_ema`), same tree as `student`.
+    decoder_config: the CNN decoder's architecture.
+    decoder: the decoder's params (`asd_jax.models.eat_decoder.Decoder`).
+  """
+
+  config: EATConfig
+  cfg: dict[str, Any]
+  student: Any
+  teacher: Any
+  decoder_config: Any
+  decoder: Any
+
+
+def convert_fairseq_pretraining(state_dict: Mapping[str, Any], cfg: Mapping[str, Any], config: EATConfig,
+                                source: str = "fairseq state_dict") -> FairseqPretraining:
+  """Student, `_ema` teacher and CNN decoder from a fairseq `model` state_dict, all strict.
+
+  Every top-level tensor must be a student encoder or decoder tensor of the expected shape, `_ema` must be
+  present and hold exactly the encoder tensors; anything missing, extra or mis-shaped raises
+  `CheckpointError` listing all of it.
+  """
+  from asd_jax.models import eat_decoder  # pre-training only
+
+  model = cfg["model"] if isinstance(cfg.get("model", None), Mapping) else cfg
+  try:
+    decoder_config = eat_decoder.DecoderConfig.from_fairseq_cfg(model["modalities"]["image"]["decoder"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(source, problems=[f"no usable CNN decoder settings: {_reason(e)}"]) from e
+  encoder = {_fairseq_name(n): shape for n, shape in _torch_layout(config).items()}
+  decoder = {FAIRSEQ_DECODER_PREFIX + n: shape
+             for n, shape in eat_decoder.torch_layout(decoder_config, config.embed_dim).items()}
+  teacher = state_dict.get(FAIRSEQ_TEACHER)
+  if not isinstance(teacher, Mapping):
+    raise CheckpointError(source, problems=[f"no {FAIRSEQ_TEACHER!r} teacher tensors (found {type(teacher).__name__}); "
+                                            "a pretraining checkpoint written with the EMA teacher is needed"])
+  checkpoint_io.check_state_dict({k: v for k, v in state_dict.items() if k != FAIRSEQ_TEACHER},
+                                 {**encoder, **decoder}, source=source)
+  return FairseqPretraining(
+      config=config, cfg=dict(cfg),
+      student=_convert(state_dict, config, _fairseq_name, (FAIRSEQ_DECODER_PREFIX, FAIRSEQ_TEACHER), source),
+      teacher=_convert(teacher, config, _fairseq_name, (), f"{source} [{FAIRSEQ_TEACHER}]"),
+      decoder_config=decoder_config,
+      decoder=eat_decoder.convert_state_dict(state_dict, decoder_config, config.embed_dim,
+                                             prefix=FAIRSEQ_DECODER_PREFIX, source=source))
 
 
 def ignored_fairseq_entries(state_dict: Mapping[str, Any]) -> list[str]:
@@ -502,6 +602,23 @@ def load_fairseq_checkpoint(path: str | pathlib.Path) -> tuple[EATConfig, dict[s
   rows = _positions_rows(state_dict, FAIRSEQ_PREFIX + "fixed_positional_encoder.positions", str(path))
   config = dataclasses.replace(config, max_positions=rows)
   return config, convert_fairseq_state_dict(state_dict, config, str(path)), ignored_fairseq_entries(state_dict)
+
+
+def load_fairseq_pretraining(path: str | pathlib.Path) -> FairseqPretraining:
+  """Student, EMA teacher and CNN decoder of a fairseq pretraining `.pt` (e.g. `EAT-large_epoch20_pretrain.pt`),
+  read strictly; use `load` for the student encoder alone."""
+  checkpoint = checkpoint_io.load_torch_checkpoint(path)
+  if "cfg" not in checkpoint or "model" not in checkpoint:
+    raise CheckpointError(str(path), problems=[f"expected a fairseq checkpoint with 'cfg' and 'model', "
+                                               f"found top-level entries {sorted(checkpoint)}"])
+  try:
+    config = EATConfig.from_fairseq_cfg(checkpoint["cfg"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(str(path), problems=[_reason(e)]) from e
+  state_dict = checkpoint["model"]
+  rows = _positions_rows(state_dict, FAIRSEQ_PREFIX + "fixed_positional_encoder.positions", str(path))
+  config = dataclasses.replace(config, max_positions=rows)
+  return convert_fairseq_pretraining(state_dict, checkpoint["cfg"], config, str(path))
 
 
 def load_hf_checkpoint(weights: str | pathlib.Path,

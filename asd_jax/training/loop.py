@@ -55,7 +55,7 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
   Args:
     state: freshly initialised state; replaced by the latest checkpoint in `checkpointer` if there is one.
     train_step: the pure step (`make_train_step`), jitted here with the mesh's shardings.
-    batches: endless iterator of process-local numpy batches `{"wav": [b, samples], "label": [b], ...}`.
+    batches: endless iterator of process-local numpy batches `{"wav": [b, samples], ("label": [b]), ...}`.
     num_steps: total number of updates of the run (over all epochs).
     mesh: the data-parallel mesh; state and rng are replicated, batches split over its "data" axis.
     rng: base key; step `i` uses `fold_in(rng, i)` inside the step.
@@ -84,7 +84,7 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
 
   jitted = ts.jit_train_step(train_step, mesh, donate=donate)
   batch = next(batches)
-  clips = int(batch["label"].shape[0])
+  clips = int(batch["wav"].shape[0])  # global clips per step (fine-tuning and pre-training batches have "wav")
   t0 = time.perf_counter()
   compiled = jitted.lower(state, batch, rng).compile()
   compile_s = time.perf_counter() - t0

@@ -1,0 +1,151 @@
+"""`trainer.pretrain` end to end on synthetic wavs: kill and resume is bit-identical, other settings are refused,
+the exported student loads with `eat.load` and fine-tunes through configs/feat.py and configs/leat.py (slow), and
+a run can start from a released fairseq checkpoint (student, `_ema` teacher, decoder) or an encoder alone.
+
+The tiny EAT of the demo config on 1 s clips (7 x 8 patches), 2 masked views per clip, a 2-layer decoder:
+every piece is the real code path (corpus -> Grain -> fbank -> masks -> objective -> AdamW -> EMA ->
+Orbax), sized to compile in seconds. conftest gives two CPU devices, so the step is data-parallel.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from asd_jax import train
+from asd_jax.data import synth
+from asd_jax.models import eat
+from asd_jax.models import networks
+from asd_jax.pretraining import trainer
+from asd_jax.training import train_log
+from configs import feat
+from configs import leat
+from configs import pretrain_demo
+
+STEPS = 6  # 19 clips, 4 per step: the run crosses an epoch boundary (data position in the checkpoint)
+STOP = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_once(tmp_path_factory):
+  """The runs here compile the same step: XLA's persistent cache (this module only) compiles it once."""
+  from jax.experimental.compilation_cache import compilation_cache
+
+  compilation_cache.reset_cache()
+  compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
+  yield
+  jax.config.update("jax_compilation_cache_dir", None)
+  compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  root = tmp_path_factory.mktemp("synth")
+  synth.generate(root, scale=0.01, seed=0, machines=["ToyCar"], duration=1.0)
+  return str(root)
+
+
+def _config(root):
+  c = pretrain_demo.get_config(f"dcase:{root}")
+  c.data.clip_seconds = 1.0
+  c.pretrain.clone_batch = 2
+  c.decoder.decoder_layers = 2
+  c.ema.decay, c.ema.end_decay, c.ema.anneal_end_step = 0.9, 0.99, STEPS  # a teacher that visibly moves
+  c.optim.warmup_steps = 2
+  c.train.batch_size = 4
+  c.train.num_steps = STEPS
+  c.train.checkpoint_every = 3
+  c.train.log_every = 1
+  return c
+
+
+def _pretrain(config, workdir, **kwargs):
+  return jax.device_get(trainer.pretrain(config, str(workdir), progress=False, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def straight(dataset, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  return workdir, _pretrain(_config(dataset), workdir)
+
+
+def test_killed_and_resumed_pretraining_equals_uninterrupted(dataset, straight, tmp_path):
+  config = _config(dataset)
+  first = _pretrain(config, tmp_path, stop_after=STOP)
+  assert int(first.step) == STOP
+  teacher = lambda s: s.extra["teacher"]["blocks_0"]["attn"]["q_proj"]["kernel"]  # noqa: E731
+  assert not np.array_equal(teacher(first), teacher(straight[1]))  # the first call really trained
+  changed = _config(dataset)
+  changed.mask.mask_prob = 0.7
+  with pytest.raises(ValueError, match=r"config.mask.mask_prob: saved 0.8, now 0.7"):
+    _pretrain(changed, tmp_path)
+  resumed = _pretrain(config, tmp_path)
+  assert int(resumed.step) == int(straight[1].step) == STEPS
+  for part in ("params", "opt_state", "extra"):
+    jax.tree.map(np.testing.assert_array_equal, getattr(straight[1], part), getattr(resumed, part))
+  rows = train_log.read_jsonl(tmp_path / "metrics.jsonl")
+  steps = [r["step"] for r in rows if "loss" in r]
+  assert steps == list(range(1, STEPS + 1))
+  row = rows[-1]
+  assert {"loss", "loss_regression", "loss_cls", "target_var", "pred_var", "ema_decay", "masked_pct",
+          "clips_per_s", "step_s"} <= set(row)
+  np.testing.assert_allclose(row["masked_pct"], 1 - int(56 * 0.2) / 56, rtol=1e-6)
+
+
+def test_exported_student_is_what_fine_tuning_configs_load(dataset, straight):
+  workdir, state = straight
+  config, params = eat.load(workdir / trainer.ENCODER_DIR)
+  assert config.depth == 2 and config.embed_dim == 64
+  jax.tree.map(np.testing.assert_array_equal, params, state.params["student"])
+  for system in (feat, leat):
+    c = system.get_config()
+    c.model.init_checkpoint = str(workdir / trainer.ENCODER_DIR)
+    built = networks.build_network(c, num_classes=3)
+    assert built.pretrained[0][0] == ("encoder",)
+    jax.tree.map(np.testing.assert_array_equal, built.pretrained[0][2], params)
+
+
+@pytest.mark.slow  # two fine-tuning compilations: ~1 min on 2 idle cores
+def test_exported_student_fine_tunes_as_feat_and_leat(dataset, straight, tmp_path):
+  workdir, _ = straight
+  _, params = eat.load(workdir / trainer.ENCODER_DIR)
+  for name, system in (("feat", feat), ("leat", leat)):
+    c = system.get_config()
+    c.data.root = dataset
+    c.data.clip_seconds = 1.0
+    c.model.init_checkpoint = str(workdir / trainer.ENCODER_DIR)
+    c.model.dtype = "float32"
+    c.train.epochs = 1
+    c.train.batch_size = 16  # one step
+    c.lora.rank, c.lora.alpha = 4, 4.0
+    tuned = jax.device_get(train.train(c, str(tmp_path / name), progress=False))
+    assert int(tuned.step) == 1
+    loss = train_log.read_jsonl(tmp_path / name / "metrics.jsonl")[-1]["loss"]
+    assert np.isfinite(loss), name
+    if name == "feat":  # full fine-tuning started from the pretrained weights and moved them
+      moved = tuned.params["model"]["encoder"]["blocks_0"]["mlp"]["fc1"]["kernel"]
+      start = params["blocks_0"]["mlp"]["fc1"]["kernel"]
+      assert 0 < np.abs(moved - start).max() < 1e-3
+    else:  # LoRA: the encoder stays the pretrained one
+      np.testing.assert_array_equal(tuned.params["model"]["encoder"]["blocks_0"]["mlp"]["fc1"]["kernel"],
+                                    params["blocks_0"]["mlp"]["fc1"]["kernel"])
+
+
+def test_continues_from_a_release_or_an_encoder(dataset, straight, fixtures):
+  config = _config(dataset)
+  config.decoder.decoder_layers = 6  # eat_tiny.pt's decoder
+  config.model.init_checkpoint = str(fixtures / "eat_tiny.pt")
+  settings, state, _, _, source = trainer.build(config, jax.random.key(0))
+  loaded = eat.load_fairseq_pretraining(fixtures / "eat_tiny.pt")
+  assert source.endswith("eat_tiny.pt") and settings.encoder == loaded.config
+  for mine, theirs in ((state.params["student"], loaded.student), (state.extra["teacher"], loaded.teacher),
+                       (state.params["decoder"], loaded.decoder)):
+    jax.tree.map(np.testing.assert_array_equal, mine, theirs)
+  config.decoder.decoder_layers = 3
+  with pytest.raises(ValueError, match="differs from config.decoder"):
+    trainer.build(config, jax.random.key(0))
+  # An encoder alone (here the exported one): the teacher starts as the student, the decoder is new.
+  config.model.init_checkpoint = str(straight[0] / trainer.ENCODER_DIR)
+  config.decoder.decoder_layers = 2
+  _, state, _, _, _ = trainer.build(config, jax.random.key(0))
+  jax.tree.map(np.testing.assert_array_equal, state.extra["teacher"], state.params["student"])
+  jax.tree.map(np.testing.assert_array_equal, state.params["student"], straight[1].params["student"])
