@@ -37,6 +37,10 @@ class WavError(ValueError):
   """A wav file that cannot be turned into the requested waveform."""
 
 
+class NonFiniteWavError(WavError):
+  """A wav file holding NaN or infinite samples (a damaged float wav)."""
+
+
 def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
   """Polyphase resampling along the last axis. wav: [..., samples] -> [..., samples']."""
   if orig_rate == target_rate:
@@ -105,7 +109,7 @@ def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
   finite = np.isfinite(data)
   if not finite.all():
     first = int(np.argmin(finite.all(axis=1)))
-    raise WavError(f"{path}: {int(finite.size - finite.sum())} non-finite sample value(s) (NaN or inf), the first "
+    raise NonFiniteWavError(f"{path}: {int(finite.size - finite.sum())} non-finite sample value(s) (NaN or inf), the first "
                    f"at {first / rate:.3f} s; the recording is damaged")
   wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
   if rate != sample_rate:

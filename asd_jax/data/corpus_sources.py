@@ -187,7 +187,7 @@ def _list_dcase(spec: SourceSpec, excluded: collections.Counter) -> list[str]:
   for folder in folders:
     if any((folder / d).is_dir() for d in layout.SPLIT_DIRS):
       try:
-        records.extend(layout.scan_dataset(folder))
+        records.extend(layout.scan_dataset(folder, audio=False))  # names only: bad files are rejected when read
       except layout.DatasetError as e:
         problems.extend(e.problems)
     records.extend(_scan_test_dirs_2021(folder, problems))
@@ -300,6 +300,8 @@ def read_clip(path: str | os.PathLike, *, sample_rate: int, min_seconds: float) 
     raise BadClip("empty: 0 samples")
   try:
     wav = wavlib.load_wav(path, sample_rate=sample_rate, duration_s=None)
+  except wavlib.NonFiniteWavError as e:
+    raise BadClip(f"non-finite samples: {e}") from e
   except (wavlib.WavError, ValueError, OSError, RuntimeError) as e:
     raise BadClip(f"unreadable: {e}") from e
   if wav.size == 0:
