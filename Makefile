@@ -18,11 +18,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 # The main job: synthetic DCASE 2025 dev set (2 s clips, 10 target-domain training clips per machine
-# as in the real dev set), then the six models of the report at tiny size, scoring, fusion, tables; then the
-# report (figures and one HTML page, $(WORK)/demo/report/index.html).
+# as in the real dev set) and synthetic "earlier years" (other machine types, 2020/2023 layouts); the tiny EAT
+# pre-trained on their unlabelled clips, then the six models of the report at tiny size (EAT ones from the
+# pre-trained encoder), reference rows, scoring, fusion, tables, stage times; then the report (figures and
+# one HTML page, $(WORK)/demo/report/index.html).
 demo: install
 	test -d $(WORK)/synth_dcase || $(PY) -m asd_jax.data.synth --out $(WORK)/synth_dcase --duration 2 --target_train 10
-	$(PY) -m asd_jax.pipeline --config=configs/demo_pipeline.py --workdir=$(WORK)/demo --config.data.root=$(WORK)/synth_dcase
+	test -d $(WORK)/synth_past || $(PY) -m asd_jax.data.synth_past --out $(WORK)/synth_past
+	$(PY) -m asd_jax.pipeline --config=configs/demo_pipeline.py --workdir=$(WORK)/demo --config.data.root=$(WORK)/synth_dcase \
+	    --config.pretrain.data.sources.synth_past.path=$(WORK)/synth_past
 	$(PY) -m asd_jax.report --workdir=$(WORK)/demo
 
 test: install

@@ -14,7 +14,7 @@ written with the same settings (`asd_jax.pretraining.trainer.RUN_FIELDS`). `--ex
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from asd_jax import cli
@@ -36,6 +36,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   f = flags.FLAGS
+  if not f["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough.
   trainer.pretrain(f.config, f.workdir, dry_run=f.dry_run, resume=f.resume, export_only=f.export_only,
                    export_teacher=f.export_teacher)
 

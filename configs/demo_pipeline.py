@@ -16,7 +16,8 @@ log-mel statistics. The tables show the pipeline working end to end; they say li
 whose strength comes from the pretrained encoders.
 """
 
-from configs import demo_dual, pipeline_base
+from asd_jax.pipeline import specs
+from configs import demo_dual, pipeline_base, pretrain_demo
 
 SINGLE_ENCODER = {"fbeats": 3e-4, "feat": 1e-4, "lbeats": 3e-3, "leat": 3e-3}  # learning rates
 
@@ -49,14 +50,23 @@ def shrink_frozen(c):
 def get_config():
   c = pipeline_base.get_config("system1")
   c.data.root = "work/synth_dcase"
-  for key, lr in SINGLE_ENCODER.items():
+  # Pre-training first (report: EAT pre-trained on the task's and earlier years' data): the tiny EAT on the
+  # demo corpus; its encoder initialises FEAT, LEAT, Dual-Branch's EAT branch and the frozen EAT row.
+  pre = pretrain_demo.get_config()
+  pre.data.sources.synth_2025.path = specs.DATA_ROOT  # the pipeline's dataset (train + supplemental clips)
+  c.pretrain = pre
+  c.model_keys = ",".join(pipeline_base.MODEL_KEYS + ("feat_random",) + pipeline_base.REFERENCE_KEYS
+                          + ("frozen_eat_random",))
+  c.models.frozen_eat.name = "EAT (frozen, pre-trained)"
+  c.models.frozen_beats.name = "BEATs (frozen, random init)"
+  for key, lr in {**SINGLE_ENCODER, "feat_random": SINGLE_ENCODER["feat"]}.items():
     t = c.models[key].train
     t.model.preset = "tiny"
     t.model.init_checkpoint = ""
     shrink(t, epochs=5, learning_rate=lr)
   dual = demo_dual.get_config()  # tiny BEATs + tiny EAT, 4 sub-clusters
   c.models.dual_branch.train = shrink(dual, epochs=3, learning_rate=dual.optim.learning_rate)
-  for key in ("frozen_beats", "frozen_eat"):  # no converted weights here: the tiny encoders at random init
+  for key in ("frozen_beats", "frozen_eat", "frozen_eat_random"):  # tiny encoders; EAT's from pre-training
     f = c.models[key].frozen
     f.model.preset = "tiny"
     f.model.init_checkpoint = ""

@@ -21,7 +21,15 @@ Reference rows (Table 1 only; no system fuses them unless `system_models` and `s
   frozen_beats  "BEATs (frozen)"   the pretrained encoder as converted (`init.beats`), no training, all layers
   frozen_eat    "EAT (frozen)"     the same for EAT (`init.eat`)
   log_mel       "log-mel mean/std (not learned)"  each clip's log-mel fbank mean and std over time
-Each is scored by the same SMOTE + cosine 1-NN path as the fine-tuned models.
+Each is scored by the same SMOTE + cosine 1-NN path as the fine-tuned models. Two more rows are defined but
+not in the default `model_keys` (the demo runs them; they cost a fine-tuning and an embedding):
+  feat_random        "FEAT (random init)"          FEAT fine-tuned from a random-init EAT (`init=False`)
+  frozen_eat_random  "EAT (frozen, random init)"   the random-init EAT, no training
+
+`config.pretrain` (None by default): a pre-training config (configs/pretrain_*.py) run first, in
+DIR/pretrain/, whose exported encoder then initialises every EAT model (`python -m asd_jax.pretrain` does the
+same alone). A corpus source with path "<data.root>" reads the pipeline's dataset (train and supplemental
+clips; test clips are left out).
 """
 
 import ml_collections
@@ -37,15 +45,19 @@ TRAIN_CONFIGS = {"fbeats": fbeats, "lbeats": lbeats, "feat": feat, "leat": leat,
 # Report section 2.4: multi-layer fusion for the four single-encoder models; Dual-Branch's fused features.
 LAYERS = {"fbeats": "all", "lbeats": "all", "feat": "all", "leat": "all", "dual_branch": "last"}
 REFERENCE_KEYS = ("frozen_beats", "frozen_eat", "log_mel")
+# More reference rows a config can add to model_keys (the demo does): what pre-training adds.
+RANDOM_INIT_KEYS = ("feat_random", "frozen_eat_random")
 NAMES.update({"frozen_beats": "BEATs (frozen)", "frozen_eat": "EAT (frozen)",
-              "log_mel": "log-mel mean/std (not learned)"})
+              "log_mel": "log-mel mean/std (not learned)", "feat_random": "FEAT (random init)",
+              "frozen_eat_random": "EAT (frozen, random init)"})
 
 
-def model_entry(key: str, *, train=None, frozen=None, sources: str = "", layers: str = "last"
+def model_entry(key: str, *, train=None, frozen=None, sources: str = "", layers: str = "last", init: bool = True
                 ) -> ml_collections.ConfigDict:
   """One `config.models.<key>` entry: fine-tuned (`train`), embedded without training (`frozen`) or a
-  concatenation of other models (`sources`)."""
-  entry = ml_collections.ConfigDict(dict(name=NAMES.get(key, key), layers=layers, sources=sources))
+  concatenation of other models (`sources`); `init=False` keeps its own encoder checkpoint field (empty:
+  random init) instead of taking the pipeline's `init` paths."""
+  entry = ml_collections.ConfigDict(dict(name=NAMES.get(key, key), layers=layers, sources=sources, init=init))
   entry.train = train  # None unless fine-tuned
   entry.frozen = frozen  # None unless frozen
   return entry
@@ -71,6 +83,11 @@ def get_config(system: str = "system1") -> ml_collections.ConfigDict:
   c.models.frozen_beats = model_entry("frozen_beats", frozen=fbeats.get_config(), layers="all")
   c.models.frozen_eat = model_entry("frozen_eat", frozen=feat.get_config(), layers="all")
   c.models.log_mel = model_entry("log_mel", frozen=log_mel_config(), layers="all")
+  c.models.feat_random = model_entry("feat_random", train=feat.get_config(), layers="all", init=False)
+  c.models.frozen_eat_random = model_entry("frozen_eat_random", frozen=feat.get_config(), layers="all", init=False)
+  # EAT pre-training before fine-tuning (a configs/pretrain_*.py config), or None: the report's EAT-large is
+  # given as init.eat. When set, DIR/pretrain/encoder becomes init.eat (continuing init.eat if that was set).
+  c.pretrain = None
   c.scorer = scorer_lib.default_config()  # SMOTE (k=2) + cosine 1-NN, leave-one-out normalisation, gamma threshold
   c.system_models = list(systems.MODELS)  # the models the systems fuse; every other model is a reference row
   c.systems = ml_collections.ConfigDict({name: list(w) for name, w in systems.WEIGHTS.items()})

@@ -16,6 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from asd_jax import cli
+from asd_jax.pipeline import results
 from asd_jax.pipeline import stages
 
 
@@ -36,6 +37,8 @@ def main(argv):
   result = stages.run(flags.FLAGS.config, flags.FLAGS.workdir, progress=True, bars=flags.FLAGS.bars)
   print()
   print(result.tables)
+  print()
+  print(results.format_stage_times(result.stage_s))
 
 
 if __name__ == "__main__":

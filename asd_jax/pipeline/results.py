@@ -45,6 +45,16 @@ class PipelineResult:
   actions: dict[str, dict[str, str]]
   tables: str
   detector_dir: str = ""
+  stage_s: dict[str, float] = dataclasses.field(default_factory=dict)  # wall seconds per stage, in run order
+
+
+def format_stage_times(stage_s: dict[str, float]) -> str:
+  """`stage   seconds` lines and the total, for the end of a run's output."""
+  lines = ["Stage times (wall clock)", ""]
+  lines += [f"  {name:<12} {seconds:8.1f} s" for name, seconds in stage_s.items()]
+  total = sum(stage_s.values())
+  lines.append(f"  {'total':<12} {total:8.1f} s ({total / 60:.1f} min)")
+  return "\n".join(lines)
 
 
 def _pct(v: float) -> str:

@@ -34,6 +34,8 @@ from asd_jax.scoring import features
 FINE_TUNED = "fine-tuned"
 FROZEN = "frozen"
 CONCATENATION = "concatenation"
+# A pre-training corpus source path that stands for the pipeline's own dataset (`config.data.root`).
+DATA_ROOT = "<data.root>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +151,8 @@ def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
     else:
       kind, model_config = (FINE_TUNED, train) if train is not None else (FROZEN, frozen)
       model_config = _set_root(model_config, root)
-      _set_init_checkpoints(model_config, init)
+      if entry.get("init", True):  # False: keep the model's own (e.g. random-init) encoder
+        _set_init_checkpoints(model_config, init)
     name = entry.get("name", key)
     specs.append(ModelSpec(key=key, name=name, kind=kind, config=model_config, sources=sources, layers=layers,
                            scorer=scorer, reference=name not in system_names))

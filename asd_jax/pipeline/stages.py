@@ -46,6 +46,40 @@ class Progress:
       print(f"[{time.perf_counter() - self.start:7.1f} s] {stage:<7} {message}", flush=True)
 
 
+def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress, *,
+                 bars: bool) -> ml_collections.ConfigDict:
+  """Pre-trains EAT as `config.pretrain` says (resumable, skipped when done) in DIR/pretrain/; returns a copy of
+  `config` whose `init.eat` is the exported encoder, so every EAT model without an explicit checkpoint (and
+  with `init` left True) starts from it.
+
+  A corpus source whose path is `DATA_ROOT` ("<data.root>") reads the pipeline's dataset (its test clips are
+  left out, as the corpus always does unless a source says `include_test`). Without its own
+  `model.init_checkpoint`, pre-training continues from `config.init.eat` when that is set (the report's recipe:
+  continue the released EAT-large).
+  """
+  from asd_jax.pretraining import trainer  # only runs that pre-train pay for importing it
+
+  pre = ml_collections.ConfigDict(config.pretrain.to_dict())
+  for source in pre.data.sources.values():
+    if source.path == specs_lib.DATA_ROOT:
+      source.path = os.path.abspath(config.data.root)
+  if not pre.model.init_checkpoint and config.init.eat:
+    pre.model.init_checkpoint = config.init.eat
+  pretrain_dir = os.path.join(workdir, "pretrain")
+  what = f"EAT ({pre.model.init_checkpoint or pre.model.preset + ', random init'}), {pre.train.num_steps} updates"
+  log("pretrain", f"{what} in {pretrain_dir}")
+  t0 = time.perf_counter()
+  if trainer.is_complete(pre, pretrain_dir):
+    action = "cached"
+  else:
+    trainer.pretrain(pre, pretrain_dir, progress=bars)
+    action = "ran"
+  log("pretrain", f"{action} ({time.perf_counter() - t0:.1f} s)")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.init.eat = os.path.join(pretrain_dir, trainer.ENCODER_DIR)
+  return config
+
+
 def model_dir(workdir: str, key: str) -> str:
   return os.path.join(workdir, "models", key)
 
@@ -214,6 +248,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
     return now
 
   root = os.path.abspath(config.data.root)
+  if config.get("pretrain") is not None:
+    t = time.perf_counter()
+    config = pretrain_eat(config, workdir, log, bars=bars)
+    stage_done("pretrain", t)
   specs = specs_lib.model_specs(config)
   system_list = specs_lib.system_specs(config, specs)
   log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, workdir {workdir}")
@@ -261,7 +299,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
 
   result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
                                       models=models, systems=results, actions=actions, tables=tables,
-                                      detector_dir=detector_dir)
+                                      detector_dir=detector_dir, stage_s=stage_s)
   atomic.write_json(os.path.join(workdir, "results.json"), results_lib.summary(result, dataset=root,
                                                                                 labelled=labelled))
   run_info.write(workdir, config=json.loads(config.to_json_best_effort()), started=started,

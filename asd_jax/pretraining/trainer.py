@@ -166,6 +166,29 @@ def summary(settings: config_lib.PretrainingConfig, state: Any) -> str:
   return "\n".join(lines)
 
 
+def is_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
+  """Whether `workdir` holds a finished run of `config` (all `num_steps` and the exported encoder).
+
+  Cheap (metadata only, no compilation). A finished run with other settings raises ValueError naming the
+  fields, as resuming it would.
+  """
+  workdir = os.path.abspath(workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory) or not os.path.isdir(os.path.join(workdir, ENCODER_DIR)):
+    return False
+  ckpt = checkpoints.Checkpointer(directory, keep=config.train.keep_checkpoints)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      return False
+    meta = {"config": json.loads(config.to_json_best_effort()), "num_steps": config.train.num_steps}
+    checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
+        f"Use the saved settings ({os.path.join(workdir, 'config.json')}) or a new workdir."))
+    return step >= config.train.num_steps
+  finally:
+    ckpt.close()
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = False, resume: bool = True,
              export_only: bool = False, export_teacher: bool = False, progress: bool = True,
              stop_after: int | None = None):

@@ -149,3 +149,38 @@ def test_continues_from_a_release_or_an_encoder(dataset, straight, fixtures):
   _, state, _, _, _ = trainer.build(config, jax.random.key(0))
   jax.tree.map(np.testing.assert_array_equal, state.extra["teacher"], state.params["student"])
   jax.tree.map(np.testing.assert_array_equal, state.params["student"], straight[1].params["student"])
+
+
+def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, straight, tmp_path):
+  """`pipeline.stages.pretrain_eat`: "<data.root>" reads the pipeline's dataset, the run equals the trainer's
+  own (same config, same data), a second call reuses it, and only EAT models with `init` take its encoder."""
+  from asd_jax.pipeline import specs as specs_lib
+  from asd_jax.pipeline import stages
+  from configs import pipeline_base
+
+  pipeline = pipeline_base.get_config("system1")
+  pipeline.data.root = dataset
+  pre = _config(dataset)
+  pre.data.sources = {"mine": {"path": specs_lib.DATA_ROOT, "kind": "dcase", "weight": 1.0}}
+  pipeline.pretrain = pre
+  lines = []
+  log = lambda stage, message: lines.append((stage, message))  # noqa: E731
+  resolved = stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
+  encoder = tmp_path / "pretrain" / trainer.ENCODER_DIR
+  assert resolved.init.eat == str(encoder) and pipeline.init.eat == ""  # the caller's config is not changed
+  _, params = eat.load(encoder)
+  _, straight_params = eat.load(straight[0] / trainer.ENCODER_DIR)  # source named "dcase0" there: same clips
+  jax.tree.map(np.testing.assert_array_equal, params, straight_params)
+  assert lines[-1][1].startswith("ran")
+  assert stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False).init.eat == str(encoder)
+  assert lines[-1][1].startswith("cached")
+  resolved.model_keys = "feat,leat,dual_branch,feat_random,frozen_eat,frozen_eat_random"
+  specs = {s.key: s for s in specs_lib.model_specs(resolved)}
+  for key in ("feat", "leat", "frozen_eat"):
+    assert specs[key].config.model.init_checkpoint == str(encoder), key
+  assert specs["dual_branch"].config.model.eat_checkpoint == str(encoder)
+  for key in ("feat_random", "frozen_eat_random"):
+    assert specs[key].config.model.init_checkpoint == "", key
+  pipeline.pretrain.optim.learning_rate = 2e-3  # a finished run with other settings is refused, not reused
+  with pytest.raises(ValueError, match="config.optim.learning_rate"):
+    stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
