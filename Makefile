@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 # pre-trained encoder), reference rows, scoring, fusion, tables, stage times; then the report (figures and
 # one HTML page, $(WORK)/demo/report/index.html).
 demo: install
-	test -d $(WORK)/synth_dcase || $(PY) -m asd_jax.data.synth --out $(WORK)/synth_dcase --duration 2 --target_train 10
+	test -d $(WORK)/synth_dcase || $(PY) -m asd_jax.data.synth --out $(WORK)/synth_dcase --duration 2 --target_train 10 --test_clips 20
 	test -d $(WORK)/synth_past || $(PY) -m asd_jax.data.synth_past --out $(WORK)/synth_past
 	$(PY) -m asd_jax.pipeline --config=configs/demo_pipeline.py --workdir=$(WORK)/demo --config.data.root=$(WORK)/synth_dcase \
 	    --config.pretrain.data.sources.synth_past.path=$(WORK)/synth_past

@@ -1,19 +1,28 @@
 """Demo of the whole pipeline on the synthetic DCASE data: the report's six models at tiny size, on CPU.
 
-  python -m asd_jax.data.synth --out work/synth_dcase --duration 2 --target_train 10
+  python -m asd_jax.data.synth --out work/synth_dcase --duration 2 --target_train 10 --test_clips 20
   python -m asd_jax.pipeline --config=configs/demo_pipeline.py --workdir=work/demo
 
 (10 target-domain training clips per machine type, as in the real dev set: with the scaled default of 3, the
 target normal clips lie farther from the few target clips of the memory bank than most anomalies do from
 the source clips, and every model's AUC (target) falls below chance.)
 
-Every model is the report's recipe (configs/{fbeats,lbeats,feat,leat,dual_branch}.py; Dual-Branch as in
-configs/demo_dual.py) with tiny randomly initialised encoders (2 layers, width 64; no pretrained weights),
-2 s clips and a few epochs; "Fusion" joins LBEATs' and LEAT's final embeddings as in the full system. The
-reference rows are the same tiny encoders at random init, untrained ("BEATs (frozen)", "EAT (frozen)": without
-converted weights they show what a few epochs of fine-tuning add to a random network) and the non-learned
-log-mel statistics. The tables show the pipeline working end to end; they say little about the real system,
-whose strength comes from the pretrained encoders.
+The report's recipe is pre-train, then fine-tune, and so is the demo: the tiny EAT (2 layers, width 64) is first
+pre-trained self-supervised on the demo corpus (configs/pretrain_demo.py: the dataset's train and supplemental
+clips and the synthetic earlier years of `python -m asd_jax.data.synth_past`; no test clip), and that encoder
+starts FEAT, LEAT and Dual-Branch's EAT branch. Every model is the report's recipe (configs/{fbeats,lbeats,feat,
+leat,dual_branch}.py; Dual-Branch as in configs/demo_dual.py) at tiny size, 2 s clips and a few epochs; the
+BEATs models start from a random tiny BEATs (there is no BEATs pre-training here). "Fusion" joins LBEATs' and
+LEAT's final embeddings as in the full system.
+
+Reference rows (Table 1, scored by the same SMOTE + cosine 1-NN, fused into no system):
+  FEAT (random init)           FEAT fine-tuned the same way from a random-init EAT: what pre-training adds
+  BEATs (frozen, random init)  the random tiny BEATs, no training
+  EAT (frozen, pre-trained)    the pre-trained tiny EAT, no training: what fine-tuning adds
+  EAT (frozen, random init)    the random tiny EAT, no training
+  log-mel mean/std (not learned)  each clip's log-mel mean and std over time, a non-learned detector
+The tables show the pipeline working end to end at a size that runs in minutes on a CPU; the real system's
+strength comes from encoders pre-trained on millions of clips (BENCHMARKS.md compares the two honestly).
 """
 
 from asd_jax.pipeline import specs

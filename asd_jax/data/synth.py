@@ -335,11 +335,14 @@ def _link_or_copy(src: pathlib.Path, dst: pathlib.Path) -> None:
 
 def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
              machines: Sequence[str] = DEFAULT_MACHINES, duration: float = 10.0,
-             reveal_attributes: bool = False, target_train: int | None = None) -> dict:
+             reveal_attributes: bool = False, target_train: int | None = None,
+             test_clips: int | None = None) -> dict:
   """Writes the synthetic dataset into `out_dir` (must be empty or absent) -> summary dict.
 
   `target_train` overrides the scaled count of target-domain training clips (the real dev set has 10 per
-  machine type whatever the source count); the other clips do not change.
+  machine type whatever the source count); `test_clips` the test clips per domain and label (the real dev set
+  has 50; more test clips make the metrics less noisy without changing what is trained on). The other clips
+  do not change (every clip has its own seed).
 
   Returns:
     {"out_dir", "seed", "scale", "duration", "counts", "machines": {machine: {"clips": {key: n},
@@ -360,6 +363,10 @@ def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
     if target_train < 3:
       raise ValueError(f"target_train must be >= 3 (SMOTE needs 3 target clips), got {target_train}")
     c["target_train"] = int(target_train)
+  if test_clips is not None:
+    if test_clips < 1:
+      raise ValueError(f"test_clips must be >= 1, got {test_clips}")
+    c["test_per_domain_label"] = int(test_clips)
   written: list[rec.ClipRecord] = []
   summary = {"out_dir": str(out), "seed": seed, "scale": scale, "duration": duration,
              "counts": c, "machines": {}}
@@ -446,7 +453,8 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   summary = generate(f.out, scale=f.scale, seed=f.seed, machines=f.machines, duration=f.duration,
-                     reveal_attributes=f.reveal_attributes, target_train=f.target_train)
+                     reveal_attributes=f.reveal_attributes, target_train=f.target_train,
+                     test_clips=f.test_clips)
   print(format_summary(summary))
 
 
@@ -461,6 +469,8 @@ if __name__ == "__main__":
   flags.DEFINE_float("duration", 10.0, "clip length in seconds")
   flags.DEFINE_integer("target_train", None, "target-domain training clips per machine type (default: scaled, "
                        "at least 3; the real dev set has 10)")
+  flags.DEFINE_integer("test_clips", None, "test clips per machine type, domain and label (default: scaled, at "
+                       "least 5; the real dev set has 50)")
   flags.DEFINE_bool("reveal_attributes", False,
                     "write the attributes of bearing/ToyTrain/slider (hidden in the real 2025 dev set)")
   cli.run(main)  # app.run; bad arguments (unknown machine, duration <= 0, a used folder) exit with "error: ..."

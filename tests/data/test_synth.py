@@ -132,6 +132,21 @@ def test_target_train_override_adds_target_clips_and_keeps_the_others(made, tmp_
     synth.generate(tmp_path / "few", scale=0.01, machines=("bearing",), duration=0.2, target_train=2)
 
 
+def test_test_clips_override_adds_test_clips_and_keeps_the_others(made, tmp_path):
+  root, _ = made
+  more = synth.generate(tmp_path / "more", scale=0.01, seed=7, machines=("bearing",), duration=0.2, test_clips=8)
+  test = layout.select(more["records"], split="test")
+  for domain in ("source", "target"):
+    for label in ("normal", "anomaly"):
+      assert len([r for r in test if r.domain == domain and r.label == label]) == 8, (domain, label)
+  assert len(layout.select(more["records"], split="train")) == 13  # 10 source + 3 target, as without it
+  for r in layout.select(layout.scan_dataset(root), machine="bearing"):  # every clip of the smaller set is kept
+    twin = tmp_path / "more" / "bearing" / pathlib.Path(r.path).parent.name / pathlib.Path(r.path).name
+    np.testing.assert_array_equal(wavlib.load_wav(twin, duration_s=None), wavlib.load_wav(r.path, duration_s=None))
+  with pytest.raises(ValueError, match="test_clips must be >= 1"):
+    synth.generate(tmp_path / "none", scale=0.01, machines=("bearing",), duration=0.2, test_clips=0)
+
+
 def test_supplementary_clips_have_the_real_2025_names(made):
   # The real dev set's form: <machine>/supplemental/section_00_machine_source_0000_noAttribute.wav, noise-only
   # clips the same with `noise` (the generator alternates their domain).
