@@ -52,9 +52,9 @@ def test_the_cli_writes_the_page_and_every_figure_as_a_png(report_run, check_png
   _, workdir, result, stdout = report_run
   figures = sorted((workdir / "report" / "figures").iterdir())
   names = [f.name for f in figures]
-  # Per section: ROC and histograms; per model and section: an embedding map; one training log (FBEATs).
+  # Per section: ROC and histograms; per model: an embedding map of both sections; one training log (FBEATs).
   expected = {f"{kind}_{m}_00.png" for kind in ("roc", "scores") for m in ("fan", "valve")}
-  expected |= {f"embedding_{k}_{m}_00.png" for k in ("fbeats", "fusion") for m in ("fan", "valve")}
+  expected |= {f"embedding_{k}.png" for k in ("fbeats", "fusion")}
   expected |= {"curves_models_fbeats.png"}
   assert set(names) == expected, names
   for f in figures:
@@ -64,7 +64,7 @@ def test_the_cli_writes_the_page_and_every_figure_as_a_png(report_run, check_png
   assert len(page.images) == len(expected)
   for img in page.images:  # embedded: the page is one file
     assert img["src"].startswith("data:image/png;base64,") and img["alt"]
-  for name in ("Table 1", "Table 3", "FBEATs", "Fusion", "system1", "Wall time", "Versions", "jax"):
+  for name in ("Table 1", "Table 3", "FBEATs", "Fusion", "system1", "Wall time", "Versions", "jax", "Embedding maps"):
     assert name in text, name
 
 
@@ -123,6 +123,18 @@ def test_embedding_points_are_the_scorers_bank_and_test_vectors(report_run):
     distance = 1.0 - p.vectors[n_bank:] @ state.bank.T
     raw = result.models["fbeats"].scores.scores.raw[groups[key]]
     np.testing.assert_allclose(distance.min(axis=1), raw, rtol=0, atol=1e-5)  # float32 dot products of unit vectors
+
+
+@pytest.mark.slow
+def test_section_maps_add_one_map_per_model_and_section(report_run, tmp_path, check_png):
+  from asd_jax.report import build
+
+  _, workdir, _, _ = report_run
+  report = build.write_report(str(workdir), str(tmp_path / "report"), max_points=30, section_maps=True)
+  names = {os.path.basename(p) for p in report.figures if os.path.basename(p).startswith("embedding_")}
+  assert names == {f"embedding_{k}{m}.png" for k in ("fbeats", "fusion") for m in ("", "_fan_00", "_valve_00")}
+  for p in report.figures:
+    check_png(open(p, "rb").read(), p)
 
 
 def test_run_info_holds_config_versions_and_wall_time(report_run):
