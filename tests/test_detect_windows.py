@@ -63,7 +63,8 @@ def made(tmp_path_factory):
   config.data.clip_seconds = CLIP_S
   config.embed.batch_size = 4
   network = networks.build_network(config, 1)
-  train = [records.ClipRecord(path=_write(root / "data" / "fan" / "train" / f"section_00_source_train_normal_{i:04d}.wav",
+  train_dir = root / "data" / "fan" / "train"
+  train = [records.ClipRecord(path=_write(train_dir / f"section_00_source_train_normal_{i:04d}.wav",
                                           _machine(rng, CLIP_S)),
                               machine="fan", section="00", split="train", domain="source", label="normal")
            for i in range(12)]
