@@ -24,6 +24,13 @@ the old detector or the new one.
 pipeline (`embedding.extract.Embedder`: same decoding, padding, batch shape and compiled forward), and scores
 them through the same fused path (`scoring.fused`: per-model normalised scores, fusion, the section's threshold,
 the nearest normal training clip). Neither loading nor scoring imports the training package.
+
+`Detector.score` scores a recording over all of it: it is cut into consecutive windows of the models' clip
+length (`audio.windows`: the last, partial window repeat-padded like a short clip when it is at least half a
+clip long, dropped otherwise), every window is scored as a clip, and the recording's score is the maximum over
+its windows (its decision: anomalous when any window is above the section's threshold, i.e. the peak window's
+decision). A recording of one clip length is one window and scores exactly as the pipeline scores the clip.
+The pipeline itself reads only a clip's first clip length (`asd_jax.data.datasets`).
 """
 
 from __future__ import annotations
@@ -38,8 +45,12 @@ import flax.traverse_util as tu
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from asd_jax import atomic
+from asd_jax.audio import wav as wavlib
+from asd_jax.audio import windows as windows_lib
+from asd_jax.data import datasets
 from asd_jax.data import records as records_lib
 from asd_jax.embedding import extract
 from asd_jax.models import checkpoint_io
@@ -196,9 +207,26 @@ def _load_network(model_dir: str, num_classes: int) -> tuple[ml_collections.Conf
 
 
 @dataclasses.dataclass(frozen=True)
+class WindowScore:
+  """One window of a recording: where it starts and how much of it is recording (seconds; a partial last
+  window is padded to the clip length), its fused score, decision and nearest normal training clip."""
+
+  start_s: float
+  length_s: float
+  score: float
+  decision: int
+  nearest_train_clip: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Detection:
-  """Result for one clip: fused score, decision (1 anomalous), threshold, nearest normal training clip
-  (relative to the training dataset root) and each weighted model's normalised score."""
+  """Result for one recording: fused score (the maximum over its windows), decision (1 anomalous: some window
+  is above the threshold), threshold, nearest normal training clip of the peak window (relative to the training
+  dataset root) and each weighted model's normalised score in that window.
+
+  `windows` holds every window's score in time order (one for a clip of the clip length), `peak_s` the start
+  time of the most anomalous window, `dropped_s` the seconds at the end that are in no window.
+  """
 
   path: str
   machine: str
@@ -208,6 +236,9 @@ class Detection:
   threshold: float
   nearest_train_clip: str
   model_scores: dict[str, float]
+  windows: tuple[WindowScore, ...] = ()
+  peak_s: float = 0.0
+  dropped_s: float = 0.0
 
 
 class Detector:
@@ -237,8 +268,15 @@ class Detector:
       if not os.path.isfile(scorer_path):
         raise DetectorError(f"{self.directory}: model {m['key']} has no scorer.npz")
       self.scorers[m["key"]] = scorer_lib.Scorer.load(scorer_path)
+    # {section: [n_train]} the system's fused normal training scores (leave-one-out, stored in the scorers):
+    # what its thresholds were fitted on, and what `detect --plot_dir` draws.
+    try:
+      self.train_scores = fused_lib.fused_train_scores(self.weights, self.scorers)
+    except (KeyError, ValueError) as e:
+      raise DetectorError(f"{self.directory}: its scorers do not fit its weights ({e})") from e
     self._networks: dict[str, tuple[ml_collections.ConfigDict, networks.Network, Any]] = {}
     self._embedders: dict[str, extract.Embedder] = {}
+    self._wav_config: datasets.WavConfig | None = None
 
   @property
   def sections(self) -> list[tuple[str, str]]:
@@ -248,6 +286,40 @@ class Detector:
   @property
   def machines(self) -> list[str]:
     return sorted({m for m, _ in self.thresholds})
+
+  def _config(self, key: str) -> ml_collections.ConfigDict:
+    path = os.path.join(self.directory, "models", key, "config.json")
+    if not os.path.isfile(path):
+      raise DetectorError(f"{self.directory}: model {key} has no config.json")
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+
+  @property
+  def wav_config(self) -> datasets.WavConfig:
+    """How the models read a clip (sample rate, clip length, padding): the same for every network model."""
+    if self._wav_config is None:
+      found = {m["key"]: datasets.wav_config(self._config(m["key"]).data) for m in self.models if not m["sources"]}
+      if len(set(found.values())) != 1:
+        raise DetectorError(f"{self.directory}: its models read clips differently ({found}); one detector needs "
+                            "one sample rate and clip length")
+      self._wav_config = next(iter(found.values()))
+    return self._wav_config
+
+  @property
+  def clip_samples(self) -> int:
+    """Samples of one clip (one window of a long recording)."""
+    return self.wav_config.num_samples
+
+  def read(self, path: str) -> windows_lib.Windows:
+    """The windows of the recording `path` (`audio.windows`), as the models read a clip: decoded, mixed to
+    mono and resampled like `wav.load_wav`. A recording shorter than half a clip is padded with a warning
+    naming it; one shorter than a tenth of a clip raises `wav.WavError` naming it (`wav.check_duration`)."""
+    c = self.wav_config
+    wav = wavlib.load_wav(path, sample_rate=c.sample_rate, duration_s=None, strict=c.strict)
+    warning = wavlib.check_duration(path, wav.shape[0] / c.sample_rate, c.duration_s)
+    if warning:
+      logging.warning("%s", warning)
+    return windows_lib.split(wav, self.clip_samples, c.sample_rate, pad=c.pad)
 
   def network(self, key: str) -> tuple[ml_collections.ConfigDict, networks.Network, Any]:
     """`(config, network, params)` of model `key` (loaded once)."""
@@ -269,26 +341,55 @@ class Detector:
     for m in self.models:
       if m["sources"]:
         continue
-      if m["key"] not in self._embedders:  # the forward pass compiles once per model
-        config, network, params = self.network(m["key"])
-        self._embedders[m["key"]] = extract.Embedder(config, network, params, all_layers=m["all_layers"])
-      out[m["key"]] = self._embedders[m["key"]](records)
+      out[m["key"]] = self._embedder(m)(records)
     return out
 
-  def score(self, paths: Sequence[str], machines: Sequence[str], sections: Sequence[str]) -> list[Detection]:
-    """Scores wav files of known (machine, section)s; returns one `Detection` per path, in order."""
+  def waveform_embeddings(self, wavs: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """{network model key: its outputs for `wavs` [clips, clip_samples]}: the same forward pass as `embeddings`,
+    on waveforms already read (the windows of recordings)."""
+    out = {}
+    for m in self.models:
+      if m["sources"]:
+        continue
+      out[m["key"]] = self._embedder(m).waveforms(wavs)
+    return out
+
+  def _embedder(self, m: Mapping[str, Any]) -> extract.Embedder:
+    if m["key"] not in self._embedders:  # the forward pass compiles once per model
+      config, network, params = self.network(m["key"])
+      self._embedders[m["key"]] = extract.Embedder(config, network, params, all_layers=m["all_layers"])
+    return self._embedders[m["key"]]
+
+  def score(self, paths: Sequence[str], machines: Sequence[str], sections: Sequence[str], *,
+            windows: Sequence[windows_lib.Windows] | None = None) -> list[Detection]:
+    """Scores wav files of known (machine, section)s over all of each (see the module docstring); returns one
+    `Detection` per path, in order. `windows`: the recordings already read by `read` (read here otherwise)."""
     for machine, section in zip(machines, sections):
       self.check_section(machine, section)
-    records = [records_lib.ClipRecord(path=p, machine=m, section=s, split=records_lib.SPLIT_TEST)
-               for p, m, s in zip(paths, machines, sections)]
-    embeddings = self.embeddings(records)
+    if windows is None:
+      windows = [self.read(p) for p in paths]
+    counts = [len(w.starts_s) for w in windows]
+    owner = np.repeat(np.arange(len(paths)), counts)  # [all windows] the recording each window belongs to
+    records = [records_lib.ClipRecord(path=paths[i], machine=machines[i], section=sections[i],
+                                      split=records_lib.SPLIT_TEST) for i in owner]
+    embeddings = self.waveform_embeddings(np.concatenate([w.wavs for w in windows]))
     vectors = {m["key"]: features.model_vectors(m["key"], embeddings, layers=m["layers"], sources=m["sources"])
                for m in self.models}
     model_scores = fused_lib.score_models(self.scorers, vectors, records)
     result = fused_lib.score_system(self.weights, self.scorers, model_scores, records, self.thresholds)
     train_paths = self.scorers[fused_lib.weighted(self.weights)[0]].train_paths
-    return [Detection(path=r.path, machine=r.machine, section=r.section, score=float(result.scores[i]),
-                      decision=int(result.decisions[i]), threshold=float(self.thresholds[(r.machine, r.section)]),
-                      nearest_train_clip=train_paths[int(result.nearest_train_clip[i])],
-                      model_scores={k: float(v[i]) for k, v in result.model_scores.items()})
-            for i, r in enumerate(records)]
+    out = []
+    for i, (path, w) in enumerate(zip(paths, windows)):
+      rows = np.flatnonzero(owner == i)
+      peak = int(rows[np.argmax(result.scores[rows])])  # the first of equal maxima
+      per_window = tuple(WindowScore(start_s=float(start), length_s=float(length), score=float(result.scores[j]),
+                                     decision=int(result.decisions[j]),
+                                     nearest_train_clip=train_paths[int(result.nearest_train_clip[j])])
+                         for j, start, length in zip(rows, w.starts_s, w.lengths_s))
+      out.append(Detection(path=path, machine=machines[i], section=sections[i], score=float(result.scores[peak]),
+                           decision=int(result.decisions[peak]),
+                           threshold=float(self.thresholds[(machines[i], sections[i])]),
+                           nearest_train_clip=train_paths[int(result.nearest_train_clip[peak])],
+                           model_scores={k: float(v[peak]) for k, v in result.model_scores.items()},
+                           windows=per_window, peak_s=float(w.starts_s[peak - rows[0]]), dropped_s=w.dropped_s))
+    return out

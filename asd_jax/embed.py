@@ -7,7 +7,9 @@ the work is `asd_jax.embedding.workdir.embed`).
 Uses the latest training checkpoint in `DIR/checkpoints` (LoRA factors merged into the weights); without
 one, the converted encoder(s) of the config (or random tiny encoders, for demos). Writes `embeddings.npz`
 (float32, one row per clip) and `embeddings_records.json` (the clips in the same order); the keys are listed
-in `asd_jax.embedding.store`.
+in `asd_jax.embedding.store`. Config values that make no sense (`asd_jax.config_checks`) are refused before
+anything is read, and the workdir is locked (`asd_jax.workdir_lock`): a second run on it is refused, naming
+the process that holds it.
 """
 
 from __future__ import annotations

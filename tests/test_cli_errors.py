@@ -87,6 +87,14 @@ CASES = {
                          f"{_toycar_clips(tmp)[0]}: 6.25e-05 s long, less than 0.1 of the 1 s clip length",
                          f"{_toycar_clips(tmp)[1]}: cannot read as audio",
                          f"{tmp / 'data' / 'fan'}: no training clips"]),
+    "embed: nonsense config value": (
+        lambda fx, tmp: ("asd_jax.embed", "--config=configs/demo.py", "--config.embed.batch_size=0",
+                         f"--config.data.root={tmp / 'absent'}", f"--workdir={tmp / 'work'}"),
+        lambda fx, tmp: ["config.embed.batch_size=0 must be a positive integer"]),
+    "embed: config typo": (
+        lambda fx, tmp: ("asd_jax.embed", "--config=configs/demo.py", "--config.embed.batchsize=2",
+                         f"--workdir={tmp / 'work'}"),
+        lambda fx, tmp: ["--config.embed.batchsize=2", "no field 'batchsize'", 'Did you mean "batch_size"']),
     "missing dataset": (
         lambda fx, tmp: ("asd_jax.embed", "--config=configs/demo.py", f"--config.data.root={tmp / 'absent'}",
                          f"--workdir={tmp / 'work'}"),
@@ -94,7 +102,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+# The same mechanism as the train case above (`cli.run`), wired for embed: not worth a default-suite subprocess.
+SLOW_CASES = {"embed: config typo"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES])
 def test_bad_input_is_one_error_line_without_traceback(case, fixtures, tmp_path):
   command, expected = CASES[case]
   result = _run(*command(fixtures, tmp_path))

@@ -17,6 +17,7 @@ from asd_jax import detect
 from asd_jax import detector as detector_lib
 from asd_jax.data import records
 from asd_jax.scoring import scorer as scorer_lib
+from configs import pipeline_base
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,9 @@ def system_dir(tmp_path_factory):
   out = root / "det"
   (out / "models" / "m").mkdir(parents=True)
   scorer.save(str(out / "models" / "m" / "scorer.npz"))
+  config = pipeline_base.log_mel_config()  # only its data section is read here: 0.5 s clips at 16 kHz
+  config.data.clip_seconds = 0.5
+  (out / "models" / "m" / "config.json").write_text(config.to_json_best_effort())
   manifest = {"format": detector_lib.FORMAT, "version": detector_lib.VERSION, "system": "system1",
               "models": [{"key": "m", "name": "M", "layers": "last", "sources": [], "all_layers": False,
                           "num_classes": 1, "weight": 1.0}],

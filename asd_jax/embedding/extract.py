@@ -11,8 +11,9 @@ Batch composition does not change a clip's outputs: every batch has the same sha
 outputs depends on its own clip only, and on CPU (`config.embed.microbatch`, auto) each device runs its clips
 one at a time through the same compiled body (`runtime.microbatch`), so a clip embedded alone and the same clip
 embedded among others give the same float32 values. `config.embed.autotune` first measures batch sizes on the
-devices and uses the fastest. `Embedder` keeps the compiled forward pass for repeated calls (the detector). On several hosts each process reads and embeds its own shard of the clips and the
-outputs are gathered to every process.
+devices and uses the fastest. `Embedder` keeps the compiled forward pass for repeated calls (the detector), for
+clips read from files or for waveforms already read (the windows of a long recording). On several hosts each
+process reads and embeds its own shard of the clips and the outputs are gathered to every process.
 """
 
 from __future__ import annotations
@@ -189,6 +190,19 @@ class Embedder:
                                          worker_count=self.config.data.num_workers)
     return embed_batches(self.forward, self.params, iter(dataset), batch_size=self.batch_size, mesh=self.mesh,
                          num_clips=len(records), progress=progress, prefetch=self.config.data.prefetch)
+
+  def waveforms(self, wavs: np.ndarray, *, progress: bool = False) -> dict[str, np.ndarray]:
+    """{output name: [clips, ...] float32} for waveforms already read (`wavs` [clips, clip samples], e.g. the
+    windows of a long recording), in the same batches and compiled forward pass as clips read from files."""
+    wavs = np.asarray(wavs, np.float32)
+    if wavs.ndim != 2 or wavs.shape[1] != networks.clip_samples(self.config):
+      raise ValueError(f"waveforms of shape {wavs.shape}; expected [clips, {networks.clip_samples(self.config)}]")
+    local = shd.local_batch(self.batch_size)
+    mine = np.arange(jax.process_index(), len(wavs), jax.process_count())  # this process's shard
+    batches = ({"wav": wavs[mine[i:i + local]], "index": mine[i:i + local].astype(np.int32)}
+               for i in range(0, len(mine), local))
+    return embed_batches(self.forward, self.params, batches, batch_size=self.batch_size, mesh=self.mesh,
+                         num_clips=len(wavs), progress=progress, prefetch=self.config.data.prefetch)
 
 
 def embed_records(config: ml_collections.ConfigDict, network: networks.Network, params: Any,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -68,8 +69,11 @@ def read(path: str, records: Sequence[records_lib.ClipRecord]) -> dict[str, np.n
   if missing:
     raise ValueError(f"{path} lacks {len(missing)} clips, e.g. {missing[:3]}")
   order = np.array([row[r.path] for r in records], np.int64)
-  with np.load(path, allow_pickle=False) as data:
-    out = {k: data[k] for k in data.files}
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      out = {k: data[k] for k in data.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated or damaged (a copy, a full disk)
+    raise ValueError(f"{path}: not readable as .npz ({e}); re-embed (delete it and {records_path(path)})") from e
   if any(len(v) != len(paths) for v in out.values()):
     raise ValueError(f"{path} holds {len(next(iter(out.values())))} rows but {records_path(path)} lists "
                      f"{len(paths)} clips: re-embed (delete both files)")

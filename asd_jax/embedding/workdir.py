@@ -4,6 +4,10 @@ The parameters are the workdir's latest training checkpoint (LoRA factors merged
 with; `asd_jax.training.restore`), else the network before training (converted encoders or random tiny ones,
 with a warning); `frozen=True` asks for the latter explicitly (the pipeline's frozen reference models). Writes
 `embeddings.npz` and `embeddings_records.json` (see `asd_jax.embedding.store`) into the workdir.
+
+As in training: config values that make no sense (`asd_jax.config_checks`) are refused before anything is read,
+and the workdir is locked (`asd_jax.workdir_lock`) before its checkpoints are read, so a second run on it (an
+`embed` or a `train` writing the checkpoints being read) is refused, naming the process that holds it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import jax
 import ml_collections
 from absl import logging
 
+from asd_jax import config_checks
+from asd_jax import workdir_lock
 from asd_jax.data import layout
 from asd_jax.embedding import extract
 from asd_jax.embedding import store
@@ -24,7 +30,14 @@ def embed(config: ml_collections.ConfigDict, workdir: str, *, all_layers: bool =
           progress: bool = True, frozen: bool = False) -> str:
   """Writes the outputs of every clip of `config.data.root`; returns the .npz path (default
   WORKDIR/embeddings.npz)."""
+  config_checks.check(config)
   workdir = os.path.abspath(workdir)
+  with workdir_lock.hold(workdir, "embed", enabled=jax.process_index() == 0):
+    return _embed(config, workdir, all_layers=all_layers, out=out, progress=progress, frozen=frozen)
+
+
+def _embed(config: ml_collections.ConfigDict, workdir: str, *, all_layers: bool, out: str, progress: bool,
+           frozen: bool) -> str:
   root = os.path.abspath(config.data.root) if config.data.root else ""
   clips = layout.scan_dataset(root)  # first: a missing dataset fails before any compute
   if frozen:

@@ -1,8 +1,9 @@
 """Writes the report of a pipeline workdir: `DIR/report/figures/*.png` and `DIR/report/index.html`.
 
 `write_report(workdir)` reads the workdir (`report.workdir`), draws per (machine, section) the ROC curves of
-every model and fused system (`report.roc`) and their score histograms (`report.histograms`), per model and
-section an embedding map (`report.embedding_map`), per `metrics.jsonl` the training curves (`report.curves`),
+every model and fused system (`report.roc`) and their score histograms (`report.histograms`), per model an
+embedding map of all its sections (`report.embedding_map`; with `section_maps`, also one per model and section),
+per `metrics.jsonl` the training curves (`report.curves`),
 and assembles one self-contained page (`report.html`) with the pipeline's tables, the per-section metrics
 the ROC legends show, the run's config, versions and wall time. The metric values are computed by
 `asd_jax.evaluation.metrics` (through `roc.roc_set`) and checked against `results.json`; a difference is
@@ -11,8 +12,13 @@ reported at the top of the page.
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
+import contextlib
 import dataclasses
+import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -140,8 +146,76 @@ def _run_section(wd: workdir_lib.Workdir) -> str:
           + "<h3>Config</h3>" + html.details("pipeline config (JSON)", html.preformatted(info.get("config", {}))))
 
 
+def _map_points(points: dict[tuple[str, str], workdir_lib.MapArrays]) -> embedding_map.MapPoints:
+  """The points of the given sections in one `MapPoints` (each point's section in `section`)."""
+  arrays = list(points.values())
+  cat = lambda name: np.concatenate([getattr(a, name) for a in arrays])  # noqa: E731
+  return embedding_map.MapPoints(
+      cat("vectors"), cat("role"), cat("domain"), cat("label"), cat("attribute_class"),
+      section=np.concatenate([np.full(len(a.role), f"{m} {s}", dtype=object) for (m, s), a in points.items()]))
+
+
+@dataclasses.dataclass(frozen=True)
+class _MapJob:
+  """One embedding map to draw: its model, where (title), figure name, the subsampled points, their total."""
+
+  model: workdir_lib.ScorerInfo
+  where: str
+  name: str
+  points: embedding_map.MapPoints
+  total: int
+  section: tuple[str, str] | None  # None: the model's map of all sections
+
+
+def _map_jobs(wd: workdir_lib.Workdir, max_points: int, seed: int, section_maps: bool,
+              notes: list[str]) -> list[_MapJob]:
+  """Per model with embeddings, its map of all sections (with `section_maps`, also one per section)."""
+  jobs = []
+  for model in wd.models:
+    if not workdir_lib.has_embeddings(wd, model.key):
+      notes.append(f"{model.name}: no embeddings in the workdir; no embedding map")
+      continue
+    points = workdir_lib.embedding_points(wd, model.key)
+    several = len(points) > 1
+    chosen = [(None, "all sections" if several else "{} section {}".format(*next(iter(points))), points)]
+    if section_maps and several:
+      chosen += [(key, f"{key[0]} section {key[1]}", {key: arrays}) for key, arrays in points.items()]
+    for key, where, sections in chosen:
+      mp = _map_points(sections)
+      kept = embedding_map.subsample(embedding_map.groups(mp), max_points, seed)
+      if len(kept) < 4:
+        notes.append(f"{model.name} {where}: fewer than 4 points, no embedding map")
+        continue
+      jobs.append(_MapJob(model=model, where=where, name=_slug("embedding", model.key, *(key or ())),
+                          points=mp.take(kept), total=len(mp.role), section=key))
+  return jobs
+
+
+def _projection(future: concurrent.futures.Future | None, job: _MapJob, seed: int) -> np.ndarray:
+  """The t-SNE coordinates of `job`: from the worker process, or computed here without one (or if it died)."""
+  if future is not None:
+    try:
+      return future.result()
+    except concurrent.futures.process.BrokenProcessPool:
+      pass
+  return embedding_map.project(job.points.vectors, seed=seed)
+
+
+def _draw_map(figures: "_Figures", job: _MapJob, xy: np.ndarray, max_points: int, seed: int) -> str:
+  """The HTML figure of one embedding map from its t-SNE coordinates `xy` [n, 2]."""
+  n = len(job.points.role)
+  shown = f"{n} of {job.total} points" if n < job.total else f"all {n} points"
+  return html.figure(figures.add(
+      embedding_map.embedding_figure(f"{job.model.name}, {job.where}", xy, job.points,
+                                     note=f"t-SNE of the scorer's vectors, {shown}"),
+      job.name, f"embedding map {job.model.name} {job.where}",
+      f"t-SNE (scikit-learn, seed {seed}) of {job.model.name}'s memory bank and test clips, {job.where}; {shown} "
+      f"(cap {max_points}, shared equally by each section's test clips, source and target training clips and "
+      "SMOTE samples)."))
+
+
 def write_report(path: str, out_dir: str | None = None, *, max_points: int = embedding_map.DEFAULT_MAX_POINTS,
-                 seed: int = 0, embedding_maps: bool = True,
+                 seed: int = 0, embedding_maps: bool = True, section_maps: bool = False,
                  log: Callable[[str], None] | None = None) -> Report:
   """Writes the report of the pipeline workdir `path` (see the module docstring).
 
@@ -149,7 +223,9 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
     path: the pipeline workdir.
     out_dir: where to write (default `path/report`); `out_dir/index.html` and `out_dir/figures/`.
     max_points: cap on the points of each embedding map (see `embedding_map`); seed: its subsample and t-SNE.
-    embedding_maps: draw the embedding maps (the slowest part: one t-SNE per model and section).
+    embedding_maps: draw the embedding maps, one per model with every section in it (one t-SNE each).
+    section_maps: also one embedding map per model and section (one t-SNE each: 63 for the demo's 9 models
+      and 7 sections, most of a report's time).
     log: called with one line per step (e.g. `print`).
   """
   t0 = time.perf_counter()
@@ -161,71 +237,70 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
   values: dict[tuple[str, str, str], dict[str, float]] = {}
   section_blocks = []
 
-  for s in wd.sections:
-    title = f"{s.machine} section {s.section}"
-    say(f"report  {title}: ROC curves, histograms")
-    blocks = []
-    if s.labelled:
-      rows = {"models": [], "fused systems": []}
-      for scorer in wd.scorers:
-        rs = roc.roc_set(scorer.name, s.machine, s.section, s.test_labels, s.test_domains, s.test_scores[scorer.key])
-        values[(scorer.key, s.machine, s.section)] = {
-            "auc_source": rs.section.auc_source, "auc_target": rs.section.auc_target, "pauc": rs.section.pauc}
-        _check_against_results(wd, scorer.key, scorer.kind, rs, notes)
-        rows["models" if scorer.kind == workdir_lib.MODEL else "fused systems"].append(rs)
+  # The t-SNE projections run in a second process while this one draws the ROC curves, histograms and training
+  # curves (on the demo workdir 19 s of the report's 62 s of CPU time; see BENCHMARKS.md). The worker is forked
+  # (Linux), which is safe in the report program: it imports no JAX and starts no threads. In a process that has
+  # imported JAX (whose threads make fork unsafe), elsewhere, or if the worker dies, the maps are projected here.
+  jobs = _map_jobs(wd, max_points, seed, section_maps, notes) if embedding_maps else []
+  with contextlib.ExitStack() as stack:
+    projections = []
+    if jobs and sys.platform.startswith("linux") and "jax" not in sys.modules:
+      pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+          max_workers=1, mp_context=multiprocessing.get_context("fork")))
+      stack.callback(pool.shutdown, cancel_futures=True)  # runs first: an error does not wait for every map
+      projections = [pool.submit(embedding_map.project, job.points.vectors, seed=seed) for job in jobs]
+
+    for s in wd.sections:
+      title = f"{s.machine} section {s.section}"
+      say(f"report  {title}: ROC curves, histograms")
+      blocks = []
+      if s.labelled:
+        rows = {"models": [], "fused systems": []}
+        for scorer in wd.scorers:
+          rs = roc.roc_set(scorer.name, s.machine, s.section, s.test_labels, s.test_domains,
+                           s.test_scores[scorer.key])
+          values[(scorer.key, s.machine, s.section)] = {
+              "auc_source": rs.section.auc_source, "auc_target": rs.section.auc_target, "pauc": rs.section.pauc}
+          _check_against_results(wd, scorer.key, scorer.kind, rs, notes)
+          rows["models" if scorer.kind == workdir_lib.MODEL else "fused systems"].append(rs)
+        blocks.append(html.figure(figures.add(
+            roc.roc_figure(title, rows), _slug("roc", s.machine, s.section), f"ROC curves, {title}",
+            "ROC curves of each model (top) and fused system (bottom). Legend values: AUC (source), AUC (target) "
+            "and pAUC in percent, the numbers behind Tables 1 and 3.")))
+      else:
+        notes.append(f"{title}: test clips without labels or domains; no ROC curves")
       blocks.append(html.figure(figures.add(
-          roc.roc_figure(title, rows), _slug("roc", s.machine, s.section), f"ROC curves, {title}",
-          "ROC curves of each model (top) and fused system (bottom). Legend values: AUC (source), AUC (target) "
-          "and pAUC in percent, the numbers behind Tables 1 and 3.")))
-    else:
-      notes.append(f"{title}: test clips without labels or domains; no ROC curves")
-    blocks.append(html.figure(figures.add(
-        histograms.section_figure(title, _histogram_rows(wd, s)), _slug("scores", s.machine, s.section),
-        f"score histograms, {title}",
-        "Anomaly scores of the test clips against the normal training clips' leave-one-out scores (grey), per "
-        "domain; the dashed line is the decision threshold fitted on the training scores (right of it: "
-        "anomalous). Models: normalised scores; systems: their weighted sums.")))
-    section_blocks.append((s, blocks))
+          histograms.section_figure(title, _histogram_rows(wd, s)), _slug("scores", s.machine, s.section),
+          f"score histograms, {title}",
+          "Anomaly scores of the test clips against the normal training clips' leave-one-out scores (grey), per "
+          "domain; the dashed line is the decision threshold fitted on the training scores (right of it: "
+          "anomalous). Models: normalised scores; systems: their weighted sums.")))
+      section_blocks.append((s, blocks))
 
-  maps: dict[tuple[str, str], list[str]] = {}
-  if embedding_maps:
-    for model in wd.models:
-      if not workdir_lib.has_embeddings(wd, model.key):
-        notes.append(f"{model.name}: no embeddings in the workdir; no embedding map")
+    curve_blocks = []
+    for run in wd.runs:
+      data = curves.series(run.rows)
+      if not data:
+        notes.append(f"{run.name}/metrics.jsonl: no numeric series with two or more rows")
         continue
-      points = workdir_lib.embedding_points(wd, model.key)
-      for (machine, section), arrays in points.items():
-        say(f"report  embedding map {model.name}, {machine} section {section}")
-        mp = embedding_map.MapPoints(arrays.vectors, arrays.role, arrays.domain, arrays.label, arrays.attribute_class)
-        kept = embedding_map.subsample(embedding_map.groups(mp), max_points, seed)
-        mp = mp.take(kept)
-        if len(kept) < 4:
-          notes.append(f"{model.name} {machine} {section}: fewer than 4 points, no embedding map")
-          continue
-        xy = embedding_map.project(mp.vectors, seed=seed)
-        shown = (f"{len(kept)} of {len(arrays.role)} points" if len(kept) < len(arrays.role)
-                 else f"all {len(kept)} points")
-        image = figures.add(
-            embedding_map.embedding_figure(f"{model.name}, {machine} section {section}", xy, mp,
-                                           note=f"t-SNE of the scorer's vectors, {shown}"),
-            _slug("embedding", model.key, machine, section), f"embedding map {model.name} {machine} {section}",
-            f"t-SNE (scikit-learn, seed {seed}) of {model.name}'s memory bank and test clips; {shown} (cap "
-            f"{max_points}, shared equally by test clips, source and target training clips and SMOTE samples).")
-        maps.setdefault((machine, section), []).append(html.figure(image))
+      name = wd.scorer(run.model_key).name if run.model_key else run.name
+      say(f"report  training curves {name}")
+      loss_label = "loss (cross-entropy, nats)" if run.kind == "fine-tuning" else "loss"
+      curve_blocks.append(html.figure(figures.add(
+          curves.curves_figure(f"{name} ({run.name}/metrics.jsonl)", data, loss_label=loss_label),
+          _slug("curves", *run.name.split(os.sep)), f"training curves {name}",
+          f"Every numeric column of {run.name}/metrics.jsonl against the training step.")))
 
-  curve_blocks = []
-  for run in wd.runs:
-    data = curves.series(run.rows)
-    if not data:
-      notes.append(f"{run.name}/metrics.jsonl: no numeric series with two or more rows")
-      continue
-    name = wd.scorer(run.model_key).name if run.model_key else run.name
-    say(f"report  training curves {name}")
-    loss_label = "loss (cross-entropy, nats)" if run.kind == "fine-tuning" else "loss"
-    curve_blocks.append(html.figure(figures.add(
-        curves.curves_figure(f"{name} ({run.name}/metrics.jsonl)", data, loss_label=loss_label),
-        _slug("curves", *run.name.split(os.sep)), f"training curves {name}",
-        f"Every numeric column of {run.name}/metrics.jsonl against the training step.")))
+    maps: dict[tuple[str, str], list[str]] = {}
+    model_maps: list[str] = []
+    for i, job in enumerate(jobs):
+      say(f"report  embedding map {job.model.name}, {job.where}")
+      image = _draw_map(figures, job, _projection(projections[i] if projections else None, job, seed), max_points,
+                        seed)
+      if job.section is None:
+        model_maps.append(image)
+      else:
+        maps.setdefault(job.section, []).append(image)
 
   sections_html = []
   for s, blocks in section_blocks:
@@ -246,7 +321,10 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
       ("tables", "Tables", html.markdown_tables(wd.tables_markdown)
        + "<h3>Per section (%)</h3><p>AUC (source), AUC (target) and pAUC of every section: the values in the "
        "ROC legends, computed by <code>asd_jax.evaluation.metrics</code>.</p>" + _metrics_tables(wd, values)),
-      ("sections", "ROC curves, score histograms and embedding maps per section", "".join(sections_html)),
+      ("sections", "ROC curves, score histograms" + (" and embedding maps" if maps else "") + " per section",
+       "".join(sections_html)),
+      ("maps", "Embedding maps", "".join(model_maps) or "<p>No embedding maps (no embeddings in the workdir, or "
+       "--noembedding_maps).</p>"),
       ("training", "Training curves", "".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>"),
       ("run", "Run: wall time, versions, config", _run_section(wd)),
   ]

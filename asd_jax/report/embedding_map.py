@@ -1,15 +1,16 @@
-"""A 2-D map (t-SNE, scikit-learn) of the vectors one model's kNN scorer sees, for one machine type and section.
+"""A 2-D map (t-SNE, scikit-learn) of the vectors one model's kNN scorer sees: one machine type and section, or
+all of them in one map.
 
-The points are the section's memory bank (normal training clips of both domains and the SMOTE samples made
-from the target clips) and its test clips, each L2-normalised as the scorer uses them. Three panels colour the
-same map by domain, by attribute class and by normal / anomalous; SMOTE samples are purple crosses in all three.
-Whether target-domain test clips sit among the target training clips (and SMOTE samples), and whether
-anomalies leave the normal clouds, is what the map shows; distances between far-apart clusters mean little
-in t-SNE.
+The points are the memory bank of each section drawn (normal training clips of both domains and the SMOTE
+samples made from the target clips) and its test clips, each L2-normalised as the scorer uses them. The panels
+colour the same map by domain, by attribute class and by normal / anomalous, and, when the map holds several
+sections, by machine type and section; SMOTE samples are purple crosses throughout. Whether target-domain test
+clips sit among the target training clips (and SMOTE samples), and whether anomalies leave the normal clouds,
+is what the map shows; distances between far-apart clusters (other sections) mean little in t-SNE.
 
-To keep it fast, at most `max_points` points are mapped: the groups (test clips, source training clips,
-target training clips, SMOTE samples) share the cap equally, a group smaller than its share keeping all its
-points and leaving the rest to the others; the choice within a group and t-SNE use a fixed seed.
+To keep it fast, at most `max_points` points are mapped: the groups (per section: test clips, source training
+clips, target training clips, SMOTE samples) share the cap equally, a group smaller than its share keeping all
+its points and leaving the rest to the others; the choice within a group and t-SNE use a fixed seed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class MapPoints:
     domain: [n] 0 source / 1 target (SMOTE samples are target).
     label: [n] 0 normal / 1 anomalous (training clips and SMOTE samples are normal).
     attribute_class: [n] str, e.g. "fan/m-n_W" (a SMOTE sample: the class of its nearest target clip).
+    section: [n] str, e.g. "fan 00", the point's machine type and section (default: all "").
   """
 
   vectors: np.ndarray
@@ -48,10 +50,13 @@ class MapPoints:
   domain: np.ndarray
   label: np.ndarray
   attribute_class: np.ndarray
+  section: np.ndarray | None = None
 
   def __post_init__(self):
     n = len(self.vectors)
-    for name in ("role", "domain", "label", "attribute_class"):
+    if self.section is None:
+      object.__setattr__(self, "section", np.full(n, "", dtype=object))
+    for name in ("role", "domain", "label", "attribute_class", "section"):
       if len(getattr(self, name)) != n:
         raise ValueError(f"MapPoints: {n} vectors but {len(getattr(self, name))} entries of {name}")
 
@@ -60,9 +65,10 @@ class MapPoints:
 
 
 def groups(points: MapPoints) -> np.ndarray:
-  """[n] group id: 0 test, 1 source training, 2 target training, 3 SMOTE."""
+  """[n] group id: 4 * (section's rank) + 0 test, 1 source training, 2 target training, 3 SMOTE."""
   role, domain = np.asarray(points.role), np.asarray(points.domain)
-  return np.where(role == TEST, 0, np.where(role == SMOTE, 3, np.where(domain == 0, 1, 2)))
+  _, section = np.unique(np.asarray(points.section).astype(str), return_inverse=True)
+  return 4 * section.reshape(-1) + np.where(role == TEST, 0, np.where(role == SMOTE, 3, np.where(domain == 0, 1, 2)))
 
 
 def subsample(group: np.ndarray, max_points: int, seed: int = 0) -> np.ndarray:
@@ -88,12 +94,13 @@ def project(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
   n = len(x)
   if n < 4:
     raise ValueError(f"an embedding map needs at least 4 points, got {n}")
-  if x.shape[1] > PCA_DIM and n > PCA_DIM:
-    x = PCA(n_components=PCA_DIM, random_state=seed).fit_transform(x)
   perplexity = float(min(30.0, (n - 1) / 3.0))
-  # One thread: on maps this small the OpenMP threads cost more than they gain, and on a busy 2-core machine
-  # (make test runs two workers) they made a 400-point map 5x slower (72 s against 13 s).
+  # One thread, PCA included: on maps this small the OpenMP and BLAS threads cost more than they gain, and on a
+  # busy 2-core machine (make test runs two workers) they made a 400-point map 5x slower (72 s against 13 s)
+  # and the PCA of a 560-point map 0.7 s instead of 0.05 s.
   with threadpoolctl.threadpool_limits(1):
+    if x.shape[1] > PCA_DIM and n > PCA_DIM:
+      x = PCA(n_components=PCA_DIM, random_state=seed).fit_transform(x)
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                 max_iter=500).fit_transform(x)
 
@@ -117,14 +124,33 @@ def _scatter(ax, xy, points: MapPoints, colours: np.ndarray, entries: Sequence[t
   ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=7)
 
 
+def _categorical(ax, xy, points: MapPoints, values: np.ndarray, smote_entry, what: str, *, short: bool = True
+                 ) -> None:
+  """Colours by a categorical value (the most frequent `len(_CLASS_COLORS)` get a colour, others grey);
+  `short`: legend names without their "<machine>/" prefix."""
+  role = np.asarray(points.role)
+  names, counts = np.unique(values[role != SMOTE], return_counts=True)
+  ranked = [str(n) for n in names[np.argsort(-counts, kind="stable")]]
+  shown = ranked[:len(_CLASS_COLORS)]
+  palette = {name: _CLASS_COLORS[i] for i, name in enumerate(shown)}
+  colours = np.array([palette.get(c, style.GREY) for c in values], dtype=object)
+  entries = [(name.split("/", 1)[-1] if short else name, palette[name], "o") for name in shown]
+  if len(ranked) > len(shown):
+    entries.append((f"{len(ranked) - len(shown)} other {what}", style.GREY, "o"))
+  _scatter(ax, xy, points, colours, entries + smote_entry)
+
+
 @style.styled
 def embedding_figure(title: str, xy: np.ndarray, points: MapPoints, *, note: str = "") -> Figure:
-  """Three panels of one map (`xy` [n, 2] from `project`): by domain, by attribute class, normal/anomalous."""
+  """The panels of one map (`xy` [n, 2] from `project`): by domain, by attribute class, normal/anomalous, and
+  by machine type and section when `points` hold more than one."""
   xy = np.asarray(xy)
   role, domain, label = (np.asarray(points.role), np.asarray(points.domain), np.asarray(points.label))
   classes = np.asarray(points.attribute_class).astype(str)
-  fig = style.figure(10.2, 4.3)
-  axes = fig.subplots(1, 3)
+  sections = np.asarray(points.section).astype(str)
+  several = len(np.unique(sections)) > 1
+  fig = style.figure(7.4, 8.0) if several else style.figure(10.2, 4.3)
+  axes = np.asarray(fig.subplots(2, 2) if several else fig.subplots(1, 3)).ravel()
   smote_entry = [("SMOTE sample", style.SMOTE, "x")] if (role == SMOTE).any() else []
 
   by_domain = np.where(domain == 1, style.TARGET, style.SOURCE).astype(object)
@@ -133,15 +159,7 @@ def embedding_figure(title: str, xy: np.ndarray, points: MapPoints, *, note: str
             ("source, test", style.SOURCE, "^"), ("target, test", style.TARGET, "^")] + smote_entry)
   axes[0].set_title("by domain")
 
-  names, counts = np.unique(classes[role != SMOTE], return_counts=True)
-  ranked = [str(n) for n in names[np.argsort(-counts, kind="stable")]]
-  shown = ranked[:len(_CLASS_COLORS)]
-  palette = {name: _CLASS_COLORS[i] for i, name in enumerate(shown)}
-  by_class = np.array([palette.get(c, style.GREY) for c in classes], dtype=object)
-  entries = [(name.split("/", 1)[-1], palette[name], "o") for name in shown]
-  if len(ranked) > len(shown):
-    entries.append((f"{len(ranked) - len(shown)} other classes", style.GREY, "o"))
-  _scatter(axes[1], xy, points, by_class, entries + smote_entry)
+  _categorical(axes[1], xy, points, classes, smote_entry, "classes", short=not several)
   axes[1].set_title("by attribute class (circles: training, triangles: test)")
 
   by_label = np.where(role == TRAIN, style.TRAIN, np.where(label == 1, style.ANOMALY, style.NORMAL)).astype(object)
@@ -149,5 +167,8 @@ def embedding_figure(title: str, xy: np.ndarray, points: MapPoints, *, note: str
            [("normal, training", style.TRAIN, "o"), ("normal, test", style.NORMAL, "^"),
             ("anomalous, test", style.ANOMALY, "^")] + smote_entry)
   axes[2].set_title("normal / anomalous")
+  if several:
+    _categorical(axes[3], xy, points, sections, smote_entry, "sections")
+    axes[3].set_title("by machine type and section")
   fig.suptitle(title + (f"\n{note}" if note else ""))
   return fig

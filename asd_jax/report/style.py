@@ -71,9 +71,10 @@ def styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
   return wrapper
 
 
-def figure(width_in: float, height_in: float) -> Figure:
-  """A new figure (inches) drawn by the Agg canvas, laid out by matplotlib's constrained layout."""
-  fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+def figure(width_in: float, height_in: float, *, layout: str | None = "constrained") -> Figure:
+  """A new figure (inches) drawn by the Agg canvas, laid out by matplotlib's constrained layout (`layout=None`:
+  the caller places the axes; for grids of many panels, where constrained layout is most of the drawing time)."""
+  fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout=layout)
   FigureCanvasAgg(fig)
   return fig
 

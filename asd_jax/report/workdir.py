@@ -1,23 +1,25 @@
 """A pipeline workdir read into plain arrays: the only module of the report that knows the workdir's files.
 
-What it reads (all written by `asd_jax.pipeline`; see `read` for what is optional):
+What it reads (all written by `asd_jax.pipeline`; the package docstring there lists the whole workdir):
 
-  results.json                 models {key: name, layers, sources, evaluation}, systems {name: weights, reduced,
-                               note, evaluation}, dataset, labelled
+  results.json                 models {key: name, kind, reference, layers, sources, evaluation}, systems {name:
+                               weights, reduced, note, evaluation}, dataset, labelled
   tables.md                    Table 1 and Table 3 as the pipeline printed them
   run_info.json                the pipeline config, package versions, wall time (`asd_jax.run_info`); optional
-  scores/<key>_test.npz        per model: `normalized` [n] test scores, `paths` [n] test clips
-  scores/<key>_scorer.npz      per model: the fitted `scoring.detector.Scorer` (per section: memory bank with
+  scores/<key>_test.npz        per model (reference rows too): `normalized` [n] test scores, `paths` [n]
+  scores/<key>_scorer.npz      per model: the fitted `scoring.scorer.Scorer` (per section: memory bank with
                                SMOTE entries, normalised leave-one-out training scores, threshold)
-  models/<key>/embeddings.npz  per trained model: `embedding` [clips, D] (+ per-layer arrays) and
-  models/<key>/embeddings_records.json   the clips in row order, with domain, label and attributes
+  scores/<system>_fused.npz    per fused system: `scores` [n], `decisions` [n], `paths` [n] and the per-section
+                               `thresholds` (with `threshold_machines`, `threshold_sections`)
+  models/<key>/embeddings.npz  per embedded model (fine-tuned or frozen), with embeddings_records.json: the
+                               clips in row order, with domain, label and attributes (`embedding.store`)
   **/metrics.jsonl             training logs (models/<key>/ for fine-tuning; any other folder, e.g. pre-training)
 
-Nothing is recomputed that the pipeline saved; what it did not save is rebuilt through the library it came
-from: the fused systems' test scores, thresholds and decisions through `systems.fuse_system` (with the
-config's threshold settings), their training scores as the same weighted sum `scoring.detector.fused_thresholds`
-fits the thresholds on, and the scorer's test vectors through `systems.scorer_vectors` and
-`scoring.features.concat_layers`. Nothing here imports JAX or matplotlib.
+Nothing is recomputed that the pipeline saved: the systems' test scores, decisions and thresholds are read from
+their `_fused.npz`. What it did not save is rebuilt through the library it came from: a system's fused normal
+training scores (what its thresholds were fitted on) by `scoring.fused.fused_train_scores` from the saved
+scorers, and a model's test vectors as its scorer saw them by `scoring.features.model_vectors` and
+`concat_layers`. Nothing here imports JAX or matplotlib.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from typing import Any
 import numpy as np
 
 from asd_jax import run_info as run_info_lib
-from asd_jax import systems
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import records as records_lib
-from asd_jax.scoring import detector
+from asd_jax.embedding import store
 from asd_jax.scoring import features
+from asd_jax.scoring import fused as fused_lib
 from asd_jax.scoring import knn
+from asd_jax.scoring import scorer as scorer_lib
 
 SectionKey = tuple[str, str]
 MODEL, SYSTEM = "model", "system"
@@ -56,6 +59,7 @@ class ScorerInfo:
   kind: str  # MODEL or SYSTEM
   weights: dict[str, float] = dataclasses.field(default_factory=dict)  # systems: model key -> weight
   note: str = ""
+  reference: bool = False  # a reference row of Table 1 (a model no system fuses: frozen encoders, log-mel)
 
 
 @dataclasses.dataclass
@@ -121,6 +125,11 @@ class Workdir:
   def systems(self) -> list[ScorerInfo]:
     return [s for s in self.scorers if s.kind == SYSTEM]
 
+  @property
+  def model_entries(self) -> dict[str, dict[str, Any]]:
+    """results.json's entry of every model, by key."""
+    return self.results.get("models", {})
+
 
 # ------------------------------------------------------------------------------------------------ files
 
@@ -154,31 +163,66 @@ def _record(entry: Mapping[str, Any]) -> records_lib.ClipRecord:
   return records_lib.ClipRecord(**entry)
 
 
+def _model_dir(path: str, key: str) -> str:
+  return os.path.join(path, "models", key)
+
+
 def clip_records(path: str) -> dict[str, records_lib.ClipRecord]:
-  """{clip path: ClipRecord} of every clip in the workdir (from the trained models' embeddings_records.json)."""
+  """{clip path: ClipRecord} of every clip in the workdir (from the embedded models' embeddings_records.json)."""
   out: dict[str, records_lib.ClipRecord] = {}
   models_dir = os.path.join(path, "models")
   for key in sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []:
-    records_path = os.path.join(models_dir, key, "embeddings_records.json")
+    records_path = store.records_path(os.path.join(_model_dir(path, key), store.ARRAYS))
     if os.path.isfile(records_path):
       for entry in _json(records_path)["records"]:
         out.setdefault(entry["path"], _record(entry))
   return out
 
 
-def _test_scores(path: str, key: str) -> tuple[np.ndarray, list[str]]:
-  file = os.path.join(path, "scores", f"{key}_test.npz")
+def _npz(file: str, what: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """The arrays `names` of one of the pipeline's `.npz` files; WorkdirError naming it when missing or short."""
   if not os.path.isfile(file):
-    raise WorkdirError(f"{file}: missing; the pipeline writes one per model")
-  with np.load(file, allow_pickle=False) as data:
-    return np.asarray(data["normalized"], np.float64), [str(p) for p in data["paths"]]
+    raise WorkdirError(f"{file}: missing; the pipeline writes one per {what}")
+  try:
+    with np.load(file, allow_pickle=False) as data:
+      lacking = [n for n in names if n not in data.files]
+      if lacking:
+        raise WorkdirError(f"{file}: lacks {lacking} (written by an older version? re-run the pipeline)")
+      return {n: data[n] for n in names}
+  except (OSError, ValueError) as e:
+    if isinstance(e, WorkdirError):
+      raise
+    raise WorkdirError(f"{file}: not readable as .npz ({e})") from e
 
 
-def _scorer(path: str, key: str) -> detector.Scorer:
+def _test_scores(path: str, key: str) -> tuple[np.ndarray, list[str]]:
+  data = _npz(os.path.join(path, "scores", f"{key}_test.npz"), "model", ("normalized", "paths"))
+  return np.asarray(data["normalized"], np.float64), [str(p) for p in data["paths"]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fused:
+  scores: np.ndarray  # [n] float64
+  decisions: np.ndarray  # [n] 0/1
+  paths: list[str]
+  thresholds: dict[SectionKey, float]
+
+
+def _fused(path: str, name: str) -> _Fused:
+  """A system's saved fused scores of the test clips (`scores/<system>_fused.npz`)."""
+  data = _npz(os.path.join(path, "scores", f"{name}_fused.npz"), "fused system",
+              ("scores", "decisions", "paths", "thresholds", "threshold_machines", "threshold_sections"))
+  thresholds = {(str(m), str(s)): float(t) for m, s, t in zip(data["threshold_machines"], data["threshold_sections"],
+                                                                data["thresholds"])}
+  return _Fused(scores=np.asarray(data["scores"], np.float64), decisions=np.asarray(data["decisions"], np.int64),
+                paths=[str(p) for p in data["paths"]], thresholds=thresholds)
+
+
+def _scorer(path: str, key: str) -> scorer_lib.Scorer:
   file = os.path.join(path, "scores", f"{key}_scorer.npz")
   if not os.path.isfile(file):
     raise WorkdirError(f"{file}: missing; the pipeline writes one per model")
-  return detector.Scorer.load(file)
+  return scorer_lib.Scorer.load(file)
 
 
 def _label(record: records_lib.ClipRecord | None) -> int:
@@ -220,9 +264,10 @@ def training_runs(path: str, model_keys: Mapping[str, str]) -> list[TrainingRun]
 def read(path: str) -> Workdir:
   """Reads a pipeline workdir (see the module docstring).
 
-  Required: results.json, tables.md, scores/<key>_test.npz and scores/<key>_scorer.npz of every model.
-  Optional: run_info.json (without it, fused thresholds use the scorers' threshold settings, and the page
-  says so), embeddings_records.json (without it, clips have unknown domain and label), metrics.jsonl.
+  Required: results.json, tables.md, scores/<key>_test.npz and scores/<key>_scorer.npz of every model,
+  scores/<system>_fused.npz of every system with a weight on a model of the run. Optional: run_info.json,
+  embeddings_records.json (without one, the test clips' machine and section are unknown: an error),
+  metrics.jsonl.
 
   Raises:
     WorkdirError naming the file that is missing or unreadable.
@@ -232,18 +277,19 @@ def read(path: str) -> Workdir:
   tables_path = os.path.join(path, "tables.md")
   if not os.path.isfile(tables_path):
     raise WorkdirError(f"{tables_path}: missing (the pipeline writes it with results.json)")
-  with open(tables_path) as f:
+  with open(tables_path, encoding="utf-8") as f:
     tables = f.read()
-  info = run_info_lib.read(path)
+  try:
+    info = run_info_lib.read(path)
+  except ValueError as e:
+    raise WorkdirError(str(e)) from e
   notes: list[str] = []
   records = clip_records(path)
-  if not records:
-    notes.append("no models/<key>/embeddings_records.json: test clips have no known domain or label")
 
   model_entries = results.get("models", {})
   if not model_entries:
     raise WorkdirError(f"{os.path.join(path, 'results.json')}: lists no models")
-  scorer_objects: dict[str, detector.Scorer] = {}
+  scorer_objects: dict[str, scorer_lib.Scorer] = {}
   normalized: dict[str, np.ndarray] = {}
   test_paths: list[str] | None = None
   for key in model_entries:
@@ -260,25 +306,34 @@ def read(path: str) -> Workdir:
                   for p in test_paths]
   if any(not r.machine for r in test_records):
     raise WorkdirError(f"{path}: {sum(not r.machine for r in test_records)} test clips of scores/ are in no "
-                       "embeddings_records.json; cannot tell their machine and section")
+                       "models/<key>/embeddings_records.json; cannot tell their machine and section")
 
-  scorers = [ScorerInfo(key=k, name=e.get("name", k), kind=MODEL) for k, e in model_entries.items()]
-  threshold_method, threshold_quantile = _threshold_settings(info, scorer_objects, notes)
-  fused: dict[str, systems.FusedScores] = {}
+  # Systems' models first, then the reference rows (as Table 1 orders them).
+  order = sorted(model_entries, key=lambda k: bool(model_entries[k].get("reference")))
+  scorers = [ScorerInfo(key=k, name=model_entries[k].get("name", k), kind=MODEL,
+                        reference=bool(model_entries[k].get("reference"))) for k in order]
+  fused: dict[str, tuple[_Fused, dict[SectionKey, np.ndarray]]] = {}
   for name, entry in results.get("systems", {}).items():
     weights = {k: float(w) for k, w in entry.get("weights", {}).items()}
     if not any(weights.values()):
       notes.append(f"system {name} not drawn: {entry.get('note') or 'no weight on a model of this run'}")
       continue
-    spec = systems.SystemSpec(name, weights, reduced=bool(entry.get("reduced")), note=entry.get("note", ""))
-    fused[name] = systems.fuse_system(spec, scorer_objects, normalized, test_records,
-                                      threshold_method=threshold_method, threshold_quantile=threshold_quantile)
-    scorers.append(ScorerInfo(key=name, name=name, kind=SYSTEM, weights=weights, note=spec.note))
+    saved = _fused(path, name)
+    if saved.paths != test_paths:
+      raise WorkdirError(f"{os.path.join(path, 'scores', name + '_fused.npz')}: other test clips than the "
+                         "models' scores/<key>_test.npz (stale files? re-run the pipeline)")
+    try:
+      train = fused_lib.fused_train_scores(weights, scorer_objects)
+    except (KeyError, ValueError) as e:
+      raise WorkdirError(f"{os.path.join(path, 'results.json')}: system {name}'s weights {weights} do not fit "
+                         f"the saved scorers ({e})") from e
+    fused[name] = (saved, train)
+    scorers.append(ScorerInfo(key=name, name=name, kind=SYSTEM, weights=weights, note=entry.get("note", "")))
 
   first = scorer_objects[next(iter(model_entries))]
   train_records = [records.get(p) for p in first.train_paths]
   sections = []
-  for (machine, section), idx in detector.group_by_section(test_records).items():
+  for (machine, section), idx in records_lib.group_by_section(test_records).items():
     chosen = [test_records[i] for i in idx]
     data = SectionData(
         machine=machine, section=section, test_paths=[r.path for r in chosen],
@@ -292,13 +347,13 @@ def read(path: str) -> Workdir:
       data.test_scores[key] = normalized[key][idx]
       data.train_scores[key] = np.asarray(own.train_scores, np.float64)
       data.thresholds[key] = float(own.threshold)
-    for name, f in fused.items():
-      weights = next(s.weights for s in scorers if s.key == name)
-      data.test_scores[name] = f.scores[idx]
-      # The scores `detector.fused_thresholds` fits the system's threshold on.
-      data.train_scores[name] = sum(w * scorer_objects[k].sections[(machine, section)].train_scores
-                                    for k, w in weights.items())
-      data.thresholds[name] = float(f.thresholds[(machine, section)])
+    for name, (saved, train) in fused.items():
+      data.test_scores[name] = saved.scores[idx]
+      data.train_scores[name] = train[(machine, section)]  # what the system's threshold was fitted on
+      if (machine, section) not in saved.thresholds:
+        raise WorkdirError(f"{os.path.join(path, 'scores', name + '_fused.npz')}: no threshold for {machine} "
+                           f"section {section}")
+      data.thresholds[name] = saved.thresholds[(machine, section)]
     sections.append(data)
 
   runs = training_runs(path, {k: e.get("name", k) for k, e in model_entries.items()})
@@ -306,37 +361,18 @@ def read(path: str) -> Workdir:
                  sections=sections, runs=runs, notes=notes)
 
 
-def _threshold_settings(info: dict[str, Any] | None, scorers: Mapping[str, detector.Scorer],
-                        notes: list[str]) -> tuple[str, float]:
-  config = (info or {}).get("config", {})
-  if "threshold_method" in config and "threshold_quantile" in config:
-    return str(config["threshold_method"]), float(config["threshold_quantile"])
-  first = next(iter(scorers.values())).config
-  notes.append("no run_info.json with the pipeline config: fused-system thresholds were refitted with the "
-               f"model scorers' settings ({first['threshold_method']}, quantile {first['threshold_quantile']})")
-  return str(first["threshold_method"]), float(first["threshold_quantile"])
-
-
 # ------------------------------------------------------------------------------------------------ embeddings
 
 
-def _load_embeddings(model_dir: str, paths: list[str]) -> dict[str, np.ndarray]:
-  """The arrays of `model_dir/embeddings.npz`, rows in the order of `paths`."""
-  records_path = os.path.join(model_dir, "embeddings_records.json")
-  order_of = {entry["path"]: i for i, entry in enumerate(_json(records_path)["records"])}
-  missing = [p for p in paths if p not in order_of]
-  if missing:
-    raise WorkdirError(f"{model_dir}/embeddings.npz lacks {len(missing)} clips, e.g. {missing[:2]}")
-  order = np.array([order_of[p] for p in paths], np.int64)
-  with np.load(os.path.join(model_dir, "embeddings.npz"), allow_pickle=False) as data:
-    return {k: data[k][order] for k in data.files}
+def _embedded_keys(wd: Workdir, key: str) -> list[str]:
+  """The models whose embeddings model `key`'s scorer vectors are made of (itself, or a concatenation's
+  sources)."""
+  return list(wd.model_entries[key].get("sources") or [key])
 
 
 def has_embeddings(wd: Workdir, key: str) -> bool:
   """Whether the embeddings of model `key` (or of all its sources) are in the workdir."""
-  entry = wd.results["models"][key]
-  keys = entry.get("sources") or [key]
-  return all(os.path.isfile(os.path.join(wd.path, "models", k, "embeddings.npz")) for k in keys)
+  return all(os.path.isfile(os.path.join(_model_dir(wd.path, k), store.ARRAYS)) for k in _embedded_keys(wd, key))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,20 +390,26 @@ def embedding_points(wd: Workdir, key: str) -> dict[SectionKey, MapArrays]:
   """Per section: model `key`'s memory bank (training clips and SMOTE samples) and its test clips' vectors.
 
   The bank comes from `scores/<key>_scorer.npz`; the test vectors are the embeddings turned into the scorer's
-  vectors exactly as at scoring time (`systems.scorer_vectors`, `features.concat_layers`, L2 normalisation).
+  vectors exactly as at scoring time (`features.model_vectors`, `features.concat_layers` in float64, L2
+  normalisation, rounded to float32 like the bank).
   """
-  entry = wd.results["models"][key]
+  entry = wd.model_entries[key]
   scorer = _scorer(wd.path, key)
   records = clip_records(wd.path)
-  test_paths = [p for s in wd.sections for p in s.test_paths]
-  sources = tuple(entry.get("sources") or ())
-  embeddings = {k: _load_embeddings(os.path.join(wd.path, "models", k), test_paths) for k in (sources or (key,))}
-  spec = systems.ModelSpec(key=key, name=entry.get("name", key), train=None, sources=sources,
-                           layers=entry.get("layers", "last"), scorer={})
-  x = features.concat_layers(systems.scorer_vectors(spec, embeddings), scorer.config["layers"],
+  test_records = [records[p] for s in wd.sections for p in s.test_paths]
+  embeddings = {}
+  for k in _embedded_keys(wd, key):
+    file = os.path.join(_model_dir(wd.path, k), store.ARRAYS)
+    try:
+      embeddings[k] = store.read(file, test_records)
+    except (OSError, ValueError, KeyError) as e:
+      raise WorkdirError(f"{file}: {e}") from e
+  x = features.model_vectors(key, embeddings, layers=entry.get("layers", "last"),
+                             sources=tuple(entry.get("sources") or ()))
+  x = features.concat_layers(np.asarray(x, np.float64), scorer.config["layers"],
                              normalize_layers=scorer.config["normalize_layers"])
-  x = knn.l2_normalize(np.asarray(x, np.float32))
-  row = {p: i for i, p in enumerate(test_paths)}
+  x = knn.l2_normalize(x).astype(np.float32)
+  row = {r.path: i for i, r in enumerate(test_records)}
   train = [records.get(p) for p in scorer.train_paths]
   out = {}
   for s in wd.sections:

@@ -7,7 +7,7 @@ scorer sees (`features.model_vectors`):
   1. `score_models`: per model, `scorer.score` (kNN distance to the memory bank, normalised score, the model's
      own decisions) and the normalised distances to every original training clip of the clip's section;
   2. `fit_thresholds`: per section, a threshold fitted on the fused leave-one-out training scores
-     `sum_m w_m * train_scores_m`;
+     `sum_m w_m * train_scores_m` (`fused_train_scores`, which the report and `detect` draw too);
   3. `score_system`: fused score `sum_m w_m * normalised_m` (`fusion.fuse`), decision `fused > threshold` of
      the clip's section (`threshold.decide_by_section`), and the nearest normal training clip: the training clip
      with the smallest fused normalised distance `sum_m w_m (d_m - mean_m) / std_m`, which for one model is its
@@ -72,9 +72,10 @@ def _check_same_training_clips(scorers: Sequence[scorer_lib.Scorer], keys: Seque
       raise ValueError(f"model {key} was fitted on other training clips than model {keys[0]}")
 
 
-def fit_thresholds(weights: Mapping[str, float], scorers: Mapping[str, scorer_lib.Scorer], *,
-                   method: str = "gamma", quantile: float = 0.9) -> dict[SectionKey, float]:
-  """Per-section thresholds of a system, fitted on its fused normal training scores (leave-one-out)."""
+def fused_train_scores(weights: Mapping[str, float], scorers: Mapping[str, scorer_lib.Scorer]
+                       ) -> dict[SectionKey, np.ndarray]:
+  """{section: [n_train] the system's fused normal training scores} `sum_m w_m * train_scores_m`: the
+  leave-one-out scores its thresholds are fitted on (columns in the order of the scorers' `train_clip`)."""
   keys = weighted(weights)
   if not keys:
     raise ValueError("a system needs at least one model with non-zero weight")
@@ -85,9 +86,15 @@ def fit_thresholds(weights: Mapping[str, float], scorers: Mapping[str, scorer_li
     for k, s in zip(keys[1:], used[1:]):
       if section not in s.sections or not np.array_equal(s.sections[section].train_clip, state.train_clip):
         raise ValueError(f"model {k} was fitted on other training clips than model {keys[0]} for {section}")
-    fused = fusion.fuse([s.sections[section].train_scores for s in used], [weights[k] for k in keys])
-    out[section] = threshold_lib.fit_threshold(fused, method=method, quantile=quantile)
+    out[section] = fusion.fuse([s.sections[section].train_scores for s in used], [weights[k] for k in keys])
   return out
+
+
+def fit_thresholds(weights: Mapping[str, float], scorers: Mapping[str, scorer_lib.Scorer], *,
+                   method: str = "gamma", quantile: float = 0.9) -> dict[SectionKey, float]:
+  """Per-section thresholds of a system, fitted on its fused normal training scores (`fused_train_scores`)."""
+  return {section: threshold_lib.fit_threshold(train, method=method, quantile=quantile)
+          for section, train in fused_train_scores(weights, scorers).items()}
 
 
 def score_models(scorers: Mapping[str, scorer_lib.Scorer], vectors: Mapping[str, np.ndarray],

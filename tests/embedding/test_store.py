@@ -29,6 +29,16 @@ def test_round_trip_reorders_rows_to_the_records(tmp_path):
     store.read(path, _clips(5))
 
 
+def test_a_truncated_embeddings_file_is_one_error_naming_it(tmp_path):
+  clips = _clips(3)
+  path = store.write(str(tmp_path / store.ARRAYS), {"embedding": np.ones((3, 2), np.float32)}, clips, source="s",
+                     network="beats", batch_size=8)
+  data = open(path, "rb").read()
+  open(path, "wb").write(data[:len(data) // 2])
+  with pytest.raises(ValueError, match=f"{path}: not readable as .npz .*re-embed"):
+    store.read(path, clips)
+
+
 def test_non_finite_embeddings_are_refused_naming_the_clips_and_nothing_is_written(tmp_path):
   clips = _clips(5)
   good = {"embedding": np.ones((5, 3), np.float32)}

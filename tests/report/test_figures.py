@@ -67,6 +67,31 @@ def test_subsample_keeps_small_groups_whole_and_shares_the_cap():
   np.testing.assert_array_equal(embedding_map.subsample(group[:50], 600), np.arange(50))
 
 
+def test_groups_are_per_section_so_every_section_shares_the_cap():
+  role = np.array([embedding_map.TEST, embedding_map.TRAIN, embedding_map.TRAIN, embedding_map.SMOTE] * 2)
+  domain = np.array([0, 0, 1, 1] * 2)
+  section = np.array(["fan 00"] * 4 + ["valve 00"] * 4, dtype=object)
+  points = embedding_map.MapPoints(np.zeros((8, 2)), role, domain, np.zeros(8), np.array(["c"] * 8), section=section)
+  assert embedding_map.groups(points).tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+  alone = embedding_map.MapPoints(np.zeros((4, 2)), role[:4], domain[:4], np.zeros(4), np.array(["c"] * 4))
+  assert embedding_map.groups(alone).tolist() == [0, 1, 2, 3] and alone.section.tolist() == [""] * 4
+
+
+def test_a_map_of_several_sections_gets_a_fourth_panel_by_section(check_png):
+  rng = np.random.default_rng(4)
+  n = 40
+  role = np.array([embedding_map.TRAIN, embedding_map.TEST] * (n // 2))
+  section = np.array(["fan 00"] * (n // 2) + ["valve 00"] * (n // 2), dtype=object)
+  points = embedding_map.MapPoints(rng.normal(size=(n, 16)), role, np.arange(n) % 2, np.zeros(n),
+                                   np.array([f"m/a{i % 3}" for i in range(n)]), section=section)
+  fig = embedding_map.embedding_figure("M, all sections", rng.normal(size=(n, 2)), points)
+  check_png(style.png_bytes(fig))
+  assert len(fig.axes) == 4
+  assert [t.get_text() for t in fig.axes[3].get_legend().get_texts()] == ["fan 00", "valve 00"]
+  # With several sections the class names keep their machine type ("m/a0"), one section drops it.
+  assert "m/a0" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+
+
 def test_embedding_map_projects_and_draws_every_role(check_png):
   rng = np.random.default_rng(3)
   n = 60

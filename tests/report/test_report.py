@@ -12,7 +12,9 @@ import pytest
 
 from asd_jax.evaluation import metrics
 from asd_jax.report import workdir as workdir_lib
-from asd_jax.scoring import detector, threshold
+from asd_jax.data import records as records_lib
+from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import threshold
 
 
 
@@ -43,16 +45,16 @@ def _sections(result):
   records = result.test_records
   labels = np.array([r.label == "anomaly" for r in records], np.int64)
   domains = np.array([r.domain == "target" for r in records], np.int64)
-  return detector.group_by_section(records), labels, domains
+  return records_lib.group_by_section(records), labels, domains
 
 
 def test_the_cli_writes_the_page_and_every_figure_as_a_png(report_run, check_png):
   _, workdir, result, stdout = report_run
   figures = sorted((workdir / "report" / "figures").iterdir())
   names = [f.name for f in figures]
-  # Per section: ROC and histograms; per model and section: an embedding map; one training log (FBEATs).
+  # Per section: ROC and histograms; per model: an embedding map of both sections; one training log (FBEATs).
   expected = {f"{kind}_{m}_00.png" for kind in ("roc", "scores") for m in ("fan", "valve")}
-  expected |= {f"embedding_{k}_{m}_00.png" for k in ("fbeats", "fusion") for m in ("fan", "valve")}
+  expected |= {f"embedding_{k}.png" for k in ("fbeats", "fusion")}
   expected |= {"curves_models_fbeats.png"}
   assert set(names) == expected, names
   for f in figures:
@@ -62,7 +64,7 @@ def test_the_cli_writes_the_page_and_every_figure_as_a_png(report_run, check_png
   assert len(page.images) == len(expected)
   for img in page.images:  # embedded: the page is one file
     assert img["src"].startswith("data:image/png;base64,") and img["alt"]
-  for name in ("Table 1", "Table 3", "FBEATs", "Fusion", "system1", "Wall time", "Versions", "jax"):
+  for name in ("Table 1", "Table 3", "FBEATs", "Fusion", "system1", "Wall time", "Versions", "jax", "Embedding maps"):
     assert name in text, name
 
 
@@ -72,7 +74,7 @@ def test_the_aucs_in_the_page_are_the_metrics_modules(report_run):
   shown = {(c["data-scorer"], c["data-machine"], c["data-section"], c["data-metric"]): float(c["data-value"])
            for c in page.cells}
   groups, labels, domains = _sections(result)
-  scores = {k: m.scores.normalized for k, m in result.models.items()}
+  scores = {k: m.scores.scores.normalized for k, m in result.models.items()}
   scores.update({n: s.fused.scores for n, s in result.systems.items() if s.fused is not None})
   evaluations = {k: m.evaluation for k, m in result.models.items()}
   evaluations.update({n: s.evaluation for n, s in result.systems.items() if s.fused is not None})
@@ -119,8 +121,20 @@ def test_embedding_points_are_the_scorers_bank_and_test_vectors(report_run):
     np.testing.assert_array_equal(p.label[n_bank:], labels[groups[key]])
     # Test vectors lie where the scorer found them: their 1-NN cosine distance to the bank is the raw score.
     distance = 1.0 - p.vectors[n_bank:] @ state.bank.T
-    raw = result.models["fbeats"].scores.raw[groups[key]]
+    raw = result.models["fbeats"].scores.scores.raw[groups[key]]
     np.testing.assert_allclose(distance.min(axis=1), raw, rtol=0, atol=1e-5)  # float32 dot products of unit vectors
+
+
+@pytest.mark.slow
+def test_section_maps_add_one_map_per_model_and_section(report_run, tmp_path, check_png):
+  from asd_jax.report import build
+
+  _, workdir, _, _ = report_run
+  report = build.write_report(str(workdir), str(tmp_path / "report"), max_points=30, section_maps=True)
+  names = {os.path.basename(p) for p in report.figures if os.path.basename(p).startswith("embedding_")}
+  assert names == {f"embedding_{k}{m}.png" for k in ("fbeats", "fusion") for m in ("", "_fan_00", "_valve_00")}
+  for p in report.figures:
+    check_png(open(p, "rb").read(), p)
 
 
 def test_run_info_holds_config_versions_and_wall_time(report_run):
@@ -153,13 +167,13 @@ def test_missing_workdir_files_are_named(tmp_path, report_run):
 
 def test_detect_histograms_show_the_systems_training_scores_and_threshold(report_run, tmp_path, check_png):
   from asd_jax import detect
-  from asd_jax import detector_export
+  from asd_jax import detector as detector_lib
 
   config, _, result, _ = report_run
-  system = detector_export.Detector(result.detector_dir)  # loads the scorers; the encoders only when embedding
+  system = detector_lib.Detector(result.detector_dir)  # loads the scorers; the encoders only when embedding
   fused = result.systems[system.system].fused
-  detections = [detector_export.Detection(path=r.path, machine=r.machine, section=r.section, score=float(score),
-                                          decision=int(d), threshold=0.0, nearest_train_clip="", model_scores={})
+  detections = [detector_lib.Detection(path=r.path, machine=r.machine, section=r.section, score=float(score),
+                                       decision=int(d), threshold=0.0, nearest_train_clip="", model_scores={})
                 for r, score, d in zip(result.test_records, fused.scores, fused.decisions)][::7]
   paths = detect.write_histograms(system, detections, str(tmp_path / "plots"))
   assert [os.path.basename(p) for p in paths] == ["scores_fan_section_00.png", "scores_valve_section_00.png"]
@@ -167,7 +181,10 @@ def test_detect_histograms_show_the_systems_training_scores_and_threshold(report
     check_png(open(p, "rb").read(), p)
   for key, state in result.models["fbeats"].scorer.sections.items():
     # What the histogram draws as the section's normal training scores is what its threshold was fitted on.
-    train = sum(w * result.models[k].scorer.sections[key].train_scores for k, w in system.weights.items() if w)
+    train = fused_lib.fused_train_scores(system.weights, system.scorers)[key]
+    # The same weighted sum written out (float64 sums of a few terms of order 1: equal up to rounding).
+    by_hand = sum(w * result.models[k].scorer.sections[key].train_scores for k, w in system.weights.items() if w)
+    np.testing.assert_allclose(train, by_hand, rtol=1e-12, atol=1e-12)
     assert threshold.fit_threshold(train, method=config.threshold_method, quantile=config.threshold_quantile) \
         == system.thresholds[key] == fused.thresholds[key]
 
