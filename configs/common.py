@@ -54,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.1  # project: on the pooled embedding, before the ArcFace head
   c.model.never_trained = ""  # regex of parameter paths that are fixed buffers, never updated
   c.model.pool = ""  # project: token pooling "mean" or "cls"; "" = the encoder's default (mean; see above)
+  # EAT's fbank frames per clip: upstream pads/crops to 1024 (10.24 s), the report's 10 s clips; 0 = the clip's own
+  # frames rounded up to a 16-frame patch (project option for short clips: 2 s padded to 1024 frames would be 80 %
+  # padding patches, which then dominate the mean-pooled embedding).
+  c.model.eat_target_length = 1024
   # Fast paths (same maths; effects measured in BENCHMARKS.md):
   c.model.attention = "auto"  # "fused" (jax.nn.dot_product_attention), "reference"; "auto" = fused on GPU only
   c.model.remat = False  # recompute each transformer block in the backward pass: less memory, slower step

@@ -35,6 +35,7 @@ def shrink(c, *, epochs: int, learning_rate: float):
   """A fine-tuning config cut down for the demo: 2 s clips, float32, LoRA rank 8, batch 8, few epochs."""
   c.data.clip_seconds = 2.0
   c.model.dtype = "float32"
+  c.model.eat_target_length = 0  # 2 s -> 208 frames, as in pre-training (not padded to 1024: see configs/common.py)
   if c.lora.enabled:
     c.lora.rank = 8
     c.lora.alpha = 8.0
@@ -52,6 +53,7 @@ def shrink_frozen(c):
   """A reference model's config cut down for the demo: 2 s clips, float32."""
   c.data.clip_seconds = 2.0
   c.model.dtype = "float32"
+  c.model.eat_target_length = 0
   c.embed.batch_size = 16
   return c
 

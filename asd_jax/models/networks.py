@@ -117,10 +117,18 @@ def describe(arch: Any) -> Any:
 # --- Single encoder + ArcFace ---------------------------------------------------------------------------------
 
 
+def frontend_options(model_cfg: ml_collections.ConfigDict, encoder: str) -> dict[str, Any]:
+  """Front-end options of `encoder` from the model config: EAT's `eat_target_length` (fbank frames per clip)."""
+  if encoder == "eat":
+    return {"target_length": int(model_cfg.get("eat_target_length", 1024))}
+  return {}
+
+
 def build_classifier(model_cfg: ml_collections.ConfigDict, arch: Any, num_classes: int) -> classifier.Classifier:
   entry = registry.get(model_cfg.encoder)
   encoder = entry.build(arch, compute_dtype(model_cfg.dtype), **encoder_options(model_cfg))
-  return classifier.Classifier(encoder=encoder, num_classes=num_classes, frontend=entry.frontend(),
+  return classifier.Classifier(encoder=encoder, num_classes=num_classes,
+                               frontend=entry.frontend(**frontend_options(model_cfg, model_cfg.encoder)),
                                dropout_rate=model_cfg.dropout_rate, pool=model_cfg.pool or entry.pool)
 
 
@@ -209,7 +217,8 @@ def build_dual_network(config: ml_collections.ConfigDict, num_classes: int) -> N
     entry = registry.get(name)
     checkpoint = config.model[f"{name}_checkpoint"]
     arch, params = encoder_architecture(name, config.model[f"{name}_preset"], checkpoint)
-    encoders[name], frontends[name] = entry.build(arch, dtype, **encoder_options(config.model)), entry.frontend()
+    encoders[name], frontends[name] = entry.build(arch, dtype, **encoder_options(config.model)), entry.frontend(
+        **frontend_options(config.model, name))
     pools[name] = config.model[f"{name}_pool"] or entry.pool
     archs[name] = describe(arch)
     if params is not None:

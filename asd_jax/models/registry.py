@@ -32,14 +32,28 @@ class EncoderEntry:
 
   build: Callable[[Any, Any], nn.Module]
   presets: Callable[[], dict[str, Any]]
-  frontend: Callable[[], Callable[[jax.Array], jax.Array]]
+  frontend: Callable[..., Callable[[jax.Array], jax.Array]]  # (target_length=None) -> wav -> fbank
   load: Callable[[str], tuple[Any, Any]]
   pool: str = eo.POOL_MEAN
 
 
-def _fbank_frontend(name: str) -> Callable[[jax.Array], jax.Array]:
+def _fbank_frontend(name: str, target_length: int | None = None) -> Callable[[jax.Array], jax.Array]:
+  """`wav [batch, samples] -> fbank [batch, frames, 128]` with `fbank.<name>`; `target_length` replaces its
+  padded/cropped frame count (None: the config's own; 0: the clip's frames rounded up to a 16-frame patch)."""
+  import dataclasses
+
   from asd_jax.audio import fbank
-  return functools.partial(fbank.fbank, config=getattr(fbank, name))
+  config = getattr(fbank, name)
+  if target_length is None:
+    return functools.partial(fbank.fbank, config=config)
+  if target_length > 0:
+    return functools.partial(fbank.fbank, config=dataclasses.replace(config, target_length=int(target_length)))
+
+  def clip_frames(wav: jax.Array) -> jax.Array:
+    frames = config.num_frames(wav.shape[-1])
+    return fbank.fbank(wav, config=dataclasses.replace(config, target_length=-(-frames // 16) * 16))
+
+  return clip_frames
 
 
 def _beats() -> EncoderEntry:
@@ -55,7 +69,7 @@ def _beats() -> EncoderEntry:
     from asd_jax.models import beats
     return beats.load(path)
 
-  return EncoderEntry(build, presets, lambda: _fbank_frontend("BEATS_FBANK"), load)
+  return EncoderEntry(build, presets, lambda target_length=None: _fbank_frontend("BEATS_FBANK"), load)
 
 
 def _eat() -> EncoderEntry:
@@ -71,7 +85,7 @@ def _eat() -> EncoderEntry:
     from asd_jax.models import eat
     return eat.load(path)
 
-  return EncoderEntry(build, presets, lambda: _fbank_frontend("EAT_FBANK"), load)
+  return EncoderEntry(build, presets, lambda target_length=None: _fbank_frontend("EAT_FBANK", target_length), load)
 
 
 _REGISTRY: dict[str, EncoderEntry] = {"beats": _beats(), "eat": _eat()}
