@@ -43,6 +43,7 @@ def tiny_config(root, model_keys, *, fusion_sources=None):
   c = demo_pipeline.get_config()
   c.data.root = str(root)
   c.model_keys = model_keys
+  c.pretrain = None  # the pre-training stage has its own test (tests/pretraining/test_pretrain_run.py)
   if fusion_sources:
     c.models.fusion.sources = fusion_sources
   for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch"):
@@ -122,7 +123,9 @@ def test_system_configs_fuse_multi_layer_features_of_the_single_encoder_models()
   assert layers["dual_branch"] == (specs_lib.FINE_TUNED, "last", ())  # its fused branch features
   assert layers["fusion"] == (specs_lib.CONCATENATION, "last", ("lbeats", "leat"))  # their final features
   assert {k: v[0] for k, v in layers.items() if k.startswith(("frozen", "log"))} == {
-      "frozen_beats": specs_lib.FROZEN, "frozen_eat": specs_lib.FROZEN, "log_mel": specs_lib.FROZEN}
+      "frozen_beats": specs_lib.FROZEN, "frozen_eat": specs_lib.FROZEN, "log_mel": specs_lib.FROZEN,
+      "frozen_eat_random": specs_lib.FROZEN}
+  assert layers["feat_random"] == (specs_lib.FINE_TUNED, "all", ())  # FEAT's recipe from a random-init EAT
 
 
 def test_concatenation_model_joins_normalised_source_embeddings(first_run):

@@ -110,6 +110,7 @@ def small():
   return jax.jit(beats.BEATs(SMALL).init)(jax.random.key(0), fbank)["params"], fbank
 
 
+@pytest.mark.slow  # ~45 s; EAT's remat and fused attention gradients stay in the default suite
 def test_remat_gives_the_same_loss_and_gradients(small):
   params, fbank = small
   loss_a, grads_a = _loss_and_grads(params, fbank, remat=False, train=True)
@@ -121,6 +122,7 @@ def test_remat_gives_the_same_loss_and_gradients(small):
   assert abs(float(_loss_and_grads(params, fbank, remat=True)[0]) - float(loss_a)) > 1e-4
 
 
+@pytest.mark.slow  # ~18 s; test_eat_remat_and_fused_attention_give_the_same_gradients covers the path
 def test_fused_attention_gives_the_same_gradients(small):
   params, fbank = small
   loss_a, grads_a = _loss_and_grads(params, fbank, fused=False)

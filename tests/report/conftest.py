@@ -57,6 +57,7 @@ def _build_run(base: pathlib.Path):
   config = demo_pipeline.get_config()
   config.data.root = str(base / "data")
   config.model_keys = "fbeats,fusion"
+  config.pretrain = None  # the demo's pre-training stage is tested in tests/pretraining
   config.models.fusion.sources = "fbeats"
   t = config.models.fbeats.train
   t.train.epochs = 1

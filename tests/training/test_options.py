@@ -35,6 +35,7 @@ def test_auto_attention_is_fused_only_on_gpu():
     networks.encoder_options(config.model)
 
 
+@pytest.mark.slow  # ~25 s; donation also runs in every fine-tuning test (train.donate defaults to True)
 def test_donated_step_gives_the_same_state(tiny_encoder, frontend):
   model = classifier.Classifier(encoder=tiny_encoder(), num_classes=3, frontend=frontend)
   wav = np.random.default_rng(0).normal(size=(4, 1024)).astype(np.float32)

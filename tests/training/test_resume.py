@@ -41,6 +41,7 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   return jax.device_get(state)
 
 
+@pytest.mark.slow  # ~43 s; the same guarantee through train() is tests/training/test_train_resume.py (default)
 def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend, array_batches, tmp_path):
   straight = _run(tiny_encoder, frontend, array_batches, tmp_path / "straight")
   first = _run(tiny_encoder, frontend, array_batches, tmp_path / "resumed", stop_after=3)
