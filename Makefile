@@ -30,7 +30,9 @@ demo: install
 	$(PY) -m asd_jax.report --workdir=$(WORK)/demo
 
 test: install
-	$(PY) -m pytest -q -n 2
+	# loadscope: each test module on one worker, so its module-scoped fixtures (a pipeline run, a pre-training
+	# run) are computed once, not once per worker.
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
