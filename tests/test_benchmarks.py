@@ -44,6 +44,7 @@ def test_replace_section_appends_replaces_and_keeps_the_rest():
   assert r"\1 and \g<0>" in runner.replace_section(doc, "b", r"## B \1 and \g<0>")
 
 
+@pytest.mark.slow  # ~12 s: runs a benchmark; the runner is infrastructure of `make bench`, not of the library
 def test_runner_runs_a_quick_benchmark_and_rewrites_only_its_section(tmp_path):
   """`python -m benchmarks.run --only=fbank --quick` end to end (a few seconds)."""
   output = tmp_path / "BENCHMARKS.md"
