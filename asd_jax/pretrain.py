@@ -3,7 +3,7 @@ r"""Pre-trains EAT self-supervised (data2vec 2.0 style, as upstream EAT): from s
   python -m asd_jax.pretrain --config=configs/pretrain_eat_large.py:dcase:/data/dev,folder:/data/as2m \
       --workdir=DIR [--config.model.init_checkpoint=EAT-large_epoch20_pretrain.pt] [--dry_run] [--noresume]
   python -m asd_jax.pretrain --config=configs/pretrain_eat_large.py:report --workdir=DIR \
-      --config.data.sources.dcase2020.path=/data/dcase2020t2 ... --config.data.packed=/data/packed  (the report's corpus)
+      --config.data.sources.dcase2020.path=/data/dcase2020t2 ...   (the report's corpus; or --config.data.packed=DIR)
   python -m asd_jax.pretrain --config=... --workdir=DIR --export_only [--export_teacher]
 
 The workdir receives `checkpoints/` (Orbax: student, decoder, optimiser state, EMA teacher, step, data
