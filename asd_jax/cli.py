@@ -35,6 +35,14 @@ def fail(error: BaseException, what: str = "") -> NoReturn:
   sys.exit(f"error: {what + ': ' if what else ''}{_innermost_message(error)}")
 
 
+def quiet_by_default() -> None:
+  """Logs warnings and errors only unless `--verbosity` was given: Orbax logs every checkpoint save at INFO,
+  which would bury a program's own progress lines and bars."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with a misspelt config field (`--config.train.epoch=2`, or a typo inside the config
   file; ml_collections suggests the right name) reported like the other bad input."""

@@ -35,7 +35,7 @@ import pathlib
 import re
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from asd_jax import cli
 from asd_jax.audio import wav as wavlib
@@ -232,8 +232,7 @@ def run(system_dir: str, inputs: Sequence[str], *, machine: str = "", section: s
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give one or more .wav files or folders to score")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_by_default()
   f = flags.FLAGS
   run(f.system, argv[1:], machine=f.machine, section=f.section, output=f.output, windows_output=f.windows_output,
       plot_dir=f.plot_dir)

@@ -16,7 +16,7 @@ written with the same settings (`asd_jax.pretraining.trainer.RUN_FIELDS`). `--ex
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from asd_jax import cli
@@ -38,8 +38,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough.
+  cli.quiet_by_default()
   trainer.pretrain(f.config, f.workdir, dry_run=f.dry_run, resume=f.resume, export_only=f.export_only,
                    export_teacher=f.export_teacher)
 

@@ -1,7 +1,8 @@
-"""Shared pytest setup: two emulated CPU devices, parsed absl flags, the fixtures folder."""
+"""Shared pytest setup: two emulated CPU devices, parsed absl flags, the fixtures folder, an upstream EAT clone."""
 
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -26,3 +27,17 @@ def fixtures() -> pathlib.Path:
   if not (path / "manifest.json").exists():
     pytest.fail(f"reference fixtures not found at {path} (set ASD_JAX_FIXTURES)")
   return path
+
+
+@pytest.fixture
+def upstream_eat_dir():
+  """$ASD_JAX_UPSTREAM_EAT (a clone of upstream EAT) or a skip; upstream's modules are unloaded afterwards."""
+  from benchmarks import upstream_eat  # pylint: disable=import-outside-toplevel
+  path = os.environ.get("ASD_JAX_UPSTREAM_EAT")
+  if not path:
+    pytest.skip("set ASD_JAX_UPSTREAM_EAT to a clone of github.com/cwx-worst-one/EAT")
+  before = set(sys.modules)
+  yield path
+  for name in set(sys.modules) - before:  # the stand-ins and upstream's modules stay out of other tests
+    if name.split(".")[0] in upstream_eat.STAND_IN_PACKAGES + (upstream_eat.PACKAGE,):
+      del sys.modules[name]

@@ -5,7 +5,6 @@ import dataclasses
 import importlib
 import inspect
 import math
-import os
 import pathlib
 import subprocess
 import sys
@@ -76,7 +75,6 @@ def test_helpers():
 def test_side_by_side_needs_a_real_upstream_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match="expected upstream's BEATs.py"):
     side_by_side.import_upstream_beats(tmp_path)
-
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,18 +206,6 @@ def test_eat_side_by_side_config_and_frames():
   for seconds in (1, 2, 4, 7.5):
     frames = side_by_side.eat_fbank_frames(seconds)
     assert frames % 16 == 0 and frames >= 100 * seconds - 2  # 25 ms windows, 10 ms hop
-
-
-@pytest.fixture
-def upstream_eat_dir():
-  path = os.environ.get("ASD_JAX_UPSTREAM_EAT")
-  if not path:
-    pytest.skip("set ASD_JAX_UPSTREAM_EAT to a clone of github.com/cwx-worst-one/EAT")
-  before = set(sys.modules)
-  yield path
-  for name in set(sys.modules) - before:  # the stand-ins and upstream's modules stay out of other tests
-    if name.split(".")[0] in upstream_eat.STAND_IN_PACKAGES + (upstream_eat.PACKAGE,):
-      del sys.modules[name]
 
 
 @pytest.mark.slow

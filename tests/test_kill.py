@@ -30,18 +30,20 @@ def dataset(tmp_path_factory):
   return root
 
 
-def _killed(mode: str, root: pathlib.Path) -> None:
+def _killed(mode: str, dataset: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+  """A fresh run folder (the dataset linked in as data/) in which `mode` was killed; returns it."""
+  root = tmp_path / "run"
+  root.mkdir()
+  os.symlink(dataset / "data", root / "data")
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
   done = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "kill_worker.py"), mode, str(root)],
                         env=env, capture_output=True, text=True, timeout=300, check=False)
   assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+  return root
 
 
 def test_a_detector_export_killed_between_its_renames_is_recovered_and_a_rerun_succeeds(dataset, tmp_path):
-  root = tmp_path / "run"
-  root.mkdir()
-  os.symlink(dataset / "data", root / "data")
-  _killed("export", root)
+  root = _killed("export", dataset, tmp_path)
   target = root / "detector"
   assert not target.exists()  # the kill came after the old folder was moved aside
   detector = detector_lib.Detector(str(target))  # a reader puts the old, complete folder back
@@ -55,10 +57,7 @@ def test_a_detector_export_killed_between_its_renames_is_recovered_and_a_rerun_s
 
 
 def test_embedding_killed_while_writing_is_redone_not_reused(dataset, tmp_path):
-  root = tmp_path / "run"
-  root.mkdir()
-  os.symlink(dataset / "data", root / "data")
-  _killed("embed", root)
+  root = _killed("embed", dataset, tmp_path)
   model_dir = root / "model"
   assert not (model_dir / store.ARRAYS).exists()  # only the hidden temporary holds the half-written bytes
   assert [p.name for p in model_dir.iterdir() if p.name.startswith(f".{store.ARRAYS}.tmp-")]

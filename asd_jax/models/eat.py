@@ -588,8 +588,8 @@ def _reason(error: Exception) -> str:
   return f"cfg lacks {error}; is this an EAT checkpoint?" if isinstance(error, KeyError) else str(error)
 
 
-def load_fairseq_checkpoint(path: str | pathlib.Path) -> tuple[EATConfig, dict[str, Any], list[str]]:
-  """(config, params, ignored entries) from a fairseq `.pt`; reads only its `cfg` and `model`."""
+def _read_fairseq(path: str | pathlib.Path) -> tuple[dict[str, Any], EATConfig]:
+  """(checkpoint, encoder config with the checkpoint's position count) of a fairseq `.pt`."""
   checkpoint = checkpoint_io.load_torch_checkpoint(path)
   if "cfg" not in checkpoint or "model" not in checkpoint:
     raise CheckpointError(str(path), problems=[f"expected a fairseq checkpoint with 'cfg' and 'model', "
@@ -598,27 +598,22 @@ def load_fairseq_checkpoint(path: str | pathlib.Path) -> tuple[EATConfig, dict[s
     config = EATConfig.from_fairseq_cfg(checkpoint["cfg"])
   except (KeyError, TypeError, ValueError) as e:
     raise CheckpointError(str(path), problems=[_reason(e)]) from e
+  rows = _positions_rows(checkpoint["model"], FAIRSEQ_PREFIX + "fixed_positional_encoder.positions", str(path))
+  return checkpoint, dataclasses.replace(config, max_positions=rows)
+
+
+def load_fairseq_checkpoint(path: str | pathlib.Path) -> tuple[EATConfig, dict[str, Any], list[str]]:
+  """(config, params, ignored entries) from a fairseq `.pt`; reads only its `cfg` and `model`."""
+  checkpoint, config = _read_fairseq(path)
   state_dict = checkpoint["model"]
-  rows = _positions_rows(state_dict, FAIRSEQ_PREFIX + "fixed_positional_encoder.positions", str(path))
-  config = dataclasses.replace(config, max_positions=rows)
   return config, convert_fairseq_state_dict(state_dict, config, str(path)), ignored_fairseq_entries(state_dict)
 
 
 def load_fairseq_pretraining(path: str | pathlib.Path) -> FairseqPretraining:
   """Student, EMA teacher and CNN decoder of a fairseq pretraining `.pt` (e.g. `EAT-large_epoch20_pretrain.pt`),
   read strictly; use `load` for the student encoder alone."""
-  checkpoint = checkpoint_io.load_torch_checkpoint(path)
-  if "cfg" not in checkpoint or "model" not in checkpoint:
-    raise CheckpointError(str(path), problems=[f"expected a fairseq checkpoint with 'cfg' and 'model', "
-                                               f"found top-level entries {sorted(checkpoint)}"])
-  try:
-    config = EATConfig.from_fairseq_cfg(checkpoint["cfg"])
-  except (KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(str(path), problems=[_reason(e)]) from e
-  state_dict = checkpoint["model"]
-  rows = _positions_rows(state_dict, FAIRSEQ_PREFIX + "fixed_positional_encoder.positions", str(path))
-  config = dataclasses.replace(config, max_positions=rows)
-  return convert_fairseq_pretraining(state_dict, checkpoint["cfg"], config, str(path))
+  checkpoint, config = _read_fairseq(path)
+  return convert_fairseq_pretraining(checkpoint["model"], checkpoint["cfg"], config, str(path))
 
 
 def load_hf_checkpoint(weights: str | pathlib.Path,

@@ -12,7 +12,7 @@ of `asd_jax.pipeline` lists every file the workdir holds.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from asd_jax import cli
@@ -32,8 +32,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the stage lines say enough.
+  cli.quiet_by_default()
   result = stages.run(flags.FLAGS.config, flags.FLAGS.workdir, progress=True, bars=flags.FLAGS.bars)
   print()
   print(result.tables)

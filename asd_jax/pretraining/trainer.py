@@ -166,6 +166,16 @@ def summary(settings: config_lib.PretrainingConfig, state: Any) -> str:
   return "\n".join(lines)
 
 
+def run_meta(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a checkpoint records of its run (compared field by field on resume, `RUN_FIELDS`)."""
+  return {"config": json.loads(config.to_json_best_effort()), "num_steps": config.train.num_steps}
+
+
+def _check_same_run(ckpt: checkpoints.Checkpointer, meta: dict[str, Any], workdir: str) -> None:
+  checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
+      f"Continue with the saved settings ({os.path.join(workdir, 'config.json')}) or use a new workdir."))
+
+
 def is_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
   """Whether `workdir` holds a finished run of `config` (all `num_steps` and the exported encoder).
 
@@ -181,9 +191,7 @@ def is_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
     step = ckpt.latest_step()
     if step is None:
       return False
-    meta = {"config": json.loads(config.to_json_best_effort()), "num_steps": config.train.num_steps}
-    checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
-        f"Use the saved settings ({os.path.join(workdir, 'config.json')}) or a new workdir."))
+    _check_same_run(ckpt, run_meta(config), workdir)
     return step >= config.train.num_steps
   finally:
     ckpt.close()
@@ -221,13 +229,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = Fal
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   writer = None
   try:
-    meta = {"config": json.loads(config.to_json_best_effort()), "num_steps": config.train.num_steps}
+    meta = run_meta(config)
     if ckpt.latest_step() is not None:  # checked before any compute: a refused resume costs nothing
       if not resume and not export_only:
         raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
                               "use a new --workdir or drop --noresume to continue it")
-      checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
-          f"Resume with the saved settings ({os.path.join(workdir, 'config.json')}) or use a new --workdir."))
+      _check_same_run(ckpt, meta, workdir)
     elif export_only:
       raise FileNotFoundError(f"--export_only: no checkpoint in {ckpt.directory}")
     settings, state, step, _, source = build(config, init_rng)

@@ -12,9 +12,7 @@ step. Tolerances as in test_objective.py (1e-4 absolute for O(1) tensors, 1e-5 r
 """
 
 import json
-import os
 import pathlib
-import sys
 
 import jax
 import numpy as np
@@ -30,18 +28,6 @@ from benchmarks import upstream_eat
 from benchmarks import upstream_pretraining
 
 ATOL = 1e-4
-
-
-@pytest.fixture
-def upstream_eat_dir():
-  path = os.environ.get("ASD_JAX_UPSTREAM_EAT")
-  if not path:
-    pytest.skip("set ASD_JAX_UPSTREAM_EAT to a clone of github.com/cwx-worst-one/EAT")
-  before = set(sys.modules)
-  yield path
-  for name in set(sys.modules) - before:  # the stand-ins and upstream's modules stay out of other tests
-    if name.split(".")[0] in upstream_eat.STAND_IN_PACKAGES + (upstream_eat.PACKAGE,):
-      del sys.modules[name]
 
 
 def _model_cfg(variant):
