@@ -223,20 +223,20 @@ def read_scores(directory: str, machine: str, section: str, clips: Sequence[str]
                 decisions: bool = True, protocol: Protocol = Protocol.DCASE2022,
                 rename: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
   """Scores [n] (and decisions [n], or None) of one section's `clips`, in their order, from `protocol`'s own file
-  names (`submission_file_names`; 2021: both domains' files together) or else the 2022+ names. 2020 has no
-  decisions: None. Clips are renamed through `rename` (full dev names to short ones) where listed.
+  names (`submission_file_names`; 2021: both domains' files together) or else another year's (a submission keeps
+  its names when evaluated under another year's rules). 2020 reads no decisions: None. Clips are renamed through `rename` (full dev names to short ones) where listed.
 
   Raises:
     FileNotFoundError: naming the files looked for. ValueError: naming the file, for clips that do not match
       `clips` (missing, unexpected, listed twice) and for bad rows (see `read_named_values`).
   """
   expected = set(clips)
-  own = submission_file_names(machine, section, protocol)
-  generic = submission_file_names(machine, section, Protocol.DCASE2022)
-  chosen = own if all(os.path.isfile(os.path.join(directory, f)) for f, _, _ in own) else generic
-  if not all(os.path.isfile(os.path.join(directory, f)) for f, _, _ in chosen):
-    wanted = " and ".join(f for f, _, _ in own) + ("" if own == generic else f" (or {generic[0][0]})")
-    raise FileNotFoundError(f"missing file: {os.path.join(directory, chosen[0][0])}; looked for {wanted}")
+  namings = [submission_file_names(machine, section, p) for p in [protocol] + [p for p in Protocol if p != protocol]]
+  chosen = next((n for n in namings if all(os.path.isfile(os.path.join(directory, f)) for f, _, _ in n)), None)
+  if chosen is None:
+    others = "; ".join(" and ".join(f for f, _, _ in n) for n in namings[1:])
+    raise FileNotFoundError(f"missing file: {os.path.join(directory, namings[0][0][0])} (nor another year's name "
+                            f"for it: {others})")
   read_decisions = decisions and protocol is not Protocol.DCASE2020
   columns = [0, 1] if read_decisions else [0]
   out = []
