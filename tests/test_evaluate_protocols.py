@@ -389,7 +389,8 @@ REAL_2023_TEST = {
                "section_00_source_test_normal_0029_car_C2_spd_34V_mic_1.wav"],
     "ToyTrain": ["section_00_target_test_anomaly_0015_car_A2_spd_6_mic_2.wav",
                  "section_00_target_test_normal_0049_car_E2_spd_9_mic_2.wav"],
-    "bearing": ["section_00_source_test_normal_0022_vel_9_loc_A.wav", "section_00_target_test_anomaly_0021_vel_8_loc_G.wav"],
+    "bearing": ["section_00_source_test_normal_0022_vel_9_loc_A.wav",
+                "section_00_target_test_anomaly_0021_vel_8_loc_G.wav"],
     "fan": ["section_00_source_test_anomaly_0022_m-n_W.wav", "section_00_target_test_normal_0021_m-n_Y.wav"],
     "gearbox": ["section_00_source_test_normal_0026_volt_1.5_wt_150.wav",
                 "section_00_target_test_anomaly_0040_volt_1.5_wt_130.wav"],
@@ -414,7 +415,8 @@ def test_cli_on_the_real_2023_sample_names_warns_per_section_and_finishes(tmp_pa
   assert proc.returncode == 0, proc.stderr
   warnings = [l for l in proc.stderr.splitlines() if l.startswith("warning: ")]
   assert len(warnings) == 7 and [w.split()[1] for w in warnings] == sorted(REAL_2023_TEST)  # one each
-  assert "warning: bearing section 00: not evaluated: no target-domain normal clips: AUC (target) needs them" in warnings
+  assert ("warning: bearing section 00: not evaluated: no target-domain normal clips: AUC (target) needs them"
+          in warnings)
   assert "Summary over 0 of 7 sections" in proc.stdout and "no official score" in proc.stdout
   result = json.loads((tmp_path / "r.json").read_text())
   assert result["protocol"] == "2022-2026" and result["n_evaluated"] == 0 and result["official_score"] is None
@@ -448,3 +450,16 @@ def test_cli_refuses_bad_arguments(tmp_path, flags, message):
   proc = _run(f"--scores={tmp_path}", *flags)
   assert proc.returncode != 0 and "Traceback" not in proc.stderr
   assert message.replace("MISSING", str(tmp_path / "missing")) in proc.stderr
+
+
+def test_dataset_names_that_no_scheme_matches_are_one_error_naming_them(tmp_path):
+  _touch(tmp_path / "dev" / "fan" / "test" / "normal_id_00_00000000.wav")
+  _touch(tmp_path / "dev" / "fan" / "test" / "recording 7.wav")
+  _touch(tmp_path / "dev" / "pump" / "train" / "normal_id_00_00000000.wav")  # a machine without test clips: fine
+  proc = _run(f"--scores={tmp_path}", f"--dataset={tmp_path / 'dev'}")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stdout == ""
+  assert f"{tmp_path / 'dev' / 'fan' / 'test' / 'recording 7.wav'}: 'recording 7.wav' matches no DCASE naming" \
+      in proc.stderr
+  (tmp_path / "dev" / "fan" / "test" / "recording 7.wav").unlink()
+  proc = _run(f"--scores={tmp_path}", f"--dataset={tmp_path / 'dev'}")  # no score file for fan id_00
+  assert proc.returncode == 1 and f"error: missing file: {tmp_path / 'anomaly_score_fan_id_00.csv'}" in proc.stderr

@@ -39,7 +39,8 @@ GT_DATA = "ground_truth_data"
 GT_DOMAIN = "ground_truth_domain"
 GT_ATTRIBUTES = "ground_truth_attributes"
 _GT_NAME = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d\d)_test\.csv$")
-_GT_NAME_2021 = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d\d)_(?P<domain>source|target)_test\.csv$")
+_GT_NAME_2021 = re.compile(  # the 2021 evaluator's: one file per section and domain
+    r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d\d)_(?P<domain>source|target)_test\.csv$")
 
 
 def score_file_name(machine: str, section: str) -> str:
@@ -224,7 +225,8 @@ def read_scores(directory: str, machine: str, section: str, clips: Sequence[str]
                 rename: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
   """Scores [n] (and decisions [n], or None) of one section's `clips`, in their order, from `protocol`'s own file
   names (`submission_file_names`; 2021: both domains' files together) or else another year's (a submission keeps
-  its names when evaluated under another year's rules). 2020 reads no decisions: None. Clips are renamed through `rename` (full dev names to short ones) where listed.
+  its names when evaluated under another year's rules). 2020 reads no decisions: None. Clips are renamed through
+  `rename` (full dev names to short ones) where listed.
 
   Raises:
     FileNotFoundError: naming the files looked for. ValueError: naming the file, for clips that do not match

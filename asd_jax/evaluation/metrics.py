@@ -5,9 +5,11 @@ Labels: 0 normal, 1 anomalous; domains: 0 source, 1 target. pAUC is scikit-learn
 
 DCASE 2020 (y-kawagu/dcase2020_task2_evaluator, evaluator.py, `output_result`; the baseline's 01_test.py computes
   the same): per machine ID, AUC (`auc_all`) and pAUC over all its test clips; per machine type the arithmetic mean
-  over its IDs ("Average"). No domains, no decisions. The challenge ranked submissions against each other, so one
-  system has no official score: `arithmetic_mean` (the mean over machine types of the mean of AUC and pAUC, the
-  figure 2020 papers quote) is given instead, and the fusion weight search maximises it.
+  over its IDs ("Average"). No domains, no decisions. The evaluator gives no single figure and the challenge ranked
+  submissions against each other per machine type (one team reports ranking 4th with the highest mean of AUC and
+  pAUC over all machine types, papertalk.org/papertalks/14256), so one system has no official score.
+  `arithmetic_mean`, that mean over machine types of (AUC + pAUC) / 2, is given instead, and the fusion weight
+  search maximises it.
 DCASE 2021 (y-kawagu/dcase2021_task2_evaluator, dcase2021_task2_evaluator.py, `output_result`; the baseline
   dcase2021_task2_baseline_ae, 01_test.py, the same): per section and domain, AUC and pAUC over that domain's test
   clips only (the `source_test/` or `target_test/` folder: its normal and its anomalous clips; `auc_source`,
@@ -161,7 +163,7 @@ def section_metrics(
       raise ValueError(f"{where}: {decisions.shape[0]} decisions for {labels.shape[0]} clips")
   values = dict(auc_all=_auc(labels, scores), auc_source=None, auc_target=None, pauc=None)
   problems = []
-  if protocol is Protocol.DCASE2020 or protocol is Protocol.DCASE2022:
+  if protocol in (Protocol.DCASE2020, Protocol.DCASE2022):
     values["pauc"] = _auc(labels, scores, MAX_FPR)
     if values["pauc"] is None:
       problems.append(f"{_one_class(labels)}: AUC and pAUC need normal and anomalous clips")

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from asd_jax.data import corpus_sources
 from asd_jax.data import records as records_lib
 from asd_jax.evaluation import files, metrics
 from asd_jax.evaluation import protocol as protocol_lib
@@ -77,7 +76,7 @@ def _evaluate_groups(groups, scores: np.ndarray, decisions: np.ndarray | None, p
     if problem:
       sections.append(metrics.blank_section(machine, section, len(idx), problem))
       continue
-    row = metrics.section_metrics(machine, section, labels, domains, scores[idx],
+    row = metrics.section_metrics(machine, section, labels, domains if protocol.has_domains else None, scores[idx],
                                   None if decisions is None else decisions[idx], protocol=protocol)
     sections.append(row)
     if row.evaluated:
@@ -145,9 +144,11 @@ def dataset_test_records(root: str) -> list[records_lib.ClipRecord]:
     asd_jax.data.layout.DatasetError: listing every unparseable name; for a folder without machine folders or
       without test clips.
   """
+  # Imported here: the data layer brings scipy.signal (through audio.wav), seconds of import that reading a
+  # ground-truth folder does not need.
+  from asd_jax.data import corpus_sources, layout  # pylint: disable=import-outside-toplevel
   records = [r for r in corpus_sources.scan_tree(root) if records_lib.is_test_clip(r)]
   if not records:
-    from asd_jax.data import layout  # pylint: disable=import-outside-toplevel
     raise layout.DatasetError(root, [f"{root}: no test clips (no .wav in any machine folder's test/, source_test/ "
                                      "or target_test/)"])
   return sorted(records, key=lambda r: r.path)
@@ -191,8 +192,8 @@ def official_score_objective(records: Sequence[records_lib.ClipRecord], *, proto
   parts, problems = [], []
   for (machine, section), (idx, labels, domains, problem) in _section_groups(records, protocol).items():
     if problem is None:  # find the sections the protocol can evaluate from labels alone (scores do not matter)
-      problem = metrics.section_metrics(machine, section, labels, domains, np.zeros(len(idx)),
-                                        protocol=protocol).problem
+      problem = metrics.section_metrics(machine, section, labels, domains if protocol.has_domains else None,
+                                        np.zeros(len(idx)), protocol=protocol).problem
     if problem:
       problems.append(f"{protocol.unit_name(machine, section)}: {problem}")
       continue

@@ -1,12 +1,13 @@
 """Which DCASE Task 2 year's evaluation rules apply: one `Protocol` per rule set the official code has used.
 
-| protocol | years | unit of evaluation | per unit | headline |
-|---|---|---|---|---|
-| `DCASE2020` | 2020 | machine ID (`id_00`) | AUC, pAUC over the ID's test clips (no domains) | per machine type the mean over its IDs; no single official score |
-| `DCASE2021` | 2021 | section x domain (`source_test/`, `target_test/`) | AUC, pAUC (and P/R/F1) over that domain's clips only | official score: harmonic mean of every AUC and pAUC |
-| `DCASE2022` | 2022-2026 | section | AUC (source/target): that domain's normal clips + all anomalous clips of the section; pAUC over all clips | official score: harmonic mean of every AUC (source), AUC (target), pAUC |
+- `DCASE2020` (2020): per machine ID (`id_00`), AUC and pAUC over its test clips (no domains); per machine type
+  the mean over its IDs; no single official score.
+- `DCASE2021` (2021): per section and domain (`source_test/`, `target_test/`), AUC and pAUC (and P/R/F1) over that
+  domain's clips only; official score: the harmonic mean of every AUC and pAUC.
+- `DCASE2022` (2022-2026): per section, AUC (source) and AUC (target) over that domain's normal clips and all the
+  section's anomalous clips, pAUC over all clips; official score: the harmonic mean of all three of every section.
 
-`asd_jax.evaluation.metrics` computes them (its docstring cites the official code line by line). The protocol of a
+`asd_jax.evaluation.metrics` computes them (its docstring names the official file and function each follows). The protocol of a
 dataset is known from its names and layout (`detect`): 2020 names carry machine IDs (`normal_id_00_00000000.wav`,
 `id_00_00000000.wav`); a 2021 set keeps its test clips in `source_test/` and `target_test/`; every later year
 (2022-2026) shares one protocol. `resolve(year, paths)` gives the protocol of an explicit year (the user's
