@@ -7,8 +7,9 @@ work is `asd_jax.evaluation.official`).
 reads a submission folder (`anomaly_score_*` and `decision_result_*` files, named as the year's baseline named
 them or in the 2022+ form, see `asd_jax.evaluation.files`) and the truth: with `--dataset`, the labels and
 domains in the file names of a development set's test clips (any year's layout, 2021's `source_test/` and
-`target_test/` included); with `--ground_truth`, an official ground-truth folder (2022+ form, or 2021's per-domain
-files). The year's rules (`asd_jax.evaluation.protocol`) come from the names and layout, or from `--year`.
+`target_test/` included); with `--ground_truth`, an official ground truth (a 2022+ folder, 2021's per-domain files,
+or 2020's `eval_data_list.csv`). The year's rules (`asd_jax.evaluation.protocol`) come from the names and layout,
+or from `--year`.
 
 It prints the per-section metrics (2020: per machine ID; 2021: per section and domain), the per-machine-type table
 and the official score, then which sections the summary covers. A section that cannot be evaluated (only normal
@@ -44,7 +45,7 @@ def _define_flags() -> None:
                       "and domains are read from its test clips' file names.")
   flags.DEFINE_string("ground_truth", None, "Instead of --dataset: a folder with ground_truth_data/, "
                       "ground_truth_domain/ (and optionally ground_truth_attributes/), or 2021's per-domain "
-                      "ground_truth_data/ files.")
+                      "ground_truth_data/ files, or 2020's eval_data_list.csv.")
   flags.DEFINE_string("year", None, "The DCASE year whose protocol applies (2020-2026). Default: found from the "
                       "clips' names and layout (2020: machine IDs; 2021: source_test/ and target_test/; else "
                       "2022-2026, which share one protocol).")

@@ -214,6 +214,25 @@ def test_dcase2020_evaluation_names_hide_the_labels(tmp_path):
                         f"{tmp_path / 'eval' / 'fan' / 'test' / 'id_01_00000000.wav'}",)
 
 
+def test_dcase2020_official_ground_truth_list_of_the_evaluation_set(tmp_path):
+  # The 2020 evaluator's eval_data_list.csv: a machine type row, then `clip,<original name>,label` rows.
+  rng = np.random.default_rng(9)
+  rows = {("pump", mid): [(f"id_{mid}_{i:08d}.wav", int(i % 3 == 0), float(rng.normal() + (i % 3 == 0)))
+                          for i in range(12)] for mid in ("01", "03")}
+  lines = ["pump"] + [f"{n},{'anomaly' if l else 'normal'}_{n},{l}" for key in sorted(rows) for n, l, _ in rows[key]]
+  (tmp_path / "eval_data_list.csv").write_text("\n".join(lines) + "\n")
+  _write_scores_2020(tmp_path / "sub", rows)
+  e = official.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "eval_data_list.csv"))
+  assert e.protocol is Protocol.DCASE2020 and [s.section for s in e.sections] == ["01", "03"]
+  for s in e.sections:
+    y, v = [l for _, l, _ in rows[("pump", s.section)]], [x for *_, x in rows[("pump", s.section)]]
+    assert (s.auc_all, s.pauc) == pytest.approx((roc_auc_score(y, v), roc_auc_score(y, v, max_fpr=0.1)), rel=REL)
+  (tmp_path / "eval_data_list.csv").write_text("pump\nid_01_00000000.wav,x,2\n")
+  with pytest.raises(ValueError, match=r"eval_data_list.csv:2: expected 'clip.wav,<any>,0\|1', found "
+                                       r"'id_01_00000000.wav,x,2'"):
+    official.evaluate_dirs(str(tmp_path / "sub"), str(tmp_path / "eval_data_list.csv"))
+
+
 # ------------------------------------------------------------------------------------------------ DCASE 2021
 def _expected_2021(truth):
   """Per (machine, section, domain): AUC, pAUC, precision, recall, F1 over that domain's clips (decisions s > 0.5)."""

@@ -11,7 +11,10 @@ Ground-truth folder, as in the official 2022-2025 evaluators (`write_ground_trut
   ground_truth_domain/ground_truth_<machine>_section_<ss>_test.csv      `clip.wav,0|1` (1 = target)
   ground_truth_attributes/ground_truth_<machine>_section_<ss>_test.csv  `clip.wav,<full dev name>`
 The 2021 evaluator's ground truth is also read: `ground_truth_data/ground_truth_<machine>_section_<ss>_<source|
-target>_test.csv` (`clip.wav,0|1`, the domain in the file name, no ground_truth_domain/).
+target>_test.csv` (`clip.wav,0|1`, the domain in the file name, no ground_truth_domain/), and the 2020 one, a single
+file `eval_data_list.csv`: a one-field row names a machine type, the rows below it are `clip.wav,<any>,0|1`
+(y-kawagu/dcase2020_task2_evaluator, evaluator.py: MACHINE_TYPE_COL 0, FILENAME_COL 0, Y_TRUE_COL 2); the machine
+ID is the `id_XX` in the clip's name.
 The attributes files let a submission name clips by their full development names (the second
 column plus ".wav"); those names are mapped to the short names of the ground truth. The folder
 `ground_truth_attributes` may be absent, then score files must use the ground-truth names.
@@ -141,8 +144,10 @@ class SectionTruth:
 
 
 def read_ground_truth(directory: str) -> list[SectionTruth]:
-  """All sections of a ground-truth folder (2022+ form, or the 2021 evaluator's), sorted by machine then
-  section."""
+  """All sections of a ground-truth folder (2022+ form, or the 2021 evaluator's) or of the 2020 evaluator's
+  `eval_data_list.csv` (a file), sorted by machine then section."""
+  if os.path.isfile(directory):
+    return _read_eval_data_list_2020(directory)
   data_dir = os.path.join(directory, GT_DATA)
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f"ground truth folder {directory} has no {GT_DATA}/ subfolder")
@@ -207,6 +212,47 @@ def _read_ground_truth_2021(data_dir: str, keys: Sequence[tuple[str, str, str]])
         domains=np.array([clips[c][1] for c in names], np.int64),
         full_to_short={}, per_domain_files=True))
   return truths
+
+
+_ID_2020 = re.compile(r"(?:^|_)id_(\d\d)_")
+
+
+def _read_eval_data_list_2020(path: str) -> list[SectionTruth]:
+  """Sections (machine IDs) of the 2020 evaluator's ground truth list (see the module docstring)."""
+  by_id: dict[tuple[str, str], dict[str, int]] = {}
+  machine = None
+  try:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+      reader = csv.reader(f, strict=True)
+      for row in reader:
+        cells = [c.strip() for c in row]
+        if not any(cells):
+          continue
+        if len(cells) < 2:
+          machine = cells[0]
+          continue
+        where = f"{path}:{reader.line_num}"
+        if machine is None:
+          raise ValueError(f"{where}: a clip row before any machine type row")
+        if len(cells) < 3 or cells[2] not in ("0", "1"):
+          raise ValueError(f"{where}: expected 'clip.wav,<any>,0|1', found {','.join(row)!r}")
+        found = _ID_2020.search(cells[0])
+        if not found:
+          raise ValueError(f"{where}: clip {cells[0]} has no machine ID (id_XX) in its name")
+        clips = by_id.setdefault((machine, found[1]), {})
+        if cells[0] in clips:
+          raise ValueError(f"{where}: clip {cells[0]} listed twice for {machine}")
+        clips[cells[0]] = int(cells[2])
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not a UTF-8 text CSV file (undecodable byte at offset {e.start})") from None
+  except csv.Error as e:
+    raise ValueError(f"{path}: not a readable CSV file ({e})") from None
+  if not by_id:
+    raise ValueError(f"{path}: no clip rows (expected the 2020 evaluator's eval_data_list.csv)")
+  return [SectionTruth(machine=m, section=i, clips=sorted(clips),
+                       labels=np.array([clips[c] for c in sorted(clips)], np.int64),
+                       domains=np.zeros(len(clips), np.int64), full_to_short={})
+          for (m, i), clips in sorted(by_id.items())]
 
 
 def _describe_difference(found: set[str], expected: set[str], limit: int = 5) -> str:

@@ -6,7 +6,7 @@ is a blank row (`SectionMetrics.problem`), the summaries are over the others, an
 one left out, once. Bad input (unreadable or mismatched files, non-finite scores) is still an error naming it.
 
   evaluate_records(records, scores, decisions)   in memory, from `ClipRecord`s (the pipeline's test clips)
-  evaluate_dirs(scores_dir, ground_truth_dir)    a submission folder against a ground-truth folder
+  evaluate_dirs(scores_dir, ground_truth_dir)    a submission folder against an official ground truth
   evaluate_dataset(scores_dir, dataset_root)     a submission folder against the labels and domains in a dataset's
                                                  file names (a development set of any year, 2020-2026)
 
@@ -118,8 +118,9 @@ def _truth_protocol(truths: Sequence[files.SectionTruth], year: Year) -> Protoco
 
 def evaluate_dirs(scores_dir: str, ground_truth_dir: str, *, decisions: bool = True, protocol: Year = None
                   ) -> Evaluation:
-  """Official metrics of a submission folder against a ground-truth folder (`files` documents both; None
-  `protocol`: 2021 for the 2021 evaluator's per-domain ground truth, else from the clip names)."""
+  """Official metrics of a submission folder against a ground truth: a folder, or 2020's `eval_data_list.csv`
+  (`files` documents them; None `protocol`: 2021 for the 2021 evaluator's per-domain ground truth, else from the
+  clip names)."""
   truths = files.read_ground_truth(ground_truth_dir)
   protocol = _truth_protocol(truths, protocol)
   groups, score_parts, decision_parts, offset = {}, [], [], 0
