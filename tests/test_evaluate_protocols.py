@@ -377,6 +377,9 @@ def test_sections_that_cannot_be_evaluated_are_blank_rows_with_one_warning_each(
   assert (fan.n_sections, fan.n_evaluated) == (2, 1)
   assert fan.hmean == pytest.approx(_hmean(values[("fan", "00")]), rel=REL)
   assert official.official_score_objective(recs)(scores) == pytest.approx(e.official_score, rel=REL)
+  # Found up front from the labels and domains alone, worded as the evaluation's warnings.
+  up_front = official.unevaluable_sections(recs)
+  assert tuple(metrics.warning_line(Protocol.DCASE2022, *k, p) for k, p in up_front.items()) == e.warnings
   assert "Summary over 2 of 4 sections; left out (they cannot be evaluated, see the warnings): fan section 01, " \
          "valve section 00." in metrics.format_table(e)
   data = json.loads(json.dumps(e.to_json_dict()))  # JSON-safe: blanks are null
@@ -397,6 +400,7 @@ def test_a_partly_labelled_set_evaluates_the_labelled_sections():
   # A set with no labelled clip at all (an evaluation set) evaluates nothing, and says so for each section.
   nothing = official.evaluate_records(hidden, np.zeros(2))
   assert nothing.official_score is None and nothing.official_score_ci95 is None and len(nothing.warnings) == 1
+  assert list(official.unevaluable_sections(mixed)) == [("fan", "01")]
   with pytest.raises(ValueError, match="no section can be evaluated:\n  fan section 01: 2 of 2 test clips have no"):
     official.official_score_objective(hidden)
 

@@ -374,6 +374,11 @@ def _machine_summary(machine: str, own: Sequence[SectionMetrics], protocol: Prot
                         _mean(_values(ev, "pauc")), _hmean(_values(ev, "auc_source", "auc_target", "pauc")), **counts)
 
 
+def warning_line(protocol: Protocol, machine: str, section: str, problem: str) -> str:
+  """The one warning of a section left out: `fan section 01: not evaluated: only normal clips (7): ...`."""
+  return f"{protocol.unit_name(machine, section)}: not evaluated: {problem}"
+
+
 def summarize(sections: Sequence[SectionMetrics], *, protocol: Protocol = Protocol.DCASE2022,
               ci95: float | None = None) -> Evaluation:
   """Per-machine summaries and the overall figures of `protocol` over the evaluated sections; one warning per
@@ -384,8 +389,7 @@ def summarize(sections: Sequence[SectionMetrics], *, protocol: Protocol = Protoc
   machines = [_machine_summary(m, [s for s in sections if s.machine == m], protocol)
               for m in dict.fromkeys(s.machine for s in sections)]
   ev = [s for s in sections if s.evaluated]
-  warnings = tuple(f"{protocol.unit_name(s.machine, s.section)}: not evaluated: {s.problem}"
-                   for s in sections if not s.evaluated)
+  warnings = tuple(warning_line(protocol, s.machine, s.section, s.problem) for s in sections if not s.evaluated)
   common = dict(sections=sections, machines=machines, protocol=protocol, warnings=warnings)
   if protocol is Protocol.DCASE2020:
     per_type = [m for m in machines if m.n_evaluated]

@@ -12,7 +12,8 @@ one left out, once. Bad input (unreadable or mismatched files, non-finite scores
 
 `protocol` (a year, "2022-2026" or an `asd_jax.evaluation.protocol.Protocol`) picks the year's rules; None finds
 them from the clips' names and layout (`protocol.detect`). `official_score_objective` is a fast objective for the
-fusion weight search. See `asd_jax.evaluation.metrics` for the rules and their sources.
+fusion weight search; `unevaluable_sections` finds, from labels and domains alone, the sections an evaluation will
+leave blank (a check before any compute). See `asd_jax.evaluation.metrics` for the rules and their sources.
 """
 
 from __future__ import annotations
@@ -176,6 +177,23 @@ def evaluate_dataset(scores_dir: str, dataset_root: str, *, decisions: bool = Tr
   return evaluate_records(records, scores, read_decisions if any_decisions else None, protocol=protocol)
 
 
+def unevaluable_sections(records: Sequence[records_lib.ClipRecord], *, protocol: Year = None
+                         ) -> dict[tuple[str, str], str]:
+  """{(machine, section): problem} of the sections `evaluate_records` will leave blank, found from the records'
+  labels and domains alone (scores play no part): the check to run before any compute.
+  `metrics.warning_line(protocol, machine, section, problem)` words each as the evaluation's warning."""
+  records = list(records)
+  protocol = protocol_lib.resolve(protocol, (r.path for r in records))
+  out = {}
+  for (machine, section), (idx, labels, domains, problem) in _section_groups(records, protocol).items():
+    if problem is None:
+      problem = metrics.section_metrics(machine, section, labels, domains if protocol.has_domains else None,
+                                        np.zeros(len(idx)), protocol=protocol).problem
+    if problem:
+      out[(machine, section)] = problem
+  return out
+
+
 def official_score_objective(records: Sequence[records_lib.ClipRecord], *, protocol: Year = None
                              ) -> Callable[[np.ndarray], float]:
   """`f(scores [n]) -> Evaluation.objective` (the official score; 2020: the mean of AUC and pAUC) over the sections
@@ -190,13 +208,10 @@ def official_score_objective(records: Sequence[records_lib.ClipRecord], *, proto
   records = list(records)
   protocol = protocol_lib.resolve(protocol, (r.path for r in records))
   n = len(records)
-  parts, problems = [], []
-  for (machine, section), (idx, labels, domains, problem) in _section_groups(records, protocol).items():
-    if problem is None:  # find the sections the protocol can evaluate from labels alone (scores do not matter)
-      problem = metrics.section_metrics(machine, section, labels, domains if protocol.has_domains else None,
-                                        np.zeros(len(idx)), protocol=protocol).problem
-    if problem:
-      problems.append(f"{protocol.unit_name(machine, section)}: {problem}")
+  left_out = unevaluable_sections(records, protocol=protocol)
+  parts = []
+  for (machine, section), (idx, labels, domains, _) in _section_groups(records, protocol).items():
+    if (machine, section) in left_out:
       continue
     if protocol is Protocol.DCASE2020:
       masks = [(np.ones_like(labels, bool), None), (np.ones_like(labels, bool), metrics.MAX_FPR)]
@@ -207,7 +222,8 @@ def official_score_objective(records: Sequence[records_lib.ClipRecord], *, proto
       masks.append((np.ones_like(labels, bool), metrics.MAX_FPR))
     parts.append((machine, idx, labels, masks))
   if not parts:
-    raise ValueError("no section can be evaluated:\n  " + "\n  ".join(problems))
+    raise ValueError("no section can be evaluated:\n  " + "\n  ".join(
+        f"{protocol.unit_name(*key)}: {problem}" for key, problem in left_out.items()))
 
   def objective(scores: np.ndarray) -> float:
     scores = np.asarray(scores, np.float64)
