@@ -1,27 +1,38 @@
-"""Official DCASE 2023-2025 Task 2 evaluation of a submission folder (the program; the work is
-`asd_jax.evaluation.official`).
+"""Official DCASE Task 2 evaluation of a submission folder, under any year's protocol (2020-2026) (the program; the
+work is `asd_jax.evaluation.official`).
 
-  python -m asd_jax.evaluate --scores DIR --ground_truth DIR [--json FILE] [--nodecisions]
+  python -m asd_jax.evaluate --scores DIR --dataset ROOT       [--year YEAR] [--json FILE] [--nodecisions]
+  python -m asd_jax.evaluate --scores DIR --ground_truth DIR   [--year YEAR] [--json FILE] [--nodecisions]
 
-reads a submission folder (`anomaly_score_*` and `decision_result_*` files) and an official
-ground-truth folder, prints the per-section metrics and the report's Table 1 (per machine type
-AUC (source), AUC (target), pAUC and their harmonic mean; the official score last), and with
-`--json` writes `{"official_score": ..., "official_score_ci95": ..., "sections": [{"machine", "section", "auc_source",
-"auc_target", "pauc", ...}], "machines": [...]}`.
+reads a submission folder (`anomaly_score_*` and `decision_result_*` files, named as the year's baseline named
+them or in the 2022+ form, see `asd_jax.evaluation.files`) and the truth: with `--dataset`, the labels and
+domains in the file names of a development set's test clips (any year's layout, 2021's `source_test/` and
+`target_test/` included); with `--ground_truth`, an official ground truth (a 2022+ folder, 2021's per-domain files,
+or 2020's `eval_data_list.csv`). The year's rules (`asd_jax.evaluation.protocol`) come from the names and layout,
+or from `--year`.
+
+It prints the per-section metrics (2020: per machine ID; 2021: per section and domain), the per-machine-type table
+and the official score, then which sections the summary covers. A section that cannot be evaluated (only normal
+or only anomalous clips, no normal clips of a domain, hidden labels) is a blank row and one `warning:` line on
+stderr naming it; the summary is over the other sections and the run still succeeds. `--json` writes
+`Evaluation.to_json_dict()`: {"protocol", "official_score", ..., "n_sections", "n_evaluated", "warnings",
+"sections": [{"machine", "section", "auc_source", ..., "problem"}], "machines": [...]}.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 
 from asd_jax import atomic
 from asd_jax import cli
+from asd_jax.evaluation import protocol as protocol_lib
 from asd_jax.evaluation.metrics import format_table
-from asd_jax.evaluation.official import evaluate_dirs, format_sections
+from asd_jax.evaluation.official import evaluate_dataset, evaluate_dirs, format_sections
 
 
 FLAGS = flags.FLAGS
@@ -30,10 +41,16 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
   """CLI flags, defined only when run as a program so importers can reuse these flag names."""
   flags.DEFINE_string("scores", None, "Folder of anomaly_score_* and decision_result_* CSV files.")
-  flags.DEFINE_string("ground_truth", None, "Folder with ground_truth_data/, ground_truth_domain/ "
-                      "(and optionally ground_truth_attributes/).")
+  flags.DEFINE_string("dataset", None, "A development set (one folder per machine type, any DCASE year): the labels "
+                      "and domains are read from its test clips' file names.")
+  flags.DEFINE_string("ground_truth", None, "Instead of --dataset: a folder with ground_truth_data/, "
+                      "ground_truth_domain/ (and optionally ground_truth_attributes/), or 2021's per-domain "
+                      "ground_truth_data/ files, or 2020's eval_data_list.csv.")
+  flags.DEFINE_string("year", None, "The DCASE year whose protocol applies (2020-2026). Default: found from the "
+                      "clips' names and layout (2020: machine IDs; 2021: source_test/ and target_test/; else "
+                      "2022-2026, which share one protocol).")
   flags.DEFINE_string("json", None, "Write the machine-readable result to this file.")
-  flags.DEFINE_bool("decisions", True, "Read decision_result_* files (precision, recall, F1).")
+  flags.DEFINE_bool("decisions", True, "Read decision_result_* files (precision, recall, F1; none in 2020).")
 
 
 def check_writable(path: str) -> None:
@@ -50,24 +67,37 @@ def check_writable(path: str) -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.scores or not FLAGS.ground_truth:
-    raise app.UsageError("--scores and --ground_truth are required")
+  if not FLAGS.scores or bool(FLAGS.dataset) == bool(FLAGS.ground_truth):
+    raise app.UsageError("--scores and one of --dataset or --ground_truth are required")
+  year = protocol_lib.for_year(FLAGS.year) if FLAGS.year else None  # a bad --year fails before any work
   if FLAGS.json:
     check_writable(FLAGS.json)
-  evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions)
+  if FLAGS.dataset:
+    evaluation = evaluate_dataset(FLAGS.scores, FLAGS.dataset, decisions=FLAGS.decisions, protocol=year)
+  else:
+    evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions, protocol=year)
   if FLAGS.json:  # Before the tables: a failed write (a full disk) is one error line, not a traceback under them.
     try:
       atomic.write_text(FLAGS.json, json.dumps(evaluation.to_json_dict(), indent=2))
     except OSError as e:
       raise OSError(f"--json={FLAGS.json}: cannot write it: {e}") from e
+  for warning in evaluation.warnings:
+    print(f"warning: {warning}", file=sys.stderr)
+  print(f"{evaluation.protocol.title} protocol\n")
   print(format_sections(evaluation))
   print()
   print(format_table(evaluation))
-  ci95 = evaluation.official_score_ci95
-  print(f"\nofficial score: {evaluation.official_score:.6f}" +
-        ("" if ci95 is None else f" (CI95 +/- {ci95:.6f}, the official jackknife over all clips)"))
+  if evaluation.official_score is not None:
+    ci95 = evaluation.official_score_ci95
+    print(f"\nofficial score: {evaluation.official_score:.6f}" +
+          ("" if ci95 is None else f" (CI95 +/- {ci95:.6f}, the official jackknife over all clips)"))
+  elif evaluation.arithmetic_mean is not None:
+    print(f"\nmean of AUC and pAUC over machine types: {evaluation.arithmetic_mean:.6f} (DCASE 2020 had no official "
+          "score of one system: it ranked the submissions against each other)")
+  else:
+    print("\nno official score: no section could be evaluated")
 
 
 if __name__ == "__main__":
   _define_flags()
-  cli.run(main)  # app.run; a bad score or ground-truth file, or an unwritable --json, exits with "error: ..."
+  cli.run(main)  # app.run; a bad score, ground-truth or dataset file, or an unwritable --json, exits with "error: ..."

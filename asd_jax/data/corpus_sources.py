@@ -179,20 +179,13 @@ def _list_dcase(spec: SourceSpec, excluded: collections.Counter) -> list[str]:
   root = pathlib.Path(spec.path)
   if not root.is_dir():
     raise CorpusError(f"source {spec.name!r}: {root} is not a directory")
-  folders = machine_folders(root)
-  if not folders:
+  if not machine_folders(root):
     raise CorpusError(f"source {spec.name!r}: no DCASE machine folder (with train/, test/ or supplemental/) "
                       f"at or below {root}")
-  problems, records = [], []
-  for folder in folders:
-    if any((folder / d).is_dir() for d in layout.SPLIT_DIRS):
-      try:
-        records.extend(layout.scan_dataset(folder, audio=False))  # names only: bad files are rejected when read
-      except layout.DatasetError as e:
-        problems.extend(e.problems)
-    records.extend(_scan_test_dirs_2021(folder, problems))
-  if problems:
-    raise CorpusError(f"source {spec.name!r}: " + str(layout.DatasetError(root, problems)))
+  try:
+    records = scan_tree(root)  # names only: bad files are rejected when read
+  except layout.DatasetError as e:
+    raise CorpusError(f"source {spec.name!r}: {e}") from None
   paths = []
   for r in records:
     if r.split == rec.SPLIT_TEST and not spec.include_test:
@@ -202,6 +195,34 @@ def _list_dcase(spec: SourceSpec, excluded: collections.Counter) -> list[str]:
     else:
       paths.append(r.path)
   return paths
+
+
+def scan_tree(root: str | pathlib.Path) -> list[rec.ClipRecord]:
+  """The clips of every DCASE machine folder at or below `root` (`machine_folders`), DCASE 2021's `source_test/`
+  and `target_test/` included, from their names only (no audio is opened).
+
+  Raises:
+    layout.DatasetError: listing every name no scheme matches and every clip in the wrong split folder; for a
+      `root` that is no folder or holds no machine folder.
+  """
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise layout.DatasetError(root, [f"{root}: not a directory"])
+  folders = machine_folders(root)
+  if not folders:
+    raise layout.DatasetError(root, [f"{root}: no DCASE machine folder (with train/, test/, supplemental/, "
+                                     "source_test/ or target_test/) at or below it"])
+  problems, records = [], []
+  for folder in folders:
+    if any((folder / d).is_dir() for d in layout.SPLIT_DIRS):
+      try:
+        records.extend(layout.scan_dataset(folder, audio=False))
+      except layout.DatasetError as e:
+        problems.extend(e.problems)
+    records.extend(_scan_test_dirs_2021(folder, problems))
+  if problems:
+    raise layout.DatasetError(root, problems)
+  return records
 
 
 def _scan_test_dirs_2021(machine_dir: pathlib.Path, problems: list[str]) -> list[rec.ClipRecord]:

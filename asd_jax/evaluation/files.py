@@ -1,12 +1,20 @@
 """DCASE Task 2 submission and ground-truth files.
 
-Submission folder (one pair per machine type and section):
-  anomaly_score_<machine>_section_<ss>_test.csv    rows `clip.wav,score`
-  decision_result_<machine>_section_<ss>_test.csv  rows `clip.wav,0|1`
-Ground-truth folder, as in the official evaluator:
+Submission folder (one pair per machine type and section), rows `clip.wav,score` and `clip.wav,0|1`:
+  2022-2026  anomaly_score_<machine>_section_<ss>_test.csv, decision_result_<machine>_section_<ss>_test.csv
+  2021       anomaly_score_<machine>_section_<ss>_<source|target>_test.csv (one per domain), decision_result_...
+  2020       anomaly_score_<machine>_id_<ID>.csv (decision_result_<machine>_id_<ID>.csv: the project's; 2020 had none)
+(the names each year's baseline wrote and its evaluator reads). `write_submission` writes the names of the
+protocol it is given; the readers take a year's own names, or the 2022+ names for any year.
+Ground-truth folder, as in the official 2022-2025 evaluators (`write_ground_truth` writes it for any year):
   ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv        `clip.wav,0|1` (1 = anomalous)
   ground_truth_domain/ground_truth_<machine>_section_<ss>_test.csv      `clip.wav,0|1` (1 = target)
   ground_truth_attributes/ground_truth_<machine>_section_<ss>_test.csv  `clip.wav,<full dev name>`
+The 2021 evaluator's ground truth is also read: `ground_truth_data/ground_truth_<machine>_section_<ss>_<source|
+target>_test.csv` (`clip.wav,0|1`, the domain in the file name, no ground_truth_domain/), and the 2020 one, a single
+file `eval_data_list.csv`: a one-field row names a machine type, the rows below it are `clip.wav,<any>,0|1`
+(y-kawagu/dcase2020_task2_evaluator, evaluator.py: MACHINE_TYPE_COL 0, FILENAME_COL 0, Y_TRUE_COL 2); the machine
+ID is the `id_XX` in the clip's name.
 The attributes files let a submission name clips by their full development names (the second
 column plus ".wav"); those names are mapped to the short names of the ground truth. The folder
 `ground_truth_attributes` may be absent, then score files must use the ground-truth names.
@@ -28,11 +36,14 @@ import numpy as np
 
 from asd_jax import atomic
 from asd_jax.data import records as records_lib
+from asd_jax.evaluation.protocol import Protocol
 
 GT_DATA = "ground_truth_data"
 GT_DOMAIN = "ground_truth_domain"
 GT_ATTRIBUTES = "ground_truth_attributes"
 _GT_NAME = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d\d)_test\.csv$")
+_GT_NAME_2021 = re.compile(  # the 2021 evaluator's: one file per section and domain
+    r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d\d)_(?P<domain>source|target)_test\.csv$")
 
 
 def score_file_name(machine: str, section: str) -> str:
@@ -45,6 +56,18 @@ def decision_file_name(machine: str, section: str) -> str:
 
 def ground_truth_file_name(machine: str, section: str) -> str:
   return f"ground_truth_{machine}_section_{section}_test.csv"
+
+
+def submission_file_names(machine: str, section: str, protocol: Protocol) -> list[tuple[str, str, str | None]]:
+  """(anomaly-score file, decision file, domain or None) of one section in `protocol`'s own naming: one pair per
+  domain for 2021; for 2020 (whose evaluator reads no decisions) the decision file is named like its score file."""
+  if protocol is Protocol.DCASE2020:
+    return [(f"anomaly_score_{machine}_id_{section}.csv", f"decision_result_{machine}_id_{section}.csv", None)]
+  if protocol is Protocol.DCASE2021:
+    return [(f"anomaly_score_{machine}_section_{section}_{d}_test.csv",
+             f"decision_result_{machine}_section_{section}_{d}_test.csv", d)
+            for d in (records_lib.SOURCE, records_lib.TARGET)]
+  return [(score_file_name(machine, section), decision_file_name(machine, section), None)]
 
 
 def _read_rows(path: str) -> list[tuple[int, str, str]]:
@@ -108,7 +131,8 @@ def read_named_values(path: str, *, integer: bool = False, rename: dict[str, str
 
 @dataclasses.dataclass(frozen=True)
 class SectionTruth:
-  """Ground truth of one section: clip names (sorted), labels and domains (0/1), name map."""
+  """Ground truth of one section: clip names (sorted), labels and domains (0/1), name map; `per_domain_files`
+  when it was read from the 2021 evaluator's per-domain files."""
 
   machine: str
   section: str
@@ -116,18 +140,29 @@ class SectionTruth:
   labels: np.ndarray
   domains: np.ndarray
   full_to_short: dict[str, str]
+  per_domain_files: bool = False
 
 
 def read_ground_truth(directory: str) -> list[SectionTruth]:
-  """All sections of a ground-truth folder, sorted by machine then section."""
+  """All sections of a ground-truth folder (2022+ form, or the 2021 evaluator's) or of the 2020 evaluator's
+  `eval_data_list.csv` (a file), sorted by machine then section."""
+  if os.path.isfile(directory):
+    return _read_eval_data_list_2020(directory)
   data_dir = os.path.join(directory, GT_DATA)
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f"ground truth folder {directory} has no {GT_DATA}/ subfolder")
-  keys = []
+  keys, keys_2021 = [], []
   for name in sorted(os.listdir(data_dir)):
-    match = _GT_NAME.match(name)
-    if match:
+    if match := _GT_NAME.match(name):
       keys.append((match["machine"], match["section"]))
+    elif match := _GT_NAME_2021.match(name):
+      keys_2021.append((match["machine"], match["section"], match["domain"]))
+  if keys and keys_2021:
+    raise ValueError(f"{data_dir} mixes per-section files (e.g. {ground_truth_file_name(*keys[0])}) with the 2021 "
+                     f"per-domain ones (e.g. ground_truth_{keys_2021[0][0]}_section_{keys_2021[0][1]}_"
+                     f"{keys_2021[0][2]}_test.csv)")
+  if keys_2021:
+    return _read_ground_truth_2021(data_dir, keys_2021)
   if not keys:
     raise FileNotFoundError(f"no ground_truth_<machine>_section_<ss>_test.csv files in {data_dir}")
   has_attributes = os.path.isdir(os.path.join(directory, GT_ATTRIBUTES))
@@ -158,6 +193,68 @@ def read_ground_truth(directory: str) -> list[SectionTruth]:
   return truths
 
 
+def _read_ground_truth_2021(data_dir: str, keys: Sequence[tuple[str, str, str]]) -> list[SectionTruth]:
+  """Sections of the 2021 evaluator's ground truth: one `clip,0|1` file per section and domain."""
+  by_section: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+  for machine, section, domain in sorted(keys):
+    path = os.path.join(data_dir, f"ground_truth_{machine}_section_{section}_{domain}_test.csv")
+    clips = by_section.setdefault((machine, section), {})
+    for clip, label in read_named_values(path, integer=True).items():
+      if clip in clips:
+        raise ValueError(f"{path}: clip {clip} is also listed in the other domain's file")
+      clips[clip] = (int(label), int(domain == records_lib.TARGET))
+  truths = []
+  for (machine, section), clips in sorted(by_section.items()):
+    names = sorted(clips)
+    truths.append(SectionTruth(
+        machine=machine, section=section, clips=names,
+        labels=np.array([clips[c][0] for c in names], np.int64),
+        domains=np.array([clips[c][1] for c in names], np.int64),
+        full_to_short={}, per_domain_files=True))
+  return truths
+
+
+_ID_2020 = re.compile(r"(?:^|_)id_(\d\d)_")
+
+
+def _read_eval_data_list_2020(path: str) -> list[SectionTruth]:
+  """Sections (machine IDs) of the 2020 evaluator's ground truth list (see the module docstring)."""
+  by_id: dict[tuple[str, str], dict[str, int]] = {}
+  machine = None
+  try:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+      reader = csv.reader(f, strict=True)
+      for row in reader:
+        cells = [c.strip() for c in row]
+        if not any(cells):
+          continue
+        if len(cells) < 2:
+          machine = cells[0]
+          continue
+        where = f"{path}:{reader.line_num}"
+        if machine is None:
+          raise ValueError(f"{where}: a clip row before any machine type row")
+        if len(cells) < 3 or cells[2] not in ("0", "1"):
+          raise ValueError(f"{where}: expected 'clip.wav,<any>,0|1', found {','.join(row)!r}")
+        found = _ID_2020.search(cells[0])
+        if not found:
+          raise ValueError(f"{where}: clip {cells[0]} has no machine ID (id_XX) in its name")
+        clips = by_id.setdefault((machine, found[1]), {})
+        if cells[0] in clips:
+          raise ValueError(f"{where}: clip {cells[0]} listed twice for {machine}")
+        clips[cells[0]] = int(cells[2])
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not a UTF-8 text CSV file (undecodable byte at offset {e.start})") from None
+  except csv.Error as e:
+    raise ValueError(f"{path}: not a readable CSV file ({e})") from None
+  if not by_id:
+    raise ValueError(f"{path}: no clip rows (expected the 2020 evaluator's eval_data_list.csv)")
+  return [SectionTruth(machine=m, section=i, clips=sorted(clips),
+                       labels=np.array([clips[c] for c in sorted(clips)], np.int64),
+                       domains=np.zeros(len(clips), np.int64), full_to_short={})
+          for (m, i), clips in sorted(by_id.items())]
+
+
 def _describe_difference(found: set[str], expected: set[str], limit: int = 5) -> str:
   missing = sorted(expected - found)
   extra = sorted(found - expected)
@@ -169,20 +266,50 @@ def _describe_difference(found: set[str], expected: set[str], limit: int = 5) ->
   return "; ".join(parts)
 
 
-def read_submission_section(directory: str, truth: SectionTruth, *, decisions: bool = True):
-  """Scores [n] (and decisions [n] or None) of one section, in `truth.clips` order."""
-  expected = set(truth.clips)
+def read_scores(directory: str, machine: str, section: str, clips: Sequence[str], *,
+                decisions: bool = True, protocol: Protocol = Protocol.DCASE2022,
+                rename: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+  """Scores [n] (and decisions [n], or None) of one section's `clips`, in their order, from `protocol`'s own file
+  names (`submission_file_names`; 2021: both domains' files together) or else another year's (a submission keeps
+  its names when evaluated under another year's rules). 2020 reads no decisions: None. Clips are renamed through
+  `rename` (full dev names to short ones) where listed.
+
+  Raises:
+    FileNotFoundError: naming the files looked for. ValueError: naming the file, for clips that do not match
+      `clips` (missing, unexpected, listed twice) and for bad rows (see `read_named_values`).
+  """
+  expected = set(clips)
+  namings = [submission_file_names(machine, section, p) for p in [protocol] + [p for p in Protocol if p != protocol]]
+  chosen = next((n for n in namings if all(os.path.isfile(os.path.join(directory, f)) for f, _, _ in n)), None)
+  if chosen is None:
+    others = "; ".join(" and ".join(f for f, _, _ in n) for n in namings[1:])
+    raise FileNotFoundError(f"missing file: {os.path.join(directory, namings[0][0][0])} (nor another year's name "
+                            f"for it: {others})")
+  read_decisions = decisions and protocol is not Protocol.DCASE2020
+  columns = [0, 1] if read_decisions else [0]
   out = []
-  paths = [os.path.join(directory, score_file_name(truth.machine, truth.section))]
-  if decisions:
-    paths.append(os.path.join(directory, decision_file_name(truth.machine, truth.section)))
-  for path, integer in zip(paths, (False, True)):
-    values = read_named_values(path, integer=integer, rename=truth.full_to_short)
+  for column in columns:
+    values, paths = {}, []
+    for files_of_domain in chosen:
+      path = os.path.join(directory, files_of_domain[column])
+      paths.append(path)
+      part = read_named_values(path, integer=column == 1, rename=rename)
+      twice = sorted(set(part) & set(values))
+      if twice:
+        raise ValueError(f"{path}: clip {twice[0]} is also listed in {paths[0]}")
+      values.update(part)
     if set(values) != expected:
-      raise ValueError(f"{path}: clips do not match the ground truth ({len(values)} rows, "
+      raise ValueError(f"{' + '.join(paths)}: clips do not match the ground truth ({len(values)} rows, "
                        f"{len(expected)} expected): {_describe_difference(set(values), expected)}")
-    out.append(np.array([values[c] for c in truth.clips]))
-  return out[0], (out[1].astype(np.int64) if decisions else None)
+    out.append(np.array([values[c] for c in clips]))
+  return out[0], (out[1].astype(np.int64) if read_decisions else None)
+
+
+def read_submission_section(directory: str, truth: SectionTruth, *, decisions: bool = True,
+                            protocol: Protocol = Protocol.DCASE2022):
+  """Scores [n] (and decisions [n] or None) of one section, in `truth.clips` order (see `read_scores`)."""
+  return read_scores(directory, truth.machine, truth.section, truth.clips, decisions=decisions, protocol=protocol,
+                     rename=truth.full_to_short)
 
 
 def _clip_name(record: records_lib.ClipRecord) -> str:
@@ -194,13 +321,17 @@ def write_submission(
     records: Sequence[records_lib.ClipRecord],
     scores: np.ndarray,
     decisions: np.ndarray,
+    *,
+    protocol: Protocol = Protocol.DCASE2022,
 ) -> list[str]:
-  """Writes the DCASE anomaly-score and decision files of a system.
+  """Writes the DCASE anomaly-score and decision files of a system, named as `protocol`'s year named them
+  (`submission_file_names`).
 
   Args:
     directory: output folder (created).
     records: the test clips; clips are named by their wav file's base name.
     scores: [n] anomaly scores; decisions: [n] 0/1.
+    protocol: whose file names (2021: one pair of files per domain; every record needs its domain).
 
   Returns:
     The written paths.
@@ -223,19 +354,32 @@ def write_submission(
     if len(set(names)) != len(names):
       dup = sorted({n for n in names if names.count(n) > 1})
       raise ValueError(f"{machine} section {section}: duplicate clip names {dup[:5]}")
-    for file_name, column in ((score_file_name(machine, section), [repr(float(scores[i])) for i in idx]),
-                              (decision_file_name(machine, section), [str(int(decisions[i])) for i in idx])):
-      path = os.path.join(directory, file_name)
-      rows = list(zip(names, column))
-      atomic.write_with(path, lambda f, rows=rows: csv.writer(f, lineterminator="\n").writerows(rows))
-      written.append(path)
+    for score_name, decision_name, domain in submission_file_names(machine, section, protocol):
+      if domain is not None:
+        stray = [records[i] for i in idx if records[i].domain not in (records_lib.SOURCE, records_lib.TARGET)]
+        if stray:
+          raise ValueError(f"{stray[0].path}: the {protocol.title} files are per domain, but the clip's domain is "
+                           f"{stray[0].domain!r}")
+      mine = [(n, i) for n, i in zip(names, idx) if domain is None or records[i].domain == domain]
+      for file_name, column in ((score_name, [repr(float(scores[i])) for _, i in mine]),
+                                (decision_name, [str(int(decisions[i])) for _, i in mine])):
+        path = os.path.join(directory, file_name)
+        rows = list(zip([n for n, _ in mine], column))
+        atomic.write_with(path, lambda f, rows=rows: csv.writer(f, lineterminator="\n").writerows(rows))
+        written.append(path)
   return written
 
 
 def write_ground_truth(directory: str, records: Sequence[records_lib.ClipRecord]) -> list[str]:
-  """Writes an official-style ground-truth folder from labelled test records (e.g. the dev set).
+  """Writes a ground-truth folder in the 2022+ evaluators' form (see the module docstring) from labelled test
+  records, e.g. a development set's test clips, whose names carry label and domain; any year's records (2020 ones
+  are all source domain). `evaluate --ground_truth=DIR` reads it; `evaluate --dataset=ROOT` reads the labels from
+  the dataset's names directly and needs no such folder.
 
   Clips keep their file names; the attributes files map each name (without ".wav") to itself.
+
+  Raises:
+    ValueError: naming the first clip without a label or a domain (an evaluation set's).
   """
   for sub in (GT_DATA, GT_DOMAIN, GT_ATTRIBUTES):
     os.makedirs(os.path.join(directory, sub), exist_ok=True)
