@@ -12,6 +12,11 @@ trained. This project's own choices (the report does not give them), and why:
 - LoRA alpha = rank (scale alpha / r = 1): the update starts at the size AdamW makes it, and changing the
   rank does not change the effective learning rate of the factors. loralib's default (alpha = 1, scale 1/r)
   would shrink the update 64-fold at r=64; set `lora.alpha` to try it.
+- Channels (`data.channels`, default "near": channel 0 of a multi-channel file, the signal of a mono one): the
+  DCASE 2026 baseline's input (its channel 0 is the microphone near the machine), the channel MIMII's own
+  baseline reads from its 8-microphone array, and the identity on the mono 2020-2025 releases;
+  `--config.data.channels=cancel` removes from the near channel what the far one predicts (asd_jax.audio.channels
+  lists the policies and why near is the default).
 - Pooling: the mean of the frame tokens for both encoders (`model.pool=""`, the registry default), so that
   BEATs (which has no CLS token) and EAT pool alike and multi-layer fusion pools every layer the same way.
   EAT's own utterance embedding is its CLS token: `--config.model.pool=cls` uses it.
@@ -30,6 +35,7 @@ adds them under `with c.unlocked():` (see configs/dual_branch.py).
 
 import ml_collections
 
+from asd_jax.audio import channels
 from asd_jax.models import arcface
 from asd_jax.training import lora
 
@@ -43,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.sample_rate = 16000
   c.data.clip_seconds = 10.0  # clips are cropped/padded to this length (DCASE clips are 10 s)
   c.data.strict = False  # a wav at another sample rate: error (True) or resampled to sample_rate (False)
+  c.data.channels = channels.DEFAULT  # project: "near" (see above); "far", "mean", "cancel" (asd_jax.audio.channels)
   c.data.num_workers = 0  # Grain worker processes
   c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
 

@@ -29,7 +29,8 @@ def test_near_far_mean_select_and_average_exactly():
 
 @pytest.mark.parametrize("policy,count", [("far", 1), ("cancel", 1), ("far", 8), ("cancel", 3)])
 def test_two_channel_policies_refuse_other_counts(policy, count):
-  with pytest.raises(channels.ChannelError, match=rf"{count} channel\(s\), but channel policy '{policy}' needs exactly 2"):
+  with pytest.raises(channels.ChannelError,
+                     match=rf"{count} channel\(s\), but channel policy '{policy}' needs exactly 2"):
     channels.apply(np.zeros((count, 100), np.float32), policy)
 
 
