@@ -3,6 +3,11 @@
 Submission folder (one pair per machine type and section):
   anomaly_score_<machine>_section_<ss>_test.csv    rows `clip.wav,score`
   decision_result_<machine>_section_<ss>_test.csv  rows `clip.wav,0|1`
+or, as the official baseline writes them and the official evaluators also accept (`section_files`),
+  anomaly_score_DCASE<year>T2<machine>_section_<ss>_test_seed<seed><tag>_Eval.csv    (and decision_result_...)
+e.g. `anomaly_score_DCASE2026T2ToyCarEmu_section_00_test_seed13711_id(0_)_Eval.csv`. The machine name is matched
+whole (ToyCar does not take ToyCarEmu's files); a folder holding several baseline runs of one section (seeds,
+tags) must say which (`seed`, `tag`), and the plain name wins over a baseline name.
 Ground-truth folder, as in the official evaluator:
   ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv        `clip.wav,0|1` (1 = anomalous)
   ground_truth_domain/ground_truth_<machine>_section_<ss>_test.csv      `clip.wav,0|1` (1 = target)
@@ -14,6 +19,10 @@ Unlike the official script, which pairs rows by sorting both files, clips are ma
 and a missing, extra or duplicate clip is an error. Every row must have exactly two fields: a decimal
 comma (`clip,-0,695`) or an extra column would otherwise be read as another number without a word; a
 file that is not UTF-8 text (a byte order mark is allowed) is an error naming the file.
+
+Machine lists: `read_ground_truth(..., release=(2026, "eval"))` also checks that the ground truth holds exactly
+the machine types of that release (`asd_jax.data.releases`: 2023-2026, dev and eval), naming the missing and
+unexpected ones, so an evaluation of a whole release cannot silently leave a machine type out.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import numpy as np
 
 from asd_jax import atomic
 from asd_jax.data import records as records_lib
+from asd_jax.data import releases
 
 GT_DATA = "ground_truth_data"
 GT_DOMAIN = "ground_truth_domain"
@@ -45,6 +55,44 @@ def decision_file_name(machine: str, section: str) -> str:
 
 def ground_truth_file_name(machine: str, section: str) -> str:
   return f"ground_truth_{machine}_section_{section}_test.csv"
+
+
+def baseline_file_name(kind: str, year: int, machine: str, section: str, seed: int, tag: str = "") -> str:
+  """The official baseline's name of a section's `kind` ("anomaly_score" or "decision_result") file."""
+  return f"{kind}_{releases.baseline_prefix(year)}{machine}_section_{section}_test_seed{seed}{tag}_Eval.csv"
+
+
+def _baseline_pattern(kind: str, machine: str, section: str) -> re.Pattern:
+  return re.compile(rf"^{kind}_DCASE(?P<year>\d{{4}})T2{re.escape(machine)}_section_{section}_test_seed"
+                    rf"(?P<seed>\d+)(?P<tag>.*)_Eval\.csv$")
+
+
+def section_files(directory: str, machine: str, section: str, *, seed: int | None = None,
+                  tag: str | None = None) -> tuple[str, str]:
+  """(anomaly-score path, decision path) of one section in a submission folder: the plain names when the score
+  file exists, else the one baseline-style pair (see the module docstring) that matches `seed` and `tag` (None:
+  any). Missing files are left to the reader (FileNotFoundError naming the plain name).
+
+  Raises:
+    ValueError: several baseline-style score files match (listed; pass seed and tag).
+  """
+  plain = os.path.join(directory, score_file_name(machine, section))
+  if os.path.isfile(plain) or not os.path.isdir(directory):
+    return plain, os.path.join(directory, decision_file_name(machine, section))
+  pattern = _baseline_pattern("anomaly_score", machine, section)
+  found = []
+  for name in sorted(os.listdir(directory)):
+    m = pattern.match(name)
+    if m and (seed is None or int(m["seed"]) == seed) and (tag is None or m["tag"] == tag):
+      found.append((name, m))
+  if not found:
+    return plain, os.path.join(directory, decision_file_name(machine, section))
+  if len(found) > 1:
+    raise ValueError(f"{directory}: {len(found)} baseline-style score files for {machine} section {section} "
+                     f"({', '.join(n for n, _ in found)}); say which seed and tag to evaluate")
+  name, m = found[0]
+  decision = baseline_file_name("decision_result", int(m["year"]), machine, section, int(m["seed"]), m["tag"])
+  return os.path.join(directory, name), os.path.join(directory, decision)
 
 
 def _read_rows(path: str) -> list[tuple[int, str, str]]:
@@ -118,8 +166,12 @@ class SectionTruth:
   full_to_short: dict[str, str]
 
 
-def read_ground_truth(directory: str) -> list[SectionTruth]:
-  """All sections of a ground-truth folder, sorted by machine then section."""
+def read_ground_truth(directory: str, *, release: tuple[int, str] | None = None) -> list[SectionTruth]:
+  """All sections of a ground-truth folder, sorted by machine then section.
+
+  `release`: (year, "dev" or "eval"); the folder must then hold exactly that release's machine types, each with
+  its sections (`asd_jax.data.releases`), else ValueError naming what is missing or unexpected.
+  """
   data_dir = os.path.join(directory, GT_DATA)
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f"ground truth folder {directory} has no {GT_DATA}/ subfolder")
@@ -130,6 +182,8 @@ def read_ground_truth(directory: str) -> list[SectionTruth]:
       keys.append((match["machine"], match["section"]))
   if not keys:
     raise FileNotFoundError(f"no ground_truth_<machine>_section_<ss>_test.csv files in {data_dir}")
+  if release is not None:
+    _check_release(data_dir, keys, release)
   has_attributes = os.path.isdir(os.path.join(directory, GT_ATTRIBUTES))
   truths = []
   for machine, section in sorted(keys):
@@ -158,6 +212,14 @@ def read_ground_truth(directory: str) -> list[SectionTruth]:
   return truths
 
 
+def _check_release(data_dir: str, keys: list[tuple[str, str]], release: tuple[int, str]) -> None:
+  year, split = release
+  expected = {f"{m} section {ss}" for m in releases.machines(year, split) for ss in releases.SECTIONS}
+  found = {f"{m} section {ss}" for m, ss in keys}
+  if found != expected:
+    raise ValueError(f"{data_dir}: not the DCASE {year} {split} set: {_describe_difference(found, expected)}")
+
+
 def _describe_difference(found: set[str], expected: set[str], limit: int = 5) -> str:
   missing = sorted(expected - found)
   extra = sorted(found - expected)
@@ -169,13 +231,16 @@ def _describe_difference(found: set[str], expected: set[str], limit: int = 5) ->
   return "; ".join(parts)
 
 
-def read_submission_section(directory: str, truth: SectionTruth, *, decisions: bool = True):
-  """Scores [n] (and decisions [n] or None) of one section, in `truth.clips` order."""
+def read_submission_section(directory: str, truth: SectionTruth, *, decisions: bool = True,
+                            seed: int | None = None, tag: str | None = None):
+  """Scores [n] (and decisions [n] or None) of one section, in `truth.clips` order; the files are the plain or
+  baseline-style ones (`section_files`, `seed` and `tag` as there)."""
   expected = set(truth.clips)
   out = []
-  paths = [os.path.join(directory, score_file_name(truth.machine, truth.section))]
+  score_path, decision_path = section_files(directory, truth.machine, truth.section, seed=seed, tag=tag)
+  paths = [score_path]
   if decisions:
-    paths.append(os.path.join(directory, decision_file_name(truth.machine, truth.section)))
+    paths.append(decision_path)
   for path, integer in zip(paths, (False, True)):
     values = read_named_values(path, integer=integer, rename=truth.full_to_short)
     if set(values) != expected:
