@@ -1,0 +1,88 @@
+"""Channel policies on synthetic DCASE 2026 data: official score of the log-mel row and a frozen tiny EAT per policy.
+
+For each data seed, `asd_jax.data.synth_2026` writes a two-channel dev set (7 machine types, 2 s clips for the
+MIMII-derived types and 2.2 / 2.4 s for ToyCar / ToyCarEmu, read as 2 s clips; 30 source + 10 target training
+clips and 20 test clips per domain and label); then the pipeline (`asd_jax.pipeline.stages.run`, no training)
+embeds every clip with the non-learned log-mel mean/std row and the random-init frozen tiny EAT (the demo's
+reference rows, `configs/demo_pipeline.py`) under each channel policy and scores them with SMOTE + cosine 1-NN.
+The table gives the official score (harmonic mean of AUC source, AUC target and pAUC over the machine types)
+per policy and seed, the mean over seeds and the spread (max - min).
+
+  python -m benchmarks.run --only=channels            # 3 seeds, about 15 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+
+from asd_jax.audio import channels
+from asd_jax.data import synth_2026
+from asd_jax.pipeline import stages
+from benchmarks import common
+from configs import demo_pipeline
+
+ROWS = ("log_mel", "frozen_eat_random")
+
+
+def config(root: str, policy: str, keys=ROWS):
+  """The demo's reference rows only (no pre-training, no export), every row reading with `policy`."""
+  c = demo_pipeline.get_config()
+  c.data.root = root
+  c.pretrain = None
+  c.model_keys = ",".join(keys)
+  c.export = False
+  for key in keys:
+    c.models[key].frozen.data.channels = policy
+  return c
+
+
+def measure(seeds, *, scale: float, test_clips: int, duration: float, keys=ROWS, policies=channels.POLICIES,
+            workdir: str | None = None) -> dict[tuple[str, str, int], float]:
+  """{(row, policy, seed): official score} (`workdir`: keep the data and the pipeline folders there)."""
+  scores = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    base = workdir or tmp
+    for seed in seeds:
+      root = os.path.join(base, f"synth_2026_seed{seed}")
+      if not os.path.isdir(root):
+        synth_2026.generate(root, scale=scale, seed=seed, duration=duration, target_train=10, test_clips=test_clips)
+      for policy in policies:
+        result = stages.run(config(root, policy, keys), os.path.join(base, f"run_seed{seed}_{policy}"),
+                            progress=False)
+        for key in keys:
+          scores[key, policy, seed] = result.models[key].evaluation.official_score
+  return scores
+
+
+def table(scores: dict[tuple[str, str, int], float], keys=ROWS) -> str:
+  names = {"log_mel": "log-mel mean/std", "frozen_eat_random": "EAT (frozen, random init, tiny)"}
+  seeds = sorted({s for _, _, s in scores})
+  policies = [p for p in channels.POLICIES if any(k[1] == p for k in scores)]
+  rows = []
+  for key in keys:
+    for policy in policies:
+      values = [100 * scores[key, policy, s] for s in seeds]
+      rows.append([names.get(key, key), policy, *[f"{v:.2f}" for v in values], f"{statistics.mean(values):.2f}",
+                   f"{max(values) - min(values):.2f}"])
+  header = ["row", "channels", *[f"seed {s}" for s in seeds], "mean", "spread (max - min)"]
+  return common.markdown_table(header, rows)
+
+
+def run(quick: bool = False) -> str:
+  if quick:
+    seeds, scale, test_clips, duration, keys = (0,), 0.01, 5, 1.0, ("log_mel",)
+  else:
+    seeds, scale, test_clips, duration, keys = (0, 1, 2), 0.03, 20, 2.0, ROWS
+  scores = measure(seeds, scale=scale, test_clips=test_clips, duration=duration, keys=keys)
+  return "\n".join([
+      "## Channel policies on synthetic two-channel DCASE 2026 data (official score, %)",
+      "",
+      common.machine_description(),
+      "",
+      f"`asd_jax.data.synth_2026`, seeds {', '.join(map(str, seeds))}: {duration:g} s clips, "
+      f"{round(990 * scale)} source + 10 target training clips and {test_clips} test clips per domain and label per "
+      "machine type; the pipeline's SMOTE + cosine 1-NN scoring, no training.",
+      "",
+      table(scores, keys)])
