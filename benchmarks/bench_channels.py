@@ -33,8 +33,8 @@ from configs import demo_pipeline
 ROWS = ("log_mel", "frozen_eat_random")
 
 
-def config(root: str, policy: str, keys=ROWS):
-  """The demo's reference rows only (no pre-training, no export), every row reading with `policy`."""
+def config(root: str, policy: str, keys=ROWS, clip_seconds: float = 2.0):
+  """The demo's reference rows only (no pre-training, no export), every row reading `clip_seconds` with `policy`."""
   c = demo_pipeline.get_config()
   c.data.root = root
   c.pretrain = None
@@ -42,6 +42,7 @@ def config(root: str, policy: str, keys=ROWS):
   c.export = False
   for key in keys:
     c.models[key].frozen.data.channels = policy
+    c.models[key].frozen.data.clip_seconds = clip_seconds
   return c
 
 
@@ -56,7 +57,7 @@ def measure(seeds, *, scale: float, test_clips: int, duration: float, keys=ROWS,
       if not os.path.isdir(root):
         synth_2026.generate(root, scale=scale, seed=seed, duration=duration, target_train=10, test_clips=test_clips)
       for policy in policies:
-        result = stages.run(config(root, policy, keys), os.path.join(base, f"run_seed{seed}_{policy}"),
+        result = stages.run(config(root, policy, keys, duration), os.path.join(base, f"run_seed{seed}_{policy}"),
                             progress=False)
         for key in keys:
           scores[key, policy, seed] = result.models[key].evaluation.official_score
