@@ -37,9 +37,10 @@ far channel's power in each bin). Settings (`CANCEL_STFT`, the project's choices
     One complex gain per bin models a path difference only if that difference is short against the window:
     for a pure delay of d samples the best one-tap model leaves a fraction (4 pi^2 / 3) (d / N)^2 of the noise
     (small d / N, Hann window of N samples; `delay_residual_fraction` gives the exact value). Microphones a few
-    metres apart differ by up to ~10 ms (160 samples): 256 ms windows leave about 2 % (-17 dB) of such a noise,
-    64 ms windows 34 %. A 6 s clip (the shortest of the 2026 evaluation set) still gives 94 frames (23
-    non-overlapping windows) to estimate each H(f).
+    metres apart differ by up to ~10 ms (160 samples): by that bound 256 ms windows leave 2 % (-17 dB) of such a
+    noise, 64 ms windows 30 % (-5 dB); on the waveform, after overlap-add, the residual is lower still (-22 and
+    -11 dB on 2 s of white noise). A 6 s clip (the shortest of the 2026 evaluation set) still gives about 95
+    frames (23 window lengths) to estimate each H(f); BENCHMARKS.md measures other windows.
   * Hann at 75 % overlap is a tight frame (sum of the squared shifted windows is constant), so istft (weighted
     overlap-add) is the exact inverse of stft and never amplifies: the waveform's residual energy is at most
     the STFT residual's (scaled by the same frame constant as the near channel's), which is what the tests bound.

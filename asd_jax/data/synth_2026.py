@@ -90,7 +90,6 @@ MACHINES: dict[str, synth.MachineSpec] = {s.name: s for s in [
     _spec("valve", "valveEmu", _T(v1pat=["00", "01"]), _T(v1pat=["02"]), True),
 ]}
 DEFAULT_MACHINES = releases.machines(YEAR, releases.DEV)
-assert set(MACHINES) == set(DEFAULT_MACHINES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +173,8 @@ def _plans(seed: int, spec: synth.MachineSpec, c: dict[str, int]) -> list[_Plan]
       r = synth._clip_rng(seed, spec.name, f"anomaly/{domain}/{i}")  # pylint: disable=protected-access
       tests.append((domain, rec.ANOMALY, i, str(r.choice(spec.anomalies)), float(r.uniform(0.1, 1.0))))
   if spec.name in NUMBERED_ACROSS_CATEGORIES:
-    numbers = synth._clip_rng(seed, spec.name, "test_numbers").permutation(len(tests))  # pylint: disable=protected-access
+    order_rng = synth._clip_rng(seed, spec.name, "test_numbers")  # pylint: disable=protected-access
+    numbers = order_rng.permutation(len(tests))
   else:
     numbers = [i for _, _, i, _, _ in tests]
   plans += [_Plan(rec.SPLIT_TEST, d, label, i, int(k), a, s) for (d, label, i, a, s), k in zip(tests, numbers)]
@@ -235,7 +235,8 @@ def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
       path = mdir / p.split / name
       pair = synthesize_pair(seed, spec, p.identity, p.domain, attrs, n, paths, p.anomaly, p.strength)
       soundfile.write(str(path), pair, SAMPLE_RATE, subtype="PCM_16")
-      csv_rows.append([f"{machine}/{p.split}/{name}", *([x for kv in shown for x in kv] or [filenames.NO_ATTRIBUTE, ""])])
+      cells = [x for kv in shown for x in kv] or [filenames.NO_ATTRIBUTE, ""]
+      csv_rows.append([f"{machine}/{p.split}/{name}", *cells])
       combos_seen[p.domain].add(filenames.attribute_string(attrs))
       machine_records.append(rec.ClipRecord(path=str(path), machine=machine, section=SECTION, split=p.split,
                                             domain=p.domain, label=p.label, attributes=shown))
