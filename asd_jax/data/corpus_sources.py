@@ -24,8 +24,9 @@ audio encoder as AudioSet's non-machine sounds). `folder` and `glob` sources kno
 excluded but what their `exclude` patterns (fnmatch, against the full path) name.
 
 Channels: each source reads its files with a channel policy (`channels`, `asd_jax.audio.channels`; default the
-corpus's `channels`, itself "mean" by default: the channel mix-down upstream EAT's fairseq data loader applies to
-AudioSet, and what every source read before the field existed). A DCASE 2026 tree (near/far pairs) can say
+corpus's `channels`, itself "mean" by default: the mix-down upstream EAT applies to its pre-training audio
+(cwx-worst-one/EAT, `data/raw_audio_dataset.py`, `RawAudioDataset.postprocess`: a two-dimensional waveform is
+averaged over its channels), and what every source read before the field existed). A DCASE 2026 tree (near/far pairs) can say
 `channels="near"` or `"cancel"`.
 
 Bad files: `read_clip` decodes a file with the project's loader (the source's channel policy, resampling to
