@@ -16,6 +16,8 @@ from typing import Any
 
 import ml_collections
 
+from asd_jax.audio import channels as channels_lib
+
 
 def _number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -56,9 +58,14 @@ def unit_interval(value: Any) -> str | None:
   return None if _number(value) and 0 < value < 1 else "must be a number in (0, 1)"
 
 
+def channel_policy(value: Any) -> str | None:
+  return None if value in channels_lib.POLICIES else f"must be one of {', '.join(channels_lib.POLICIES)}"
+
+
 # Field (its last two names) -> rule returning why a value is wrong, or None.
 RULES: dict[str, Callable[[Any], str | None]] = {
     "data.sample_rate": positive_int,
+    "data.channels": channel_policy,
     "data.clip_seconds": positive,
     "data.num_workers": non_negative_int,
     "data.prefetch": non_negative_int,

@@ -12,6 +12,20 @@ trained. This project's own choices (the report does not give them), and why:
 - LoRA alpha = rank (scale alpha / r = 1): the update starts at the size AdamW makes it, and changing the
   rank does not change the effective learning rate of the factors. loralib's default (alpha = 1, scale 1/r)
   would shrink the update 64-fold at r=64; set `lora.alpha` to try it.
+- Channels (`data.channels`, default "near": channel 0 of a multi-channel file, the signal of a mono one): the
+  DCASE 2026 baseline's input (its channel 0 is the microphone near the machine), the channel MIMII's own
+  baseline reads from its 8-microphone array, and the identity on the mono 2020-2025 releases;
+  `--config.data.channels=cancel` removes from the near channel what the far one predicts (asd_jax.audio.channels
+  lists the policies and why near is the default).
+- Clip length (`data.clip_seconds` = 10, the report's): DCASE 2023-2025 clips are 6-18 s, the 2026 ones 10, 11 and
+  12 s (dev; one length per machine type) and 6, 10 or 16 s (eval). Every config reads 10 s: longer clips keep
+  their first 10 s, shorter ones are repeat-padded (a 6 s clip is 60 % recording, above the half-clip warning of
+  asd_jax.audio.wav). Why not longer or whole clips: the encoders were pre-trained on 10 s inputs (EAT's 1024
+  fbank frames are 10.24 s; BEATs saw AudioSet's 10 s clips), the report's numbers are for 10 s, and clips of one
+  machine type share a length, so its training and test clips are cut alike. The cost is the unread end of an
+  11-16 s clip; an anomaly confined to it is missed. Whole-clip windows (`asd_jax.audio.windows`, what `detect` does
+  with long recordings: score every 10 s window, keep the maximum) are the alternative for scoring, not for
+  fine-tuning; a config could switch to them once the embedding path aggregates windows.
 - Pooling: the mean of the frame tokens for both encoders (`model.pool=""`, the registry default), so that
   BEATs (which has no CLS token) and EAT pool alike and multi-layer fusion pools every layer the same way.
   EAT's own utterance embedding is its CLS token: `--config.model.pool=cls` uses it.
@@ -30,6 +44,7 @@ adds them under `with c.unlocked():` (see configs/dual_branch.py).
 
 import ml_collections
 
+from asd_jax.audio import channels
 from asd_jax.models import arcface
 from asd_jax.training import lora
 
@@ -41,8 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.root = ""  # DCASE dataset root (dev and/or eval layout); see asd_jax.data.
   c.data.sample_rate = 16000
-  c.data.clip_seconds = 10.0  # clips are cropped/padded to this length (DCASE clips are 10 s)
+  c.data.clip_seconds = 10.0  # clips are cut/padded to this length (report: 10 s; DCASE 2026: see above)
   c.data.strict = False  # a wav at another sample rate: error (True) or resampled to sample_rate (False)
+  c.data.channels = channels.DEFAULT  # project: "near" (see above); "far", "mean", "cancel" (asd_jax.audio.channels)
   c.data.num_workers = 0  # Grain worker processes
   c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
 

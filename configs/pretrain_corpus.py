@@ -16,7 +16,9 @@ set, unpacked in any way below it (every machine folder with train/ or test/ is 
 every year are left out (`include_test=False`: they share machine types with the 2025 dev set, and the
 evaluation sets' test clips are evaluation data), their training clips are in. Weights are all 1
 (project choice; the report gives none): every clip is drawn equally often, the union of the sets.
-Clips: 16 kHz mono, 10 s random crops, shorter ones zero-padded as EAT pads (`asd_jax.data.corpus`).
+Clips: 16 kHz mono, 10 s random crops, shorter ones zero-padded as EAT pads (`asd_jax.data.corpus`). Channels:
+`channels` = "mean" (the corpus default: the mix-down upstream EAT's fairseq loader applies to AudioSet; these
+DCASE years are mono); a DCASE 2026 source added here would say `corpus.source(path, "dcase", channels="near")`.
 """
 
 from asd_jax.data import corpus

@@ -1,11 +1,20 @@
 """Reading DCASE wav files into fixed-length mono float32 waveforms at 16 kHz.
 
-`load_wav` reads with soundfile, mixes multi-channel audio down to mono (channel mean), resamples
-other rates to the target with `scipy.signal.resample_poly` (polyphase FIR, Kaiser window; a
-warning names the file, or `strict=True` makes it an error), and pads or truncates to a fixed
-number of samples. Padding repeats the clip (`pad="repeat"`, default: keeps the machine's
-stationary sound) or appends zeros (`pad="zero"`). Truncation keeps the beginning. Unreadable or
-empty files, and files with NaN or infinite samples (a damaged float wav), raise `WavError` naming the file.
+`load_wav` reads with soundfile, turns the channels into one waveform with a channel policy
+(`channels`: `near`, `far`, `mean` or `cancel`, see `asd_jax.audio.channels`; a recording the policy cannot
+read, e.g. a mono file with `cancel`, raises `WavError` naming the file), resamples other rates to the target
+with `scipy.signal.resample_poly` (polyphase FIR, Kaiser window; a warning names the file, or `strict=True`
+makes it an error), and pads or truncates to a fixed number of samples. Padding repeats the clip
+(`pad="repeat"`, default: keeps the machine's stationary sound) or appends zeros (`pad="zero"`). Truncation
+keeps the beginning. Unreadable or empty files, and files with NaN or infinite samples (a damaged float wav),
+raise `WavError` naming the file. `read_channels` gives all channels, resampled, for callers that cut a
+recording first (`asd_jax.audio.windows`).
+
+Where the policy acts: on exactly the samples the model reads, after resampling and fixing the length, so a
+clip-length window of a recording gets the same waveform whether it is read here or cut by `windows.split`.
+`near`, `far` and `mean` act sample by sample and commute with resampling and cutting; they are applied first
+(cheaper, and `mean` gives the same numbers as before the policy existed). `cancel` estimates its filter on
+the samples it is given, so it runs last, on the resampled and cut (or padded) near/far pair.
 
 Clip length (the project's own rule): padding a clip much shorter than the model's clip turns it into
 an artificial periodic signal. A clip shorter than `SHORT_FRACTION` (half) of the requested length is
@@ -25,6 +34,8 @@ import numpy as np
 import scipy.signal
 import soundfile
 from absl import logging
+
+from asd_jax.audio import channels as channels_lib
 
 SAMPLE_RATE = 16_000
 DURATION_S = 10.0
@@ -50,7 +61,7 @@ def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 
 
 def fix_length(wav: np.ndarray, num_samples: int, pad: str = "repeat") -> np.ndarray:
-  """Pads (repeat or zero) or truncates (keep the start). wav: [samples] -> [num_samples]."""
+  """Pads (repeat or zero) or truncates (keep the start) the last axis. wav: [..., samples] -> [..., num_samples]."""
   if pad not in PAD_MODES:
     raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
   n = wav.shape[-1]
@@ -60,7 +71,7 @@ def fix_length(wav: np.ndarray, num_samples: int, pad: str = "repeat") -> np.nda
     raise ValueError("cannot pad an empty waveform")
   if pad == "repeat":
     return np.tile(wav, -(-num_samples // n))[..., :num_samples]
-  return np.pad(wav, (0, num_samples - n))
+  return np.pad(wav, [(0, 0)] * (wav.ndim - 1) + [(0, num_samples - n)])
 
 
 def check_duration(path: str | pathlib.Path, seconds: float, duration_s: float) -> str | None:
@@ -83,23 +94,8 @@ _warned_short: set[str] = set()
 _MAX_SHORT_WARNINGS = 20  # per process; the dataset scan lists every short clip of a dataset at once
 
 
-def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
-             duration_s: float | None = DURATION_S, pad: str = "repeat",
-             strict: bool = False) -> np.ndarray:
-  """Reads one wav -> float32 [samples] at `sample_rate` (samples = duration_s * rate).
-
-  Args:
-    path: wav file.
-    sample_rate: output rate in Hz; other rates are resampled (error if `strict`).
-    duration_s: output length in seconds, None to keep the (resampled) length.
-    pad: "repeat" or "zero" for clips shorter than `duration_s`.
-    strict: raise WavError instead of resampling a file at another rate.
-
-  Raises:
-    WavError: naming the file, for unreadable, empty, non-finite, too short (see `check_duration`) or
-      (strict) wrongly sampled files.
-  """
-  path = pathlib.Path(path)
+def _read(path: pathlib.Path) -> tuple[np.ndarray, int]:
+  """(float32 [channels, samples], rate) of a file, checked: readable, not empty, finite."""
   try:
     data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
   except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
@@ -111,19 +107,78 @@ def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
     first = int(np.argmin(finite.all(axis=1)))
     raise NonFiniteWavError(f"{path}: {int(finite.size - finite.sum())} non-finite sample value(s) (NaN or inf), the first "
                    f"at {first / rate:.3f} s; the recording is damaged")
-  wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-  if rate != sample_rate:
-    if strict:
-      raise WavError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
-    if rate not in _warned_rates:
-      _warned_rates.add(rate)
-      logging.warning("%s: resampling %d Hz -> %d Hz (resample_poly); further files at "
-                      "%d Hz are resampled silently", path, rate, sample_rate, rate)
-    wav = resample(wav, rate, sample_rate)
+  return data.T, rate
+
+
+def _check_channels(path: pathlib.Path, policy: str, num_channels: int) -> None:
+  try:
+    problem = channels_lib.channel_problem(policy, num_channels)
+  except channels_lib.ChannelError as e:
+    raise WavError(f"{path}: {e}") from e
+  if problem:
+    raise WavError(f"{path}: {problem}")
+
+
+def _resample(path: pathlib.Path, wav: np.ndarray, rate: int, sample_rate: int, strict: bool) -> np.ndarray:
+  if rate == sample_rate:
+    return wav
+  if strict:
+    raise WavError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
+  if rate not in _warned_rates:
+    _warned_rates.add(rate)
+    logging.warning("%s: resampling %d Hz -> %d Hz (resample_poly); further files at "
+                    "%d Hz are resampled silently", path, rate, sample_rate, rate)
+  return resample(wav, rate, sample_rate)
+
+
+def read_channels(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE, strict: bool = False,
+                  channels: str | None = None) -> np.ndarray:
+  """Reads one file -> float32 [channels, samples] at `sample_rate`, every channel, the whole recording.
+
+  `channels` (a policy) only checks that the file can be read with it (an error naming the file otherwise);
+  the caller applies it (`channels_lib.apply`) to what it cuts from the recording.
+
+  Raises:
+    WavError: naming the file, for unreadable, empty, non-finite, wrongly sampled (`strict`) files, and a channel
+      count the policy cannot read.
+  """
+  path = pathlib.Path(path)
+  data, rate = _read(path)
+  if channels is not None:
+    _check_channels(path, channels, data.shape[0])
+  return np.ascontiguousarray(_resample(path, data, rate, sample_rate, strict), dtype=np.float32)
+
+
+def load_wav(path: str | pathlib.Path, *, sample_rate: int = SAMPLE_RATE,
+             duration_s: float | None = DURATION_S, pad: str = "repeat",
+             strict: bool = False, channels: str = channels_lib.DEFAULT) -> np.ndarray:
+  """Reads one wav -> float32 [samples] at `sample_rate` (samples = duration_s * rate).
+
+  Args:
+    path: wav file.
+    sample_rate: output rate in Hz; other rates are resampled (error if `strict`).
+    duration_s: output length in seconds, None to keep the (resampled) length.
+    pad: "repeat" or "zero" for clips shorter than `duration_s`.
+    strict: raise WavError instead of resampling a file at another rate.
+    channels: the channel policy (`asd_jax.audio.channels`): "near" (channel 0, default), "far", "mean", "cancel".
+
+  Raises:
+    WavError: naming the file, for unreadable, empty, non-finite, too short (see `check_duration`),
+      (strict) wrongly sampled files, and files whose channel count the policy cannot read (a mono file with
+      "far" or "cancel").
+  """
+  path = pathlib.Path(path)
+  data, rate = _read(path)
+  _check_channels(path, channels, data.shape[0])
+  late = channels == channels_lib.CANCEL  # see the module docstring: the filter is estimated on what is read
+  wav = data if late else channels_lib.apply(data, channels)
+  wav = _resample(path, wav, rate, sample_rate, strict)
   if duration_s is not None:
-    warning = check_duration(path, data.shape[0] / rate, duration_s)
+    warning = check_duration(path, data.shape[1] / rate, duration_s)
     if warning and str(path) not in _warned_short and len(_warned_short) < _MAX_SHORT_WARNINGS:
       _warned_short.add(str(path))
       logging.warning("%s", warning)
     wav = fix_length(wav, int(round(duration_s * sample_rate)), pad)
+  if late:
+    wav = channels_lib.apply(wav, channels)
   return np.ascontiguousarray(wav, dtype=np.float32)

@@ -11,6 +11,11 @@ The rule (the project's own; it extends `asd_jax.audio.wav`'s clip-length rule t
     warning below half the clip length, an error below a tenth).
 
 So a recording of exactly one clip length is one window, the clip itself, as the pipeline reads it.
+
+A multi-channel recording (`[channels, samples]`, from `wav.read_channels`) is cut into windows first and each
+window then goes through the channel policy (`asd_jax.audio.channels`), as `wav.load_wav` applies it to the one
+window it reads: `cancel` estimates its filter per window, so every window's waveform is the one the pipeline
+would have read from a file holding just that window.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import dataclasses
 
 import numpy as np
 
+from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 
 
@@ -39,13 +45,21 @@ class Windows:
   dropped_s: float
 
 
-def split(wav: np.ndarray, clip_samples: int, sample_rate: int, *, pad: str = "repeat") -> Windows:
-  """Cuts `wav` [samples] (already at `sample_rate`) into windows of `clip_samples` (see the module docstring).
+def split(wav: np.ndarray, clip_samples: int, sample_rate: int, *, pad: str = "repeat",
+          channels: str | None = None) -> Windows:
+  """Cuts `wav` (already at `sample_rate`) into windows of `clip_samples` (see the module docstring).
 
-  The caller applies the short-recording rule to recordings shorter than one clip (`wav.check_duration`);
-  here such a recording is simply one padded window.
+  `wav` is `[samples]`, or `[channels, samples]` with a channel policy `channels` applied to each window
+  (ChannelError for a channel count the policy cannot read). The caller applies the short-recording rule to
+  recordings shorter than one clip (`wav.check_duration`); here such a recording is simply one padded window.
   """
-  n = int(wav.shape[0])
+  if wav.ndim == 2:
+    if channels is None:
+      raise ValueError("a [channels, samples] recording needs a channel policy (channels=...)")
+    channels_lib.check_policy(channels)
+  elif wav.ndim != 1:
+    raise ValueError(f"expected [samples] or [channels, samples], got shape {wav.shape}")
+  n = int(wav.shape[-1])
   if n == 0:
     raise ValueError("cannot cut an empty waveform into windows")
   full, tail = divmod(n, clip_samples)
@@ -53,7 +67,10 @@ def split(wav: np.ndarray, clip_samples: int, sample_rate: int, *, pad: str = "r
   keep_tail = tail > 0 and (full == 0 or tail >= wavlib.SHORT_FRACTION * clip_samples)
   if keep_tail:
     starts.append(full * clip_samples)
-  wavs = np.stack([wavlib.fix_length(wav[s:s + clip_samples], clip_samples, pad) for s in starts])
+  cut = [wavlib.fix_length(wav[..., s:s + clip_samples], clip_samples, pad) for s in starts]
+  if wav.ndim == 2:
+    cut = [channels_lib.apply(w, channels) for w in cut]
+  wavs = np.stack(cut)
   lengths = np.minimum(n - np.asarray(starts), clip_samples)
   dropped = 0 if keep_tail else tail
   return Windows(wavs=wavs.astype(np.float32), starts_s=np.asarray(starts, np.float64) / sample_rate,

@@ -20,6 +20,9 @@ Config (`default_config()`; the sources are described in `asd_jax.data.corpus_so
 |                        |         | "include_test", "include_supplemental", "exclude"}; "" path = unused       |
 | `packed`               | ""      | a packed corpus folder; "" reads the sources directly                      |
 | `sample_rate`          | 16000   | Hz; other rates are resampled by the loader (`asd_jax.audio.wav`)          |
+| `channels`             | "mean"  | default channel policy of the sources (`asd_jax.audio.channels`; a source's |
+|                        |         | own `channels` key overrides it): the channel mean, as upstream EAT's       |
+|                        |         | fairseq loader mixes AudioSet down; "near" or "cancel" for DCASE 2026 trees |
 | `clip_seconds`         | 10.0    | clip length (EAT pre-training: 10 s)                                       |
 | `pad`                  | "eat"   | shorter clips: "eat" zero-pads (see below), "repeat" tiles the clip        |
 | `min_seconds`          | 0.1     | shorter files are rejected as bad (project choice: below ~0.1 s a clip is   |
@@ -72,6 +75,7 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import corpus_sources as cs
 from asd_jax.data import shards as shards_lib
@@ -82,7 +86,7 @@ _ENDLESS = sys.maxsize  # the length Grain gives a repeated dataset
 
 
 def source(path: str = "", kind: str = "folder", weight: float = 1.0, **options: Any) -> ml_collections.ConfigDict:
-  """One source entry for `data_config.sources` (options: include_test, include_supplemental, exclude)."""
+  """One source entry for `data_config.sources` (options: include_test, include_supplemental, exclude, channels)."""
   unknown = sorted(set(options) - set(cs.SOURCE_KEYS))
   if unknown:
     raise CorpusError(f"unknown source option(s) {unknown}; known: {list(cs.SOURCE_KEYS)}")
@@ -95,6 +99,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.sources = ml_collections.ConfigDict()
   c.packed = ""
   c.sample_rate = wavlib.SAMPLE_RATE
+  c.channels = channels_lib.LEGACY  # see the module docstring
   c.clip_seconds = 10.0
   c.pad = "eat"
   c.min_seconds = 0.1
@@ -166,8 +171,10 @@ class _ReadClip:
   """(source, clip), rng -> one row; reads wav files (direct) or packed records, opened lazily per process."""
 
   def __init__(self, *, paths: Sequence[Sequence[str]] | None, packed: Sequence[Sequence[tuple[str, int]]] | None,
-               num_samples: int, pad: str, sample_rate: int, min_seconds: float):
+               num_samples: int, pad: str, sample_rate: int, min_seconds: float,
+               channels: Sequence[str] | None = None):
     self._paths = paths
+    self._channels = channels  # per source, for direct reading (a packed clip is stored after its policy)
     self._packed = packed
     self._num_samples = num_samples
     self._pad = pad
@@ -190,7 +197,8 @@ class _ReadClip:
     if self._paths is not None:
       path = self._paths[i][clip]
       try:
-        wav = cs.read_clip(path, sample_rate=self._sample_rate, min_seconds=self._min_seconds)
+        wav = cs.read_clip(path, sample_rate=self._sample_rate, min_seconds=self._min_seconds,
+                           channels=self._channels[i] if self._channels else channels_lib.LEGACY)
       except cs.BadClip as e:
         raise CorpusError(f"{path}: {e} (the corpus was not validated: data.validate=False)") from e
       start, count = fit_clip(wav.shape[0], self._num_samples, rng)
@@ -273,22 +281,23 @@ def _packed_sources(data_config: Any, manifest: dict) -> list[float]:
                       f"{[s['name'] for s in packed]} ({data_config.packed}); re-pack, or leave data.sources empty")
   for spec, entry in zip(specs, packed):
     ours = {k: v for k, v in spec.to_json().items() if k != "weight"}
-    theirs = {k: entry[k] for k in ours}
+    theirs = {k: entry.get(k, "<absent>") for k in ours}
     if ours != theirs:
       raise CorpusError(f"source {spec.name!r} was packed with {theirs}, the config says {ours}; re-pack "
                         f"({data_config.packed})")
   return [s.weight for s in specs]
 
 
-def _direct_sources(data_config: Any) -> tuple[list[list[str]], list[float]]:
+def _direct_sources(data_config: Any) -> tuple[list[list[str]], list[float], list[str]]:
   listed = cs.list_sources(cs.source_specs(data_config))
-  paths, weights = [], []
+  paths, weights, policies = [], [], []
   for files in listed:
     if data_config.validate:
       # Worker processes for big sources only: below ~1000 files starting them costs more than it saves.
       workers = int(data_config.num_workers) if len(files.paths) >= 1000 else 0
       good, bad = cs.check_clips(files.paths, sample_rate=int(data_config.sample_rate),
-                                 min_seconds=float(data_config.min_seconds), num_workers=workers)
+                                 min_seconds=float(data_config.min_seconds), num_workers=workers,
+                                 channels=files.spec.channels)
       for path, reason in bad[:20]:
         logging.warning("corpus source %s: skipping %s: %s", files.spec.name, path, reason)
       if len(bad) > 20:
@@ -305,7 +314,8 @@ def _direct_sources(data_config: Any) -> tuple[list[list[str]], list[float]]:
                  f"; left out: {left_out}" if left_out else "")
     paths.append(kept)
     weights.append(files.spec.weight)
-  return paths, weights
+    policies.append(files.spec.channels)
+  return paths, weights, policies
 
 
 def pretraining_batches(data_config: Any, *, batch_size: int, seed: int,
@@ -347,9 +357,9 @@ def pretraining_batches(data_config: Any, *, batch_size: int, seed: int,
       raise CorpusError(f"packed source(s) {empty} hold no clip ({root}/{shards_lib.MANIFEST} lists why)")
     reader = _ReadClip(paths=None, packed=files, **common)
   else:
-    paths, weights = _direct_sources(data_config)
+    paths, weights, policies = _direct_sources(data_config)
     sizes = [len(p) for p in paths]
-    reader = _ReadClip(paths=paths, packed=None, **common)
+    reader = _ReadClip(paths=paths, packed=None, channels=policies, **common)
   iterator = _stream(sizes, weights, reader, rows=rows, seed=seed, shard=shard,
                      num_workers=int(data_config.num_workers), read_threads=int(data_config.read_threads),
                      read_ahead=int(data_config.read_ahead))

@@ -23,9 +23,16 @@ training material of the 2025 release with no test leakage, so they are included
 audio encoder as AudioSet's non-machine sounds). `folder` and `glob` sources know no splits: nothing is
 excluded but what their `exclude` patterns (fnmatch, against the full path) name.
 
-Bad files: `read_clip` decodes a file with the project's loader (mono mix-down, resampling to the corpus
-rate) and raises `BadClip` naming the problem for an unreadable, empty, too short, silent or non-finite
-file. Packing and direct reading both list and skip such files (never stopping, never silently).
+Channels: each source reads its files with a channel policy (`channels`, `asd_jax.audio.channels`; default the
+corpus's `channels`, itself "mean" by default: the mix-down upstream EAT applies to its pre-training audio
+(cwx-worst-one/EAT, `data/raw_audio_dataset.py`, `RawAudioDataset.postprocess`: a two-dimensional waveform is
+averaged over its channels), and what every source read before the field existed). A DCASE 2026 tree (near/far pairs) can say
+`channels="near"` or `"cancel"`.
+
+Bad files: `read_clip` decodes a file with the project's loader (the source's channel policy, resampling to
+the corpus rate) and raises `BadClip` naming the problem for an unreadable, empty, too short, silent or
+non-finite file, and one whose channel count the policy cannot read (a mono file in a `cancel` source).
+Packing and direct reading both list and skip such files (never stopping, never silently).
 A file that two sources list (the same resolved path) is kept in the first source only.
 """
 
@@ -46,6 +53,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import filenames
 from asd_jax.data import layout
@@ -53,7 +61,7 @@ from asd_jax.data import records as rec
 
 KINDS = ("dcase", "folder", "glob")
 AUDIO_EXTENSIONS = (".wav", ".flac")
-SOURCE_KEYS = ("path", "kind", "weight", "include_test", "include_supplemental", "exclude")
+SOURCE_KEYS = ("path", "kind", "weight", "include_test", "include_supplemental", "exclude", "channels")
 _MACHINE_SEARCH_DEPTH = 4  # how deep below a dcase path machine folders are looked for
 TEST_DIRS_2021 = ("source_test", "target_test")  # DCASE 2021 keeps its test clips in these, not in test/
 
@@ -78,6 +86,7 @@ class SourceSpec:
     include_test: keep the `test/` clips of a dcase tree.
     include_supplemental: keep the `supplemental/` clips of a dcase tree.
     exclude: fnmatch patterns; files whose full path matches one are left out.
+    channels: the channel policy its files are read with (`asd_jax.audio.channels`).
   """
 
   name: str
@@ -87,9 +96,15 @@ class SourceSpec:
   include_test: bool = False
   include_supplemental: bool = True
   exclude: tuple[str, ...] = ()
+  channels: str = channels_lib.LEGACY
 
   def to_json(self) -> dict[str, Any]:
-    return {**dataclasses.asdict(self), "exclude": list(self.exclude)}
+    """JSON-able fields. `channels` is left out when it is the mix-down every source used before the field
+    existed, so the fingerprints and manifests of packs written then still match their sources."""
+    out = {**dataclasses.asdict(self), "exclude": list(self.exclude)}
+    if self.channels == channels_lib.LEGACY:
+      del out["channels"]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +130,10 @@ def source_specs(data_config: Any) -> list[SourceSpec]:
   `data_config.sources` is either a mapping name -> source dict (the form of the config files: fields
   can be overridden on the command line, `--config.data.sources.audioset.path=/data/as`; sources are taken
   in sorted name order) or a list of source dicts (named `source0`, `source1`, ...). Corpus-wide
-  `include_test` / `include_supplemental` are the defaults of the per-source keys.
+  `include_test` / `include_supplemental` / `channels` are the defaults of the per-source keys.
 
   Raises:
-    CorpusError: for an unknown key or kind, a weight <= 0, or no source at all.
+    CorpusError: for an unknown key, kind or channel policy, a weight <= 0, or no source at all.
   """
   sources = data_config.sources
   if hasattr(sources, "items") or isinstance(sources, Mapping):
@@ -146,7 +161,11 @@ def source_specs(data_config: Any) -> list[SourceSpec]:
     exclude = entry.get("exclude") or ()
     exclude = (exclude,) if isinstance(exclude, str) else tuple(str(p) for p in exclude)
     flags = {k: bool(defaults[k] if entry.get(k) is None else entry[k]) for k in defaults}
-    specs.append(SourceSpec(name=name, path=path, kind=kind, weight=weight, exclude=exclude, **flags))
+    policy = entry.get("channels") or data_config.get("channels") or channels_lib.LEGACY
+    if policy not in channels_lib.POLICIES:
+      raise CorpusError(f"source {name!r}: channels {policy!r} is not one of {channels_lib.POLICIES}")
+    specs.append(SourceSpec(name=name, path=path, kind=kind, weight=weight, exclude=exclude, channels=policy,
+                            **flags))
   if not specs:
     raise CorpusError("the corpus has no source with a path (data.sources)")
   return specs
@@ -306,21 +325,26 @@ def list_sources(specs: Iterable[SourceSpec]) -> list[SourceFiles]:
   return out
 
 
-def read_clip(path: str | os.PathLike, *, sample_rate: int, min_seconds: float) -> np.ndarray:
-  """Decodes one file -> float32 [samples] mono at `sample_rate`, the whole file (no crop, no pad).
+def read_clip(path: str | os.PathLike, *, sample_rate: int, min_seconds: float,
+              channels: str = channels_lib.LEGACY) -> np.ndarray:
+  """Decodes one file -> float32 [samples] mono at `sample_rate` under the channel policy `channels`, the whole
+  file (no crop, no pad).
 
   Raises:
-    BadClip: unreadable (any error of the loader), empty, shorter than `min_seconds`, non-finite samples
-      (NaN/inf, e.g. in a float wav), or silent (every sample exactly 0).
+    BadClip: unreadable (any error of the loader), empty, a channel count `channels` cannot read, shorter than
+      `min_seconds`, non-finite samples (NaN/inf, e.g. in a float wav), or silent (every sample exactly 0).
   """
   try:
-    frames = soundfile.info(str(path)).frames
+    info = soundfile.info(str(path))
   except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
     raise BadClip(f"unreadable: {e}") from e
-  if frames == 0:
+  if info.frames == 0:
     raise BadClip("empty: 0 samples")
+  problem = channels_lib.channel_problem(channels, info.channels)
+  if problem:
+    raise BadClip(f"wrong channel count: {problem}")
   try:
-    wav = wavlib.load_wav(path, sample_rate=sample_rate, duration_s=None)
+    wav = wavlib.load_wav(path, sample_rate=sample_rate, duration_s=None, channels=channels)
   except wavlib.NonFiniteWavError as e:
     raise BadClip(f"non-finite samples: {e}") from e
   except (wavlib.WavError, ValueError, OSError, RuntimeError) as e:
@@ -336,10 +360,11 @@ def read_clip(path: str | os.PathLike, *, sample_rate: int, min_seconds: float) 
   return wav
 
 
-def check_clip(path: str, sample_rate: int, min_seconds: float) -> tuple[str, int | None, str | None]:
+def check_clip(path: str, sample_rate: int, min_seconds: float, channels: str = channels_lib.LEGACY
+               ) -> tuple[str, int | None, str | None]:
   """(path, samples, None) for a good clip, (path, None, reason) for a bad one; picklable for pools."""
   try:
-    return path, int(read_clip(path, sample_rate=sample_rate, min_seconds=min_seconds).size), None
+    return path, int(read_clip(path, sample_rate=sample_rate, min_seconds=min_seconds, channels=channels).size), None
   except BadClip as e:
     return path, None, str(e)
 
@@ -357,10 +382,10 @@ def worker_pool(num_workers: int):
     yield pool
 
 
-def check_clips(paths: Sequence[str], *, sample_rate: int, min_seconds: float, num_workers: int = 0
-                ) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+def check_clips(paths: Sequence[str], *, sample_rate: int, min_seconds: float, num_workers: int = 0,
+                channels: str = channels_lib.LEGACY) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
   """Decodes every file once: ([(path, samples)] of the good clips, [(path, reason)] of the bad), in order."""
-  check = functools.partial(check_clip, sample_rate=sample_rate, min_seconds=min_seconds)
+  check = functools.partial(check_clip, sample_rate=sample_rate, min_seconds=min_seconds, channels=channels)
   with worker_pool(num_workers) as pool:
     results = list(pool.imap(check, paths, chunksize=8) if pool is not None else map(check, paths))
   good = [(p, n) for p, n, reason in results if reason is None]

@@ -25,6 +25,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import records as rec
@@ -38,6 +39,7 @@ class WavConfig:
   duration_s: float = wavlib.DURATION_S
   pad: str = "repeat"
   strict: bool = False
+  channels: str = channels_lib.DEFAULT  # the channel policy (asd_jax.audio.channels)
 
   @property
   def num_samples(self) -> int:
@@ -45,9 +47,13 @@ class WavConfig:
 
 
 def wav_config(data_config) -> WavConfig:
-  """The `WavConfig` of a config's `data` section (`sample_rate`, `clip_seconds`, `strict`)."""
+  """The `WavConfig` of a config's `data` section (`sample_rate`, `clip_seconds`, `strict`, `channels`).
+
+  A data section without `channels` (a config saved before the field existed) reads as it was read then:
+  the channel mean (`channels.LEGACY`)."""
   return WavConfig(sample_rate=data_config.sample_rate, duration_s=data_config.clip_seconds,
-                   strict=data_config.strict)
+                   strict=data_config.strict,
+                   channels=channels_lib.check_policy(data_config.get("channels", channels_lib.LEGACY)))
 
 
 class _LoadClip:
@@ -62,7 +68,7 @@ class _LoadClip:
     index = int(index)
     c = self._config
     wav = wavlib.load_wav(self._paths[index], sample_rate=c.sample_rate, duration_s=c.duration_s,
-                          pad=c.pad, strict=c.strict)
+                          pad=c.pad, strict=c.strict, channels=c.channels)
     return {"wav": wav, "label": self._labels[index], "index": np.int32(index)}
 
 

@@ -1,4 +1,4 @@
-"""DCASE Task 2 file names (2020-2025) parsed into their parts, without touching the disk.
+"""DCASE Task 2 file names (2020-2026) parsed into their parts, without touching the disk.
 
 One function, `parse_name`, knows every naming scheme the challenge has used:
 
@@ -14,6 +14,8 @@ One function, `parse_name`, knows every naming scheme the challenge has used:
 |            | `section_00_target_test_anomaly_0001_noAttribute.wav`                |
 | 2022+ eval | `section_00_0000.wav`, `section_00_test_0000.wav` (all hidden)       |
 | 2025 supp. | files in `<machine>/supplemental/`, see below                        |
+| 2026 dev   | `section_00_source_train_normal_0000_car_B1_spd_2_mic_2_mic_1.wav`,  |
+|            | `..._pro_X.wav`, `..._nzl_1_pow_1.wav`, `..._noAttribute.wav`        |
 
 The attribute part of a name is a flat `key_value_key_value...` string. Values may themselves
 contain underscores (2021 `strength_1_ambient`), which a name alone cannot resolve; the
@@ -21,6 +23,13 @@ dataset's `attributes_<ss>.csv` can (see `layout.py`). Without it, `parse_attrib
 pairs tokens from the left and appends an odd trailing token to the last value, so
 `strength_1_ambient` becomes `(("strength", "1_ambient"),)`. `noAttribute` (and an empty
 string, as in `..._0000_.wav`) mean "no attributes".
+
+DCASE 2026 quirks, all kept as written: a name may repeat (ToyCarEmu's and ToyDrone's
+`car_B1_spd_2_mic_2_mic_1` gives `(("car", "B1"), ("spd", "2"), ("mic", "2"), ("mic", "1"))`; attributes are an
+ordered tuple of pairs, never a dict, so no value is dropped); values keep their case (gearboxEmu's test clips
+say `pro_Y` for the target anomalies and `pro_y` for the target normal clips: two different strings, so a test
+clip's attributes must never feed a score); ToyCar and ToyCarEmu number their test clips 0000-0199 across the
+four domain/label categories (a number identifies a clip, not its place in a category).
 
 Supplementary 2025 recordings: the baseline README (nttcslab/dcase2023_task2_baseline_ae) puts
 them in `<machine>/supplemental/` but only shows an abbreviated name (`section_00_machine_0001_.wav`),

@@ -5,10 +5,11 @@ plus `attributes_<ss>.csv`); a machine folder itself is also accepted as a root.
 `train/`, `test/` or `supplemental/` (e.g. `ground_truth_data/`) are not machine types and are
 skipped. Every wav name is parsed (`filenames.py`) and every wav header is opened (`soundfile.info`:
 1-3 s for 7,000 clips on 2 shared CPU cores), so unreadable or empty files, too short clips (with
-`clip_seconds`, the rule of `asd_jax.audio.wav.check_duration`) and (with `require_train`) machine
-folders without training clips are found before any compute. All problems of a scan are collected and
-raised together in one `DatasetError`, so one bad file can never silently shift labels; clips short
-enough to be padded are listed in one warning.
+`clip_seconds`, the rule of `asd_jax.audio.wav.check_duration`), clips whose channel count the channel
+policy cannot read (with `channels`: a mono file for `far` or `cancel`, see `asd_jax.audio.channels`) and
+(with `require_train`) machine folders without training clips are found before any compute. All problems of
+a scan are collected and raised together in one `DatasetError`, so one bad file can never silently shift
+labels; clips short enough to be padded are listed in one warning.
 
 Attributes come from `attributes_<ss>.csv` when it lists the file (authoritative: it resolves
 values that contain underscores), else from the file name. `attributes="require"` turns a
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Sequence
 import soundfile
 from absl import logging
 
+from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import filenames
 from asd_jax.data import records as rec
@@ -123,10 +125,13 @@ def _scan_machine(machine_dir: pathlib.Path, attributes: str, problems: list[str
   return out
 
 
-def check_audio(records: Sequence[ClipRecord], problems: list[str], clip_seconds: float | None = None
-                ) -> list[str]:
-  """Opens every record's wav header: unreadable, empty and (given `clip_seconds`) too short files are
-  appended to `problems`; returns the warnings of clips short enough to be padded (`wav.check_duration`)."""
+def check_audio(records: Sequence[ClipRecord], problems: list[str], clip_seconds: float | None = None,
+                channels: str | None = None) -> list[str]:
+  """Opens every record's wav header: unreadable, empty, (given `clip_seconds`) too short files and (given a
+  channel policy `channels`) files of a channel count it cannot read are appended to `problems`; returns the
+  warnings of clips short enough to be padded (`wav.check_duration`)."""
+  if channels is not None:
+    channels_lib.check_policy(channels)
   warnings = []
   for r in records:
     try:
@@ -136,6 +141,10 @@ def check_audio(records: Sequence[ClipRecord], problems: list[str], clip_seconds
       continue
     if info.frames <= 0:
       problems.append(f"{r.path}: empty audio (0 samples)")
+      continue
+    problem = channels_lib.channel_problem(channels, info.channels) if channels is not None else None
+    if problem:
+      problems.append(f"{r.path}: {problem}")
       continue
     if clip_seconds:
       try:
@@ -155,7 +164,8 @@ def _machines_without_training_clips(dirs: Sequence[pathlib.Path], records: Sequ
 
 
 def scan_dataset(root: str | pathlib.Path, *, attributes: str = "auto", audio: bool = True,
-                 clip_seconds: float | None = None, require_train: bool = False) -> list[ClipRecord]:
+                 clip_seconds: float | None = None, require_train: bool = False,
+                 channels: str | None = None) -> list[ClipRecord]:
   """Scans `root` (all machine types, or one machine folder) -> records sorted by path.
 
   Args:
@@ -166,10 +176,13 @@ def scan_dataset(root: str | pathlib.Path, *, attributes: str = "auto", audio: b
     clip_seconds: the clip length the wavs will be read at: too short clips are errors, short ones are
       listed in a warning (see `asd_jax.audio.wav.check_duration`). None: lengths are not checked.
     require_train: every machine folder must hold training clips (`train/`), as training needs.
+    channels: the channel policy the wavs will be read with (`asd_jax.audio.channels`): a file whose channel
+      count it cannot read is a problem. None: channels are not checked.
 
   Raises:
     DatasetError: listing every unparseable or unreadable file, split mismatch, attribute conflict, too
-      short clip and (with `require_train`) machine folder without training clips.
+      short clip, file of the wrong channel count (with `channels`) and (with `require_train`) machine folder
+      without training clips.
   """
   if attributes not in ("auto", "require"):
     raise ValueError(f"attributes must be 'auto' or 'require', got {attributes!r}")
@@ -189,7 +202,7 @@ def scan_dataset(root: str | pathlib.Path, *, attributes: str = "auto", audio: b
     problems.extend(_machines_without_training_clips(dirs, found))
   found = sorted(found, key=lambda r: r.path)
   if audio:
-    short = check_audio(found, problems, clip_seconds)
+    short = check_audio(found, problems, clip_seconds, channels)
     if short:
       logging.warning("%d clip(s) of %s shorter than half the %g s clip length are padded:\n  %s%s", len(short),
                       root, clip_seconds, "\n  ".join(short[:20]),

@@ -53,6 +53,13 @@ class ClipRecord:
 
   @property
   def attribute_dict(self) -> dict[str, str]:
+    """{name: value}; ValueError naming the clip when a name repeats (DCASE 2026's `..._mic_2_mic_1`), which a dict
+    would silently collapse to its last value: use `attributes`, which keeps every pair in order."""
+    names = [k for k, _ in self.attributes]
+    repeated = sorted({k for k in names if names.count(k) > 1})
+    if repeated:
+      raise ValueError(f"{self.path}: attribute name(s) {repeated} repeat in {self.attributes}; a dict would keep "
+                       "only the last value (use .attributes)")
     return dict(self.attributes)
 
 

@@ -1,7 +1,7 @@
 """A packed pre-training corpus: ArrayRecord shards of decoded 16 kHz mono clips, and their manifest.
 
 `pack(data_config, out_dir)` (CLI: `python -m asd_jax.data.pack`) decodes every clip of a corpus once with
-the project's loader (mono mix-down, resampling; `corpus_sources.read_clip`), skips and lists bad files,
+the project's loader (each source's channel policy, resampling; `corpus_sources.read_clip`), skips and lists bad files,
 and writes per source `out_dir/s<source>-<shard>.array_record` files (ArrayRecord, Grain's random-access
 format, `group_size:1` so that any record is one read) plus `out_dir/manifest.json`.
 
@@ -170,11 +170,12 @@ def open_packed(out_dir: str | os.PathLike, *, check_sizes: bool = True) -> dict
 
 # ---------------------------------------------------------------------------------------------- packing
 
-def _decode_for_pack(task: tuple[int, str], *, sample_rate: int, min_seconds: float, encoding: str):
-  """(source index, path) -> (path, record | None, samples, clipped, reason); runs in pool workers."""
-  source, path = task
+def _decode_for_pack(task: tuple[int, str, str], *, sample_rate: int, min_seconds: float, encoding: str):
+  """(source index, path, channel policy) -> (path, record | None, samples, clipped, reason); runs in pool
+  workers."""
+  source, path, channels = task
   try:
-    wav = cs.read_clip(path, sample_rate=sample_rate, min_seconds=min_seconds)
+    wav = cs.read_clip(path, sample_rate=sample_rate, min_seconds=min_seconds, channels=channels)
   except cs.BadClip as e:
     return path, None, 0, 0, str(e)
   record, clipped = encode_record(wav, encoding=encoding, sample_rate=sample_rate, path=path, source=source)
@@ -285,7 +286,7 @@ def pack(data_config: Any, out_dir: str | os.PathLike, *, clips_per_shard: int =
   bar = tqdm(total=total_files, unit="file", desc=f"pack {out.name}", disable=not progress, file=sys.stderr)
   with cs.worker_pool(num_workers) as pool:
     for i, k, paths in jobs:
-      tasks = [(i, p) for p in paths]
+      tasks = [(i, p, listed[i].spec.channels) for p in paths]
       results: Iterator = (pool.imap(decode, tasks, chunksize=4) if pool is not None else map(decode, tasks))
       name = shard_name(i, k)
       tmp = out / (name + _TMP_SUFFIX)

@@ -14,6 +14,9 @@ DCASE 2025 dev layout and names, plus the official evaluator's ground-truth file
   <out>/ground_truth_domain/ground_truth_<machine>_section_00_test.csv      section_00_<nnnn>.wav,<0 source|1 target>
   <out>/ground_truth_attributes/ground_truth_<machine>_section_00_test.csv  section_00_<nnnn>.wav,<full dev name without .wav>
 
+`--year 2026` writes two-channel near/far clips of the 2026 dev machine types in the 2026 layout instead
+(`asd_jax.data.synth_2026`, which reuses this module's sound model).
+
 The three ground-truth folders mirror nttcslab/dcase2023_task2_evaluator (no header row); the
 attributes file maps each evaluation-style short name to its full dev name, which is how a
 scorer joins scores of `<machine>/test/<full name>.wav` clips to the official ground truth.
@@ -452,6 +455,13 @@ def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
+  if f.year == "2026":  # two-channel near/far clips in the 2026 layout (asd_jax.data.synth_2026)
+    from asd_jax.data import synth_2026  # pylint: disable=g-import-not-at-top
+    machines = f.machines if f["machines"].present else synth_2026.DEFAULT_MACHINES
+    print(synth_2026.format_summary(synth_2026.generate(
+        f.out, scale=f.scale, seed=f.seed, machines=machines, duration=f.duration, target_train=f.target_train,
+        test_clips=f.test_clips)))
+    return
   summary = generate(f.out, scale=f.scale, seed=f.seed, machines=f.machines, duration=f.duration,
                      reveal_attributes=f.reveal_attributes, target_train=f.target_train,
                      test_clips=f.test_clips)
@@ -463,6 +473,8 @@ if __name__ == "__main__":
 
   from asd_jax import cli  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("out", None, "output folder (absent or empty)", required=True)
+  flags.DEFINE_enum("year", "2025", ["2025", "2026"], "2025: the DCASE 2025 dev layout (mono); 2026: two-channel "
+                    "near/far clips of the 2026 dev machine types (asd_jax.data.synth_2026)")
   flags.DEFINE_float("scale", 0.03, "fraction of the real 2025 dev counts (with floors, see docstring)")
   flags.DEFINE_integer("seed", 0, "random seed")
   flags.DEFINE_list("machines", list(DEFAULT_MACHINES), "machine types to generate")

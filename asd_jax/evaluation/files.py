@@ -4,7 +4,12 @@ Submission folder (one pair per machine type and section), rows `clip.wav,score`
   2022-2026  anomaly_score_<machine>_section_<ss>_test.csv, decision_result_<machine>_section_<ss>_test.csv
   2021       anomaly_score_<machine>_section_<ss>_<source|target>_test.csv (one per domain), decision_result_...
   2020       anomaly_score_<machine>_id_<ID>.csv (decision_result_<machine>_id_<ID>.csv: the project's; 2020 had none)
-(the names each year's baseline wrote and its evaluator reads). `write_submission` writes the names of the
+(the names each year's baseline wrote and its evaluator reads). For 2022-2026 the official baseline's own names
+are read too (`section_files`):
+  anomaly_score_DCASE<year>T2<machine>_section_<ss>_test_seed<seed><tag>_Eval.csv    (and decision_result_...)
+e.g. `anomaly_score_DCASE2026T2ToyCarEmu_section_00_test_seed13711_id(0_)_Eval.csv`; the machine name is matched
+whole (ToyCar does not take ToyCarEmu's files), a folder holding several baseline runs of one section (seeds,
+tags) must say which (`seed`, `tag`), and the plain name wins over a baseline name. `write_submission` writes the names of the
 protocol it is given; the readers take a year's own names, or the 2022+ names for any year.
 Ground-truth folder, as in the official 2022-2025 evaluators (`write_ground_truth` writes it for any year):
   ground_truth_data/ground_truth_<machine>_section_<ss>_test.csv        `clip.wav,0|1` (1 = anomalous)
@@ -22,6 +27,10 @@ Unlike the official script, which pairs rows by sorting both files, clips are ma
 and a missing, extra or duplicate clip is an error. Every row must have exactly two fields: a decimal
 comma (`clip,-0,695`) or an extra column would otherwise be read as another number without a word; a
 file that is not UTF-8 text (a byte order mark is allowed) is an error naming the file.
+
+Machine lists: `read_ground_truth(..., release=(2026, "eval"))` also checks that the ground truth holds exactly
+the machine types of that release (`asd_jax.data.releases`: 2023-2026, dev and eval), naming the missing and
+unexpected ones, so an evaluation of a whole release cannot silently leave a machine type out.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import numpy as np
 
 from asd_jax import atomic
 from asd_jax.data import records as records_lib
+from asd_jax.data import releases
 from asd_jax.evaluation.protocol import Protocol
 
 GT_DATA = "ground_truth_data"
@@ -68,6 +78,44 @@ def submission_file_names(machine: str, section: str, protocol: Protocol) -> lis
              f"decision_result_{machine}_section_{section}_{d}_test.csv", d)
             for d in (records_lib.SOURCE, records_lib.TARGET)]
   return [(score_file_name(machine, section), decision_file_name(machine, section), None)]
+
+
+def baseline_file_name(kind: str, year: int, machine: str, section: str, seed: int, tag: str = "") -> str:
+  """The official baseline's name of a section's `kind` ("anomaly_score" or "decision_result") file."""
+  return f"{kind}_{releases.baseline_prefix(year)}{machine}_section_{section}_test_seed{seed}{tag}_Eval.csv"
+
+
+def _baseline_pattern(kind: str, machine: str, section: str) -> re.Pattern:
+  return re.compile(rf"^{kind}_DCASE(?P<year>\d{{4}})T2{re.escape(machine)}_section_{section}_test_seed"
+                    rf"(?P<seed>\d+)(?P<tag>.*)_Eval\.csv$")
+
+
+def section_files(directory: str, machine: str, section: str, *, seed: int | None = None,
+                  tag: str | None = None) -> tuple[str, str]:
+  """(anomaly-score path, decision path) of one section in a submission folder: the plain names when the score
+  file exists, else the one baseline-style pair (see the module docstring) that matches `seed` and `tag` (None:
+  any). Missing files are left to the reader (FileNotFoundError naming the plain name).
+
+  Raises:
+    ValueError: several baseline-style score files match (listed; pass seed and tag).
+  """
+  plain = os.path.join(directory, score_file_name(machine, section))
+  if os.path.isfile(plain) or not os.path.isdir(directory):
+    return plain, os.path.join(directory, decision_file_name(machine, section))
+  pattern = _baseline_pattern("anomaly_score", machine, section)
+  found = []
+  for name in sorted(os.listdir(directory)):
+    m = pattern.match(name)
+    if m and (seed is None or int(m["seed"]) == seed) and (tag is None or m["tag"] == tag):
+      found.append((name, m))
+  if not found:
+    return plain, os.path.join(directory, decision_file_name(machine, section))
+  if len(found) > 1:
+    raise ValueError(f"{directory}: {len(found)} baseline-style score files for {machine} section {section} "
+                     f"({', '.join(n for n, _ in found)}); say which seed and tag to evaluate")
+  name, m = found[0]
+  decision = baseline_file_name("decision_result", int(m["year"]), machine, section, int(m["seed"]), m["tag"])
+  return os.path.join(directory, name), os.path.join(directory, decision)
 
 
 def _read_rows(path: str) -> list[tuple[int, str, str]]:
@@ -143,9 +191,13 @@ class SectionTruth:
   per_domain_files: bool = False
 
 
-def read_ground_truth(directory: str) -> list[SectionTruth]:
+def read_ground_truth(directory: str, *, release: tuple[int, str] | None = None) -> list[SectionTruth]:
   """All sections of a ground-truth folder (2022+ form, or the 2021 evaluator's) or of the 2020 evaluator's
-  `eval_data_list.csv` (a file), sorted by machine then section."""
+  `eval_data_list.csv` (a file), sorted by machine then section.
+
+  `release`: (year, "dev" or "eval"); a 2022+ folder must then hold exactly that release's machine types, each with
+  its sections (`asd_jax.data.releases`), else ValueError naming what is missing or unexpected.
+  """
   if os.path.isfile(directory):
     return _read_eval_data_list_2020(directory)
   data_dir = os.path.join(directory, GT_DATA)
@@ -165,6 +217,8 @@ def read_ground_truth(directory: str) -> list[SectionTruth]:
     return _read_ground_truth_2021(data_dir, keys_2021)
   if not keys:
     raise FileNotFoundError(f"no ground_truth_<machine>_section_<ss>_test.csv files in {data_dir}")
+  if release is not None:
+    _check_release(data_dir, keys, release)
   has_attributes = os.path.isdir(os.path.join(directory, GT_ATTRIBUTES))
   truths = []
   for machine, section in sorted(keys):
@@ -255,6 +309,14 @@ def _read_eval_data_list_2020(path: str) -> list[SectionTruth]:
           for (m, i), clips in sorted(by_id.items())]
 
 
+def _check_release(data_dir: str, keys: list[tuple[str, str]], release: tuple[int, str]) -> None:
+  year, split = release
+  expected = {f"{m} section {ss}" for m in releases.machines(year, split) for ss in releases.SECTIONS}
+  found = {f"{m} section {ss}" for m, ss in keys}
+  if found != expected:
+    raise ValueError(f"{data_dir}: not the DCASE {year} {split} set: {_describe_difference(found, expected)}")
+
+
 def _describe_difference(found: set[str], expected: set[str], limit: int = 5) -> str:
   missing = sorted(expected - found)
   extra = sorted(found - expected)
@@ -268,18 +330,21 @@ def _describe_difference(found: set[str], expected: set[str], limit: int = 5) ->
 
 def read_scores(directory: str, machine: str, section: str, clips: Sequence[str], *,
                 decisions: bool = True, protocol: Protocol = Protocol.DCASE2022,
-                rename: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                rename: dict[str, str] | None = None, seed: int | None = None, tag: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
   """Scores [n] (and decisions [n], or None) of one section's `clips`, in their order, from `protocol`'s own file
   names (`submission_file_names`; 2021: both domains' files together) or else another year's (a submission keeps
   its names when evaluated under another year's rules). 2020 reads no decisions: None. Clips are renamed through
-  `rename` (full dev names to short ones) where listed.
+  `rename` (full dev names to short ones) where listed. The 2022+ naming also takes the official
+  baseline's names (`section_files`, `seed` and `tag` as there).
 
   Raises:
     FileNotFoundError: naming the files looked for. ValueError: naming the file, for clips that do not match
       `clips` (missing, unexpected, listed twice) and for bad rows (see `read_named_values`).
   """
   expected = set(clips)
-  namings = [submission_file_names(machine, section, p) for p in [protocol] + [p for p in Protocol if p != protocol]]
+  namings = [_resolved_names(directory, machine, section, p, seed, tag)
+             for p in [protocol] + [p for p in Protocol if p != protocol]]
   chosen = next((n for n in namings if all(os.path.isfile(os.path.join(directory, f)) for f, _, _ in n)), None)
   if chosen is None:
     others = "; ".join(" and ".join(f for f, _, _ in n) for n in namings[1:])
@@ -306,10 +371,20 @@ def read_scores(directory: str, machine: str, section: str, clips: Sequence[str]
 
 
 def read_submission_section(directory: str, truth: SectionTruth, *, decisions: bool = True,
-                            protocol: Protocol = Protocol.DCASE2022):
+                            protocol: Protocol = Protocol.DCASE2022, seed: int | None = None, tag: str | None = None):
   """Scores [n] (and decisions [n] or None) of one section, in `truth.clips` order (see `read_scores`)."""
   return read_scores(directory, truth.machine, truth.section, truth.clips, decisions=decisions, protocol=protocol,
-                     rename=truth.full_to_short)
+                     rename=truth.full_to_short, seed=seed, tag=tag)
+
+
+def _resolved_names(directory: str, machine: str, section: str, protocol: Protocol, seed: int | None,
+                    tag: str | None) -> list[tuple[str, str, str | None]]:
+  """`submission_file_names`, with the 2022+ pair resolved to a baseline-style pair where only that exists."""
+  names = submission_file_names(machine, section, protocol)
+  if protocol in (Protocol.DCASE2020, Protocol.DCASE2021):
+    return names
+  score, decision = section_files(directory, machine, section, seed=seed, tag=tag)
+  return [(os.path.basename(score), os.path.basename(decision), None)]
 
 
 def _clip_name(record: records_lib.ClipRecord) -> str:

@@ -48,7 +48,7 @@ TEACHER_DIR = "teacher"
 # What a checkpoint's run is: resuming with other values would continue one run with another's settings.
 RUN_FIELDS = ("config.seed", "config.model", "config.decoder", "config.mask", "config.targets", "config.ema",
               "config.pretrain", "config.optim", "config.train.batch_size", "config.train.num_steps",
-              "config.data.sources", "config.data.sample_rate", "config.data.clip_seconds")
+              "config.data.sources", "config.data.sample_rate", "config.data.clip_seconds", "config.data.channels")
 PROGRESS_METRICS = ("loss_regression", "loss_cls", "target_var", "pred_var")
 
 

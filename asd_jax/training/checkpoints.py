@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from asd_jax.audio import channels
 from asd_jax.models import checkpoint_io
 
 CHECKSUM_KEY = "state_checksum"  # meta entry: {leaf path: checksum} of the saved state
@@ -218,9 +219,12 @@ class Checkpointer:
 # scales the merge, and the saved value is used; the optimiser only shapes state restored alongside.)
 MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "config.lora.targets", "config.loss")
 # Make one training run: continuing (or reusing) a run with other values would mix two runs' settings.
-RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds", "config.lora",
-                             "config.optim", "config.train.batch_size", "config.train.epochs", "data_root",
-                             "label_space", "num_steps")
+RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds",
+                             "config.data.channels", "config.lora", "config.optim", "config.train.batch_size",
+                             "config.train.epochs", "data_root", "label_space", "num_steps")
+# What a field absent from a saved checkpoint meant when it was written (the field came later): the channel
+# policy did not exist and every reader took the channel mean (asd_jax.audio.channels.LEGACY).
+LEGACY_VALUES = {"config.data.channels": channels.LEGACY}
 
 
 def config_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -273,11 +277,15 @@ def check_same_run(directory: str, saved_meta: dict[str, Any], meta: dict[str, A
   """Raises ValueError naming `directory` and each differing field (saved vs now) of `fields`.
 
   `fields` are dotted paths into the metadata (`"config.lora"` compares every field under it, one line per
-  leaf; `"num_steps"` a single value); a field missing on one side shows as `<absent>`.
+  leaf; `"num_steps"` a single value); a field missing on one side shows as `<absent>`, except that a saved
+  checkpoint without a field of `LEGACY_VALUES` compares as that field's value before it existed.
   """
   saved, now = {}, {}
   for field in fields:
-    saved.update(_flatten(field, _lookup(saved_meta, field)))
+    value = _lookup(saved_meta, field)
+    if value is _ABSENT and field in LEGACY_VALUES:
+      value = LEGACY_VALUES[field]
+    saved.update(_flatten(field, value))
     now.update(_flatten(field, _lookup(meta, field)))
   differing = [_describe(f, saved.get(f, _ABSENT), now.get(f, _ABSENT)) for f in sorted(set(saved) | set(now))
                if saved.get(f, _ABSENT) != now.get(f, _ABSENT)]

@@ -35,9 +35,11 @@ def _check_root(config: ml_collections.ConfigDict) -> None:
 
 def records(config: ml_collections.ConfigDict, *, training: bool = False):
   """Every clip under `config.data.root`, sorted by path, after the scan's checks: every wav header readable,
-  no clip too short for `config.data.clip_seconds` and (`training`) training clips in every machine folder."""
+  no clip too short for `config.data.clip_seconds`, every channel count readable with the channel policy
+  (`datasets.wav_config(config.data).channels`) and (`training`) training clips in every machine folder."""
   _check_root(config)
-  return layout.scan_dataset(_root(config), clip_seconds=config.data.clip_seconds, require_train=training)
+  return layout.scan_dataset(_root(config), clip_seconds=config.data.clip_seconds, require_train=training,
+                             channels=datasets.wav_config(config.data).channels)
 
 
 def training_records(clips):

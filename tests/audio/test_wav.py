@@ -19,11 +19,63 @@ def test_reads_mono_float32_exactly(tmp_path):
   np.testing.assert_array_equal(out, x)
 
 
-def test_stereo_is_mixed_to_channel_mean(tmp_path):
+def test_stereo_channels_follow_the_policy(tmp_path):
+  """near/far select a channel exactly; mean averages (one float32 rounding of (a + b) / 2); near is the default."""
   rng = np.random.default_rng(1)
   x = rng.uniform(-0.5, 0.5, (8000, 2)).astype(np.float32)
-  out = wavlib.load_wav(_write(tmp_path / "s.wav", x, 16000), duration_s=None)
-  np.testing.assert_allclose(out, (x[:, 0] + x[:, 1]) / 2, atol=1e-7)
+  path = _write(tmp_path / "s.wav", x, 16000)
+  np.testing.assert_array_equal(wavlib.load_wav(path, duration_s=None), x[:, 0])
+  np.testing.assert_array_equal(wavlib.load_wav(path, duration_s=None, channels="near"), x[:, 0])
+  np.testing.assert_array_equal(wavlib.load_wav(path, duration_s=None, channels="far"), x[:, 1])
+  np.testing.assert_array_equal(wavlib.load_wav(path, duration_s=None, channels="mean"), (x[:, 0] + x[:, 1]) / 2)
+
+
+def test_eight_channel_file_near_and_mean(tmp_path):
+  """MIMII-like array: near is channel 0, mean the average. Float32 mean of 8 values |x| <= 0.5: 7 additions of
+  partial sums <= 4 (each rounding <= 2 eps) then / 8, so < 2 eps off the exact mean; the bound is 4 eps."""
+  x = np.random.default_rng(2).uniform(-0.5, 0.5, (4000, 8)).astype(np.float32)
+  path = _write(tmp_path / "array.wav", x, 16000)
+  np.testing.assert_array_equal(wavlib.load_wav(path, duration_s=None), x[:, 0])
+  np.testing.assert_allclose(wavlib.load_wav(path, duration_s=None, channels="mean"),
+                             x.astype(np.float64).mean(axis=1), atol=8 * np.finfo(np.float32).eps * 0.5)
+  for policy in ("far", "cancel"):
+    with pytest.raises(wavlib.WavError, match=rf"array\.wav: 8 channel\(s\), but channel policy '{policy}' needs"):
+      wavlib.load_wav(path, duration_s=None, channels=policy)
+
+
+@pytest.mark.parametrize("policy", ["far", "cancel"])
+def test_mono_file_with_a_two_channel_policy_is_an_error_naming_it(tmp_path, policy):
+  path = _write(tmp_path / "mono_clip.wav", np.zeros(1600, np.float32) + 0.1, 16000)
+  with pytest.raises(wavlib.WavError, match=rf"mono_clip\.wav: 1 channel\(s\), but channel policy '{policy}'"):
+    wavlib.load_wav(path, duration_s=0.1, channels=policy)
+  with pytest.raises(wavlib.WavError, match=r"mono_clip\.wav"):
+    wavlib.read_channels(path, channels=policy)
+
+
+@pytest.mark.parametrize("policy", ["near", "mean"])
+def test_mono_file_with_near_or_mean_is_the_mono_signal(tmp_path, policy):
+  x = np.random.default_rng(3).uniform(-0.5, 0.5, 1600).astype(np.float32)
+  path = _write(tmp_path / "m.wav", x, 16000)
+  np.testing.assert_array_equal(wavlib.load_wav(path, duration_s=None, channels=policy), x)
+
+
+def test_unknown_policy_is_an_error_naming_the_file(tmp_path):
+  path = _write(tmp_path / "u.wav", np.zeros((100, 2), np.float32), 16000)
+  with pytest.raises(wavlib.WavError, match=r"u\.wav: unknown channel policy 'left'"):
+    wavlib.load_wav(path, duration_s=None, channels="left")
+
+
+def test_cancel_runs_on_the_samples_read(tmp_path):
+  """cancel estimates its filter on the resampled, cut clip: load_wav of a long file = cancel of its first clip."""
+  rng = np.random.default_rng(4)
+  x = rng.uniform(-0.3, 0.3, (24000, 2)).astype(np.float32)
+  path = _write(tmp_path / "long.wav", x, 16000)
+  from asd_jax.audio import channels  # pylint: disable=import-outside-toplevel
+  np.testing.assert_array_equal(wavlib.load_wav(path, duration_s=1.0, channels="cancel"),
+                                channels.cancel(x[:16000, 0], x[:16000, 1]))
+  short = _write(tmp_path / "short.wav", x[:12000], 16000)  # padded by repetition first, then cancelled
+  np.testing.assert_array_equal(wavlib.load_wav(short, duration_s=1.0, channels="cancel"),
+                                channels.cancel(np.tile(x[:12000, 0], 2)[:16000], np.tile(x[:12000, 1], 2)[:16000]))
 
 
 @pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000])

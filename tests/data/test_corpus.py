@@ -289,9 +289,50 @@ def test_stereo_and_other_rates_go_through_the_loader(tmp_path):
   stereo = (0.1 * rng.standard_normal((4410, 2))).astype(np.float32)
   soundfile.write(str(tmp_path / "s.flac"), stereo, 44100)
   from asd_jax.audio import wav as wavlib
-  got = cs.read_clip(tmp_path / "s.flac", sample_rate=RATE, min_seconds=0.05)
-  np.testing.assert_array_equal(got, wavlib.load_wav(tmp_path / "s.flac", duration_s=None))
+  got = cs.read_clip(tmp_path / "s.flac", sample_rate=RATE, min_seconds=0.05)  # default: the channel mean
+  np.testing.assert_array_equal(got, wavlib.load_wav(tmp_path / "s.flac", duration_s=None, channels="mean"))
   assert got.shape == (1600,)
+
+
+def test_sources_read_with_their_channel_policy(tmp_path):
+  """The corpus's `channels` is every source's default; a source's own key overrides it. Two-channel coded files:
+  channel 0 holds the file's code, channel 1 its negative, so near / far / mean are told apart exactly."""
+  for k in range(2):
+    for folder, file_id in (("two", k), ("other", 20 + k)):
+      code = (file_id + np.arange(800) / 2**16).astype(np.float32)
+      (tmp_path / folder).mkdir(exist_ok=True)
+      soundfile.write(str(tmp_path / folder / f"c{k}.wav"), np.stack([code, -code], 1), RATE, subtype="FLOAT")
+  c = config_for(near=corpus.source(str(tmp_path / "two"), "folder", channels="near"),
+                 other=corpus.source(str(tmp_path / "other"), "folder"))
+  specs = {s.name: s for s in cs.source_specs(c)}
+  assert specs["near"].channels == "near" and specs["other"].channels == "mean"
+  c.channels = "far"
+  assert {s.name: s.channels for s in cs.source_specs(c)} == {"near": "near", "other": "far"}
+  it, _ = corpus.pretraining_batches(c, batch_size=4, seed=0, shard=ONE)
+  rows = [(int(b["source"][i]), b["wav"][i]) for b in take(it, 3) for i in range(4)]
+  names = sorted(specs)  # sources are indexed in sorted name order
+  for source, row in rows:
+    if names[source] == "near":
+      assert decode_row(row, 160)[0] in (0, 1)
+    else:
+      decode_row(-row, 160)  # the far channel of "other": minus the code
+  c.sources.other.channels = "sideways"
+  with pytest.raises(cs.CorpusError, match="source 'other': channels 'sideways' is not one of"):
+    cs.source_specs(c)
+
+
+def test_a_mono_file_in_a_cancel_source_is_a_bad_clip(tmp_path):
+  write_coded(tmp_path / "m.wav", 1, 800)
+  with pytest.raises(cs.BadClip, match=r"wrong channel count: 1 channel\(s\), but channel policy 'cancel'"):
+    cs.read_clip(tmp_path / "m.wav", sample_rate=RATE, min_seconds=0.01, channels="cancel")
+
+
+def test_a_source_at_the_legacy_policy_serialises_as_before():
+  """Packs written before `channels` existed: their manifests and fingerprints hold no channels entry, and a source
+  read with the mix-down still serialises the same; any other policy is recorded."""
+  spec = cs.SourceSpec(name="a", path="/x", kind="folder")
+  assert "channels" not in spec.to_json()
+  assert cs.SourceSpec(name="a", path="/x", kind="folder", channels="near").to_json()["channels"] == "near"
 
 
 def test_read_ahead_is_bounded(folders, monkeypatch):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import soundfile
 
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import datasets, labels, layout, synth
@@ -118,3 +119,30 @@ def test_multi_worker_matches_in_process(data):
   for a, b in zip(first(0), first(1)):
     np.testing.assert_array_equal(a["index"], b["index"])
     np.testing.assert_array_equal(a["wav"], b["wav"])
+
+
+def test_wav_config_reads_the_channel_policy_and_a_legacy_config_means_the_mean():
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  data = ml_collections.ConfigDict(dict(sample_rate=16000, clip_seconds=1.0, strict=False, channels="cancel"))
+  assert datasets.wav_config(data).channels == "cancel"
+  del data["channels"]
+  assert datasets.wav_config(data).channels == "mean"  # saved before the field existed: read as it was then
+  data.channels = "both"
+  with pytest.raises(ValueError, match="unknown channel policy 'both'"):
+    datasets.wav_config(data)
+
+
+def test_batches_read_clips_with_the_channel_policy(tmp_path):
+  """Two-channel clips through the inference dataset: rows are the policy's waveform of each file."""
+  rng = np.random.default_rng(0)
+  paths = []
+  for i in range(3):
+    path = tmp_path / f"c{i}.wav"
+    soundfile.write(str(path), rng.uniform(-0.5, 0.5, (1600, 2)).astype(np.float32), 16000, subtype="FLOAT")
+    paths.append(rec.ClipRecord(path=str(path), machine="m", section="00", split="test"))
+  for policy in ("near", "far", "cancel"):
+    config = datasets.WavConfig(duration_s=0.1, channels=policy)
+    batch = next(iter(datasets.inference_dataset(paths, None, batch_size=3, config=config, shard_index=0,
+                                                 shard_count=1)))
+    for row, r in enumerate(paths):
+      np.testing.assert_array_equal(batch["wav"][row], wavlib.load_wav(r.path, duration_s=0.1, channels=policy))

@@ -161,3 +161,26 @@ def test_machine_folder_without_training_clips_is_reported_up_front(dev_root):
     layout.scan_dataset(dev_root, require_train=True)
   assert [p.split(":")[0] for p in e.value.problems] == [str(dev_root / "bearing"), str(dev_root / "valve")]
   assert "no training clips" in e.value.problems[0]
+
+
+def test_scan_reports_files_the_channel_policy_cannot_read(tmp_path):
+  """Mono clips under a two-channel policy, and an 8-channel one: every such file is named, with its count."""
+  _touch(tmp_path, "fan/train/section_00_source_train_normal_0000_spd_1.wav",
+         "fan/test/section_00_source_test_normal_0000_spd_1.wav")
+  stereo = tmp_path / "fan/train/section_00_source_train_normal_0001_spd_1.wav"
+  soundfile.write(str(stereo), np.zeros((160, 2), np.int16), 16000, subtype="PCM_16")
+  array = tmp_path / "fan/train/section_00_source_train_normal_0002_spd_1.wav"
+  soundfile.write(str(array), np.zeros((160, 8), np.int16), 16000, subtype="PCM_16")
+  assert len(layout.scan_dataset(tmp_path, channels="near")) == 4
+  assert len(layout.scan_dataset(tmp_path, channels="mean")) == 4
+  with pytest.raises(layout.DatasetError) as error:
+    layout.scan_dataset(tmp_path, channels="cancel")
+  assert error.value.problems == [
+      f"{tmp_path}/fan/test/section_00_source_test_normal_0000_spd_1.wav: 1 channel(s), but channel policy "
+      "'cancel' needs exactly 2 (channel 0 near the machine, channel 1 far); use 'near' or 'mean' for mono data",
+      f"{tmp_path}/fan/train/section_00_source_train_normal_0000_spd_1.wav: 1 channel(s), but channel policy "
+      "'cancel' needs exactly 2 (channel 0 near the machine, channel 1 far); use 'near' or 'mean' for mono data",
+      f"{tmp_path}/fan/train/section_00_source_train_normal_0002_spd_1.wav: 8 channel(s), but channel policy "
+      "'cancel' needs exactly 2 (channel 0 near the machine, channel 1 far); use 'near' or 'mean' for such data"]
+  with pytest.raises(ValueError, match="unknown channel policy 'left'"):
+    layout.scan_dataset(tmp_path, channels="left")

@@ -167,6 +167,41 @@ def test_packed_sources_must_match_the_config(packed, tree):
     corpus.pretraining_batches(c, batch_size=2, seed=0, shard=ONE)
 
 
+def test_a_source_packed_with_a_channel_policy_records_it_and_holds_its_samples(packed, tree, tmp_path):
+  """The packed default corpus (mix-down) holds no channels entry and still matches a config that names none;
+  a `near` source is packed as channel 0 (the loader's samples), recorded in the manifest, and a config asking
+  another policy of the packed source is told to re-pack."""
+  out, manifest = packed
+  assert all("channels" not in source for source in manifest["sources"])
+  c = _config(tree)
+  c.packed = str(out)
+  corpus.pretraining_batches(c, batch_size=2, seed=0, shard=ONE)  # matches
+  c.sources.mixed.channels = "near"
+  with pytest.raises(corpus.CorpusError, match="source 'mixed' was packed with .*'channels': '<absent>'.*re-pack"):
+    corpus.pretraining_batches(c, batch_size=2, seed=0, shard=ONE)
+  c = _config(tree)
+  c.sources = {"mixed": c.sources.mixed}
+  c.sources.mixed.channels = "near"
+  near_pack = shards.pack(c, tmp_path / "near", progress=False)
+  assert near_pack["sources"][0]["channels"] == "near"
+  entry = near_pack["sources"][0]
+  reader = array_record_module.ArrayRecordReader(str(tmp_path / "near" / entry["shards"][0]["file"]))
+  by_path = {}
+  for record in reader.read(list(range(entry["shards"][0]["clips"]))):
+    header, offset = shards.decode_header(record)
+    by_path[pathlib.Path(header["path"]).name] = shards.decode_samples(record, header, offset)
+  reader.close()
+  stereo = tree / "mixed" / "b_stereo.flac"
+  # pcm16 stores round(x * 32768) / 32768: half a step (1.5e-5) off the resampled float channel, plus float32 noise
+  np.testing.assert_allclose(by_path["b_stereo.flac"], wavlib.load_wav(stereo, duration_s=None, channels="near"),
+                             rtol=0, atol=0.5 / 32768 + 1e-7)
+  assert not np.array_equal(by_path["b_stereo.flac"], wavlib.load_wav(stereo, duration_s=None, channels="mean"))
+  c.packed = str(tmp_path / "near")
+  c.sources.mixed.channels = "cancel"
+  with pytest.raises(corpus.CorpusError, match="re-pack"):
+    corpus.pretraining_batches(c, batch_size=2, seed=0, shard=ONE)
+
+
 def test_killed_pack_resumes_and_ends_as_an_uninterrupted_one(packed, tree, tmp_path):
   out, full = packed
   partial = tmp_path / "partial"

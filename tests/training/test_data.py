@@ -88,3 +88,14 @@ def test_data_strict_refuses_a_wav_at_another_rate(strict, tmp_path):
         next(batches)
   else:  # resampled to the 4000 samples of 0.25 s at 16 kHz
     assert {next(batches)["wav"].shape for _ in range(num_clips)} == {(1, 4000)}
+
+
+def test_the_scan_checks_the_channel_policy_before_training(dataset):
+  """The synthetic 2025 set is mono: `data.channels=cancel` is refused by the scan, naming clips, before any batch."""
+  from asd_jax.data import layout  # pylint: disable=import-outside-toplevel
+  config = _config(dataset)
+  config.data.channels = "cancel"
+  with pytest.raises(layout.DatasetError, match=r"\.wav: 1 channel\(s\), but channel policy 'cancel' needs exactly 2"):
+    train_data.records(config, training=True)
+  config.data.channels = "near"
+  assert train_data.records(config, training=True)

@@ -74,3 +74,24 @@ def test_check_same_run_names_each_differing_field():
       "  label_space.classes: saved 6 entries, now 6 entries (only saved: ['fan/c5'], only now: ['fan/noise'])",
       "  num_steps: saved <absent>, now 8",
       "use the saved config"]
+
+
+def test_a_checkpoint_of_another_channel_policy_is_refused():
+  """`config.data.channels` is part of a run's identity (RUN_FIELDS, and so of the pipeline's model-folder stamps);
+  a checkpoint saved before the field existed was read with the channel mean and compares as "mean"."""
+  assert "config.data.channels" in checkpoints.RUN_FIELDS
+  assert "config.data.channels" in checkpoints.config_fields(checkpoints.RUN_FIELDS)
+  fields = ("config.data.channels",)
+  saved = {"config": {"data": {"channels": "near"}}}
+  checkpoints.check_same_run("/ckpt", saved, {"config": {"data": {"channels": "near"}}}, fields)
+  with pytest.raises(ValueError, match=r"config.data.channels: saved 'near', now 'cancel'"):
+    checkpoints.check_same_run("/ckpt", saved, {"config": {"data": {"channels": "cancel"}}}, fields)
+  legacy = {"config": {"data": {"clip_seconds": 10.0}}}
+  checkpoints.check_same_run("/ckpt", legacy, {"config": {"data": {"channels": "mean"}}}, fields)
+  with pytest.raises(ValueError, match=r"config.data.channels: saved 'mean', now 'near'"):
+    checkpoints.check_same_run("/ckpt", legacy, {"config": {"data": {"channels": "near"}}}, fields)
+
+
+def test_pretraining_runs_compare_the_channel_policy():
+  from asd_jax.pretraining import trainer  # pylint: disable=import-outside-toplevel
+  assert "config.data.channels" in trainer.RUN_FIELDS
