@@ -127,7 +127,7 @@ KEYS_DESCRIPTION = {
            "cwx-worst-one/EAT code from {yaml}; and the HuggingFace safetensors key names of the same encoder. "
            "No weights.",
 }
-BEATS_SHARED_TABLE_NOTE = ("encoder.layers.N.self_attn.relative_attention_bias.weight is ONE tensor shared by all "
+BEATS_TABLE_NOTE = ("encoder.layers.N.self_attn.relative_attention_bias.weight is ONE tensor shared by all "
                            "layers (layer 0's); it is listed once per layer in the state_dict.")
 
 
@@ -141,7 +141,7 @@ def _perturb(state: Mapping[str, Any], seed: int, extra_std: Mapping[str, float]
 
   distinct, seen = [], set()
   for key, tensor in state.items():
-    if tensor.data_ptr() not in seen:  # a shared parameter is perturbed once
+    if tensor.data_ptr() not in seen:  # a parameter several keys name is perturbed once
       seen.add(tensor.data_ptr())
       distinct.append((key, tensor))
   torch.manual_seed(seed)
@@ -227,7 +227,7 @@ def beats_full_keys(upstream: Any) -> dict[str, Any]:
   return {"description": KEYS_DESCRIPTION["beats"], "cfg": dict(BEATS_RELEASED_CFG), "num_keys": len(state),
           "state_dict_total_numel": sum(v.numel() for v in state.values()),
           "unique_parameter_count": sum(p.numel() for p in model.parameters()),
-          "note": BEATS_SHARED_TABLE_NOTE, "keys": _layout(state)}
+          "note": BEATS_TABLE_NOTE, "keys": _layout(state)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -486,6 +486,8 @@ def make(upstream_beats_dir: str, upstream_eat_dir: str, torchaudio: str, out: s
           "arrays may differ from the committed ones")
   out = pathlib.Path(out).resolve()
   out.mkdir(parents=True, exist_ok=True)
+  for stale in out.glob(".staging-*"):  # left by a killed run of this generator
+    shutil.rmtree(stale, ignore_errors=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
   try:
     beats = upstream_beats.import_upstream_beats(upstream_beats_dir)
