@@ -10,9 +10,9 @@ print it as one `error:` line) naming the holder's PID and program when another 
 
 The kernel releases a flock when its process ends, however it ends (kill -9 included): a lock file left by a
 dead process is simply taken over. What a killed run can leave are the hidden temporaries of its atomic
-writes; taking the lock removes those of dead processes below the workdir (`atomic.remove_stale_temporaries`). Within one process the lock is
-re-entrant (a pipeline holding its workdir can call code that takes it again). File systems without flock
-(some network mounts) and remote paths (`gs://...`) are not locked; a warning says so.
+writes; taking the lock removes those of dead processes below the workdir (`atomic.remove_stale_temporaries`).
+Within one process the lock is re-entrant (a pipeline holding its workdir can call code that takes it again).
+File systems without flock (some network mounts) and remote paths (`gs://...`) are not locked; a warning says so.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ KEYS_DESCRIPTION = {
            "No weights.",
 }
 BEATS_TABLE_NOTE = ("encoder.layers.N.self_attn.relative_attention_bias.weight is ONE tensor shared by all "
-                           "layers (layer 0's); it is listed once per layer in the state_dict.")
+                    "layers (layer 0's); it is listed once per layer in the state_dict.")
 
 
 # ---------------------------------------------------------------------------------------------------------
