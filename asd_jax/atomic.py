@@ -2,11 +2,17 @@
 
 A file is written under a temporary name in its own folder (same file system), flushed to disk, then renamed
 over the target with `os.replace`, which POSIX makes atomic: a kill or a full disk mid-write leaves the old
-file (or none) and a stray `.<name>.tmp-*` file, never a truncated target. A folder is built under a
-temporary name next to its target (`staging_dir`), then swapped in by `publish_dir`: the old folder is renamed
-aside, the new one renamed into place, the old one deleted. A kill between the two renames leaves the old
-folder under its retired name; `recover_dir` (called by readers and by the next `publish_dir`) puts it back, so
-a reader always finds the old folder or the new one.
+file (or none) and a stray `.<name>.tmp-<host>-<pid>-*` file, never a truncated target. The temporary names its
+writer, so stale ones can be removed safely (`remove_stale_temporaries`): only those of this host whose process
+no longer exists, never one a live process is writing. (A lock alone would not do: the converters and
+`evaluate --json` write outside any workdir lock, and a pod's hosts share a workdir unlocked.) The next write
+of the same file removes its stale temporaries, and taking a workdir's lock removes all of them below the
+workdir (`workdir_lock.hold`: the start of `train`, `embed`, `pretrain` and `pipeline`).
+
+A folder is built under a temporary name next to its target (`staging_dir`), then swapped in by
+`publish_dir`: the old folder is renamed aside, the new one renamed into place, the old one deleted. A kill
+between the two renames leaves the old folder under its retired name; `recover_dir` (called by readers and by
+the next `publish_dir`) puts it back, so a reader always finds the old folder or the new one.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +35,43 @@ _RETIRED = ".retired-"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it)
 _STAGING = ".staging-"
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"  # no "-": the name parses unambiguously
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[a-z0-9_]+$")
+
+
+def _temporary_prefix(name: str) -> str:
+  return f".{name}.tmp-{_HOST}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+  """Whether process `pid` exists on this host (a zombie or another user's process counts as alive)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def is_stale_temporary(name: str) -> bool:
+  """Whether `name` is a temporary of `write_with` whose writer, on this host, no longer runs."""
+  match = _TEMPORARY.match(name)
+  return bool(match) and match["host"] == _HOST and not _alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(folder: str, *, target: str | None = None, recursive: bool = False) -> list[str]:
+  """Removes the temporaries that killed writers left in `folder` (only those of file `target` when given; in
+  every subfolder too when `recursive`); returns their paths. A live writer's temporary is kept."""
+  walk = os.walk(folder) if recursive else [(folder, None, os.listdir(folder) if os.path.isdir(folder) else [])]
+  removed = []
+  for root, _, names in walk:
+    for name in names:
+      if (target is None or name.startswith(f".{target}.tmp-")) and is_stale_temporary(name):
+        with contextlib.suppress(FileNotFoundError):  # another process removed it first
+          os.unlink(os.path.join(root, name))
+          removed.append(os.path.join(root, name))
+  return removed
 
 
 def _move(src: str, dst: str) -> None:
@@ -37,7 +82,8 @@ def _move(src: str, dst: str) -> None:
 @contextlib.contextmanager
 def _temporary_beside(path: str, mode: str) -> Iterator[io.IOBase]:
   folder = os.path.dirname(os.path.abspath(path)) or "."
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+  remove_stale_temporaries(folder, target=os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(os.path.basename(path)), dir=folder)
   # mkstemp makes the file private (0600); give it the mode a plain open() would (or the replaced file's).
   os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_UMASK)
   try:

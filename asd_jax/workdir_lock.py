@@ -9,9 +9,10 @@ print it as one `error:` line) naming the holder's PID and program when another 
     ...  # checkpoints, metrics, outputs
 
 The kernel releases a flock when its process ends, however it ends (kill -9 included): a lock file left by a
-dead process is simply taken over, there is no stale state to clean up. Within one process the lock is
-re-entrant (a pipeline holding its workdir can call code that takes it again). File systems without flock
-(some network mounts) and remote paths (`gs://...`) are not locked; a warning says so.
+dead process is simply taken over. What a killed run can leave are the hidden temporaries of its atomic
+writes; taking the lock removes those of dead processes below the workdir (`atomic.remove_stale_temporaries`).
+Within one process the lock is re-entrant (a pipeline holding its workdir can call code that takes it again).
+File systems without flock (some network mounts) and remote paths (`gs://...`) are not locked; a warning says so.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import time
 from collections.abc import Iterator
 
 from absl import logging
+
+from asd_jax import atomic
 
 LOCK_FILE = ".lock"
 
@@ -98,6 +101,8 @@ def hold(workdir: str | os.PathLike, program: str = "asd_jax", *, enabled: bool 
   with _guard:
     _held[path] = [f, 1]
   try:
+    for stale in atomic.remove_stale_temporaries(workdir, recursive=True):
+      logging.info("removed %s, left by a killed write", stale)
     yield
   finally:
     with _guard:

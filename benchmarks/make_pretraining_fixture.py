@@ -1,7 +1,9 @@
 r"""Writes the pre-training parity fixture of the default test suite from upstream EAT (needs a clone).
 
-  python -m benchmarks.make_pretraining_fixture --upstream_eat=/path/to/EAT \
-      [--fixtures=../shared/fixtures] [--out=tests/pretraining/eat_pretraining_tiny.npz]
+  python -m benchmarks.make_pretraining_fixture --upstream_eat=/path/to/EAT [--fixtures=tests/fixtures]
+
+`benchmarks/make_reference_fixtures.py` runs this too, after writing the EAT fixtures it reads (`make`); this
+command rewrites only `eat_pretraining_tiny.npz`, beside them in `--fixtures`.
 
 Upstream's pre-training model is built from the tiny fixture checkpoint `eat_tiny.pt` (student, `_ema`
 teacher, decoder; `benchmarks/upstream_pretraining.py`) with 3 masked views per clip and the fixture
@@ -22,6 +24,7 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
+from asd_jax import atomic
 from benchmarks import upstream_pretraining
 
 CLONES = 3
@@ -36,9 +39,11 @@ TEACHER = ("modality_encoders.IMAGE.local_encoder.proj.weight", "modality_encode
            "modality_encoders.IMAGE.context_encoder.norm.bias", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc1.bias",
            "blocks.1.norm2.weight")
 POSITION_ROWS = 256  # of the teacher's position table after the EMA step (copied from the student)
+FILE = "eat_pretraining_tiny.npz"
 
 
 def make(upstream_dir: str, fixtures: pathlib.Path) -> dict[str, np.ndarray]:
+  """The arrays of `eat_pretraining_tiny.npz`, from `eat_tiny.pt` and `eat_tiny_io.npz` in `fixtures`."""
   import torch
 
   checkpoint = torch.load(fixtures / "eat_tiny.pt", map_location="cpu", weights_only=True)
@@ -78,20 +83,18 @@ def make(upstream_dir: str, fixtures: pathlib.Path) -> dict[str, np.ndarray]:
 
 def main(argv):
   del argv
-  arrays = make(flags.FLAGS.upstream_eat, pathlib.Path(flags.FLAGS.fixtures))
-  out = pathlib.Path(flags.FLAGS.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_suffix(".tmp.npz")
-  np.savez_compressed(tmp, **arrays)
-  tmp.replace(out)
-  print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+  fixtures = pathlib.Path(flags.FLAGS.fixtures)
+  arrays = make(flags.FLAGS.upstream_eat, fixtures)
+  out = fixtures / FILE
+  atomic.write_with(str(out), lambda f: np.savez_compressed(f, **arrays), binary=True)
+  from benchmarks import make_reference_fixtures  # pylint: disable=import-outside-toplevel  (it imports this)
+  make_reference_fixtures.write_manifest(fixtures)  # the new file's sha256
+  print(f"wrote {out} ({out.stat().st_size:,} bytes) and {fixtures / 'manifest.json'}")
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("upstream_eat", None, "A clone of github.com/cwx-worst-one/EAT.")
-  flags.DEFINE_string("fixtures", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"),
-                      "The reference fixtures folder (eat_tiny.pt, eat_tiny_io.npz).")
-  flags.DEFINE_string("out", str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "pretraining" /
-                                 "eat_pretraining_tiny.npz"), "Output .npz.")
+  flags.DEFINE_string("fixtures", str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures"),
+                      "The reference fixtures folder (reads eat_tiny.pt and eat_tiny_io.npz, writes " + FILE + ").")
   flags.mark_flags_as_required(["upstream_eat"])
   app.run(main)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import pathlib
 import sys
-import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -38,33 +37,9 @@ import numpy as np
 from absl import flags
 
 from benchmarks import upstream_eat
+from benchmarks.upstream_beats import import_upstream_beats
 
 SAMPLE_RATE = 16000
-
-
-def import_upstream_beats(path: str | pathlib.Path) -> types.ModuleType:
-  """Imports upstream `BEATs.py` from `path` (a folder), without torchaudio if it is absent."""
-  path = pathlib.Path(path).expanduser().resolve()
-  for name in ("BEATs.py", "backbone.py"):
-    if not (path / name).is_file():
-      raise FileNotFoundError(f"--upstream_beats={path}: expected upstream's {name} there (the beats/ folder of "
-                              "a clone of github.com/microsoft/unilm)")
-  try:
-    import torchaudio  # noqa: F401
-  except ImportError:
-    stand_in = types.ModuleType("torchaudio")
-    stand_in.compliance = types.ModuleType("torchaudio.compliance")
-    stand_in.compliance.kaldi = types.ModuleType("torchaudio.compliance.kaldi")
-    sys.modules.update({"torchaudio": stand_in, "torchaudio.compliance": stand_in.compliance,
-                        "torchaudio.compliance.kaldi": stand_in.compliance.kaldi})
-  sys.path.insert(0, str(path))
-  try:
-    import BEATs as upstream  # noqa: N813  (upstream's module name)
-  finally:
-    sys.path.remove(str(path))
-  return upstream
-
-
 TORCH = "PyTorch upstream (eager)"
 
 

@@ -7,11 +7,11 @@ packages that is not importable, `install_stand_ins` registers small stand-in mo
 holding just the names upstream imports. Everything else upstream runs, inference (`extract_features`) and
 pre-training (`forward` with masks, the EMA teacher), stays upstream's own code. The stand-ins are written
 here from the behaviour of the fairseq / timm versions upstream uses:
-- run by the forward passes, exact: timm's `Mlp` (`fc1 -> act -> dropout -> fc2 -> dropout`, every block
-  builds one); for the pretraining decoder fairseq's `LayerNorm` (a `torch.nn.LayerNorm`, eps 1e-5),
-  `SamePad` / `SamePad2d` (drop the last step / row and column after an even kernel) and `TransposeLast`
-  (swap a dimension with the last); `GradMultiply` (identity forward, gradient times a scale) and
-  `index_put` (`tensor[mask] = value`);
+- run by the forward passes, exact: timm's `Mlp` (`fc1 -> act -> dropout -> fc2 -> dropout`, with timm's
+  identity `norm` before fc2; every block builds one); for the pretraining decoder fairseq's `LayerNorm` (a
+  `torch.nn.LayerNorm`, eps 1e-5), `SamePad` / `SamePad2d` (drop the last step / row and column after an even
+  kernel) and `TransposeLast` (swap a dimension with the last); `GradMultiply` (identity forward, gradient times
+  a scale) and `index_put` (`tensor[mask] = value`);
 - run by pre-training around the forward pass, exact: fairseq's `EMAModule` / `EMAModuleConfig` (float32
   copy of the teacher's state; `step` moves every trained parameter the teacher has towards the student's,
   `ema = ema * (1 - (1 - decay)) + student * (1 - decay)`, copies untrained ones, skips what the teacher
@@ -251,7 +251,8 @@ def _timm_modules() -> dict[str, types.ModuleType]:
   from torch import nn
 
   class Mlp(nn.Module):
-    """timm's `Mlp` as EAT builds it: fc1 -> act -> dropout -> fc2 -> dropout (no norm, biases on)."""
+    """timm's `Mlp` as EAT builds it: fc1 -> act -> dropout -> norm (an identity: no norm layer) -> fc2 -> dropout,
+    biases on. The submodules are timm's, in its order, so a state_dict's module metadata is the same too."""
 
     def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
       super().__init__()
@@ -259,11 +260,12 @@ def _timm_modules() -> dict[str, types.ModuleType]:
       self.fc1 = nn.Linear(in_features, hidden_features)
       self.act = act_layer()
       self.drop1 = nn.Dropout(drop)
+      self.norm = nn.Identity()
       self.fc2 = nn.Linear(hidden_features, out_features or in_features)
       self.drop2 = nn.Dropout(drop)
 
     def forward(self, x):
-      return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+      return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 
   def to_2tuple(x):
     if isinstance(x, Iterable) and not isinstance(x, str):

@@ -1,4 +1,4 @@
-"""Shared pytest setup: two emulated CPU devices, parsed absl flags, the fixtures folder, an upstream EAT clone."""
+"""Shared pytest setup: two emulated CPU devices, parsed absl flags, the fixtures folder, upstream clones."""
 
 import os
 import pathlib
@@ -17,8 +17,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def fixtures_dir() -> pathlib.Path:
-  """The read-only reference fixtures: $ASD_JAX_FIXTURES, else ../shared/fixtures."""
-  return pathlib.Path(os.environ.get("ASD_JAX_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+  """The reference fixtures (tests/fixtures/README.md): $ASD_JAX_FIXTURES, else tests/fixtures in this checkout."""
+  return pathlib.Path(os.environ.get("ASD_JAX_FIXTURES", REPO_ROOT / "tests" / "fixtures"))
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +41,27 @@ def upstream_eat_dir():
   for name in set(sys.modules) - before:  # the stand-ins and upstream's modules stay out of other tests
     if name.split(".")[0] in upstream_eat.STAND_IN_PACKAGES + (upstream_eat.PACKAGE,):
       del sys.modules[name]
+
+
+@pytest.fixture
+def upstream_beats_dir():
+  """$ASD_JAX_UPSTREAM_BEATS (the beats/ folder of a clone of microsoft/unilm) or a skip; upstream's modules
+  (and a torchaudio stand-in) are unloaded afterwards."""
+  from benchmarks import upstream_beats  # pylint: disable=import-outside-toplevel
+  path = os.environ.get("ASD_JAX_UPSTREAM_BEATS")
+  if not path:
+    pytest.skip("set ASD_JAX_UPSTREAM_BEATS to the beats/ folder of a clone of github.com/microsoft/unilm")
+  before = set(sys.modules)
+  yield path
+  for name in set(sys.modules) - before:
+    if name in upstream_beats.MODULES:
+      del sys.modules[name]
+
+
+@pytest.fixture
+def torchaudio_source():
+  """$ASD_JAX_TORCHAUDIO (a torchaudio 2.11.0 wheel, an unpacked one, or its compliance/kaldi.py) or a skip."""
+  path = os.environ.get("ASD_JAX_TORCHAUDIO")
+  if not path:
+    pytest.skip("set ASD_JAX_TORCHAUDIO to a torchaudio 2.11.0 wheel (pip download --no-deps torchaudio==2.11.0)")
+  return path

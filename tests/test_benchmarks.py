@@ -17,6 +17,7 @@ from benchmarks import common
 from benchmarks import device_check
 from benchmarks import run as runner
 from benchmarks import side_by_side
+from benchmarks import upstream_beats
 from benchmarks import upstream_eat
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_helpers():
 
 def test_side_by_side_needs_a_real_upstream_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match="expected upstream's BEATs.py"):
-    side_by_side.import_upstream_beats(tmp_path)
+    upstream_beats.import_upstream_beats(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -107,6 +108,7 @@ def test_timm_mlp_stand_in_is_fc1_erf_gelu_fc2():
   mlp = upstream_eat.stand_in_modules("timm")["timm.models.vision_transformer"].Mlp(
       in_features=6, hidden_features=10, act_layer=torch.nn.GELU, drop=0.3).eval()
   assert [name for name, _ in mlp.named_parameters()] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+  assert [name for name, _ in mlp.named_children()] == ["fc1", "act", "drop1", "norm", "fc2", "drop2"]  # timm's
   x = np.random.default_rng(0).standard_normal((2, 5, 6)).astype(np.float32)
   p = {name: t.detach().numpy().astype(np.float64) for name, t in mlp.named_parameters()}
   h = x @ p["fc1.weight"].T + p["fc1.bias"]

@@ -63,6 +63,7 @@ def test_embedding_killed_while_writing_is_redone_not_reused(dataset, tmp_path):
   assert [p.name for p in model_dir.iterdir() if p.name.startswith(f".{store.ARRAYS}.tmp-")]
   spec = kill_worker.log_mel_spec(str(root / "data"))
   assert cache.ensure_embedded(spec, str(model_dir), "clips", progress=False) == "ran"
+  assert not [p for p in model_dir.iterdir() if ".tmp-" in p.name]  # the re-run's write removed the killed one's
   assert cache.ensure_embedded(spec, str(model_dir), "clips", progress=False) == "cached"
   clean = tmp_path / "clean"
   cache.ensure_embedded(spec, str(clean), "clips", progress=False)

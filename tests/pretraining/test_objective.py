@@ -1,7 +1,7 @@
 """The pre-training objective against upstream EAT (recorded fixture) and against independent computations.
 
-`eat_pretraining_tiny.npz` was written by `benchmarks/make_pretraining_fixture.py` from upstream's own
-pre-training forward, backward and EMA step on the shared `eat_tiny.pt` (student, `_ema` teacher, decoder)
+`tests/fixtures/eat_pretraining_tiny.npz` was written by `benchmarks/make_pretraining_fixture.py` from upstream's
+own pre-training forward, backward and EMA step on the fixture `eat_tiny.pt` (student, `_ema` teacher, decoder)
 and `eat_tiny_io.npz` fbank, with upstream's `compute_block_mask_2d` masks (3 views per clip) and the mask
 tokens upstream drew. It holds only upstream's inputs and outputs.
 
@@ -15,7 +15,6 @@ sums over every view and patch: their errors scale with the largest entry, check
 
 import json
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +29,12 @@ from asd_jax.pretraining import ema
 from asd_jax.pretraining import masking
 from asd_jax.pretraining import objective
 
-FIXTURE = pathlib.Path(__file__).with_name("eat_pretraining_tiny.npz")
 ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def recorded(fixtures):
-  data = np.load(FIXTURE)
+  data = np.load(fixtures / "eat_pretraining_tiny.npz")
   config, student, teacher, decoder = objective.load_fairseq_checkpoint(fixtures / "eat_tiny.pt")
   fbank = np.load(fixtures / "eat_tiny_io.npz")["fbank"]
   mask = data["mask"]
