@@ -406,7 +406,7 @@ def test_a_partly_labelled_set_evaluates_the_labelled_sections():
 
 
 # ------------------------------------------------------------------------------------------------ the CLI
-# The 14 test clips of ../shared/real/dcase2023_dev (real DCASE 2023 dev names, 2 per machine type).
+# The 14 test clips of tests/real/dcase2023_dev (real DCASE 2023 dev names, 2 per machine type).
 REAL_2023_TEST = {
     "ToyCar": ["section_00_source_test_normal_0028_car_C2_spd_34V_mic_1.wav",
                "section_00_source_test_normal_0029_car_C2_spd_34V_mic_1.wav"],
