@@ -17,22 +17,17 @@ from typing import Any, NoReturn
 from absl import app
 from absl import logging
 
-# CheckpointError (asd_jax.models.checkpoint_io), DatasetError (asd_jax.data.layout), WavError
+from asd_jax import errors
+
+# CheckpointError (asd_jax.checkpoints.weights), DatasetError (asd_jax.data.layout), WavError
 # (asd_jax.audio.wav) and FileNameError are ValueErrors; OSError covers missing files and existing workdirs.
 EXPECTED_ERRORS = (ValueError, OSError)
-
-
-def _innermost_message(error: BaseException) -> str:
-  """The message of `error`, unwrapped from the AttributeError(KeyError(msg)) ml_collections raises."""
-  while error.args and isinstance(error.args[0], BaseException):
-    error = error.args[0]
-  return error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else str(error)
 
 
 def fail(error: BaseException, what: str = "") -> NoReturn:
   """Exits with status 1 after printing `error: [what: ]<message>` (traceback only at --verbosity=1)."""
   logging.debug("traceback of the error below", exc_info=error)
-  sys.exit(f"error: {what + ': ' if what else ''}{_innermost_message(error)}")
+  sys.exit(f"error: {what + ': ' if what else ''}{errors.message(error)}")
 
 
 def quiet_by_default() -> None:
@@ -50,7 +45,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     return app.parse_flags_with_usage(list(argv))
   except (AttributeError, KeyError) as e:
     config_args = [arg for arg in argv[1:] if arg.startswith("--config")]
-    missing = re.match(r"'([^']+)'\s*(.*)", _innermost_message(e), re.S)
+    missing = re.match(r"'([^']+)'\s*(.*)", errors.message(e), re.S)
     if missing:  # an override of a field that does not exist: name the override
       field, suggestion = missing.groups()
       culprits = [arg for arg in config_args if field in arg.split("=")[0].split(".")]

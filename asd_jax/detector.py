@@ -53,7 +53,7 @@ from asd_jax.audio import windows as windows_lib
 from asd_jax.data import datasets
 from asd_jax.data import records as records_lib
 from asd_jax.embedding import extract
-from asd_jax.models import checkpoint_io
+from asd_jax.checkpoints import converted
 from asd_jax.models import networks
 from asd_jax.scoring import features
 from asd_jax.scoring import fused as fused_lib
@@ -128,7 +128,7 @@ def _write_network(model: ExportedModel, out_dir: str) -> None:
   for path, name, field in _encoder_slots(model.config):
     arch = model.network.architecture if len(path) == 1 else model.network.architecture[path[-1]]
     subtree = tu.unflatten_dict({k[len(path):]: v for k, v in flat.items() if k[:len(path)] == path})
-    checkpoint_io.save_converted(os.path.join(out_dir, "encoders", name), subtree, name, arch)
+    converted.save_converted(os.path.join(out_dir, "encoders", name), subtree, name, arch)
     flat = {k: v for k, v in flat.items() if k[:len(path)] != path}
     slots.append({"path": list(path), "encoder": name, "field": field, "dir": f"encoders/{name}"})
   np.savez(os.path.join(out_dir, "head.npz"), **{"/".join(k): np.asarray(v) for k, v in flat.items()})
@@ -200,7 +200,7 @@ def _load_network(model_dir: str, num_classes: int) -> tuple[ml_collections.Conf
     flat.update({tuple(path) + k: v for k, v in tu.flatten_dict(subtree).items()})
   with np.load(os.path.join(model_dir, "head.npz"), allow_pickle=False) as data:
     flat.update({tuple(k.split("/")): data[k] for k in data.files})
-  checkpoint_io.check_state_dict({"/".join(k): v for k, v in flat.items()},
+  converted.check_state_dict({"/".join(k): v for k, v in flat.items()},
                                  {"/".join(k): v.shape for k, v in expected.items()}, source=model_dir)
   params = tu.unflatten_dict({k: np.asarray(v) for k, v in flat.items()}) if flat else {}
   return config, network, params

@@ -9,7 +9,7 @@ Digests are content digests (`asd_jax.data.digest`, hashes cached in `WORKDIR/cl
 a classifier trains on for `train_clips`, of every clip for `clips`. A finished model whose training clips
 changed (added, removed, or another recording under the same name) is refused rather than silently reused; an
 embedding is redone when the checkpoint, the clips, the layer setting or (frozen models) the config changed.
-A model folder trained with another config (`checkpoints.RUN_FIELDS`) is refused. Stamps are written
+A model folder trained with another config (`train_state.RUN_FIELDS`) is refused. Stamps are written
 atomically, after what they describe.
 """
 
@@ -25,7 +25,7 @@ from asd_jax import atomic
 from asd_jax.embedding import store
 from asd_jax.embedding import workdir as embedding_workdir
 from asd_jax.pipeline import specs as specs_lib
-from asd_jax.training import checkpoints
+from asd_jax.checkpoints import train_state
 from asd_jax.training import fine_tune
 from asd_jax.training import restore
 
@@ -38,10 +38,10 @@ def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def checked_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config fields that decide whether a model folder can be reused (`checkpoints.RUN_FIELDS`)."""
+  """The config fields that decide whether a model folder can be reused (`train_state.RUN_FIELDS`)."""
   tree = {"config": _config_json(config)}
   out = {}
-  for field in checkpoints.config_fields(checkpoints.RUN_FIELDS):
+  for field in train_state.config_fields(train_state.RUN_FIELDS):
     value: Any = tree
     for key in field.split("."):
       value = value.get(key) if isinstance(value, dict) else None
@@ -56,8 +56,8 @@ def check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
     return
   with open(path) as f:
     saved = json.load(f)
-  checkpoints.check_same_run(path, {"config": saved}, {"config": _config_json(config)},
-                             checkpoints.config_fields(checkpoints.RUN_FIELDS),
+  train_state.check_same_run(path, {"config": saved}, {"config": _config_json(config)},
+                             train_state.config_fields(train_state.RUN_FIELDS),
                              hint="Use a new --workdir or delete that model folder.")
 
 

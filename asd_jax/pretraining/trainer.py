@@ -29,7 +29,7 @@ from asd_jax import config_checks
 from asd_jax import workdir_lock
 from asd_jax.audio import fbank as fbank_lib
 from asd_jax.audio import padded_fbank
-from asd_jax.models import checkpoint_io
+from asd_jax.checkpoints import converted
 from asd_jax.models import eat
 from asd_jax.models import eat_decoder
 from asd_jax.runtime import sharding as shd
@@ -37,7 +37,7 @@ from asd_jax.pretraining import config as config_lib
 from asd_jax.pretraining import ema as ema_lib
 from asd_jax.pretraining import masking
 from asd_jax.pretraining import train_step as pts
-from asd_jax.training import checkpoints
+from asd_jax.checkpoints import train_state
 from asd_jax.models import networks
 from asd_jax.training import loop
 from asd_jax.training import optimizer
@@ -155,7 +155,7 @@ def export(state: Any, settings: config_lib.PretrainingConfig, workdir: str, *, 
 
 
 def summary(settings: config_lib.PretrainingConfig, state: Any) -> str:
-  count = checkpoint_io.count_params
+  count = converted.count_params
   rows = [("student", count(state.params["student"])), ("teacher (EMA)", count(state.extra["teacher"])),
           ("decoder", count(state.params["decoder"]))]
   enc = settings.encoder
@@ -171,8 +171,8 @@ def run_meta(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {"config": json.loads(config.to_json_best_effort()), "num_steps": config.train.num_steps}
 
 
-def _check_same_run(ckpt: checkpoints.Checkpointer, meta: dict[str, Any], workdir: str) -> None:
-  checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
+def _check_same_run(ckpt: train_state.Checkpointer, meta: dict[str, Any], workdir: str) -> None:
+  train_state.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
       f"Continue with the saved settings ({os.path.join(workdir, 'config.json')}) or use a new workdir."))
 
 
@@ -186,7 +186,7 @@ def is_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory) or not os.path.isdir(os.path.join(workdir, ENCODER_DIR)):
     return False
-  ckpt = checkpoints.Checkpointer(directory, keep=config.train.keep_checkpoints)
+  ckpt = train_state.Checkpointer(directory, keep=config.train.keep_checkpoints)
   try:
     step = ckpt.latest_step()
     if step is None:
@@ -226,7 +226,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = Fal
     print(summary(settings, state) + f"\n  from: {source}")
     return None
 
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  ckpt = train_state.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   writer = None
   try:
     meta = run_meta(config)
@@ -242,7 +242,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = Fal
     meta["init"] = source
     mesh = shd.data_mesh()
     if export_only:
-      abstract = checkpoints.abstract_like(state, shd.replicated(mesh))
+      abstract = train_state.abstract_like(state, shd.replicated(mesh))
       state, _, _ = ckpt.restore(abstract)
       for path in export(state, settings, workdir, teacher=export_teacher):
         print(f"wrote {path}")

@@ -5,7 +5,7 @@ or the dual-branch BEATs + EAT model with the featex + SCAdaCos loss) on the tra
 `config.data.root`. The workdir receives `checkpoints/` (Orbax: the train state with the loss' non-trainable
 `extra` state, e.g. the dual branch's SCAdaCos centres and scales, data position, config, label space),
 `config.json`, `label_space.json` and `metrics.jsonl`. A run finds its latest checkpoint there and continues
-from it, after checking that the checkpoint was written with the same `checkpoints.RUN_FIELDS` (a difference is
+from it, after checking that the checkpoint was written with the same `train_state.RUN_FIELDS` (a difference is
 an error listing each field, saved vs now). `dry_run` builds the network abstractly and prints the parameter
 summary (total and trainable counts per subtree) without training.
 """
@@ -22,7 +22,7 @@ from asd_jax import config_checks
 from asd_jax import workdir_lock
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints
+from asd_jax.checkpoints import train_state
 from asd_jax.training import data as train_data
 from asd_jax.training import experiment
 from asd_jax.training import loop
@@ -78,14 +78,14 @@ def _train(config, workdir: str, *, resume: bool, progress: bool, stop_after: in
   meta = {"config": json.loads(config.to_json_best_effort()), "label_space": json.loads(label_space.to_json()),
           "data_root": os.path.abspath(config.data.root), "network": network.name,
           "encoder_config": network.architecture, "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  ckpt = train_state.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   writer = None
   try:
     if ckpt.latest_step() is not None:  # Checked before any compute: a refused resume costs nothing.
       if not resume:
         raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
                               "use a new --workdir or drop --noresume to continue it")
-      checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, checkpoints.RUN_FIELDS, hint=(
+      train_state.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, train_state.RUN_FIELDS, hint=(
           f"Resume with the saved settings ({os.path.join(workdir, 'config.json')}) or use a new --workdir."))
     run = experiment.create_run(config, network, init_rng, num_steps)
     print(experiment.format_summary(run.state.params, run.labels, run.state.extra))

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from asd_jax.runtime import prefetch as prefetch_lib
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints as ckpt_lib
+from asd_jax.checkpoints import train_state
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 
@@ -45,7 +45,7 @@ class CheckpointableIterator(Protocol):
 
 
 def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableIterator, *, num_steps: int,
-        mesh: Mesh, rng: jax.Array, checkpointer: ckpt_lib.Checkpointer | None = None,
+        mesh: Mesh, rng: jax.Array, checkpointer: train_state.Checkpointer | None = None,
         checkpoint_every: int = 0, meta: dict[str, Any] | None = None,
         writer: train_log.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
         progress: bool = True, stop_after: int | None = None,
@@ -71,7 +71,7 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
   rng = shd.replicate(rng, mesh)
   batches = prefetch_lib.DevicePrefetcher(batches, lambda b: shd.put_batch(b, mesh), size=prefetch)
   if checkpointer is not None and checkpointer.latest_step() is not None:
-    abstract = ckpt_lib.abstract_like(state, shd.replicated(mesh))
+    abstract = train_state.abstract_like(state, shd.replicated(mesh))
     # The newest readable step: a damaged latest one is reported, moved aside, and the run resumes before it.
     state, iterator_state, _ = checkpointer.restore(abstract, fall_back=True)
     batches.set_state(iterator_state)

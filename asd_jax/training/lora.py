@@ -97,11 +97,6 @@ def trainable_labels(params: Params, *, train_encoder: bool, trainable_modules: 
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def count_params(tree: Params) -> int:
-  """Number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
-  return sum(int(x.size) for x in jax.tree.leaves(tree))
-
-
 def summary(params: Params, labels: Params, depth: int = 2) -> list[tuple[str, int, int]]:
   """`(subtree path, total, trainable)` parameter counts per subtree up to `depth` levels, plus "total"."""
   rows: dict[str, list[int]] = {}

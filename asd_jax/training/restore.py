@@ -1,7 +1,7 @@
 """A trained model's plain parameters from its workdir: the latest checkpoint, LoRA factors merged.
 
 What embedding extraction and the detector export read. `trained_params` checks the checkpoint against the
-config (`checkpoints.MODEL_FIELDS`) before restoring anything, and merges LoRA with the alpha the model was
+config (`train_state.MODEL_FIELDS`) before restoring anything, and merges LoRA with the alpha the model was
 trained with. `embedding_params` falls back, without a checkpoint, to the network's parameters before training
 (converted encoders, or random tiny ones in demos).
 """
@@ -18,16 +18,16 @@ from absl import logging
 
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints
+from asd_jax.checkpoints import train_state
 from asd_jax.training import experiment
 from asd_jax.training import lora
 
 
-def _restore(config: ml_collections.ConfigDict, ckpt: checkpoints.Checkpointer) -> tuple[networks.Network, Any, str]:
+def _restore(config: ml_collections.ConfigDict, ckpt: train_state.Checkpointer) -> tuple[networks.Network, Any, str]:
   meta = ckpt.restore_meta()
   saved = meta["config"]
-  checkpoints.check_same_run(ckpt.directory, meta, {"config": json.loads(config.to_json_best_effort())},
-                             checkpoints.MODEL_FIELDS, hint="Use the config the checkpoint was trained with.")
+  train_state.check_same_run(ckpt.directory, meta, {"config": json.loads(config.to_json_best_effort())},
+                             train_state.MODEL_FIELDS, hint="Use the config the checkpoint was trained with.")
   alpha = saved["lora"]["alpha"]
   if config.lora.alpha != alpha:
     logging.warning("config.lora.alpha=%s but %s was trained with %s: merging LoRA with %s", config.lora.alpha,
@@ -36,7 +36,7 @@ def _restore(config: ml_collections.ConfigDict, ckpt: checkpoints.Checkpointer) 
   restore_config.optim.update(saved["optim"])
   network = networks.build_network(config, len(meta["label_space"]["classes"]))
   run = experiment.create_run(restore_config, network, jax.random.key(config.seed), meta["num_steps"], abstract=True)
-  state, _, _ = ckpt.restore(checkpoints.abstract_like(run.state, shd.replicated(shd.data_mesh())))
+  state, _, _ = ckpt.restore(train_state.abstract_like(run.state, shd.replicated(shd.data_mesh())))
   return network, lora.merge_lora(state.params, alpha=alpha), f"{ckpt.directory} step {int(state.step)}"
 
 
@@ -45,7 +45,7 @@ def latest_step(workdir: str) -> int | None:
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(ckpt_dir):
     return None
-  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  ckpt = train_state.Checkpointer(ckpt_dir)
   try:
     return ckpt.latest_step()
   finally:
@@ -55,12 +55,12 @@ def latest_step(workdir: str) -> int | None:
 def trained_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[networks.Network, Any, str] | None:
   """`(network, plain params, source)` of the latest checkpoint in `workdir/checkpoints`, None without one.
 
-  Raises ValueError naming each field when the checkpoint was trained with other `checkpoints.MODEL_FIELDS`.
+  Raises ValueError naming each field when the checkpoint was trained with other `train_state.MODEL_FIELDS`.
   """
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(ckpt_dir):
     return None
-  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  ckpt = train_state.Checkpointer(ckpt_dir)
   try:
     if ckpt.latest_step() is None:
       return None

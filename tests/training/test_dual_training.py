@@ -16,7 +16,7 @@ from asd_jax.embedding import extract
 from asd_jax.models import dual_branch
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints
+from asd_jax.checkpoints import train_state
 from asd_jax.training import experiment
 from asd_jax.training import loop
 from asd_jax.training import lora
@@ -132,7 +132,7 @@ def _fit(tiny, workdir, array_batches, stop_after=None):
   """Trains the tiny dual run with the real loop and checkpoints; new checkpointer, writer and iterator."""
   network, run, train_step = tiny
   data = _batch(size=16, seed=1)
-  ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
+  ckpt = train_state.Checkpointer(workdir / "checkpoints", keep=2)
   writer = train_log.MetricWriter(workdir)
   state = loop.fit(jax.tree.map(jnp.copy, run.state), train_step, array_batches(data["wav"], data["label"], 8),
                    num_steps=6, mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,

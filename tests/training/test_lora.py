@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 from asd_jax.models import classifier
+from asd_jax.checkpoints import converted
 from asd_jax.training import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
@@ -109,4 +110,4 @@ def test_summary_counts(tiny_encoder, frontend):
   assert rows["total"][1] == 2 * 3 * 2 * dim * RANK + dim * 3
   full = dict((n, (t, tr)) for n, t, tr in lora.summary({"model": params},
                                                         lora.trainable_labels({"model": params}, train_encoder=True)))
-  assert full["total"][0] == full["total"][1] == lora.count_params(params)
+  assert full["total"][0] == full["total"][1] == converted.count_params(params)

@@ -6,7 +6,7 @@ import pytest
 
 from asd_jax.models import classifier
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints
+from asd_jax.checkpoints import train_state
 from asd_jax.training import loop
 from asd_jax.training import lora
 from asd_jax.training import optimizer
@@ -31,7 +31,7 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
   step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=4.0), tx, labels)
-  ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
+  ckpt = train_state.Checkpointer(workdir / "checkpoints", keep=2)
   writer = train_log.MetricWriter(workdir)
   state = loop.fit(ts.create_state(tree, tx), step, array_batches(wav, label, 4), num_steps=STEPS,
                    mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,
@@ -55,7 +55,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend,
   rows = train_log.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))
   assert sum("compile_s" in r for r in rows) == 2
-  meta = checkpoints.Checkpointer(tmp_path / "resumed" / "checkpoints").restore_meta()
+  meta = train_state.Checkpointer(tmp_path / "resumed" / "checkpoints").restore_meta()
   assert meta == {"labels": ["a", "b", "c"]}
 
 
@@ -65,9 +65,9 @@ def test_check_same_run_names_each_differing_field():
   now = {"config": {"lora": {"rank": 4, "alpha": 4.0}, "seed": 0},
          "label_space": {"classes": classes[:5] + [{"name": "fan/noise"}]}, "num_steps": 8}
   fields = ("config.lora", "config.seed", "label_space", "num_steps")
-  checkpoints.check_same_run("/ckpt", saved, saved, fields)  # the same metadata passes
+  train_state.check_same_run("/ckpt", saved, saved, fields)  # the same metadata passes
   with pytest.raises(ValueError) as error:
-    checkpoints.check_same_run("/ckpt", saved, now, fields, hint="use the saved config")
+    train_state.check_same_run("/ckpt", saved, now, fields, hint="use the saved config")
   assert str(error.value).splitlines() == [
       "checkpoint /ckpt does not match this run's settings:",
       "  config.lora.alpha: saved 8.0, now 4.0",

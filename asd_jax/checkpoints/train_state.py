@@ -29,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from asd_jax.models import checkpoint_io
+from asd_jax import errors
 
 CHECKSUM_KEY = "state_checksum"  # meta entry: {leaf path: checksum} of the saved state
 UNREADABLE_SUFFIX = ".unreadable"  # a damaged step folder is renamed <step>.unreadable (not a step for Orbax)
@@ -117,8 +117,8 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
           meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a bare Exception, too)
-      checkpoint_io.quiet_late_callbacks()
-      reason = checkpoint_io.innermost_reason(e)
+      errors.quiet_late_callbacks()
+      reason = errors.reason(e)
       raise UnreadableCheckpointError(f"{self._where(step)} is unreadable ({reason})") from e
     state, meta = restored.state, dict(restored.meta)
     saved = meta.pop(CHECKSUM_KEY, None)
@@ -194,8 +194,8 @@ class Checkpointer:
         meta = self._manager.restore(candidate, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         return {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
       except Exception as e:  # noqa: BLE001  (see _restore_step)
-        checkpoint_io.quiet_late_callbacks()
-        reasons.append(f"{self._where(candidate)} is unreadable ({checkpoint_io.innermost_reason(e)})")
+        errors.quiet_late_callbacks()
+        reasons.append(f"{self._where(candidate)} is unreadable ({errors.reason(e)})")
         if step is None:
           logging.warning("%s; reading the metadata of an older step", reasons[-1])
     raise UnreadableCheckpointError("; ".join(reasons))
