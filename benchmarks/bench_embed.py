@@ -30,7 +30,7 @@ def run(quick: bool = False) -> str:
   from asd_jax.models import networks
   from asd_jax.runtime import microbatch
   from asd_jax.runtime import sharding as shd
-  from asd_jax.training import experiment
+  from asd_jax.finetuning import fine_tune
   from configs import common as base
 
   num_clips, batch_size, repeats = (6, 2, 2) if quick else (8, 4, 3)
@@ -49,7 +49,7 @@ def run(quick: bool = False) -> str:
 
     network = networks.build_network(config, num_classes=1)
     mesh = shd.data_mesh(jax.devices()[:1])
-    params = shd.replicate(experiment.init_trainable(config, network, jax.random.key(0))[0]["model"], mesh)
+    params = shd.replicate(fine_tune.init_trainable(config, network, jax.random.key(0))[0]["model"], mesh)
     slices = microbatch.resolve(config.embed.microbatch)
     wav = shd.put_batch({"wav": np.zeros((batch_size, networks.clip_samples(config)), np.float32)}, mesh)["wav"]
     start = time.perf_counter()

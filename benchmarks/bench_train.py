@@ -27,7 +27,7 @@ def _variant(*, lora_enabled: bool, remat: bool, donate: bool, layers: int, dim:
   from asd_jax.models import beats
   from asd_jax.models import networks
   from asd_jax.runtime import sharding as shd
-  from asd_jax.training import experiment
+  from asd_jax.finetuning import fine_tune
   from asd_jax.training import train_step as ts
   from configs import common as base
 
@@ -42,7 +42,7 @@ def _variant(*, lora_enabled: bool, remat: bool, donate: bool, layers: int, dim:
   arch = dataclasses.replace(beats.BEATS_ITER3_PLUS, encoder_layers=layers, encoder_embed_dim=dim,
                              encoder_ffn_embed_dim=4 * dim, encoder_attention_heads=max(dim // 64, 1), embed_dim=dim)
   network = networks.classifier_network(config, networks.build_classifier(config.model, arch, NUM_CLASSES))
-  run = experiment.create_run(config, network, jax.random.key(0), total_steps=100)
+  run = fine_tune.setup(config, network, jax.random.key(0), total_steps=100)
   mesh = shd.data_mesh(jax.devices()[:1])
   step = ts.jit_train_step(run.train_step(), mesh, donate=donate)
   wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, networks.clip_samples(config))).astype(np.float32)

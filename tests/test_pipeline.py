@@ -282,7 +282,7 @@ def test_exported_detector_computes_what_the_pipeline_computed(first_run, datase
   # Same parameters as the pipeline's embedding step, and the same float32 embeddings bit for bit.
   for key in ("fbeats", "lbeats"):
     spec = result.models[key].spec
-    from asd_jax.training import restore  # the pipeline's side: the workdir's checkpoint
+    from asd_jax.finetuning import restore  # the pipeline's side: the workdir's checkpoint
 
     _, params, _ = restore.trained_params(spec.config, os.path.join(workdir, "models", key))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), det.network(key)[2])

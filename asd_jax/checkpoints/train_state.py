@@ -208,19 +208,20 @@ class Checkpointer:
 
 
 # --- Which settings make two runs the same ----------------------------------------------------------------------
-# The one declaration of config compatibility, checked by `check_same_run` wherever a saved model is reused:
-# resuming a training run and reusing a pipeline's trained model folder (`RUN_FIELDS`), restoring a checkpoint
-# for embedding or export (`MODEL_FIELDS`). Dotted paths into a checkpoint's metadata; "config.lora" means every
-# field under it. Fields left out (data root and workers, logging, checkpoint cadence, the embedding settings)
-# never refuse a reuse; everything under config.model is compared, its fast-path switches included.
+# Each kind of run declares the metadata fields that make it one run (`asd_jax.finetuning.fine_tune.RUN_FIELDS`,
+# `asd_jax.pretraining.pretrain.RUN_FIELDS`), compared by `check_same_run` wherever a saved run is continued or
+# reused. Dotted paths into a checkpoint's metadata; "config.optim" means every field under it.
 
-# Shape the trained parameters: a checkpoint read with other values would be misread. (LoRA's alpha only
-# scales the merge, and the saved value is used; the optimiser only shapes state restored alongside.)
-MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "config.lora.targets", "config.loss")
-# Make one training run: continuing (or reusing) a run with other values would mix two runs' settings.
-RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds", "config.lora",
-                             "config.optim", "config.train.batch_size", "config.train.epochs", "data_root",
-                             "label_space", "num_steps")
+# Settings a resumed run may change when asked to (`accept_changes`, the CLIs' --accept_changes): they change the
+# values the next updates use, never the shape of the saved state or the order of the data, so the latest
+# checkpoint restores as it was saved and the run goes on from it with the new values (a diverged run continued
+# from its last finite checkpoint with a lower learning rate, say). Not among them: grad_clip_norm (0 drops the
+# clipping from the optimiser's state), the seed, the batch size, the data, the model.
+ADJUSTABLE_FIELDS = ("config.optim.learning_rate", "config.optim.warmup_steps", "config.optim.warmup_fraction",
+                     "config.optim.schedule", "config.optim.end_lr_fraction", "config.optim.weight_decay",
+                     "config.optim.b1", "config.optim.b2", "config.optim.eps", "config.train.epochs",
+                     "config.train.num_steps", "num_steps")
+CHANGES_KEY = "changes"  # meta entry: [{"step": int, "fields": {field: [saved, now]}}], each accepted change
 
 
 def config_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -269,21 +270,29 @@ def _describe(field: str, saved: Any, now: Any) -> str:
 
 
 def check_same_run(directory: str, saved_meta: dict[str, Any], meta: dict[str, Any], fields: tuple[str, ...],
-                   *, hint: str = "") -> None:
+                   *, hint: str = "", accept_changes: bool = False) -> dict[str, tuple[Any, Any]]:
   """Raises ValueError naming `directory` and each differing field (saved vs now) of `fields`.
 
   `fields` are dotted paths into the metadata (`"config.lora"` compares every field under it, one line per
-  leaf; `"num_steps"` a single value); a field missing on one side shows as `<absent>`.
+  leaf; `"num_steps"` a single value); a field missing on one side shows as `<absent>`. With
+  `accept_changes`, differences in `ADJUSTABLE_FIELDS` are accepted and returned (`{field: (saved, now)}`);
+  without it, a refusal whose differences are all adjustable says so.
   """
   saved, now = {}, {}
   for field in fields:
     saved.update(_flatten(field, _lookup(saved_meta, field)))
     now.update(_flatten(field, _lookup(meta, field)))
-  differing = [_describe(f, saved.get(f, _ABSENT), now.get(f, _ABSENT)) for f in sorted(set(saved) | set(now))
-               if saved.get(f, _ABSENT) != now.get(f, _ABSENT)]
-  if differing:
-    raise ValueError("\n".join([f"checkpoint {directory} does not match this run's settings:", *differing]
-                               + ([hint] if hint else [])))
+  differing = [f for f in sorted(set(saved) | set(now)) if saved.get(f, _ABSENT) != now.get(f, _ABSENT)]
+  adjustable = [f for f in differing if f in ADJUSTABLE_FIELDS]
+  refused = [f for f in differing if f not in ADJUSTABLE_FIELDS or not accept_changes]
+  if refused:
+    lines = [f"checkpoint {directory} does not match this run's settings:"]
+    lines += [_describe(f, saved.get(f, _ABSENT), now.get(f, _ABSENT)) for f in refused]
+    if refused == adjustable:
+      lines.append("Each of these may change on a resume: run again with --accept_changes (accept_changes=True) "
+                   "to continue from the latest checkpoint with the new values.")
+    raise ValueError("\n".join(lines + ([hint] if hint else [])))
+  return {f: (saved.get(f), now.get(f)) for f in adjustable}
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:

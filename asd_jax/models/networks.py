@@ -12,7 +12,7 @@ detector (`asd_jax.detector`), which rebuilds a network from its config without 
   (it cannot be trained; the pipeline scores it as a reference row).
 
 A `Network` holds only what differs between them; LoRA, the optimiser and the train state are the training
-package's (`asd_jax.training.experiment`), one code path for every network.
+package's (`asd_jax.finetuning.fine_tune`), one code path for every network.
 """
 
 from __future__ import annotations

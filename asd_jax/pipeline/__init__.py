@@ -5,7 +5,7 @@ export a detector.
 
 For the dataset under `config.data.root` (a DCASE 2025 Task 2 layout; the synthetic one for the demo), `run`
 (`stages.run`):
-  1. train  every fine-tuned model that is not done yet (`training.fine_tune`, resumable; DIR/models/<key>/);
+  1. train  every fine-tuned model that is not done yet (`finetuning.fine_tune`, resumable; DIR/models/<key>/);
   2. embed  every clip with each fine-tuned and frozen model (`embedding`), skipped when its embeddings are up
             to date with the model's latest checkpoint, the clips' contents and its layer setting (`cache`);
   3. score  each model (SMOTE + cosine 1-NN over the normal training clips of each section, leave-one-out
@@ -26,7 +26,7 @@ What the workdir holds (every file a later run or reader uses is written atomica
 
   DIR/clip_hashes.json                  content hash of every clip, keyed by path, with its stat signature
   DIR/models/<key>/                     per fine-tuned or frozen model:
-      checkpoints/, config.json, label_space.json, metrics.jsonl   training (fine-tuned; `training.fine_tune`)
+      checkpoints/, config.json, label_space.json, metrics.jsonl   training (fine-tuned; `finetuning.fine_tune`)
       embeddings.npz, embeddings_records.json                      every clip's embeddings (`embedding.store`)
       pipeline_stamp.json                                          what the above were made from (`cache`)
   DIR/scores/<key>_scorer.npz           the model's fitted scorer (`scoring.scorer.Scorer.load`)
@@ -48,7 +48,7 @@ What the workdir holds (every file a later run or reader uses is written atomica
   DIR/detector/                         the exported detector (`asd_jax.detector`)
 
 Re-running with the same config and workdir retrains and re-embeds nothing; a workdir trained with another
-model config (`training.checkpoints.RUN_FIELDS`) or on clips that changed is refused (use a new workdir).
+model config (`finetuning.fine_tune.RUN_FIELDS`) or on clips that changed is refused (use a new workdir).
 """
 
 from asd_jax.pipeline.results import PipelineResult  # noqa: F401  (the result of `run`)

@@ -9,7 +9,7 @@ Digests are content digests (`asd_jax.data.digest`, hashes cached in `WORKDIR/cl
 a classifier trains on for `train_clips`, of every clip for `clips`. A finished model whose training clips
 changed (added, removed, or another recording under the same name) is refused rather than silently reused; an
 embedding is redone when the checkpoint, the clips, the layer setting or (frozen models) the config changed.
-A model folder trained with another config (`train_state.RUN_FIELDS`) is refused. Stamps are written
+A model folder trained with another config (`fine_tune.RUN_FIELDS`) is refused. Stamps are written
 atomically, after what they describe.
 """
 
@@ -26,8 +26,8 @@ from asd_jax.embedding import store
 from asd_jax.embedding import workdir as embedding_workdir
 from asd_jax.pipeline import specs as specs_lib
 from asd_jax.checkpoints import train_state
-from asd_jax.training import fine_tune
-from asd_jax.training import restore
+from asd_jax.finetuning import fine_tune
+from asd_jax.training import loop
 
 STAMP = "pipeline_stamp.json"
 CONFIG = "config.json"
@@ -38,10 +38,10 @@ def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def checked_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config fields that decide whether a model folder can be reused (`train_state.RUN_FIELDS`)."""
+  """The config fields that decide whether a model folder can be reused (`fine_tune.RUN_FIELDS`)."""
   tree = {"config": _config_json(config)}
   out = {}
-  for field in train_state.config_fields(train_state.RUN_FIELDS):
+  for field in train_state.config_fields(fine_tune.RUN_FIELDS):
     value: Any = tree
     for key in field.split("."):
       value = value.get(key) if isinstance(value, dict) else None
@@ -57,7 +57,7 @@ def check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
   with open(path) as f:
     saved = json.load(f)
   train_state.check_same_run(path, {"config": saved}, {"config": _config_json(config)},
-                             train_state.config_fields(train_state.RUN_FIELDS),
+                             train_state.config_fields(fine_tune.RUN_FIELDS),
                              hint="Use a new --workdir or delete that model folder.")
 
 
@@ -81,14 +81,14 @@ def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str,
   """
   check_same_model(spec.config, model_dir)
   stamp = read_stamp(model_dir)
-  if "trained_step" in stamp and restore.latest_step(model_dir) == stamp["trained_step"]:
+  if "trained_step" in stamp and loop.latest_step(model_dir) == stamp["trained_step"]:
     if stamp.get("train_clips") != train_digest:
       raise ValueError(f"{model_dir} was trained on other training clips than those now under "
                        f"{spec.config.data.root} (a clip was added, removed or changed); use a new --workdir "
                        "or delete that folder")
     return "cached"
   fine_tune.train(spec.config, model_dir, progress=progress)
-  step = restore.latest_step(model_dir)
+  step = loop.latest_step(model_dir)
   if step is None:
     raise RuntimeError(f"training {spec.key} in {model_dir} finished without a checkpoint")
   write_stamp(model_dir, trained_step=step, train_clips=train_digest)
@@ -106,7 +106,7 @@ def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str
   if frozen:
     os.makedirs(model_dir, exist_ok=True)
   stamp = embedded_stamp(model_dir)
-  step = None if frozen else restore.latest_step(model_dir)
+  step = None if frozen else loop.latest_step(model_dir)
   config = checked_config(spec.config)
   current = (os.path.isfile(os.path.join(model_dir, store.ARRAYS)) and stamp.get("step") == step
              and stamp.get("clips") == clips_digest and stamp.get("all_layers") == spec.all_layers

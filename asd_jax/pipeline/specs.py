@@ -3,7 +3,7 @@
 A pipeline config (see `configs/pipeline_base.py`) names its models in `model_keys`; each entry of `models`
 is one of three kinds:
 
-* fine-tuned (`train`: a fine-tuning config, run by `asd_jax.training.fine_tune`);
+* fine-tuned (`train`: a fine-tuning config, run by `asd_jax.finetuning.fine_tune`);
 * frozen (`frozen`: a network config that is embedded without any training: a pretrained encoder as converted,
   or random init in demos, or the non-learned log-mel statistics `model.encoder="log_mel_stats"`);
 * concatenation (`sources`: keys of other embedded models whose final embeddings are L2-normalised and joined,

@@ -28,7 +28,7 @@ from asd_jax.scoring import features
 from asd_jax.scoring import fused as fused_lib
 from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
-from asd_jax.training import restore
+from asd_jax.finetuning import restore
 
 GRID_SYSTEM = results_lib.GRID_SYSTEM
 HASH_CACHE = "clip_hashes.json"
@@ -57,7 +57,7 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
   `model.init_checkpoint`, pre-training continues from `config.init.eat` when that is set (the report's recipe:
   continue the released EAT-large).
   """
-  from asd_jax.pretraining import trainer  # only runs that pre-train pay for importing it
+  from asd_jax.pretraining import pretrain  # only runs that pre-train pay for importing it
 
   pre = ml_collections.ConfigDict(config.pretrain.to_dict())
   for source in pre.data.sources.values():
@@ -69,14 +69,14 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
   what = f"EAT ({pre.model.init_checkpoint or pre.model.preset + ', random init'}), {pre.train.num_steps} updates"
   log("pretrain", f"{what} in {pretrain_dir}")
   t0 = time.perf_counter()
-  if trainer.is_complete(pre, pretrain_dir):
+  if pretrain.is_complete(pre, pretrain_dir):
     action = "cached"
   else:
-    trainer.pretrain(pre, pretrain_dir, progress=bars)
+    pretrain.pretrain(pre, pretrain_dir, progress=bars)
     action = "ran"
   log("pretrain", f"{action} ({time.perf_counter() - t0:.1f} s)")
   config = ml_collections.ConfigDict(config.to_dict())
-  config.init.eat = os.path.join(pretrain_dir, trainer.ENCODER_DIR)
+  config.init.eat = os.path.join(pretrain_dir, pretrain.ENCODER_DIR)
   return config
 
 

@@ -17,9 +17,10 @@ from asd_jax.models import dual_branch
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
 from asd_jax.checkpoints import train_state
-from asd_jax.training import experiment
 from asd_jax.training import loop
-from asd_jax.training import lora
+from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import lora
+from asd_jax.training import optimizer
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 from configs import demo_dual
@@ -71,7 +72,7 @@ def tiny(tiny_encoder, frontend):
   even a tiny model's init and step takes seconds, and jit reuses compilations of the same step function."""
   config = _config()
   network = _tiny_network(tiny_encoder, frontend, config)
-  run = experiment.create_run(config, network, jax.random.key(0), total_steps=10)
+  run = fine_tune.setup(config, network, jax.random.key(0), total_steps=10)
   return network, run, run.train_step()
 
 
@@ -106,7 +107,7 @@ def _assert_only_trainable_moved(initial, final, labels):
   moved_lora = set()
   for keys, label in flat_labels.items():
     same = np.array_equal(np.asarray(before[keys]).view(np.uint32), np.asarray(after[keys]).view(np.uint32))
-    if label == lora.FROZEN:
+    if label == optimizer.FROZEN:
       assert keys[:2] == ("model", "encoder") and same, keys
     else:
       assert keys[0] == "lora" or keys[:3] == ("model", "head", "featex_centres"), keys
@@ -124,7 +125,7 @@ def test_dual_lora_steps_move_only_factors_featex_centres_and_scales(tiny_runs):
   _assert_only_trainable_moved(run.state, one, run.labels)
   # Optimiser moments exist for trainable leaves only (mu and nu, plus two step counters).
   trainable = sum(x.size for x, l in zip(jax.tree.leaves(run.state.params), jax.tree.leaves(run.labels))
-                  if l == lora.TRAINABLE)
+                  if l == optimizer.TRAINABLE)
   assert sum(x.size for x in jax.tree.leaves(one.opt_state)) == 2 * trainable + 2
 
 
@@ -186,7 +187,7 @@ def test_real_tiny_encoders_dual_lora_steps():
   only LoRA factors of both encoders, the featex centres and the scales change."""
   config = demo_dual.get_config()
   config.data.clip_seconds = 0.5
-  run = experiment.create_run(config, networks.build_network(config, NUM_CLASSES), jax.random.key(0),
+  run = fine_tune.setup(config, networks.build_network(config, NUM_CLASSES), jax.random.key(0),
                               total_steps=10)
   train_step = run.train_step()
   wav = np.random.default_rng(0).normal(scale=0.1, size=(4, networks.clip_samples(config))).astype(np.float32)
@@ -203,7 +204,6 @@ def test_real_tiny_encoders_dual_lora_steps():
 @pytest.mark.slow  # ~2 min on 2 busy cores: the real CLIs' train + embed on a small synthetic set
 def test_train_and_embed_entry_points_end_to_end(tmp_path):
   from asd_jax.data import synth
-  from asd_jax.training import fine_tune
 
   summary = synth.generate(tmp_path / "data", scale=0.01, seed=0, machines=["ToyCar", "fan"], duration=1.0)
   config = demo_dual.get_config()
@@ -243,7 +243,7 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   config.model.beats_checkpoint = str(fixtures / "beats_tiny.pt")
   config.model.eat_checkpoint = str(fixtures / "eat_tiny.pt")
   network = networks.build_network(config, NUM_CLASSES)
-  tree, _ = experiment.init_trainable(config, network, jax.random.key(0))
+  tree, _ = fine_tune.init_trainable(config, network, jax.random.key(0))
   for name, load in (("beats", beats.load), ("eat", eat.load)):
     jax.tree.map(np.testing.assert_array_equal, tree["model"]["encoder"][name], load(fixtures / f"{name}_tiny.pt")[1])
   params = lora.merge_lora(tree, alpha=config.lora.alpha)

@@ -8,7 +8,7 @@ from asd_jax.embedding import extract
 from asd_jax.models import classifier
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import lora
+from asd_jax.finetuning import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common
@@ -45,7 +45,7 @@ def test_donated_step_gives_the_same_state(tiny_encoder, frontend):
   optim = common.get_config().optim
   optim.update(dict(learning_rate=1e-3, warmup_steps=1, schedule="constant", weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
-  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=1.0), tx, labels)
+  step = ts.make_train_step(lora.with_lora(classifier.classification_loss(model), alpha=1.0), tx, labels)
   mesh = shd.data_mesh()
   results = []
   for donate in (False, True):

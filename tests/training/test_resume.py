@@ -8,7 +8,7 @@ from asd_jax.models import classifier
 from asd_jax.runtime import sharding as shd
 from asd_jax.checkpoints import train_state
 from asd_jax.training import loop
-from asd_jax.training import lora
+from asd_jax.finetuning import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
@@ -30,7 +30,7 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   optim.update(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
-  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=4.0), tx, labels)
+  step = ts.make_train_step(lora.with_lora(classifier.classification_loss(model), alpha=4.0), tx, labels)
   ckpt = train_state.Checkpointer(workdir / "checkpoints", keep=2)
   writer = train_log.MetricWriter(workdir)
   state = loop.fit(ts.create_state(tree, tx), step, array_batches(wav, label, 4), num_steps=STEPS,

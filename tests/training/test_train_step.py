@@ -6,7 +6,7 @@ import numpy as np
 
 from asd_jax.models import classifier
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import lora
+from asd_jax.finetuning import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common
@@ -24,7 +24,7 @@ def test_two_device_step_equals_single_device_step(tiny_encoder, frontend):
   optim.update(dict(learning_rate=1e-3, warmup_steps=2, schedule="cosine",
                     weight_decay=0.05, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
-  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=1.0), tx, labels)
+  step = ts.make_train_step(lora.with_lora(classifier.classification_loss(model), alpha=1.0), tx, labels)
   rng = jax.random.key(2)
 
   results = []

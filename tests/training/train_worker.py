@@ -25,7 +25,7 @@ def main(dataset: str, workdir: str) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   flags.FLAGS.mark_as_parsed()
-  from asd_jax.training import fine_tune  # pylint: disable=g-import-not-at-top
+  from asd_jax.finetuning import fine_tune  # pylint: disable=g-import-not-at-top
   from asd_jax.models import registry  # pylint: disable=g-import-not-at-top
   from asd_jax.training import train_log  # pylint: disable=g-import-not-at-top
 
