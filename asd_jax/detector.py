@@ -60,7 +60,7 @@ from asd_jax.scoring import fused as fused_lib
 from asd_jax.scoring import scorer as scorer_lib
 
 FORMAT = "asd_jax.detector"
-VERSION = 2
+VERSION = 3  # 3: config.model.network (was model.encoder)
 MANIFEST = "detector.json"
 
 
@@ -113,12 +113,12 @@ def _relative_scorer(scorer: scorer_lib.Scorer, root: str) -> scorer_lib.Scorer:
 
 
 def _encoder_slots(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], str, str]]:
-  """`(path in the model params, encoder registry name, config.model field of its checkpoint)` per encoder."""
-  if config.model.encoder == networks.DUAL_BRANCH:
+  """`(path in the model params, `networks.ENCODERS` name, config.model field of its checkpoint)` per encoder."""
+  if config.model.network == networks.DUAL_BRANCH:
     return [(("encoder", name), name, f"{name}_checkpoint") for name in networks.DUAL_BRANCH_ENCODERS]
-  if config.model.encoder == networks.LOG_MEL_STATS:
+  if config.model.network == networks.LOG_MEL_STATS:
     return []
-  return [(("encoder",), config.model.encoder, "init_checkpoint")]
+  return [(("encoder",), config.model.network, "init_checkpoint")]
 
 
 def _write_network(model: ExportedModel, out_dir: str) -> None:

@@ -40,7 +40,7 @@ def run(quick: bool = False) -> str:
     synth.generate(root, scale=0.001, machines=(MACHINE,), duration=seconds)
     clips = layout.scan_dataset(str(root))[:num_clips]
     config = base.get_config()
-    config.model.encoder, config.model.preset = "beats", "tiny" if quick else "base"
+    config.model.network, config.model.preset = "beats", "tiny" if quick else "base"
     config.model.dtype = "float32"
     config.data.clip_seconds = seconds
     wav_config = datasets.WavConfig(sample_rate=config.data.sample_rate, duration_s=seconds)

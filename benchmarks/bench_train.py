@@ -41,7 +41,7 @@ def _variant(*, lora_enabled: bool, remat: bool, donate: bool, layers: int, dim:
   config.lora.alpha = 16.0
   arch = dataclasses.replace(beats.BEATS_ITER3_PLUS, encoder_layers=layers, encoder_embed_dim=dim,
                              encoder_ffn_embed_dim=4 * dim, encoder_attention_heads=max(dim // 64, 1), embed_dim=dim)
-  network = networks.classifier_network(config, networks.build_classifier(config.model, arch, NUM_CLASSES))
+  network = networks.classifier_network_of(config, networks.build_classifier(config.model, arch, NUM_CLASSES))
   run = fine_tune.setup(config, network, jax.random.key(0), total_steps=100)
   mesh = shd.data_mesh(jax.devices()[:1])
   step = ts.jit_train_step(run.train_step(), mesh, donate=donate)

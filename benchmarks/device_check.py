@@ -167,9 +167,9 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
 
   mesh = shd.data_mesh()
   config = _config("fbeats", smoke)
-  config.model.encoder, config.model.preset = encoder, "tiny" if smoke else preset
+  config.model.network, config.model.preset = encoder, "tiny" if smoke else preset
   samples = networks.clip_samples(config)
-  arch = networks.architecture(config.model)[0]
+  arch = networks.encoder_architecture(encoder, config.model.preset)[0]
   depth, width = (arch.encoder_layers, arch.encoder_embed_dim) if encoder == "beats" else (arch.depth, arch.embed_dim)
   label = f"{encoder.upper() if encoder == 'eat' else 'BEATs'} {config.model.preset} ({depth} x {width})"
   best = None

@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "beats"  # a name in asd_jax.models.registry, or "dual_branch" (see configs/dual_branch.py)
+  c.model.network = "beats"  # asd_jax.models.networks.NETWORKS: "beats", "eat", "dual_branch" (configs/dual_branch.py)
   c.model.preset = "base"  # architecture when no init_checkpoint is given
   c.model.init_checkpoint = ""  # converted (or released) encoder checkpoint; architecture comes from it
   c.model.dtype = "auto"  # compute dtype: bfloat16 on GPU/TPU, float32 on CPU; params stay float32

@@ -4,6 +4,7 @@ Fast tests use two tiny attention encoders (conftest) as the BEATs and EAT branc
 real tiny BEATs + EAT of configs/demo_dual.py, and the CLIs end to end on a small synthetic dataset.
 """
 
+import functools
 import json
 
 import flax.traverse_util as tu
@@ -44,8 +45,8 @@ def _tiny_model(tiny_encoder):
 
 
 def _tiny_network(tiny_encoder, frontend, config):
-  return networks.dual_network(config, _tiny_model(tiny_encoder), networks.dual_loss_config(config, NUM_CLASSES),
-                                lambda inputs: (frontend(inputs["wav"]), frontend(inputs["wav"])))
+  return networks.dual_network_of(config, _tiny_model(tiny_encoder), networks.dual_loss_config(config, NUM_CLASSES),
+                                  functools.partial(networks.dual_frontend, (frontend, frontend)))
 
 
 def _batch(size=8, seed=0):
@@ -234,7 +235,7 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
 
 @pytest.mark.slow  # ~20 s on 2 busy cores: loading both checkpoints, compiling init and forward
 def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixtures):
-  """Both branches load from the released-format fixtures through the registry into their own subtrees; with
+  """Both branches load from the released-format fixtures through `networks.ENCODERS` into their own subtrees; with
   LoRA's B = 0 the merged model is the pretrained one, and each branch's pooled layers match the upstream
   PyTorch outputs stored in the fixtures."""
   from asd_jax.models import beats, eat

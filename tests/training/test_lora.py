@@ -1,5 +1,6 @@
 """LoRA partition: factor shapes, merge equals the unmerged two-branch model, frozen weights untouched."""
 
+import functools
 import flax.linen as nn
 import flax.traverse_util as tu
 import jax
@@ -75,7 +76,7 @@ def test_lora_training_changes_only_factors_and_head(tiny_encoder, frontend):
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
   state = ts.create_state(tree, tx)
-  step = jax.jit(ts.make_train_step(lora.with_lora(classifier.classification_loss(model), alpha=ALPHA), tx, labels))
+  step = jax.jit(ts.make_train_step(lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=ALPHA), tx, labels))
   batch = {"wav": wav, "label": jnp.array([0, 1, 2, 0])}
   new = state
   for i in range(3):

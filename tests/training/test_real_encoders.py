@@ -18,7 +18,7 @@ from configs import demo
 @pytest.mark.parametrize("encoder", ["beats", "eat"])
 def test_lora_steps_on_tiny_encoder(encoder):
   config = demo.get_config()
-  config.model.encoder = encoder
+  config.model.network = encoder
   config.data.clip_seconds = 1.0
   run = fine_tune.setup(config, networks.build_network(config, num_classes=3), jax.random.key(0),
                               total_steps=10)

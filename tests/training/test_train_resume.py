@@ -23,7 +23,7 @@ import soundfile
 
 from asd_jax.audio import wav
 from asd_jax.data import synth
-from asd_jax.models import registry
+from asd_jax.models import networks
 from asd_jax.finetuning import fine_tune
 from asd_jax.finetuning import lora
 from asd_jax.training import loop
@@ -45,21 +45,34 @@ def dataset(tmp_path_factory):
   return str(root)
 
 
+def tiny_entry(tiny_encoder, frontend) -> networks.Encoder:
+  """The tiny encoder as an encoder family of `networks.ENCODERS` (trained as a classifier, like BEATs or EAT)."""
+
+  def build(arch, dtype, **options):
+    del dtype, options
+    return tiny_encoder(**arch)
+
+  def tiny_fbank(wav, target_length=None):
+    del target_length
+    return frontend(wav)
+
+  return networks.Encoder(build=build, presets={"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
+                          frontend=tiny_fbank, load=None)
+
+
 @pytest.fixture(scope="module")
 def tiny_registered(tiny_encoder, frontend):
-  entry = registry.EncoderEntry(build=lambda arch, dtype: tiny_encoder(**arch),
-                                presets=lambda: {"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
-                                frontend=lambda: frontend, load=None)
   with pytest.MonkeyPatch.context() as patch:
-    patch.setitem(registry._REGISTRY, TINY, entry)  # pylint: disable=protected-access
+    patch.setitem(networks.ENCODERS, TINY, tiny_entry(tiny_encoder, frontend))
+    patch.setitem(networks.NETWORKS, TINY, networks.classifier_network)
     yield
 
 
-def _config(root, encoder=TINY):
+def _config(root, network=TINY):
   config = demo.get_config()
   config.data.root = root
   config.data.clip_seconds = 2.0
-  config.model.encoder = encoder
+  config.model.network = network
   config.model.preset = "tiny"
   config.lora.rank, config.lora.alpha = 4, 8.0
   config.optim.learning_rate = 1e-2
@@ -183,7 +196,7 @@ def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(datase
 
 @pytest.mark.slow  # ~1.5 min on 2 busy cores: three compilations of the real tiny BEATs' fbank + gradients
 def test_killed_and_resumed_train_equals_uninterrupted_train_real_tiny_beats(dataset, tmp_path):
-  config = _config(dataset, encoder="beats")
+  config = _config(dataset, network="beats")
   straight_state = _train(config, tmp_path / "straight")
   _stop_early(config, tmp_path / "resumed", straight_state)
   _resume_equals(config, tmp_path / "resumed", straight_state)
