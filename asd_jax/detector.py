@@ -22,7 +22,7 @@ the old detector or the new one.
 `Detector(dir)` computes what the pipeline computed: it rebuilds each network from its config
 (`models.networks`) with the exported parameters, embeds the wav files through the same function as the
 pipeline (`embedding.extract.Embedder`: same decoding, padding, batch shape and compiled forward), and scores
-them through the same fused path (`scoring.fused`: per-model normalised scores, fusion, the section's threshold,
+them through the same fused path (`scoring.fusion`: per-model normalised scores, fusion, the section's threshold,
 the nearest normal training clip). Neither loading nor scoring imports the training package.
 
 `Detector.score` scores a recording over all of it: it is cut into consecutive windows of the models' clip
@@ -56,7 +56,7 @@ from asd_jax.embedding import extract
 from asd_jax.checkpoints import converted
 from asd_jax.models import networks
 from asd_jax.scoring import features
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 
 FORMAT = "asd_jax.detector"
@@ -101,7 +101,7 @@ def _section_id(machine: str, section: str) -> str:
 
 def needed_models(weights: Mapping[str, float], sources: Mapping[str, Sequence[str]]) -> set[str]:
   """Keys a system needs: its weighted models and the sources of weighted concatenation models."""
-  used = set(fused_lib.weighted(weights))
+  used = set(fusion.weighted(weights))
   for k in list(used):
     used.update(sources.get(k, ()))
   return used
@@ -271,7 +271,7 @@ class Detector:
     # {section: [n_train]} the system's fused normal training scores (leave-one-out, stored in the scorers):
     # what its thresholds were fitted on, and what `detect --plot_dir` draws.
     try:
-      self.train_scores = fused_lib.fused_train_scores(self.weights, self.scorers)
+      self.train_scores = fusion.fused_train_scores(self.weights, self.scorers)
     except (KeyError, ValueError) as e:
       raise DetectorError(f"{self.directory}: its scorers do not fit its weights ({e})") from e
     self._networks: dict[str, tuple[ml_collections.ConfigDict, networks.Network, Any]] = {}
@@ -375,9 +375,9 @@ class Detector:
     embeddings = self.waveform_embeddings(np.concatenate([w.wavs for w in windows]))
     vectors = {m["key"]: features.model_vectors(m["key"], embeddings, layers=m["layers"], sources=m["sources"])
                for m in self.models}
-    model_scores = fused_lib.score_models(self.scorers, vectors, records)
-    result = fused_lib.score_system(self.weights, self.scorers, model_scores, records, self.thresholds)
-    train_paths = self.scorers[fused_lib.weighted(self.weights)[0]].train_paths
+    model_scores = fusion.score_models(self.scorers, vectors, records)
+    result = fusion.score_system(self.weights, self.scorers, model_scores, records, self.thresholds)
+    train_paths = self.scorers[fusion.weighted(self.weights)[0]].train_paths
     out = []
     for i, (path, w) in enumerate(zip(paths, windows)):
       rows = np.flatnonzero(owner == i)

@@ -1,5 +1,5 @@
 r"""Writes per-clip embeddings of a trained (or only converted) model for every clip of a dataset (the program;
-the work is `asd_jax.embedding.workdir.embed`).
+the work is `asd_jax.embedding.embed.embed`).
 
   python -m asd_jax.embed --config=configs/leat.py --workdir=DIR [--layers=all|last] [--out=FILE]
   python -m asd_jax.embed --config=configs/dual_branch.py --workdir=DIR
@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from asd_jax import cli
-from asd_jax.embedding import workdir
+from asd_jax.embedding import embed
 
 
 def define_flags() -> None:
@@ -34,7 +34,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  print(workdir.embed(flags.FLAGS.config, flags.FLAGS.workdir, all_layers=flags.FLAGS.layers == "all",
+  print(embed.embed(flags.FLAGS.config, flags.FLAGS.workdir, all_layers=flags.FLAGS.layers == "all",
                       out=flags.FLAGS.out))
 
 

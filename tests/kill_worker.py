@@ -19,7 +19,7 @@ from asd_jax.embedding import extract
 from asd_jax.models import networks
 from asd_jax.pipeline import cache
 from asd_jax.pipeline import specs as specs_lib
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 from configs import pipeline_base
 
@@ -46,7 +46,7 @@ def export_detector(root: str) -> str:
   model = detector_lib.ExportedModel(key="log_mel", name="log-mel", layers="last", sources=(), all_layers=False,
                                      config=spec.config, network=network, params={}, num_classes=1, scorer=scorer)
   return detector_lib.export(os.path.join(root, "detector"), system="log-mel", weights=weights, models=[model],
-                             thresholds=fused_lib.fit_thresholds(weights, {"log_mel": scorer}),
+                             thresholds=fusion.fit_thresholds(weights, {"log_mel": scorer}),
                              root=os.path.join(root, "data"), threshold_method="gamma", threshold_quantile=0.9)
 
 

@@ -28,7 +28,7 @@ from asd_jax.audio import windows as windows_lib
 from asd_jax.data import records
 from asd_jax.embedding import extract
 from asd_jax.models import networks
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 from configs import pipeline_base
 
@@ -74,7 +74,7 @@ def made(tmp_path_factory):
   model = detector_lib.ExportedModel(key="log_mel", name="log-mel", layers="last", sources=(), all_layers=False,
                                      config=config, network=network, params={}, num_classes=1, scorer=scorer)
   out = detector_lib.export(str(root / "detector"), system="log-mel", weights=weights, models=[model],
-                            thresholds=fused_lib.fit_thresholds(weights, {"log_mel": scorer}),
+                            thresholds=fusion.fit_thresholds(weights, {"log_mel": scorer}),
                             root=str(root / "data"), threshold_method="gamma", threshold_quantile=0.9)
   return detector_lib.Detector(out), out, root / "new" / "fan" / "test", rng
 
@@ -193,9 +193,9 @@ def test_plot_dir_draws_from_the_detector_that_scored(made, tmp_path, monkeypatc
   _, out, new, rng = made
   clip = _write(new / "section_00_plot.wav", _machine(rng, CLIP_S))
   loads, fits = [], []
-  real_init, real_train = detector_lib.Detector.__init__, fused_lib.fused_train_scores
+  real_init, real_train = detector_lib.Detector.__init__, fusion.fused_train_scores
   monkeypatch.setattr(detector_lib.Detector, "__init__", lambda self, d: loads.append(d) or real_init(self, d))
-  monkeypatch.setattr(fused_lib, "fused_train_scores", lambda *a, **k: fits.append(1) or real_train(*a, **k))
+  monkeypatch.setattr(fusion, "fused_train_scores", lambda *a, **k: fits.append(1) or real_train(*a, **k))
   detections = detect.run(str(out), [clip], plot_dir=str(tmp_path / "plots"))
   assert len(loads) == 1 and len(fits) == 1  # one load; the training scores summed once, when it loaded
   assert [p.name for p in (tmp_path / "plots").iterdir()] == ["scores_fan_section_00.png"]

@@ -436,7 +436,7 @@ def test_a_reference_row_exports_and_scores_like_the_pipeline_when_a_system_uses
   config, workdir, result = first_run
   weights = {"log_mel": 1.0}
   scorers = {k: m.scorer for k, m in result.models.items()}
-  thresholds = pipeline.stages.fused_lib.fit_thresholds(weights, scorers)
+  thresholds = pipeline.stages.fusion.fit_thresholds(weights, scorers)
   specs = [m.spec for m in result.models.values()]
   model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in specs if s.embedded}
   models = pipeline.stages.exported_models(specs, model_dirs, result.models, {"log_mel"})

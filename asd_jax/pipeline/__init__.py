@@ -12,7 +12,7 @@ For the dataset under `config.data.root` (a DCASE 2025 Task 2 layout; the synthe
             normalisation; `scoring.scorer`); the "Fusion" model joins LBEATs' and LEAT's final embeddings;
             `layers="all"` models score the concatenated pooled outputs of all layers;
   4. fuse   the normalised scores with each system's fixed weights (thresholds fitted on the fused training
-            scores; `scoring.fused`, the same path the detector scores with), plus a system whose weights are
+            scores; `scoring.fusion`, the same path the detector scores with), plus a system whose weights are
             grid-searched on the labelled test clips (an oracle on the development set, reported apart);
   5. report the official metrics: Table 1 (per model, reference rows last) and Table 3 (per system);
   6. write  DCASE submission folders DIR/submissions/<system>/;

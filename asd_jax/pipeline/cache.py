@@ -23,7 +23,7 @@ import ml_collections
 
 from asd_jax import atomic
 from asd_jax.embedding import store
-from asd_jax.embedding import workdir as embedding_workdir
+from asd_jax.embedding import embed
 from asd_jax.pipeline import specs as specs_lib
 from asd_jax.checkpoints import train_state
 from asd_jax.finetuning import fine_tune
@@ -113,7 +113,7 @@ def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str
              and (not frozen or stamp.get("config") == config))
   if current:
     return "cached"
-  path = embedding_workdir.embed(spec.config, model_dir, all_layers=spec.all_layers, progress=progress,
+  path = embed.embed(spec.config, model_dir, all_layers=spec.all_layers, progress=progress,
                                  frozen=frozen)
   if frozen:
     atomic.write_text(os.path.join(model_dir, CONFIG), spec.config.to_json_best_effort(indent=2))

@@ -25,7 +25,6 @@ from asd_jax.pipeline import cache
 from asd_jax.pipeline import results as results_lib
 from asd_jax.pipeline import specs as specs_lib
 from asd_jax.scoring import features
-from asd_jax.scoring import fused as fused_lib
 from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 from asd_jax.finetuning import restore
@@ -129,7 +128,7 @@ def score_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str
     x = features.model_vectors(spec.key, embeddings, layers=spec.layers, sources=spec.sources)
     scorers[spec.key] = scorer_lib.fit(x[bank_idx], bank_records, spec.scorer)
     vectors[spec.key] = x[test_idx]
-  model_scores = fused_lib.score_models(scorers, vectors, test_records)
+  model_scores = fusion.score_models(scorers, vectors, test_records)
   models = {}
   for spec in specs:
     scores = model_scores[spec.key].scores
@@ -142,7 +141,7 @@ def score_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str
   return models
 
 
-def _save_fused(path: str, fused: fused_lib.FusedScores, test_records: Sequence[records_lib.ClipRecord]) -> None:
+def _save_fused(path: str, fused: fusion.FusedScores, test_records: Sequence[records_lib.ClipRecord]) -> None:
   sections = sorted(fused.thresholds)
   atomic.save_npz(path, scores=fused.scores, decisions=fused.decisions, nearest_train_clip=fused.nearest_train_clip,
                   paths=np.array([r.path for r in test_records]),
@@ -160,9 +159,9 @@ def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_
   model_scores = {k: m.scores for k, m in models.items()}
 
   def fused_result(spec: specs_lib.SystemSpec) -> results_lib.SystemResult:
-    thresholds = fused_lib.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
+    thresholds = fusion.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
                                           quantile=config.threshold_quantile)
-    fused = fused_lib.score_system(spec.weights, scorers, model_scores, test_records, thresholds)
+    fused = fusion.score_system(spec.weights, scorers, model_scores, test_records, thresholds)
     _save_fused(os.path.join(scores_dir, f"{spec.name}_fused.npz"), fused, test_records)
     evaluation = official.evaluate_records(test_records, fused.scores, fused.decisions) if labelled else None
     return results_lib.SystemResult(spec, fused, evaluation)

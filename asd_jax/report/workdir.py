@@ -17,7 +17,7 @@ What it reads (all written by `asd_jax.pipeline`; the package docstring there li
 
 Nothing is recomputed that the pipeline saved: the systems' test scores, decisions and thresholds are read from
 their `_fused.npz`. What it did not save is rebuilt through the library it came from: a system's fused normal
-training scores (what its thresholds were fitted on) by `scoring.fused.fused_train_scores` from the saved
+training scores (what its thresholds were fitted on) by `scoring.fusion.fused_train_scores` from the saved
 scorers, and a model's test vectors as its scorer saw them by `scoring.features.model_vectors` and
 `concat_layers`. Nothing here imports JAX or matplotlib.
 """
@@ -37,7 +37,7 @@ from asd_jax.data import labels as labels_lib
 from asd_jax.data import records as records_lib
 from asd_jax.embedding import store
 from asd_jax.scoring import features
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import knn
 from asd_jax.scoring import scorer as scorer_lib
 
@@ -323,7 +323,7 @@ def read(path: str) -> Workdir:
       raise WorkdirError(f"{os.path.join(path, 'scores', name + '_fused.npz')}: other test clips than the "
                          "models' scores/<key>_test.npz (stale files? re-run the pipeline)")
     try:
-      train = fused_lib.fused_train_scores(weights, scorer_objects)
+      train = fusion.fused_train_scores(weights, scorer_objects)
     except (KeyError, ValueError) as e:
       raise WorkdirError(f"{os.path.join(path, 'results.json')}: system {name}'s weights {weights} do not fit "
                          f"the saved scorers ({e})") from e

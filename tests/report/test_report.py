@@ -13,7 +13,7 @@ import pytest
 from asd_jax.evaluation import metrics
 from asd_jax.report import workdir as workdir_lib
 from asd_jax.data import records as records_lib
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import threshold
 
 
@@ -181,7 +181,7 @@ def test_detect_histograms_show_the_systems_training_scores_and_threshold(report
     check_png(open(p, "rb").read(), p)
   for key, state in result.models["fbeats"].scorer.sections.items():
     # What the histogram draws as the section's normal training scores is what its threshold was fitted on.
-    train = fused_lib.fused_train_scores(system.weights, system.scorers)[key]
+    train = fusion.fused_train_scores(system.weights, system.scorers)[key]
     # The same weighted sum written out (float64 sums of a few terms of order 1: equal up to rounding).
     by_hand = sum(w * result.models[k].scorer.sections[key].train_scores for k, w in system.weights.items() if w)
     np.testing.assert_allclose(train, by_hand, rtol=1e-12, atol=1e-12)

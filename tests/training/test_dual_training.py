@@ -221,9 +221,9 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
   again = fine_tune.train(config, str(workdir), progress=False)  # resumes at the end: nothing left to do
   assert int(again.step) == int(state.step)
 
-  from asd_jax.embedding import workdir as embedding_workdir
+  from asd_jax.embedding import embed
 
-  out = embedding_workdir.embed(config, str(workdir), progress=False)
+  out = embed.embed(config, str(workdir), progress=False)
   with np.load(out) as npz:
     shapes = {k: v.shape for k, v in npz.items()}
   n = len(summary["records"])

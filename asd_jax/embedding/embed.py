@@ -1,4 +1,4 @@
-"""Every clip of a dataset embedded with a workdir's model: the library behind `python -m asd_jax.embed`.
+"""Every clip of a dataset embedded with a training workdir's model: the library behind `python -m asd_jax.embed`.
 
 The parameters are the workdir's latest training checkpoint (LoRA factors merged with the alpha it was trained
 with; `asd_jax.finetuning.restore`), else the network before training (converted encoders or random tiny ones,
