@@ -128,6 +128,19 @@ def test_system_configs_fuse_multi_layer_features_of_the_single_encoder_models()
   assert layers["feat_random"] == (specs_lib.FINE_TUNED, "all", ())  # FEAT's recipe from a random-init EAT
 
 
+def test_the_workdir_layout_names_a_model_folder_s_files_as_their_writers_do():
+  """`pipeline.workdir` reads without JAX, so it names the training run's files itself: they must be the
+  writers' names (`training.loop`, `training.train_log`, `embedding.store`)."""
+  from asd_jax.embedding import store
+  from asd_jax.pipeline import workdir as workdir_lib
+  from asd_jax.training import loop
+  from asd_jax.training import train_log
+
+  assert workdir_lib.MODEL_CONFIG == loop.CONFIG and workdir_lib.TRAINING_LOG == train_log.FILE
+  assert loop.CHECKPOINTS in workdir_lib.NO_LOGS
+  assert workdir_lib.embeddings_path("/w", "leat") == f"/w/models/leat/{store.ARRAYS}"
+
+
 def test_a_model_entry_by_its_old_field_name_is_one_clear_error():
   c = demo_pipeline.get_config()
   c.data.root = "/data"
@@ -379,9 +392,8 @@ def test_a_crashed_export_leaves_the_old_detector_and_a_rerun_succeeds(first_run
   before = (target / detector_lib.MANIFEST).read_text()
   system = result.systems["system1"]
   specs = [m.spec for m in result.models.values()]
-  model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in specs if s.embedded}
   needed = detector_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
-  models = pipeline.stages.exported_models(specs, model_dirs, result.models, needed)
+  models = pipeline.stages.exported_models(specs, str(workdir), result.models, needed)
 
   def export():
     return detector_lib.export(str(target), system="system1", weights=system.spec.weights, models=models,
@@ -438,8 +450,7 @@ def test_a_reference_row_exports_and_scores_like_the_pipeline_when_a_system_uses
   scorers = {k: m.scorer for k, m in result.models.items()}
   thresholds = pipeline.stages.fusion.fit_thresholds(weights, scorers)
   specs = [m.spec for m in result.models.values()]
-  model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in specs if s.embedded}
-  models = pipeline.stages.exported_models(specs, model_dirs, result.models, {"log_mel"})
+  models = pipeline.stages.exported_models(specs, str(workdir), result.models, {"log_mel"})
   out = detector_lib.export(str(tmp_path / "detector"), system="log-mel", weights=weights, models=models,
                             thresholds=thresholds, root=config.data.root, threshold_method="gamma",
                             threshold_quantile=0.9)

@@ -1,6 +1,7 @@
 """What a pipeline re-run reuses: trained models and embeddings, each with a stamp that says what it was made from.
 
-Each embedded model has a folder `WORKDIR/models/<key>/` with `pipeline_stamp.json`:
+Each embedded model has a folder `WORKDIR/models/<key>/` with a stamp (`workdir.STAMP`, read and written
+through `asd_jax.pipeline.workdir`):
 
   {"trained_step": int, "train_clips": digest,                       fine-tuned models, after training
    "embedded": {"step": int | null, "clips": digest, "all_layers": bool, "batch_size": int, "config": {...}}}
@@ -21,16 +22,13 @@ from typing import Any
 
 import ml_collections
 
-from asd_jax import atomic
-from asd_jax.embedding import store
-from asd_jax.embedding import embed
-from asd_jax.pipeline import specs as specs_lib
 from asd_jax.checkpoints import train_state
+from asd_jax.embedding import embed
+from asd_jax.embedding import store
 from asd_jax.finetuning import fine_tune
+from asd_jax.pipeline import specs as specs_lib
+from asd_jax.pipeline import workdir as workdir_lib
 from asd_jax.training import loop
-
-STAMP = "pipeline_stamp.json"
-CONFIG = "config.json"
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -51,7 +49,7 @@ def checked_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
   """Raises ValueError naming each differing field when `model_dir` was made with another config."""
-  path = os.path.join(model_dir, CONFIG)
+  path = os.path.join(model_dir, workdir_lib.MODEL_CONFIG)
   if not os.path.isfile(path):
     return
   with open(path) as f:
@@ -61,18 +59,6 @@ def check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
                              hint="Use a new --workdir or delete that model folder.")
 
 
-def read_stamp(model_dir: str) -> dict[str, Any]:
-  path = os.path.join(model_dir, STAMP)
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def write_stamp(model_dir: str, **updates: Any) -> None:
-  atomic.write_json(os.path.join(model_dir, STAMP), {**read_stamp(model_dir), **updates})
-
-
 def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str, *, progress: bool = True) -> str:
   """Trains (or resumes) `spec` in `model_dir` unless done; returns "ran" or "cached".
 
@@ -80,7 +66,7 @@ def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str,
   differ from the current ones is refused rather than silently reused.
   """
   check_same_model(spec.config, model_dir)
-  stamp = read_stamp(model_dir)
+  stamp = workdir_lib.read_stamp(model_dir)
   if "trained_step" in stamp and loop.latest_step(model_dir) == stamp["trained_step"]:
     if stamp.get("train_clips") != train_digest:
       raise ValueError(f"{model_dir} was trained on other training clips than those now under "
@@ -91,13 +77,13 @@ def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str,
   step = loop.latest_step(model_dir)
   if step is None:
     raise RuntimeError(f"training {spec.key} in {model_dir} finished without a checkpoint")
-  write_stamp(model_dir, trained_step=step, train_clips=train_digest)
+  workdir_lib.write_stamp(model_dir, trained_step=step, train_clips=train_digest)
   return "ran"
 
 
 def embedded_stamp(model_dir: str) -> dict[str, Any]:
   """The `embedded` entry of the stamp (what the current embeddings were made from)."""
-  return read_stamp(model_dir).get("embedded", {})
+  return workdir_lib.read_stamp(model_dir).get("embedded", {})
 
 
 def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str, *, progress: bool = True) -> str:
@@ -106,19 +92,18 @@ def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str
   if frozen:
     os.makedirs(model_dir, exist_ok=True)
   stamp = embedded_stamp(model_dir)
+  path = os.path.join(model_dir, store.ARRAYS)
   step = None if frozen else loop.latest_step(model_dir)
   config = checked_config(spec.config)
-  current = (os.path.isfile(os.path.join(model_dir, store.ARRAYS)) and stamp.get("step") == step
+  current = (os.path.isfile(path) and stamp.get("step") == step
              and stamp.get("clips") == clips_digest and stamp.get("all_layers") == spec.all_layers
              and (not frozen or stamp.get("config") == config))
   if current:
     return "cached"
-  path = embed.embed(spec.config, model_dir, all_layers=spec.all_layers, progress=progress,
-                                 frozen=frozen)
+  embed.embed(spec.config, model_dir, all_layers=spec.all_layers, out=path, progress=progress, frozen=frozen)
   if frozen:
-    atomic.write_text(os.path.join(model_dir, CONFIG), spec.config.to_json_best_effort(indent=2))
-  with open(store.records_path(path)) as f:
-    batch_size = json.load(f)["batch_size"]
-  write_stamp(model_dir, embedded={"step": step, "clips": clips_digest, "all_layers": spec.all_layers,
-                                   "batch_size": batch_size, "config": config})
+    workdir_lib.write_model_config(model_dir, spec.config)
+  batch_size = workdir_lib.read_json(store.records_path(path))["batch_size"]
+  workdir_lib.write_stamp(model_dir, embedded={"step": step, "clips": clips_digest, "all_layers": spec.all_layers,
+                                               "batch_size": batch_size, "config": config})
   return "ran"

@@ -3,7 +3,7 @@ r"""Writes the report of a pipeline workdir: figures and one self-contained HTML
   python -m asd_jax.report --workdir=DIR [--out=DIR/report] [--max_points=600] [--noembedding_maps] \
       [--section_maps]
 
-Reads what `python -m asd_jax.pipeline` wrote to DIR (see `asd_jax.report.workdir`) and writes
+Reads what `python -m asd_jax.pipeline` wrote to DIR (see `asd_jax.pipeline.workdir`) and writes
 DIR/report/index.html (images embedded) and DIR/report/figures/*.png. Needs matplotlib (the `[report]` extra).
 """
 

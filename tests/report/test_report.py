@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from asd_jax.evaluation import metrics
-from asd_jax.report import workdir as workdir_lib
+from asd_jax.report import collect
 from asd_jax.data import records as records_lib
 from asd_jax.scoring import fusion
 from asd_jax.scoring import threshold
@@ -92,7 +92,7 @@ def test_the_aucs_in_the_page_are_the_metrics_modules(report_run):
 
 def test_the_reader_rebuilds_the_systems_thresholds_and_training_scores(report_run):
   config, workdir, result, _ = report_run
-  wd = workdir_lib.read(str(workdir))
+  wd = collect.read(str(workdir))
   assert [s.key for s in wd.models] == ["fbeats", "fusion"]
   assert [s.key for s in wd.systems] == [n for n, s in result.systems.items() if s.fused is not None]
   assert not wd.notes
@@ -104,13 +104,13 @@ def test_the_reader_rebuilds_the_systems_thresholds_and_training_scores(report_r
       assert threshold.fit_threshold(s.train_scores[name], method=config.threshold_method,
                                      quantile=config.threshold_quantile) == s.thresholds[name]
     assert s.labelled and set(np.unique(s.train_domains)) == {0, 1}
-  assert [r.model_key for r in wd.runs] == ["fbeats"] and wd.runs[0].kind == "fine-tuning"
+  assert [r.model_key for r in wd.logs] == ["fbeats"] and wd.logs[0].kind == "fine-tuning"
 
 
 def test_embedding_points_are_the_scorers_bank_and_test_vectors(report_run):
   _, workdir, result, _ = report_run
-  wd = workdir_lib.read(str(workdir))
-  points = workdir_lib.embedding_points(wd, "fbeats")
+  wd = collect.read(str(workdir))
+  points = collect.embedding_points(wd, "fbeats")
   scorer = result.models["fbeats"].scorer
   groups, labels, _ = _sections(result)
   for key, p in points.items():
@@ -156,13 +156,13 @@ def test_a_folder_that_is_not_a_workdir_is_one_error_line(tmp_path, run_module):
 
 def test_missing_workdir_files_are_named(tmp_path, report_run):
   _, workdir, _, _ = report_run
-  with pytest.raises(workdir_lib.WorkdirError, match="results.json: missing"):
-    workdir_lib.read(str(tmp_path))
+  with pytest.raises(collect.WorkdirError, match="results.json: missing"):
+    collect.read(str(tmp_path))
   os.makedirs(tmp_path / "scores")
   for name in ("results.json", "tables.md"):
     (tmp_path / name).write_bytes((workdir / name).read_bytes())
-  with pytest.raises(workdir_lib.WorkdirError, match="fbeats_test.npz: missing"):
-    workdir_lib.read(str(tmp_path))
+  with pytest.raises(collect.WorkdirError, match="fbeats_test.npz: missing"):
+    collect.read(str(tmp_path))
 
 
 def test_detect_histograms_show_the_systems_training_scores_and_threshold(report_run, tmp_path, check_png):
