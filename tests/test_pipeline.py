@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from asd_jax import detector as detector_lib
+from asd_jax.detector import detector as detector_lib
+
+from asd_jax.detector import export as export_lib
 from asd_jax import pipeline
 from asd_jax.data import synth
 from asd_jax.embedding import store
@@ -366,7 +368,7 @@ def test_detect_cli_prints_scores_decisions_and_nearest_clips(first_run, tmp_pat
   for r in chosen:
     shutil.copy(r.path, clips)
   out_csv = tmp_path / "scores.csv"
-  proc = subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--system={result.detector_dir}",
+  proc = subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--detector={result.detector_dir}",
                          f"--output={out_csv}", str(clips)], cwd=REPO_ROOT, capture_output=True, text=True,
                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
   assert proc.returncode == 0, proc.stderr
@@ -392,11 +394,11 @@ def test_a_crashed_export_leaves_the_old_detector_and_a_rerun_succeeds(first_run
   before = (target / detector_lib.MANIFEST).read_text()
   system = result.systems["system1"]
   specs = [m.spec for m in result.models.values()]
-  needed = detector_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
+  needed = export_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
   models = pipeline.stages.exported_models(specs, str(workdir), result.models, needed)
 
   def export():
-    return detector_lib.export(str(target), system="system1", weights=system.spec.weights, models=models,
+    return export_lib.export(str(target), system="system1", weights=system.spec.weights, models=models,
                                thresholds=system.fused.thresholds, root=config.data.root, threshold_method="gamma",
                                threshold_quantile=0.9)
 
@@ -451,7 +453,7 @@ def test_a_reference_row_exports_and_scores_like_the_pipeline_when_a_system_uses
   thresholds = pipeline.stages.fusion.fit_thresholds(weights, scorers)
   specs = [m.spec for m in result.models.values()]
   models = pipeline.stages.exported_models(specs, str(workdir), result.models, {"log_mel"})
-  out = detector_lib.export(str(tmp_path / "detector"), system="log-mel", weights=weights, models=models,
+  out = export_lib.export(str(tmp_path / "detector"), system="log-mel", weights=weights, models=models,
                             thresholds=thresholds, root=config.data.root, threshold_method="gamma",
                             threshold_quantile=0.9)
   records = result.test_records

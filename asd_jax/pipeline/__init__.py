@@ -17,7 +17,7 @@ For the dataset under `config.data.root` (a DCASE 2025 Task 2 layout; the synthe
   5. report the official metrics: Table 1 (per model, reference rows last) and Table 3 (per system);
   6. write  DCASE submission folders DIR/submissions/<system>/;
   7. export the detector of `config.system` to DIR/detector/ (`asd_jax.detector`), which
-            `python -m asd_jax.detect --system DIR/detector clip.wav` uses without the training data.
+            `python -m asd_jax.detect --detector DIR/detector clip.wav` uses without the training data.
 
 Modules: `specs` (the config's models and systems), `workdir` (the workdir's layout: every path, writer and
 reader of its files, the one module that knows them), `cache` (stamps, reuse checks), `stages` (the steps

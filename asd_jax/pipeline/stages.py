@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import ml_collections
 
 from asd_jax import config_checks
-from asd_jax import detector as detector_lib
+from asd_jax.detector import export as export_lib
 from asd_jax import run_info
 from asd_jax import workdir_lock
 from asd_jax.data import digest as digest_lib
@@ -166,7 +166,7 @@ def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_
 
 
 def exported_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, models: dict[str, results_lib.ModelResult],
-                    needed: set[str]) -> list[detector_lib.ExportedModel]:
+                    needed: set[str]) -> list[export_lib.ExportedModel]:
   """The `needed` models as they were embedded: the same parameters (read by the same function as the
   embedding step) and the batch size the embeddings were made with."""
   out = []
@@ -189,7 +189,7 @@ def exported_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, models: 
       config = spec.config.copy_and_resolve_references()
       config.embed.batch_size = workdir_lib.read_embedding_batch_size(workdir, spec.key)
       config.embed.autotune = False
-    out.append(detector_lib.ExportedModel(key=spec.key, name=spec.name, layers=spec.layers, sources=spec.sources,
+    out.append(export_lib.ExportedModel(key=spec.key, name=spec.name, layers=spec.layers, sources=spec.sources,
                                           all_layers=spec.all_layers, config=config, network=network, params=params,
                                           num_classes=num_classes, scorer=models[spec.key].scorer))
   return out
@@ -264,8 +264,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
                        f"(have {sorted(n for n, r in results.items() if r.fused is not None)})")
     detector_dir = workdir_lib.path(workdir, workdir_lib.DETECTOR)
     log("export", f"detector of {config.system} -> {detector_dir}")
-    needed = detector_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
-    detector_lib.export(detector_dir, system=system.spec.name, weights=system.spec.weights,
+    needed = export_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
+    export_lib.export(detector_dir, system=system.spec.name, weights=system.spec.weights,
                         models=exported_models(specs, workdir, models, needed), thresholds=system.fused.thresholds,
                         root=root, threshold_method=config.threshold_method,
                         threshold_quantile=config.threshold_quantile, note=system.spec.note)

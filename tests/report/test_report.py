@@ -166,8 +166,8 @@ def test_missing_workdir_files_are_named(tmp_path, report_run):
 
 
 def test_detect_histograms_show_the_systems_training_scores_and_threshold(report_run, tmp_path, check_png):
-  from asd_jax import detect
-  from asd_jax import detector as detector_lib
+  from asd_jax.detector import detect
+  from asd_jax.detector import detector as detector_lib
 
   config, _, result, _ = report_run
   system = detector_lib.Detector(result.detector_dir)  # loads the scorers; the encoders only when embedding
@@ -195,7 +195,7 @@ def test_detect_cli_plot_dir_writes_a_histogram_per_section(report_run, tmp_path
   chosen = [r for r in result.test_records if r.machine == "fan"][:2] + \
       [r for r in result.test_records if r.machine == "valve"][:1]
   plots = tmp_path / "plots"
-  proc = run_module("asd_jax.detect", f"--system={result.detector_dir}", f"--plot_dir={plots}",
+  proc = run_module("asd_jax.detect", f"--detector={result.detector_dir}", f"--plot_dir={plots}",
                     *[r.path for r in chosen])
   assert proc.returncode == 0, proc.stderr
   names = sorted(p.name for p in plots.iterdir())
