@@ -22,8 +22,7 @@ from asd_jax.embedding import embed
 
 
 def define_flags() -> None:
-  """Defines this CLI's flags; called only when run as a program, so that importing the module
-  (from tests, the pipeline or another CLI) never defines flags twice."""
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
   flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
   flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")

@@ -24,11 +24,8 @@ from asd_jax.evaluation.metrics import format_table
 from asd_jax.evaluation.official import evaluate_dirs, format_sections
 
 
-FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-  """CLI flags, defined only when run as a program so importers can reuse these flag names."""
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   flags.DEFINE_string("scores", None, "Folder of anomaly_score_* and decision_result_* CSV files.")
   flags.DEFINE_string("ground_truth", None, "Folder with ground_truth_data/, ground_truth_domain/ "
                       "(and optionally ground_truth_attributes/).")
@@ -37,7 +34,7 @@ def _define_flags() -> None:
 
 
 def check_writable(path: str) -> None:
-  """Raises OSError naming `path` unless a file can be written there (checked before any work is done)."""
+  """Raises OSError naming `path` unless a file can be written there (the --json flag, checked before any work)."""
   folder = os.path.dirname(os.path.abspath(path))
   if os.path.isdir(path):
     raise IsADirectoryError(f"--json={path}: is a directory")
@@ -50,16 +47,17 @@ def check_writable(path: str) -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.scores or not FLAGS.ground_truth:
+  f = flags.FLAGS
+  if not f.scores or not f.ground_truth:
     raise app.UsageError("--scores and --ground_truth are required")
-  if FLAGS.json:
-    check_writable(FLAGS.json)
-  evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions)
-  if FLAGS.json:  # Before the tables: a failed write (a full disk) is one error line, not a traceback under them.
+  if f.json:
+    check_writable(f.json)
+  evaluation = evaluate_dirs(f.scores, f.ground_truth, decisions=f.decisions)
+  if f.json:  # Before the tables: a failed write (a full disk) is one error line, not a traceback under them.
     try:
-      atomic.write_text(FLAGS.json, json.dumps(evaluation.to_json_dict(), indent=2))
+      atomic.write_text(f.json, json.dumps(evaluation.to_json_dict(), indent=2))
     except OSError as e:
-      raise OSError(f"--json={FLAGS.json}: cannot write it: {e}") from e
+      raise OSError(f"--json={f.json}: cannot write it: {e}") from e
   print(format_sections(evaluation))
   print()
   print(format_table(evaluation))
@@ -69,5 +67,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   cli.run(main)  # app.run; a bad score or ground-truth file, or an unwritable --json, exits with "error: ..."

@@ -24,6 +24,7 @@ from asd_jax.pretraining import pretrain
 
 
 def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/pretrain_*.py[:sources]).")
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the exported encoder.")
   flags.DEFINE_boolean("dry_run", False, "Print the model summary and exit.")

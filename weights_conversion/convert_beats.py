@@ -27,8 +27,7 @@ def convert(checkpoint: str, output: str) -> str:
 
 
 def define_flags() -> None:
-  """Defines this CLI's flags; called only when run as a program, so that importing the module
-  (from tests, the pipeline or another CLI) never defines flags twice."""
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   flags.DEFINE_string("checkpoint", None, "Released BEATs .pt file.", required=True)
   flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",
                     required=True)

@@ -41,8 +41,7 @@ def convert(checkpoint: str, output: str, hf_config: str | None = None) -> str:
 
 
 def define_flags() -> None:
-  """Defines this CLI's flags; called only when run as a program, so that importing the module
-  (from tests, the pipeline or another CLI) never defines flags twice."""
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   flags.DEFINE_string("checkpoint", None, "EAT .pt, .safetensors, or HF folder.", required=True)
   flags.DEFINE_string("hf_config", None, "HF config.json (default: next to the safetensors file).")
   flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",
