@@ -27,10 +27,10 @@ def run(quick: bool = False) -> str:
   from asd_jax.data import layout
   from asd_jax.data import synth
   from asd_jax.embedding import extract
+  from asd_jax.finetuning import fine_tune
   from asd_jax.models import networks
   from asd_jax.runtime import microbatch
   from asd_jax.runtime import sharding as shd
-  from asd_jax.finetuning import fine_tune
   from configs import common as base
 
   num_clips, batch_size, repeats = (6, 2, 2) if quick else (8, 4, 3)

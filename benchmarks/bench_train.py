@@ -24,10 +24,10 @@ def _variant(*, lora_enabled: bool, remat: bool, donate: bool, layers: int, dim:
              seconds: float) -> dict:
   """The compiled step of one variant, a blocking `step()` that feeds each new state to the next call, and its
   sizes."""
+  from asd_jax.finetuning import fine_tune
   from asd_jax.models import beats
   from asd_jax.models import networks
   from asd_jax.runtime import sharding as shd
-  from asd_jax.finetuning import fine_tune
   from asd_jax.training import train_step as ts
   from configs import common as base
 

@@ -197,9 +197,9 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
 
 
 def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, remat: bool = False) -> None:
+  from asd_jax.finetuning import fine_tune
   from asd_jax.models import networks
   from asd_jax.runtime import sharding as shd
-  from asd_jax.finetuning import fine_tune
   from asd_jax.training import train_step as ts
 
   config = _config(name, smoke)

@@ -40,8 +40,8 @@ def compare(upstream_dir: str, *, batch: int, seconds: float, clone_batch: int, 
 
   from asd_jax.audio import fbank as fb
   from asd_jax.models import eat
-  from asd_jax.pretraining import objective
   from asd_jax.pretraining import loss as loss_lib
+  from asd_jax.pretraining import objective
   from asd_jax.training import optimizer
   from asd_jax.training import train_step as ts
   from benchmarks import common

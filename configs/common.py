@@ -30,8 +30,8 @@ adds them under `with c.unlocked():` (see configs/dual_branch.py).
 
 import ml_collections
 
-from asd_jax.models import arcface
 from asd_jax.finetuning import lora
+from asd_jax.models import arcface
 
 
 def get_config() -> ml_collections.ConfigDict:

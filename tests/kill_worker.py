@@ -13,8 +13,8 @@ import sys
 import numpy as np
 
 from asd_jax import atomic
-from asd_jax.detector import export as export_lib
 from asd_jax.data import layout
+from asd_jax.detector import export as export_lib
 from asd_jax.embedding import extract
 from asd_jax.models import networks
 from asd_jax.pipeline import cache

@@ -8,6 +8,7 @@ names it accepts.
 
 import contextlib
 import importlib.util
+
 import inspect
 import io
 import pathlib

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from asd_jax.data import records
 from asd_jax.detector import detect
 from asd_jax.detector import detector as detector_lib
-from asd_jax.data import records
 from asd_jax.scoring import scorer as scorer_lib
 from configs import pipeline_base
 

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from asd_jax.audio import windows as windows_lib
+from asd_jax.data import records
 from asd_jax.detector import detect
 from asd_jax.detector import detector as detector_lib
 from asd_jax.detector import export as export_lib
-from asd_jax.audio import windows as windows_lib
-from asd_jax.data import records
 from asd_jax.embedding import extract
 from asd_jax.models import networks
 from asd_jax.scoring import fusion

@@ -27,9 +27,9 @@ import soundfile
 
 from asd_jax.detector import detector as detector_lib
 
-from asd_jax.detector import export as export_lib
 from asd_jax import pipeline
 from asd_jax.data import synth
+from asd_jax.detector import export as export_lib
 from asd_jax.embedding import store
 from asd_jax.evaluation import official
 from asd_jax.pipeline import specs as specs_lib

@@ -12,8 +12,8 @@ from __future__ import annotations
 from absl import flags
 
 from asd_jax import cli
-from asd_jax.models import beats
 from asd_jax.checkpoints import converted
+from asd_jax.models import beats
 
 
 def convert(checkpoint: str, output: str) -> str:

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from asd_jax.models import attention
 from asd_jax.checkpoints import converted
+from asd_jax.models import attention
 from asd_jax.models.encoder_output import EncoderOutput
 
 MODEL_NAME = "beats"

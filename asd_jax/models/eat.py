@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asd_jax.models import attention
 from asd_jax.checkpoints import converted
 from asd_jax.checkpoints.converted import CheckpointError
+from asd_jax.models import attention
 from asd_jax.models.encoder_output import POOL_CLS, EncoderOutput, pool_tokens
 
 

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import ml_collections
 
 from asd_jax import config_checks
-from asd_jax.detector import export as export_lib
-from asd_jax import run_info
+from asd_jax import provenance
 from asd_jax import workdir_lock
 from asd_jax.data import digest as digest_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
+from asd_jax.detector import export as export_lib
 from asd_jax.evaluation import files as eval_files
 from asd_jax.evaluation import official
 from asd_jax.finetuning import fine_tune
@@ -215,7 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:
   log = Progress(progress)
-  started, stage_s, t0 = run_info.utc_now(), {}, time.perf_counter()
+  started, stage_s, t0 = provenance.utc_now(), {}, time.perf_counter()
 
   def stage_done(name: str, since: float) -> float:
     now = time.perf_counter()
@@ -275,8 +275,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
                                       models=models, systems=results, actions=actions, tables=tables,
                                       detector_dir=detector_dir, stage_s=stage_s)
   workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=labelled))
-  run_info.write(workdir, config=json.loads(config.to_json_best_effort()), started=started,
-                 wall_s=time.perf_counter() - t0, stage_s=stage_s)
+  workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
+                               wall_s=time.perf_counter() - t0, stage_s=stage_s)
   log("done", f"tables in {workdir_lib.path(workdir, workdir_lib.TABLES)}, details in "
       f"{workdir_lib.path(workdir, workdir_lib.RESULTS)}")
   return result

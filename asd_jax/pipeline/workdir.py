@@ -29,7 +29,8 @@ without JAX.
                                          "systems": {name: {"weights", "reduced", "note", "submission",
                                                             "evaluation"}}, "detector"}
                                         ("evaluation": `Evaluation.to_json_dict()`, null on unlabelled data)
-  DIR/run_info.json                     the config, package versions, wall time (`asd_jax.run_info`)
+  DIR/provenance.json                   the config, package versions, times of the last invocation
+                                        (`asd_jax.provenance`)
   DIR/detector/                         the exported detector (`asd_jax.detector`)
   DIR/report/                           the report (`asd_jax.report`)
 
@@ -48,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from asd_jax import atomic
+from asd_jax import provenance as provenance_lib
 from asd_jax.data import records as records_lib
 from asd_jax.embedding import store
 from asd_jax.scoring import fusion
@@ -62,6 +64,7 @@ REPORT = "report"
 HASH_CACHE = "clip_hashes.json"
 TABLES = "tables.md"
 RESULTS = "results.json"
+PROVENANCE = "provenance.json"
 STAMP = "pipeline_stamp.json"
 MODEL_CONFIG = "config.json"  # a model folder's config: its fine-tuning run's (`training.loop.CONFIG`), or frozen
 TRAINING_LOG = "metrics.jsonl"  # a training run's log (`training.train_log.FILE`), wherever one ran
@@ -140,6 +143,11 @@ def write_results(workdir: str, results: dict[str, Any]) -> None:
   atomic.write_json(path(workdir, RESULTS), results)
 
 
+def write_provenance(workdir: str, **provenance: Any) -> None:
+  """`DIR/provenance.json` (`asd_jax.provenance.write`: config, started, wall_s, stage_s)."""
+  provenance_lib.write(path(workdir, PROVENANCE), **provenance)
+
+
 def write_model_config(model_dir_: str, config: Any) -> None:
   """A frozen model's `config.json` (a fine-tuning run writes its own)."""
   atomic.write_text(os.path.join(model_dir_, MODEL_CONFIG), config.to_json_best_effort(indent=2))
@@ -184,6 +192,14 @@ def read_jsonl(file: str) -> list[dict[str, Any]]:
 
 def read_results(workdir: str) -> dict[str, Any]:
   return read_json(path(workdir, RESULTS))
+
+
+def read_provenance(workdir: str) -> dict[str, Any] | None:
+  """`DIR/provenance.json`, None without one."""
+  try:
+    return provenance_lib.read(path(workdir, PROVENANCE))
+  except ValueError as e:
+    raise WorkdirError(str(e)) from e
 
 
 def read_tables(workdir: str) -> str:

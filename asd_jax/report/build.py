@@ -25,15 +25,15 @@ from collections.abc import Callable
 import numpy as np
 
 from asd_jax import atomic
-from asd_jax import run_info as run_info_lib
+from asd_jax import provenance as provenance_lib
+from asd_jax.pipeline import workdir as workdir_lib
+from asd_jax.report import collect
 from asd_jax.report import curves
 from asd_jax.report import embedding_map
 from asd_jax.report import histograms
 from asd_jax.report import html
 from asd_jax.report import roc
 from asd_jax.report import style
-from asd_jax.pipeline import workdir as workdir_lib
-from asd_jax.report import collect
 
 FIGURES_DIR = "figures"
 _DOMAIN_NAMES = {0: "source", 1: "target"}
@@ -125,12 +125,12 @@ def _metrics_tables(wd: collect.Collected, values: dict[tuple[str, str, str], di
   return "".join(out)
 
 
-def _run_section(wd: collect.Collected) -> str:
-  info = wd.run_info
+def _provenance_section(wd: collect.Collected) -> str:
+  info = wd.provenance
   if info is None:
-    return ("<p class=note>This workdir has no run_info.json (written by the pipeline since the report exists): "
-            "the run's config, versions and wall time are unknown. The report was made with these versions:</p>"
-            + html.key_values(run_info_lib.package_versions()))
+    return (f"<p class=note>This workdir has no {workdir_lib.PROVENANCE} (written by the pipeline): the config, "
+            "versions and wall time of the invocation that wrote it are unknown. The report was made with these "
+            "versions:</p>" + html.key_values(provenance_lib.package_versions()))
   times = {"started (UTC)": info.get("started"), "finished (UTC)": info.get("finished"),
            "wall time (s)": f"{info.get('wall_s', 0.0):.1f}",
            **{f"  {k} (s)": f"{v:.1f}" for k, v in info.get("stage_s", {}).items()},
@@ -140,7 +140,7 @@ def _run_section(wd: collect.Collected) -> str:
                  for key, a in actions.items()]
   return ("<h3>Wall time</h3>" + html.key_values(times)
           + "<p>Stages that reused a trained model or its embeddings say <em>cached</em>; their time is that of "
-          "this run only (each model's training log is under Training curves).</p>"
+          "this invocation only (each model's training log is under Training curves).</p>"
           + html.table(["model", "stages"], action_rows)
           + "<h3>Versions</h3>" + html.key_values(info.get("versions", {}))
           + "<h3>Config</h3>" + html.details("pipeline config (JSON)", html.preformatted(info.get("config", {}))))
@@ -327,7 +327,7 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
       ("maps", "Embedding maps", "".join(model_maps) or "<p>No embedding maps (no embeddings in the workdir, or "
        "--noembedding_maps).</p>"),
       ("training", "Training curves", "".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>"),
-      ("run", "Run: wall time, versions, config", _run_section(wd)),
+      ("provenance", "Provenance: wall time, versions, config", _provenance_section(wd)),
   ]
   page = html.page("asd_jax report", page_sections, intro=intro)
   index = os.path.join(out_dir, "index.html")

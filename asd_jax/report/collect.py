@@ -1,7 +1,7 @@
 """What the report's figures need, collected from a pipeline workdir into plain arrays (read through
 `asd_jax.pipeline.workdir`, the module that knows the workdir's files; nothing here names one).
 
-It reads `results.json` (the models and systems), `tables.md`, `run_info.json`, every model's test scores and
+It reads `results.json` (the models and systems), `tables.md`, `provenance.json`, every model's test scores and
 fitted scorer, every fused system's saved scores and thresholds, the embedded models' clip records and
 embeddings, and every training log (`metrics.jsonl`: fine-tuning under models/<key>/, anything else such as
 pre-training). Nothing is recomputed that the pipeline saved: the systems' test scores, decisions and
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from asd_jax import run_info as run_info_lib
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import records as records_lib
 from asd_jax.pipeline import workdir as workdir_lib
@@ -93,7 +92,7 @@ class Collected:
   path: str
   results: dict[str, Any]
   tables_markdown: str
-  run_info: dict[str, Any] | None
+  provenance: dict[str, Any] | None  # of the pipeline invocation that wrote the workdir
   scorers: list[ScorerInfo]
   sections: list[SectionData]
   logs: list[TrainingLog]
@@ -151,7 +150,7 @@ def read(path: str) -> Collected:
   """Collects what the report shows of the pipeline workdir `path` (see the module docstring).
 
   Required: results.json, tables.md, scores/<key>_test.npz and scores/<key>_scorer.npz of every model,
-  scores/<system>_fused.npz of every system with a weight on a model of the run. Optional: run_info.json,
+  scores/<system>_fused.npz of every system with a weight on a model of the run. Optional: provenance.json,
   embeddings_records.json (without one, the test clips' machine and section are unknown: an error),
   metrics.jsonl.
 
@@ -161,10 +160,7 @@ def read(path: str) -> Collected:
   path = os.path.abspath(path)
   results = workdir_lib.read_results(path)
   tables = workdir_lib.read_tables(path)
-  try:
-    info = run_info_lib.read(path)
-  except ValueError as e:
-    raise WorkdirError(str(e)) from e
+  info = workdir_lib.read_provenance(path)
   notes: list[str] = []
   records = workdir_lib.clip_records(path)
 
@@ -239,7 +235,7 @@ def read(path: str) -> Collected:
     sections.append(data)
 
   logs = training_logs(path, {k: e.get("name", k) for k, e in model_entries.items()})
-  return Collected(path=path, results=results, tables_markdown=tables, run_info=info, scorers=scorers,
+  return Collected(path=path, results=results, tables_markdown=tables, provenance=info, scorers=scorers,
                    sections=sections, logs=logs, notes=notes)
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from asd_jax.models import beats
 from asd_jax.checkpoints import converted
+from asd_jax.models import beats
 from asd_jax.models import eat
 from weights_conversion import convert_beats
 

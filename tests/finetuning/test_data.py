@@ -10,8 +10,8 @@ import soundfile
 from asd_jax.audio import wav
 from asd_jax.data import records as rec
 from asd_jax.data import synth
-from asd_jax.models import networks
 from asd_jax.finetuning import fine_tune
+from asd_jax.models import networks
 from configs import common
 
 MACHINES = ["ToyCar", "fan"]

@@ -4,8 +4,8 @@ import flax.traverse_util as tu
 import jax
 import pytest
 
-from asd_jax.models import networks
 from asd_jax.finetuning import fine_tune
+from asd_jax.models import networks
 from asd_jax.training import optimizer
 from configs import dual_branch, fbeats, feat, lbeats, leat
 

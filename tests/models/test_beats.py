@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from asd_jax.audio import fbank as fb
-from asd_jax.models import beats
 from asd_jax.checkpoints import converted
+from asd_jax.models import beats
 from weights_conversion import convert_beats
 
 ATOL = 1e-4

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from asd_jax import train
+from asd_jax.checkpoints import train_state
 from asd_jax.data import synth
 from asd_jax.models import eat
 from asd_jax.models import networks
-from asd_jax.checkpoints import train_state
 from asd_jax.pretraining import pretrain
 from asd_jax.training import loop
 from asd_jax.training import train_log

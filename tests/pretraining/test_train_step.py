@@ -9,11 +9,11 @@ import pytest
 
 from asd_jax.pretraining import config as config_lib
 from asd_jax.pretraining import ema
+from asd_jax.pretraining import loss as loss_lib
 from asd_jax.pretraining import masking
 from asd_jax.pretraining import objective
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
-from asd_jax.pretraining import loss as loss_lib
 
 FRAMES = 64  # 4 x 8 patches
 CONFIG = config_lib.EAT_TINY_PRETRAINING

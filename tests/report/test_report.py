@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
+from asd_jax.data import records as records_lib
 from asd_jax.evaluation import metrics
 from asd_jax.report import collect
-from asd_jax.data import records as records_lib
 from asd_jax.scoring import fusion
 from asd_jax.scoring import threshold
 
@@ -137,9 +137,9 @@ def test_section_maps_add_one_map_per_model_and_section(report_run, tmp_path, ch
     check_png(open(p, "rb").read(), p)
 
 
-def test_run_info_holds_config_versions_and_wall_time(report_run):
+def test_provenance_holds_config_versions_and_wall_time(report_run):
   config, workdir, _, _ = report_run
-  info = json.loads((workdir / "run_info.json").read_text())
+  info = json.loads((workdir / "provenance.json").read_text())
   assert info["config"]["model_keys"] == "fbeats,fusion"
   assert info["versions"]["jax"] and info["versions"]["numpy"] == np.__version__
   assert info["wall_s"] >= sum(info["stage_s"].values()) > 0

@@ -13,14 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from asd_jax.checkpoints import train_state
 from asd_jax.embedding import extract
+from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import lora
 from asd_jax.models import dual_branch
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.checkpoints import train_state
 from asd_jax.training import loop
-from asd_jax.finetuning import fine_tune
-from asd_jax.finetuning import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts

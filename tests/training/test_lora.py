@@ -1,6 +1,7 @@
 """LoRA partition: factor shapes, merge equals the unmerged two-branch model, frozen weights untouched."""
 
 import functools
+
 import flax.linen as nn
 import flax.traverse_util as tu
 import jax
@@ -8,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from asd_jax.models import classifier
 from asd_jax.checkpoints import converted
 from asd_jax.finetuning import lora
+from asd_jax.models import classifier
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common

@@ -1,15 +1,16 @@
 """Fast-path config switches: wired into the built encoders, and donation / one compilation change nothing."""
 
 import functools
+
 import jax
 import numpy as np
 import pytest
 
 from asd_jax.embedding import extract
+from asd_jax.finetuning import lora
 from asd_jax.models import classifier
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.finetuning import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common

@@ -7,8 +7,8 @@ import pytest
 
 from asd_jax.models import networks
 
-from asd_jax.runtime import sharding as shd
 from asd_jax.finetuning import fine_tune
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import demo

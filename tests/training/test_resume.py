@@ -1,15 +1,16 @@
 """A run killed after a checkpoint and resumed by fresh objects ends bit-identical to an uninterrupted run."""
 
 import functools
+
 import jax
 import numpy as np
 import pytest
 
+from asd_jax.checkpoints import train_state
+from asd_jax.finetuning import lora
 from asd_jax.models import classifier
 from asd_jax.runtime import sharding as shd
-from asd_jax.checkpoints import train_state
 from asd_jax.training import loop
-from asd_jax.finetuning import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts

@@ -22,13 +22,13 @@ import pytest
 import soundfile
 
 from asd_jax.audio import wav
+from asd_jax.checkpoints import train_state
 from asd_jax.data import synth
-from asd_jax.models import networks
 from asd_jax.finetuning import fine_tune
 from asd_jax.finetuning import lora
-from asd_jax.training import loop
 from asd_jax.finetuning import restore
-from asd_jax.checkpoints import train_state
+from asd_jax.models import networks
+from asd_jax.training import loop
 from asd_jax.training import train_log
 from configs import demo
 

@@ -1,13 +1,14 @@
 """The data-parallel step on two devices equals the single-device step on the same global batch."""
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asd_jax.finetuning import lora
 from asd_jax.models import classifier
 from asd_jax.runtime import sharding as shd
-from asd_jax.finetuning import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common
