@@ -24,7 +24,7 @@ one window: below half the clip length with a warning naming them, below a tenth
 
 `--plot_dir=DIR` also writes, per section scored, `DIR/scores_<machine>_section_<ss>.png`: where the recordings'
 scores fall against the section's normal training scores (fused with the system's weights, as its threshold
-was fitted on them) and its threshold (`asd_jax.report.histograms.detect_figure`; needs matplotlib, the
+was fitted on them) and its threshold (`asd_jax.report.histograms.write_detect_figures`; needs matplotlib, the
 `[report]` extra). They are drawn from the detector already loaded for scoring: nothing is reloaded.
 """
 
@@ -55,8 +55,16 @@ def main(argv):
     raise app.UsageError("give one or more .wav files or folders to score")
   cli.quiet_by_default()
   f = flags.FLAGS
-  detect.run(f.detector, argv[1:], machine=f.machine, section=f.section, output=f.output,
-             windows_output=f.windows_output, plot_dir=f.plot_dir)
+  if f.plot_dir:  # the report's figures (the [report] extra): refused before anything is scored when missing
+    try:
+      from asd_jax.report import histograms  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ValueError(f"--plot_dir needs matplotlib: pip install 'asd_jax[report]' ({e})") from e
+  detector, detections = detect.run(f.detector, argv[1:], machine=f.machine, section=f.section, output=f.output,
+                                    windows_output=f.windows_output)
+  if f.plot_dir:
+    for path in histograms.write_detect_figures(detector, detections, f.plot_dir):
+      print(f"histogram: {path}")
 
 
 if __name__ == "__main__":

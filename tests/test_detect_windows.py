@@ -217,15 +217,16 @@ def test_cli_writes_every_windows_score_and_the_recordings_peak(made, tmp_path):
 
 
 def test_plot_dir_draws_from_the_detector_that_scored(made, tmp_path, monkeypatch, capsys):
-  pytest.importorskip("matplotlib")
+  histograms = pytest.importorskip("asd_jax.report.histograms")  # the [report] extra
   _, out, new, rng = made
   clip = _write(new / "section_00_plot.wav", _machine(rng, CLIP_S))
   loads, fits = [], []
   real_init, real_train = detector_lib.Detector.__init__, fusion.fused_train_scores
   monkeypatch.setattr(detector_lib.Detector, "__init__", lambda self, d: loads.append(d) or real_init(self, d))
   monkeypatch.setattr(fusion, "fused_train_scores", lambda *a, **k: fits.append(1) or real_train(*a, **k))
-  detections = detect.run(str(out), [clip], plot_dir=str(tmp_path / "plots"))
+  detector, detections = detect.run(str(out), [clip])  # what `detect --plot_dir` runs: the scores, then the figures
+  paths = histograms.write_detect_figures(detector, detections, str(tmp_path / "plots"))
   assert len(loads) == 1 and len(fits) == 1  # one load; the training scores summed once, when it loaded
   assert [p.name for p in (tmp_path / "plots").iterdir()] == ["scores_fan_section_00.png"]
-  assert f"histogram: {tmp_path / 'plots' / 'scores_fan_section_00.png'}" in capsys.readouterr().out
-  assert len(detections) == 1
+  assert paths == [str(tmp_path / "plots" / "scores_fan_section_00.png")]
+  assert f"{clip}" in capsys.readouterr().out and len(detections) == 1

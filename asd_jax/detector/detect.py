@@ -10,15 +10,15 @@ listed in one `InputError`.
 
 `detect` scores them (the maximum over each recording's clip-length windows, see `detector.Detector.score`);
 `format_detections` is the printed table (file, machine, section, score, threshold, decision, windows, peak
-window start, nearest normal training clip, then each window of a long recording); `run` is the whole program:
-table, CSV files (`--output`: one row per recording, `--windows_output`: one per window) and score histograms per
-section (`write_histograms`, from the detector already loaded; needs matplotlib, the `[report]` extra).
+window start, nearest normal training clip, then each window of a long recording); `run` is the program's work:
+the table and the CSV files (`--output`: one row per recording, `--windows_output`: one per window). The score
+histograms per section are the report's (`report.histograms.write_detect_figures`, drawn from the detector `run`
+loaded): the program calls it, so serving a detector needs neither matplotlib nor the report.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import pathlib
 from collections.abc import Sequence
 
@@ -139,49 +139,16 @@ def detect(detector: str | detector_lib.Detector, inputs: Sequence[str], *, mach
   return detector.score(paths, machines, sections, windows=windows)
 
 
-def _plotting():
-  """The report's histogram module, or ValueError saying how to install matplotlib."""
-  try:
-    from asd_jax.report import histograms, style  # pylint: disable=g-import-not-at-top  (an extra)
-  except ImportError as e:
-    raise ValueError(f"--plot_dir needs matplotlib: pip install 'asd_jax[report]' ({e})") from e
-  return histograms, style
-
-
-def write_histograms(detector: detector_lib.Detector, detections, out_dir: str) -> list[str]:
-  """Per (machine, section) of `detections`, a PNG of their scores against the section's fused normal
-  training scores and threshold (`detector`: the loaded `Detector` that scored them, whose stored training
-  scores are drawn; nothing is reloaded); returns the paths."""
-  histograms, style = _plotting()
-  os.makedirs(out_dir, exist_ok=True)
-  by_section: dict[tuple[str, str], list] = {}
-  for d in detections:
-    by_section.setdefault((d.machine, d.section), []).append(d)
-  paths = []
-  for (machine, section), chosen in sorted(by_section.items()):
-    train = detector.train_scores[(machine, section)]
-    fig = histograms.detect_figure(f"{machine} section {section} ({detector.system})", train,
-                                   detector.thresholds[(machine, section)], [d.score for d in chosen],
-                                   new_names=[os.path.basename(d.path) for d in chosen])
-    paths.append(style.save_png(fig, os.path.join(out_dir, f"scores_{machine}_section_{section}.png")))
-  return paths
-
-
 def run(detector_dir: str, inputs: Sequence[str], *, machine: str = "", section: str = "", output: str = "",
-        windows_output: str = "", plot_dir: str = "") -> list[detector_lib.Detection]:
-  """What `python -m asd_jax.detect` does: checks, loads the detector once, scores, prints, writes the CSVs and
-  the histograms (drawn from the same loaded detector); returns the Detections."""
-  if plot_dir:
-    _plotting()  # fail before scoring when matplotlib is missing
+        windows_output: str = "") -> tuple[detector_lib.Detector, list[detector_lib.Detection]]:
+  """What `python -m asd_jax.detect` does besides its figures: checks, loads the detector once, scores, prints,
+  writes the CSVs; returns the loaded detector (the figures are drawn from it) and the Detections."""
   paths, problems = expand_inputs(inputs)
   if problems:
     raise InputError(problems)
   detector = detector_lib.Detector(detector_dir)
   detections = detect(detector, paths, machine=machine, section=section)
   print(format_detections(detections, detector.wav_config.duration_s))
-  if plot_dir:
-    for path in write_histograms(detector, detections, plot_dir):
-      print(f"histogram: {path}")
   if output:
     _write_csv(output, ["file", "machine", "section", "score", "threshold", "decision", "nearest_train_clip",
                         "windows", "peak_s", "dropped_s"],
@@ -192,7 +159,7 @@ def run(detector_dir: str, inputs: Sequence[str], *, machine: str = "", section:
                                 "threshold", "decision", "nearest_train_clip"],
                [(d.path, d.machine, d.section, i, repr(w.start_s), repr(w.length_s), repr(w.score), repr(d.threshold),
                  w.decision, w.nearest_train_clip) for d in detections for i, w in enumerate(d.windows)])
-  return detections
+  return detector, detections
 
 
 def _write_csv(path: str, header: Sequence[str], rows) -> None:

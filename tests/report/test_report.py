@@ -13,6 +13,7 @@ import pytest
 from asd_jax.data import records as records_lib
 from asd_jax.evaluation import metrics
 from asd_jax.report import collect
+from asd_jax.report import histograms
 from asd_jax.scoring import fusion
 from asd_jax.scoring import threshold
 
@@ -166,7 +167,6 @@ def test_missing_workdir_files_are_named(tmp_path, report_run):
 
 
 def test_detect_histograms_show_the_systems_training_scores_and_threshold(report_run, tmp_path, check_png):
-  from asd_jax.detector import detect
   from asd_jax.detector import detector as detector_lib
 
   config, _, result, _ = report_run
@@ -175,7 +175,7 @@ def test_detect_histograms_show_the_systems_training_scores_and_threshold(report
   detections = [detector_lib.Detection(path=r.path, machine=r.machine, section=r.section, score=float(score),
                                        decision=int(d), threshold=0.0, nearest_train_clip="", model_scores={})
                 for r, score, d in zip(result.test_records, fused.scores, fused.decisions)][::7]
-  paths = detect.write_histograms(system, detections, str(tmp_path / "plots"))
+  paths = histograms.write_detect_figures(system, detections, str(tmp_path / "plots"))
   assert [os.path.basename(p) for p in paths] == ["scores_fan_section_00.png", "scores_valve_section_00.png"]
   for p in paths:
     check_png(open(p, "rb").read(), p)
