@@ -31,9 +31,9 @@ def define_flags() -> None:
   flags.DEFINE_boolean("resume", True, "Continue from the latest checkpoint in the workdir if any; "
                        "--noresume refuses to run in a workdir that has checkpoints.")
   flags.DEFINE_boolean("accept_changes", False, "Continue from the latest checkpoint even though it was written "
-                       "with other optimiser settings or length (config.optim values, config.train.num_steps): each change is logged and "
-                       "recorded in the checkpoints. The way on after a divergence: a lower learning rate from the "
-                       "last finite checkpoint.")
+                       "with other optimiser settings or length (config.optim values, config.train.num_steps): each "
+                       "change is logged and recorded in the checkpoints. The way on after a divergence: a lower "
+                       "learning rate from the last finite checkpoint.")
   flags.DEFINE_boolean("export_only", False, "Write <workdir>/encoder from the latest checkpoint and exit.")
   flags.DEFINE_boolean("export_teacher", False, "Also write the EMA teacher to <workdir>/teacher.")
   flags.mark_flags_as_required(["config", "workdir"])

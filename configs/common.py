@@ -12,9 +12,9 @@ trained. This project's own choices (the report does not give them), and why:
 - LoRA alpha = rank (scale alpha / r = 1): the update starts at the size AdamW makes it, and changing the
   rank does not change the effective learning rate of the factors. loralib's default (alpha = 1, scale 1/r)
   would shrink the update 64-fold at r=64; set `lora.alpha` to try it.
-- Pooling: the mean of the frame tokens for both encoders (`model.pool=""`, the encoder's default in `networks.ENCODERS`), so that
-  BEATs (which has no CLS token) and EAT pool alike and multi-layer fusion pools every layer the same way.
-  EAT's own utterance embedding is its CLS token: `--config.model.pool=cls` uses it.
+- Pooling: the mean of the frame tokens for both encoders (`model.pool=""`, the encoders' default in
+  `networks.ENCODERS`), so that BEATs (which has no CLS token) and EAT pool alike and multi-layer fusion pools
+  every layer the same way. EAT's own utterance embedding is its CLS token: `--config.model.pool=cls` uses it.
 
 `lora.extra_trainable` (regex over model parameter paths, default none): parameters trained besides LoRA's
 factors and the head, through the same optax partition. The report's Table 1 lists LEAT with 62.91 M

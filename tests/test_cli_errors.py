@@ -142,5 +142,6 @@ def test_an_old_name_is_one_error_saying_the_new_one(argv, message):
 
 def test_new_names_pass_the_old_name_check():
   from asd_jax import cli  # pylint: disable=import-outside-toplevel
-  assert not cli._renamed(["p", "--config.models.leat.fine_tune.train.epochs=2", "--config.model.network=eat",  # pylint: disable=protected-access
-                           "--detector=DIR", "--config.train.epochs=1"], {"system": "detector"})
+  new = ["p", "--config.models.leat.fine_tune.train.epochs=2", "--config.model.network=eat", "--detector=DIR",
+         "--config.train.epochs=1"]
+  assert not cli._renamed(new, {"system": "detector"})  # pylint: disable=protected-access

@@ -1,7 +1,8 @@
 """Writes the report of a pipeline workdir: `DIR/report/figures/*.png` and `DIR/report/index.html`.
 
-`write_report(workdir)` collects what it shows from the workdir (`report.collect`), draws per (machine, section) the ROC curves of
-every model and fused system (`report.roc`) and their score histograms (`report.histograms`), per model an
+`write_report(workdir)` collects what it shows from the workdir (`report.collect`), draws per (machine, section)
+the ROC curves of every model and fused system (`report.roc`) and their score histograms (`report.histograms`),
+per model an
 embedding map of all its sections (`report.embedding_map`; with `section_maps`, also one per model and section),
 per `metrics.jsonl` the training curves (`report.curves`),
 and assembles one self-contained page (`report.html`) with the pipeline's tables, the per-section metrics

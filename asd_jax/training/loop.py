@@ -103,8 +103,8 @@ def write_config(workdir: str, config: Any) -> None:
     atomic.write_text(os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2))
 
 
-def train(setup: ts.TrainSetup, batches: CheckpointableIterator, *, workdir: str, checkpointer: train_state.Checkpointer,
-          **fit_options: Any) -> ts.TrainState:
+def train(setup: ts.TrainSetup, batches: CheckpointableIterator, *, workdir: str,
+          checkpointer: train_state.Checkpointer, **fit_options: Any) -> ts.TrainState:
   """`fit` of `setup` with the run's `metrics.jsonl` open (written after `write_config`)."""
   writer = train_log.MetricWriter(workdir)
   try:

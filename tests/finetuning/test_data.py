@@ -52,7 +52,8 @@ def test_training_batches_include_the_supplementary_clips_with_their_own_labels(
   clips = fine_tune.training_records(fine_tune.records(config))
   by_split = collections.Counter(r.split for r in clips)
   written = collections.Counter(r.split for r in dataset["records"])
-  assert by_split == {rec.SPLIT_TRAIN: written[rec.SPLIT_TRAIN], rec.SPLIT_SUPPLEMENTAL: written[rec.SPLIT_SUPPLEMENTAL]}
+  assert by_split == {rec.SPLIT_TRAIN: written[rec.SPLIT_TRAIN],
+                      rec.SPLIT_SUPPLEMENTAL: written[rec.SPLIT_SUPPLEMENTAL]}
   batches, num_clips = fine_tune.train_batches(config, space)
   assert num_clips == len(clips)
   # Batch size 1: the first epoch is a permutation of every training clip.

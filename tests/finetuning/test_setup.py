@@ -61,7 +61,8 @@ def test_extra_trainable_adds_matching_parameters_to_the_lora_partition():
   tree, _, labels = _abstract(config)
   flat = {"/".join(k): (v.size, labels_leaf) for (k, v), labels_leaf in
           zip(tu.flatten_dict(tree).items(), tu.flatten_dict(labels).values())}
-  extra = {k: size for k, (size, label) in flat.items() if label == optimizer.TRAINABLE and k.startswith("model/encoder/")}
+  extra = {k: size for k, (size, label) in flat.items()
+           if label == optimizer.TRAINABLE and k.startswith("model/encoder/")}
   # Every LayerNorm's scale and bias: two per block of the 24 and the one before them, 1024 wide.
   assert extra and all("norm" in k for k in extra)
   assert sum(extra.values()) == (24 * 2 + 1) * 2 * 1024

@@ -44,8 +44,9 @@ def test_embed_batches_reports_skipped_clips(tiny_encoder, frontend):
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
   with pytest.raises(ValueError, match="1 of 3 clips got no embedding"):
-    extract.embed_batches(extract.make_forward(functools.partial(networks.classifier_outputs, model), mesh, False), params,
-                        [{"wav": wav, "index": np.array([0, 1])}], batch_size=2, mesh=mesh, num_clips=3, progress=False)
+    forward = extract.make_forward(functools.partial(networks.classifier_outputs, model), mesh, False)
+    extract.embed_batches(forward, params, [{"wav": wav, "index": np.array([0, 1])}], batch_size=2, mesh=mesh,
+                          num_clips=3, progress=False)
 
 
 @pytest.mark.slow  # ~25 s on 2 busy cores: two fresh JAX processes joining a job over gloo

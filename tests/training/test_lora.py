@@ -77,7 +77,8 @@ def test_lora_training_changes_only_factors_and_head(tiny_encoder, frontend):
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
   state = ts.create_state(tree, tx)
-  step = jax.jit(ts.make_train_step(lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=ALPHA), tx, labels))
+  loss = lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=ALPHA)
+  step = jax.jit(ts.make_train_step(loss, tx, labels))
   batch = {"wav": wav, "label": jnp.array([0, 1, 2, 0])}
   new = state
   for i in range(3):

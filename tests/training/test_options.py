@@ -48,7 +48,8 @@ def test_donated_step_gives_the_same_state(tiny_encoder, frontend):
   optim = common.get_config().optim
   optim.update(dict(learning_rate=1e-3, warmup_steps=1, schedule="constant", weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
-  step = ts.make_train_step(lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=1.0), tx, labels)
+  loss = lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=1.0)
+  step = ts.make_train_step(loss, tx, labels)
   mesh = shd.data_mesh()
   results = []
   for donate in (False, True):
@@ -80,7 +81,8 @@ def test_embedding_compiles_once_with_a_short_last_batch(tiny_encoder, frontend,
   wav = np.random.default_rng(0).normal(size=(5, 1024)).astype(np.float32)
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
-  forward = CountingForward(extract.make_forward(functools.partial(networks.classifier_outputs, model), mesh, all_layers=False))
+  outputs = functools.partial(networks.classifier_outputs, model)
+  forward = CountingForward(extract.make_forward(outputs, mesh, all_layers=False))
   batches = [{"wav": wav[:2], "index": np.arange(2)}, {"wav": wav[2:4], "index": np.arange(2, 4)},
              {"wav": wav[4:], "index": np.array([4])}]
   out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=2, mesh=mesh, num_clips=5,

@@ -32,7 +32,8 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   optim.update(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
-  step = ts.make_train_step(lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=4.0), tx, labels)
+  loss = lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=4.0)
+  step = ts.make_train_step(loss, tx, labels)
   ckpt = train_state.Checkpointer(workdir / "checkpoints", keep=2)
   writer = train_log.MetricWriter(workdir)
   state = loop.fit(ts.create_state(tree, tx), step, array_batches(wav, label, 4), num_steps=STEPS,
