@@ -2,7 +2,7 @@
 
 `check(config)` walks every field of a config (a fine-tuning config, or a pipeline config with the
 fine-tuning configs of its models inside) and applies `RULES` by the field's last two names, so
-`train.epochs` is checked in `configs/demo.py` and as `models.fbeats.train.train.epochs` in a pipeline
+`train.epochs` is checked in `configs/demo.py` and as `models.fbeats.fine_tune.train.epochs` in a pipeline
 config. A zero epoch count, a negative learning rate or a zero clip length would otherwise be a silent
 no-op (no steps, an empty checkpoint) or a JAX shape error deep inside the first step. Fields a config does
 not have are not checked; rules whose field is absent cost nothing, so every CLI can call it.

@@ -1,5 +1,5 @@
 r"""Writes per-clip embeddings of a trained (or only converted) model for every clip of a dataset (the program;
-the work is `asd_jax.embedding.workdir.embed`).
+the work is `asd_jax.embedding.embed.embed`).
 
   python -m asd_jax.embed --config=configs/leat.py --workdir=DIR [--layers=all|last] [--out=FILE]
   python -m asd_jax.embed --config=configs/dual_branch.py --workdir=DIR
@@ -18,12 +18,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from asd_jax import cli
-from asd_jax.embedding import workdir
+from asd_jax.embedding import embed
 
 
 def define_flags() -> None:
-  """Defines this CLI's flags; called only when run as a program, so that importing the module
-  (from tests, the pipeline or another CLI) never defines flags twice."""
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
   flags.DEFINE_string("workdir", None, "Training workdir (checkpoints, label space); output goes here.")
   flags.DEFINE_enum("layers", "all", ["all", "last"], "Also write every layer's pooled output.")
@@ -34,7 +33,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  print(workdir.embed(flags.FLAGS.config, flags.FLAGS.workdir, all_layers=flags.FLAGS.layers == "all",
+  print(embed.embed(flags.FLAGS.config, flags.FLAGS.workdir, all_layers=flags.FLAGS.layers == "all",
                       out=flags.FLAGS.out))
 
 

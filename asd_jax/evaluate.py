@@ -35,11 +35,8 @@ from asd_jax.evaluation.metrics import format_table
 from asd_jax.evaluation.official import evaluate_dataset, evaluate_dirs, format_sections
 
 
-FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-  """CLI flags, defined only when run as a program so importers can reuse these flag names."""
+def define_flags() -> None:
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   flags.DEFINE_string("scores", None, "Folder of anomaly_score_* and decision_result_* CSV files.")
   flags.DEFINE_string("dataset", None, "A development set (one folder per machine type, any DCASE year): the labels "
                       "and domains are read from its test clips' file names.")
@@ -54,7 +51,7 @@ def _define_flags() -> None:
 
 
 def check_writable(path: str) -> None:
-  """Raises OSError naming `path` unless a file can be written there (checked before any work is done)."""
+  """Raises OSError naming `path` unless a file can be written there (the --json flag, checked before any work)."""
   folder = os.path.dirname(os.path.abspath(path))
   if os.path.isdir(path):
     raise IsADirectoryError(f"--json={path}: is a directory")
@@ -67,20 +64,21 @@ def check_writable(path: str) -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.scores or bool(FLAGS.dataset) == bool(FLAGS.ground_truth):
+  f = flags.FLAGS
+  if not f.scores or bool(f.dataset) == bool(f.ground_truth):
     raise app.UsageError("--scores and one of --dataset or --ground_truth are required")
-  year = protocol_lib.for_year(FLAGS.year) if FLAGS.year else None  # a bad --year fails before any work
-  if FLAGS.json:
-    check_writable(FLAGS.json)
-  if FLAGS.dataset:
-    evaluation = evaluate_dataset(FLAGS.scores, FLAGS.dataset, decisions=FLAGS.decisions, protocol=year)
+  year = protocol_lib.for_year(f.year) if f.year else None  # a bad --year fails before any work
+  if f.json:
+    check_writable(f.json)
+  if f.dataset:
+    evaluation = evaluate_dataset(f.scores, f.dataset, decisions=f.decisions, protocol=year)
   else:
-    evaluation = evaluate_dirs(FLAGS.scores, FLAGS.ground_truth, decisions=FLAGS.decisions, protocol=year)
-  if FLAGS.json:  # Before the tables: a failed write (a full disk) is one error line, not a traceback under them.
+    evaluation = evaluate_dirs(f.scores, f.ground_truth, decisions=f.decisions, protocol=year)
+  if f.json:  # Before the tables: a failed write (a full disk) is one error line, not a traceback under them.
     try:
-      atomic.write_text(FLAGS.json, json.dumps(evaluation.to_json_dict(), indent=2))
+      atomic.write_text(f.json, json.dumps(evaluation.to_json_dict(), indent=2))
     except OSError as e:
-      raise OSError(f"--json={FLAGS.json}: cannot write it: {e}") from e
+      raise OSError(f"--json={f.json}: cannot write it: {e}") from e
   for warning in evaluation.warnings:
     print(f"warning: {warning}", file=sys.stderr)
   print(f"{evaluation.protocol.title} protocol\n")
@@ -99,5 +97,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   cli.run(main)  # app.run; a bad score, ground-truth or dataset file, or an unwritable --json, exits with "error: ..."

@@ -27,10 +27,10 @@ def run(quick: bool = False) -> str:
   from asd_jax.data import layout
   from asd_jax.data import synth
   from asd_jax.embedding import extract
+  from asd_jax.finetuning import fine_tune
   from asd_jax.models import networks
   from asd_jax.runtime import microbatch
   from asd_jax.runtime import sharding as shd
-  from asd_jax.training import experiment
   from configs import common as base
 
   num_clips, batch_size, repeats = (6, 2, 2) if quick else (8, 4, 3)
@@ -40,7 +40,7 @@ def run(quick: bool = False) -> str:
     synth.generate(root, scale=0.001, machines=(MACHINE,), duration=seconds)
     clips = layout.scan_dataset(str(root))[:num_clips]
     config = base.get_config()
-    config.model.encoder, config.model.preset = "beats", "tiny" if quick else "base"
+    config.model.network, config.model.preset = "beats", "tiny" if quick else "base"
     config.model.dtype = "float32"
     config.data.clip_seconds = seconds
     wav_config = datasets.WavConfig(sample_rate=config.data.sample_rate, duration_s=seconds)
@@ -49,7 +49,7 @@ def run(quick: bool = False) -> str:
 
     network = networks.build_network(config, num_classes=1)
     mesh = shd.data_mesh(jax.devices()[:1])
-    params = shd.replicate(experiment.init_trainable(config, network, jax.random.key(0))[0]["model"], mesh)
+    params = shd.replicate(fine_tune.init_trainable(config, network, jax.random.key(0))[0]["model"], mesh)
     slices = microbatch.resolve(config.embed.microbatch)
     wav = shd.put_batch({"wav": np.zeros((batch_size, networks.clip_samples(config)), np.float32)}, mesh)["wav"]
     start = time.perf_counter()

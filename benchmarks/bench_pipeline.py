@@ -15,7 +15,6 @@ import numpy as np
 
 from asd_jax.data import records as records_lib
 from asd_jax.evaluation import files, official
-from asd_jax.scoring import fused as fused_lib
 from asd_jax.scoring import fusion, scorer as scorer_lib
 from benchmarks import common
 
@@ -59,12 +58,12 @@ def run(quick: bool = False) -> str:
   for k in keys:
     x = rng.normal(size=last.shape).astype(np.float32)
     scorers[k], vectors[k] = scorer_lib.fit(x[:len(train)], train), x[len(train):]
-  models = fused_lib.score_models(scorers, vectors, test)
+  models = fusion.score_models(scorers, vectors, test)
   normalized = {k: models[k].scores.normalized for k in keys}
   weights = dict(zip(keys, (0.1, 0.2, 0.1, 0.2, 0.3, 0.1)))
 
   def fuse():
-    return fused_lib.score_system(weights, scorers, models, test, fused_lib.fit_thresholds(weights, scorers))
+    return fusion.score_system(weights, scorers, models, test, fusion.fit_thresholds(weights, scorers))
 
   t, s = common.time_call(fuse, repeats=3)
   rows.append(["fuse one system (scores, thresholds, decisions, nearest clips)", t, s])

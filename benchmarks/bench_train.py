@@ -24,10 +24,10 @@ def _variant(*, lora_enabled: bool, remat: bool, donate: bool, layers: int, dim:
              seconds: float) -> dict:
   """The compiled step of one variant, a blocking `step()` that feeds each new state to the next call, and its
   sizes."""
+  from asd_jax.finetuning import fine_tune
   from asd_jax.models import beats
   from asd_jax.models import networks
   from asd_jax.runtime import sharding as shd
-  from asd_jax.training import experiment
   from asd_jax.training import train_step as ts
   from configs import common as base
 
@@ -41,8 +41,8 @@ def _variant(*, lora_enabled: bool, remat: bool, donate: bool, layers: int, dim:
   config.lora.alpha = 16.0
   arch = dataclasses.replace(beats.BEATS_ITER3_PLUS, encoder_layers=layers, encoder_embed_dim=dim,
                              encoder_ffn_embed_dim=4 * dim, encoder_attention_heads=max(dim // 64, 1), embed_dim=dim)
-  network = networks.classifier_network(config, networks.build_classifier(config.model, arch, NUM_CLASSES))
-  run = experiment.create_run(config, network, jax.random.key(0), total_steps=100)
+  network = networks.classifier_network_of(config, networks.build_classifier(config.model, arch, NUM_CLASSES))
+  run = fine_tune.setup(config, network, jax.random.key(0), total_steps=100)
   mesh = shd.data_mesh(jax.devices()[:1])
   step = ts.jit_train_step(run.train_step(), mesh, donate=donate)
   wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, networks.clip_samples(config))).astype(np.float32)

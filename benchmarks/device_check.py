@@ -164,13 +164,12 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
   from asd_jax.models import networks
   from asd_jax.runtime import autotune
   from asd_jax.runtime import sharding as shd
-  from asd_jax.training import experiment
 
   mesh = shd.data_mesh()
   config = _config("fbeats", smoke)
-  config.model.encoder, config.model.preset = encoder, "tiny" if smoke else preset
+  config.model.network, config.model.preset = encoder, "tiny" if smoke else preset
   samples = networks.clip_samples(config)
-  arch = networks.architecture(config.model)[0]
+  arch = networks.encoder_architecture(encoder, config.model.preset)[0]
   depth, width = (arch.encoder_layers, arch.encoder_embed_dim) if encoder == "beats" else (arch.depth, arch.embed_dim)
   label = f"{encoder.upper() if encoder == 'eat' else 'BEATs'} {config.model.preset} ({depth} x {width})"
   best = None
@@ -198,8 +197,9 @@ def check_extraction(check: Check, encoder: str, preset: str, *, smoke: bool, re
 
 
 def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, remat: bool = False) -> None:
+  from asd_jax.finetuning import fine_tune
+  from asd_jax.models import networks
   from asd_jax.runtime import sharding as shd
-  from asd_jax.training import experiment
   from asd_jax.training import train_step as ts
 
   config = _config(name, smoke)
@@ -211,7 +211,7 @@ def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, rema
   mesh = shd.data_mesh()
   batch = config.train.batch_size
   network = networks.build_network(config, num_classes=16)
-  run = experiment.create_run(config, network, jax.random.key(0), total_steps=1000)
+  run = fine_tune.setup(config, network, jax.random.key(0), total_steps=1000)
   step = ts.jit_train_step(run.train_step(), mesh, donate=True)
   wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, networks.clip_samples(config))).astype(np.float32)
   data = shd.put_batch({"wav": wav, "label": np.arange(batch, dtype=np.int32) % 16}, mesh)
@@ -228,7 +228,7 @@ def check_train_step(check: Check, name: str, *, smoke: bool, repeats: int, rema
 def check_pretrain_step(check: Check, size: str, *, smoke: bool, repeats: int, batch: int) -> None:
   import importlib
 
-  from asd_jax.pretraining import trainer
+  from asd_jax.pretraining import pretrain
   from asd_jax.runtime import sharding as shd
   from asd_jax.training import train_step as ts
 
@@ -246,7 +246,8 @@ def check_pretrain_step(check: Check, size: str, *, smoke: bool, repeats: int, b
   if not check.has_time(what):
     return
   mesh = shd.data_mesh()
-  settings, state, step, _, _ = trainer.build(config, jax.random.key(0))
+  settings, setup, _ = pretrain.build(config, jax.random.key(0))
+  state, step = setup.state, setup.train_step()
   samples = int(round(config.data.clip_seconds * config.data.sample_rate))
   wav = np.random.default_rng(0).normal(scale=0.1, size=(batch, samples)).astype(np.float32)
   data = shd.put_batch({"wav": wav, "valid_samples": np.full(batch, samples, np.int32)}, mesh)

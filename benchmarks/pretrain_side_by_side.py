@@ -12,8 +12,9 @@ what each trainer does per update:
 - PyTorch (eager, float32): `set_num_updates` (the EMA step towards the student, from the second step on),
   forward, the criterion's sum of the losses, backward, gradients divided by the sample size, clipping at
   norm 4, AdamW (0.9, 0.95, weight decay 0.05 on matrices only; fairseq's Adam is AdamW);
-- JAX (float32, one jitted call): `asd_jax.pretraining.train_step.update`: objective, gradients, clipping,
-  AdamW (`training.optimizer`, the trainer's), EMA. Mask tokens are upstream's of the first step.
+- JAX (float32, one jitted call): the one train step (`asd_jax.training.train_step.make_train_step`) over
+  `asd_jax.pretraining.loss.objective_loss` and `update_teacher`: objective, gradients, clipping, AdamW
+  (`training.optimizer`, the trainer's), EMA. Mask tokens are upstream's of the first step.
 The fbank front end is outside both. Timing alternates between the two. The loss difference is of the
 first step (same weights, masks and mask tokens). Results go into the `pretrain_side_by_side` section of
 BENCHMARKS.md.
@@ -22,6 +23,7 @@ BENCHMARKS.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import sys
 import time
@@ -38,9 +40,10 @@ def compare(upstream_dir: str, *, batch: int, seconds: float, clone_batch: int, 
 
   from asd_jax.audio import fbank as fb
   from asd_jax.models import eat
+  from asd_jax.pretraining import loss as loss_lib
   from asd_jax.pretraining import objective
-  from asd_jax.pretraining import train_step as pts
   from asd_jax.training import optimizer
+  from asd_jax.training import train_step as ts
   from benchmarks import common
   from benchmarks import side_by_side
   from benchmarks import upstream_eat
@@ -99,11 +102,18 @@ def compare(upstream_dir: str, *, batch: int, seconds: float, clone_batch: int, 
 
   optim = pretrain_eat_base.get_config().optim
   params = {"student": student, "decoder": decoder}
-  labels = pts.trainable_labels(params)
+  labels = loss_lib.trainable_labels(params)
   tx, _ = optimizer.make_optimizer(ml_collections.ConfigDict(optim.to_dict()), 400_000, labels)
-  state = pts.create_state(student, teacher, decoder, tx)
-  step = jax.jit(lambda s, f, m, n: pts.update(s, f, m, n, None, config=settings, tx=tx, num_visible=num_visible,
-                                               labels=labels), donate_argnums=(0,))
+  state = loss_lib.create_state(student, teacher, decoder, tx)
+
+  def update(s, f, m, n):  # the one train step over explicit masks and mask tokens
+    loss = lambda p, e, b, r: loss_lib.objective_loss(p, e, f, m, n, None, config=settings,  # noqa: E731
+                                                      num_visible=num_visible)
+    train_step = ts.make_train_step(loss, tx, labels,
+                                    update_extra=functools.partial(loss_lib.update_teacher, config=settings))
+    return train_step(s, {}, jax.random.key(0))
+
+  step = jax.jit(update, donate_argnums=(0,))
   fbank_j, mask_j, noise_j = jnp.asarray(fbank), jnp.asarray(mask != 0), jnp.asarray(noise)
   start = time.perf_counter()
   compiled = step.lower(state, fbank_j, mask_j, noise_j).compile()

@@ -26,9 +26,9 @@ trained. This project's own choices (the report does not give them), and why:
   11-16 s clip; an anomaly confined to it is missed. Whole-clip windows (`asd_jax.audio.windows`, what `detect` does
   with long recordings: score every 10 s window, keep the maximum) are the alternative for scoring, not for
   fine-tuning; a config could switch to them once the embedding path aggregates windows.
-- Pooling: the mean of the frame tokens for both encoders (`model.pool=""`, the registry default), so that
-  BEATs (which has no CLS token) and EAT pool alike and multi-layer fusion pools every layer the same way.
-  EAT's own utterance embedding is its CLS token: `--config.model.pool=cls` uses it.
+- Pooling: the mean of the frame tokens for both encoders (`model.pool=""`, the encoders' default in
+  `networks.ENCODERS`), so that BEATs (which has no CLS token) and EAT pool alike and multi-layer fusion pools
+  every layer the same way. EAT's own utterance embedding is its CLS token: `--config.model.pool=cls` uses it.
 
 `lora.extra_trainable` (regex over model parameter paths, default none): parameters trained besides LoRA's
 factors and the head, through the same optax partition. The report's Table 1 lists LEAT with 62.91 M
@@ -45,8 +45,8 @@ adds them under `with c.unlocked():` (see configs/dual_branch.py).
 import ml_collections
 
 from asd_jax.audio import channels
+from asd_jax.finetuning import lora
 from asd_jax.models import arcface
-from asd_jax.training import lora
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "beats"  # a name in asd_jax.models.registry, or "dual_branch" (see configs/dual_branch.py)
+  c.model.network = "beats"  # asd_jax.models.networks.NETWORKS: "beats", "eat", "dual_branch" (configs/dual_branch.py)
   c.model.preset = "base"  # architecture when no init_checkpoint is given
   c.model.init_checkpoint = ""  # converted (or released) encoder checkpoint; architecture comes from it
   c.model.dtype = "auto"  # compute dtype: bfloat16 on GPU/TPU, float32 on CPU; params stay float32

@@ -1,7 +1,7 @@
 """Demo: LoRA fine-tuning of the tiny BEATs on the synthetic DCASE data, random init, a few epochs on CPU.
 
 `python -m asd_jax.data.synth --out work/synth_dcase` makes the data. Pick the encoder with
-`--config.model.encoder=eat` (tiny EAT) and full fine-tuning with `--config.lora.enabled=False`.
+`--config.model.network=eat` (tiny EAT) and full fine-tuning with `--config.lora.enabled=False`.
 """
 
 from configs import common
@@ -11,7 +11,7 @@ def get_config():
   c = common.get_config()
   c.data.root = "work/synth_dcase"
   c.data.clip_seconds = 2.0
-  c.model.encoder = "beats"
+  c.model.network = "beats"
   c.model.preset = "tiny"
   c.model.dtype = "float32"
   c.lora.enabled = True

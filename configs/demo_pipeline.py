@@ -71,12 +71,12 @@ def get_config():
   c.models.frozen_eat.name = "EAT (frozen, pre-trained)"
   c.models.frozen_beats.name = "BEATs (frozen, random init)"
   for key, lr in {**SINGLE_ENCODER, "feat_random": SINGLE_ENCODER["feat"]}.items():
-    t = c.models[key].train
+    t = c.models[key].fine_tune
     t.model.preset = "tiny"
     t.model.init_checkpoint = ""
     shrink(t, epochs=5, learning_rate=lr)
   dual = demo_dual.get_config()  # tiny BEATs + tiny EAT, 4 sub-clusters
-  c.models.dual_branch.train = shrink(dual, epochs=3, learning_rate=dual.optim.learning_rate)
+  c.models.dual_branch.fine_tune = shrink(dual, epochs=3, learning_rate=dual.optim.learning_rate)
   for key in ("frozen_beats", "frozen_eat", "frozen_eat_random"):  # tiny encoders; EAT's from pre-training
     f = c.models[key].frozen
     f.model.preset = "tiny"

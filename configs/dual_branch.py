@@ -20,7 +20,7 @@ from configs import common
 
 def get_config() -> ml_collections.ConfigDict:
   c = common.get_config()
-  c.model.encoder = "dual_branch"
+  c.model.network = "dual_branch"
   with c.unlocked():  # new fields; the config is locked again afterwards
     for single_encoder_field in ("preset", "init_checkpoint", "pool", "dropout_rate"):
       del c.model[single_encoder_field]

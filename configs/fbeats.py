@@ -8,7 +8,7 @@ from configs import common
 
 def get_config():
   c = common.get_config()
-  c.model.encoder = "beats"
+  c.model.network = "beats"
   c.optim.learning_rate = 1e-4  # report
   c.train.epochs = 40  # report
   return c

@@ -11,7 +11,7 @@ from configs import common
 
 def get_config():
   c = common.get_config()
-  c.model.encoder = "eat"
+  c.model.network = "eat"
   c.model.preset = "large"  # report: EAT-large
   c.model.never_trained = r"^encoder/positions$"  # EAT's sin-cos position table is a fixed buffer upstream
   c.optim.learning_rate = 1e-5  # report

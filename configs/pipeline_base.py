@@ -52,13 +52,13 @@ NAMES.update({"frozen_beats": "BEATs (frozen)", "frozen_eat": "EAT (frozen)",
               "frozen_eat_random": "EAT (frozen, random init)"})
 
 
-def model_entry(key: str, *, train=None, frozen=None, sources: str = "", layers: str = "last", init: bool = True
+def model_entry(key: str, *, fine_tune=None, frozen=None, sources: str = "", layers: str = "last", init: bool = True
                 ) -> ml_collections.ConfigDict:
-  """One `config.models.<key>` entry: fine-tuned (`train`), embedded without training (`frozen`) or a
+  """One `config.models.<key>` entry: fine-tuned (`fine_tune`), embedded without training (`frozen`) or a
   concatenation of other models (`sources`); `init=False` keeps its own encoder checkpoint field (empty:
   random init) instead of taking the pipeline's `init` paths."""
   entry = ml_collections.ConfigDict(dict(name=NAMES.get(key, key), layers=layers, sources=sources, init=init))
-  entry.train = train  # None unless fine-tuned
+  entry.fine_tune = fine_tune  # None unless fine-tuned
   entry.frozen = frozen  # None unless frozen
   return entry
 
@@ -66,7 +66,7 @@ def model_entry(key: str, *, train=None, frozen=None, sources: str = "", layers:
 def log_mel_config() -> ml_collections.ConfigDict:
   """The non-learned log-mel statistics: a network config without parameters (only data and embed are read)."""
   c = common.get_config()
-  c.model.encoder = networks.LOG_MEL_STATS
+  c.model.network = networks.LOG_MEL_STATS
   return c
 
 
@@ -78,12 +78,12 @@ def get_config(system: str = "system1") -> ml_collections.ConfigDict:
   c.model_keys = ",".join(MODEL_KEYS + REFERENCE_KEYS)
   c.models = ml_collections.ConfigDict()
   for key, module in TRAIN_CONFIGS.items():
-    c.models[key] = model_entry(key, train=module.get_config(), layers=LAYERS[key])
+    c.models[key] = model_entry(key, fine_tune=module.get_config(), layers=LAYERS[key])
   c.models.fusion = model_entry("fusion", sources="lbeats,leat")  # report: LBEATs' and LEAT's final features
   c.models.frozen_beats = model_entry("frozen_beats", frozen=fbeats.get_config(), layers="all")
   c.models.frozen_eat = model_entry("frozen_eat", frozen=feat.get_config(), layers="all")
   c.models.log_mel = model_entry("log_mel", frozen=log_mel_config(), layers="all")
-  c.models.feat_random = model_entry("feat_random", train=feat.get_config(), layers="all", init=False)
+  c.models.feat_random = model_entry("feat_random", fine_tune=feat.get_config(), layers="all", init=False)
   c.models.frozen_eat_random = model_entry("frozen_eat_random", frozen=feat.get_config(), layers="all", init=False)
   # EAT pre-training before fine-tuning (a configs/pretrain_*.py config), or None: the report's EAT-large is
   # given as init.eat. When set, DIR/pretrain/encoder becomes init.eat (continuing init.eat if that was set).

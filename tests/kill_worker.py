@@ -13,13 +13,13 @@ import sys
 import numpy as np
 
 from asd_jax import atomic
-from asd_jax import detector as detector_lib
 from asd_jax.data import layout
+from asd_jax.detector import export as export_lib
 from asd_jax.embedding import extract
 from asd_jax.models import networks
 from asd_jax.pipeline import cache
 from asd_jax.pipeline import specs as specs_lib
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 from configs import pipeline_base
 
@@ -43,10 +43,10 @@ def export_detector(root: str) -> str:
   embeddings, _ = extract.embed_records(spec.config, network, {}, train, all_layers=False, progress=False)
   scorer = scorer_lib.fit(embeddings["embedding"], train, {"smote": False})
   weights = {"log_mel": 1.0}
-  model = detector_lib.ExportedModel(key="log_mel", name="log-mel", layers="last", sources=(), all_layers=False,
+  model = export_lib.ExportedModel(key="log_mel", name="log-mel", layers="last", sources=(), all_layers=False,
                                      config=spec.config, network=network, params={}, num_classes=1, scorer=scorer)
-  return detector_lib.export(os.path.join(root, "detector"), system="log-mel", weights=weights, models=[model],
-                             thresholds=fused_lib.fit_thresholds(weights, {"log_mel": scorer}),
+  return export_lib.export(os.path.join(root, "detector"), system="log-mel", weights=weights, models=[model],
+                             thresholds=fusion.fit_thresholds(weights, {"log_mel": scorer}),
                              root=os.path.join(root, "data"), threshold_method="gamma", threshold_quantile=0.9)
 
 

@@ -58,10 +58,14 @@ CASES = {
         lambda fx, tmp: [f"checkpoint {fx / 'eat_tiny.pt'} does not match the model", "cfg lacks", "encoder_layers",
                          "not a BEATs checkpoint"]),
     "BEATs checkpoint as the EAT of a config": (
-        lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.model.encoder=eat",
+        lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.model.network=eat",
                          f"--config.model.init_checkpoint={fx / 'beats_tiny.pt'}", f"--workdir={tmp / 'work'}",
                          "--dry_run"),
         lambda fx, tmp: [f"checkpoint {fx / 'beats_tiny.pt'} does not match the model", "modalities.image"]),
+    "a config field by its old name": (
+        lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.model.encoder=eat",
+                         f"--workdir={tmp / 'work'}"),
+        lambda fx, tmp: ["--config.model.encoder=eat: config.model.encoder is now config.model.network"]),
     "misspelt config field": (
         lambda fx, tmp: ("asd_jax.train", "--config=configs/demo.py", "--config.train.epoch=2",
                          f"--workdir={tmp / 'work'}"),
@@ -117,3 +121,27 @@ def test_bad_input_is_one_error_line_without_traceback(case, fixtures, tmp_path)
   for text in expected(fixtures, tmp_path):
     assert text in error, (text, error)
   assert not (tmp_path / "out").exists() and not (tmp_path / "work" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--config.model.encoder=eat"], "--config.model.encoder=eat: config.model.encoder is now config.model.network"),
+    (["--config.models.leat.train.train.epochs=2"], "--config.models.leat.train.train.epochs=2: "
+     "config.models.leat.train.train.epochs is now config.models.leat.fine_tune.train.epochs"),
+    (["--config.models.feat_random.fine_tune.model.encoder=beats"], "--config.models.feat_random.fine_tune.model."
+     "encoder=beats: config.models.feat_random.fine_tune.model.encoder is now "
+     "config.models.feat_random.fine_tune.model.network"),
+    (["--system=DIR"], "--system=DIR: --system is now --detector"),
+    (["--system", "DIR"], "--system: --system is now --detector"),
+])
+def test_an_old_name_is_one_error_saying_the_new_one(argv, message):
+  from asd_jax import cli  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit) as exit_:
+    cli.parse_flags(["program", "--config.train.epochs=2", *argv], {"system": "detector"})
+  assert str(exit_.value) == f"error: {message}"
+
+
+def test_new_names_pass_the_old_name_check():
+  from asd_jax import cli  # pylint: disable=import-outside-toplevel
+  new = ["p", "--config.models.leat.fine_tune.train.epochs=2", "--config.model.network=eat", "--detector=DIR",
+         "--config.train.epochs=1"]
+  assert not cli._renamed(new, {"system": "detector"})  # pylint: disable=protected-access

@@ -49,8 +49,8 @@ def test_every_problem_is_listed_and_sensible_edges_pass():
 def test_fields_inside_a_pipeline_config_are_checked_by_their_full_path():
   config = pipeline_base.get_config()
   config_checks.check(config)
-  config.models.leat.train.train.epochs = 0
+  config.models.leat.fine_tune.train.epochs = 0
   config.threshold_quantile = 1.0
   assert config_checks.problems(config) == [
-      "config.models.leat.train.train.epochs=0 must be a positive integer",
+      "config.models.leat.fine_tune.train.epochs=0 must be a positive integer",
       "config.threshold_quantile=1.0 must be a number in (0, 1)"]

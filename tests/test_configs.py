@@ -8,6 +8,7 @@ names it accepts.
 
 import contextlib
 import importlib.util
+
 import inspect
 import io
 import pathlib
@@ -17,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from asd_jax import config_checks
-from asd_jax.training import fine_tune
+from asd_jax.finetuning import fine_tune
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
@@ -119,7 +120,7 @@ def test_pretraining_configs_dry_run_with_the_released_sizes(name, encoder, deco
   """Parameter counts of student and decoder equal the released checkpoints' (fixtures eat_*_keys.json)."""
   import json
 
-  from asd_jax.pretraining import trainer
+  from asd_jax.pretraining import pretrain
   from tests.conftest import fixtures_dir
 
   config = _load(str(CONFIG_DIR / f"{name}.py"))
@@ -128,7 +129,11 @@ def test_pretraining_configs_dry_run_with_the_released_sizes(name, encoder, deco
     assert (counts["encoder_params_incl_positions"], counts["decoder_params"]) == (encoder, decoder)
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    assert trainer.pretrain(config, str(tmp_path / "work"), dry_run=True) is None
-  rows = {line.split()[0]: int(line.split()[-1].replace(",", "")) for line in out.getvalue().splitlines()[1:4]}
-  assert rows == {"student": encoder, "teacher": encoder, "decoder": decoder}
+    assert pretrain.pretrain(config, str(tmp_path / "work"), dry_run=True) is None
+  rows = {line.split()[0]: tuple(int(n.replace(",", "")) for n in line.split()[1:])
+          for line in out.getvalue().splitlines()[2:6]}  # under the sizes line and the table's header
+  student = rows.pop("student")
+  assert student[0] == encoder and 0 < student[1] < encoder  # the position table is never trained
+  assert rows == {"extra/teacher": (encoder, 0), "decoder": (decoder, decoder), "total": (2 * encoder + decoder,
+                                                                                           student[1] + decoder)}
   assert not (tmp_path / "work").exists()

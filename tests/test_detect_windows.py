@@ -15,6 +15,7 @@ weight 1, fused) score by that over the section's std.
 import logging
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -22,13 +23,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from asd_jax import detect
-from asd_jax import detector as detector_lib
 from asd_jax.audio import windows as windows_lib
 from asd_jax.data import records
+from asd_jax.detector import detect
+from asd_jax.detector import detector as detector_lib
+from asd_jax.detector import export as export_lib
 from asd_jax.embedding import extract
 from asd_jax.models import networks
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 from configs import pipeline_base
 
@@ -54,29 +56,55 @@ def _write(path: pathlib.Path, samples: np.ndarray) -> str:
   return str(path)
 
 
+def _log_mel_detector(out: pathlib.Path, train: list[records.ClipRecord], root: pathlib.Path) -> str:
+  """A detector folder of the log-mel model (1 s clips), its scorer fitted on `train` (under `root`)."""
+  config = pipeline_base.log_mel_config()
+  config.data.clip_seconds = CLIP_S
+  config.embed.batch_size = 4
+  network = networks.build_network(config, 1)
+  embeddings, _ = extract.embed_records(config, network, {}, train, all_layers=False, progress=False)
+  scorer = scorer_lib.fit(embeddings["embedding"], train, {"smote": False})
+  weights = {"log_mel": 1.0}
+  model = export_lib.ExportedModel(key="log_mel", name="log-mel", layers="last", sources=(), all_layers=False,
+                                   config=config, network=network, params={}, num_classes=1, scorer=scorer)
+  return export_lib.export(str(out), system="log-mel", weights=weights, models=[model],
+                           thresholds=fusion.fit_thresholds(weights, {"log_mel": scorer}), root=str(root),
+                           threshold_method="gamma", threshold_quantile=0.9)
+
+
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
   """(loaded Detector, its folder, folder for recordings, rng)."""
   root = tmp_path_factory.mktemp("windows")
   rng = np.random.default_rng(0)
-  config = pipeline_base.log_mel_config()
-  config.data.clip_seconds = CLIP_S
-  config.embed.batch_size = 4
-  network = networks.build_network(config, 1)
   train_dir = root / "data" / "fan" / "train"
   train = [records.ClipRecord(path=_write(train_dir / f"section_00_source_train_normal_{i:04d}.wav",
                                           _machine(rng, CLIP_S)),
                               machine="fan", section="00", split="train", domain="source", label="normal")
            for i in range(12)]
-  embeddings, _ = extract.embed_records(config, network, {}, train, all_layers=False, progress=False)
-  scorer = scorer_lib.fit(embeddings["embedding"], train, {"smote": False})
-  weights = {"log_mel": 1.0}
-  model = detector_lib.ExportedModel(key="log_mel", name="log-mel", layers="last", sources=(), all_layers=False,
-                                     config=config, network=network, params={}, num_classes=1, scorer=scorer)
-  out = detector_lib.export(str(root / "detector"), system="log-mel", weights=weights, models=[model],
-                            thresholds=fused_lib.fit_thresholds(weights, {"log_mel": scorer}),
-                            root=str(root / "data"), threshold_method="gamma", threshold_quantile=0.9)
+  out = _log_mel_detector(root / "detector", train, root / "data")
   return detector_lib.Detector(out), out, root / "new" / "fan" / "test", rng
+
+
+def test_dcase_2020_named_clips_made_by_synth_past_are_scored_in_their_machine_id_section(tmp_path):
+  """2020's names carry the section as the machine id (dev `normal_id_01_00000000.wav`, eval `id_01_...`): detect
+  reads it through `data.filenames`, as the pipeline's dataset scan does, and scores each clip in that section."""
+  from asd_jax.data import synth_past  # pylint: disable=import-outside-toplevel
+
+  synth_past.generate(tmp_path / "past", seed=3, duration=CLIP_S, train=6, machines=["pump"])
+  root = tmp_path / "past" / "dcase2020"
+  machine_id = lambda p: re.fullmatch(r"(?:normal_|anomaly_)?id_(\d\d)_\d{8}\.wav", p.name).group(1)  # noqa: E731
+  train = [records.ClipRecord(path=str(p), machine="pump", section=machine_id(p), split="train", domain="source",
+                              label="normal") for p in sorted((root / "pump" / "train").glob("*.wav"))]
+  assert len({r.section for r in train}) == 2  # two machine ids, as in the real 2020 sets
+  det = detector_lib.Detector(_log_mel_detector(tmp_path / "detector", train, root))
+  test = sorted((root / "pump" / "test").glob("*.wav"))
+  evaluation_named = tmp_path / "eval" / "pump" / "test" / f"id_{machine_id(test[-1])}_00000000.wav"  # 2020 eval
+  evaluation_named.parent.mkdir(parents=True)
+  evaluation_named.write_bytes(test[-1].read_bytes())
+  detections = detect.detect(det, [str(root / "pump" / "test"), str(evaluation_named)])
+  assert [(d.machine, d.section) for d in detections] == [("pump", machine_id(p)) for p in [*test, evaluation_named]]
+  assert detections[-1].score == detections[-2].score  # the same recording under its evaluation-set name
 
 
 def _bound(det, score: float) -> float:
@@ -160,7 +188,7 @@ def test_short_recordings_warn_and_too_short_ones_are_errors_naming_them(made, c
 
 
 def _detect_cli(out, *args):
-  return subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--system={out}", *args], cwd=REPO_ROOT,
+  return subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--detector={out}", *args], cwd=REPO_ROOT,
                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
 
@@ -189,15 +217,16 @@ def test_cli_writes_every_windows_score_and_the_recordings_peak(made, tmp_path):
 
 
 def test_plot_dir_draws_from_the_detector_that_scored(made, tmp_path, monkeypatch, capsys):
-  pytest.importorskip("matplotlib")
+  histograms = pytest.importorskip("asd_jax.report.histograms")  # the [report] extra
   _, out, new, rng = made
   clip = _write(new / "section_00_plot.wav", _machine(rng, CLIP_S))
   loads, fits = [], []
-  real_init, real_train = detector_lib.Detector.__init__, fused_lib.fused_train_scores
+  real_init, real_train = detector_lib.Detector.__init__, fusion.fused_train_scores
   monkeypatch.setattr(detector_lib.Detector, "__init__", lambda self, d: loads.append(d) or real_init(self, d))
-  monkeypatch.setattr(fused_lib, "fused_train_scores", lambda *a, **k: fits.append(1) or real_train(*a, **k))
-  detections = detect.run(str(out), [clip], plot_dir=str(tmp_path / "plots"))
+  monkeypatch.setattr(fusion, "fused_train_scores", lambda *a, **k: fits.append(1) or real_train(*a, **k))
+  detector, detections = detect.run(str(out), [clip])  # what `detect --plot_dir` runs: the scores, then the figures
+  paths = histograms.write_detect_figures(detector, detections, str(tmp_path / "plots"))
   assert len(loads) == 1 and len(fits) == 1  # one load; the training scores summed once, when it loaded
   assert [p.name for p in (tmp_path / "plots").iterdir()] == ["scores_fan_section_00.png"]
-  assert f"histogram: {tmp_path / 'plots' / 'scores_fan_section_00.png'}" in capsys.readouterr().out
-  assert len(detections) == 1
+  assert paths == [str(tmp_path / "plots" / "scores_fan_section_00.png")]
+  assert f"{clip}" in capsys.readouterr().out and len(detections) == 1

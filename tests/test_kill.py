@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from asd_jax import detector as detector_lib
 from asd_jax.data import layout
 from asd_jax.data import synth
+from asd_jax.detector import detector as detector_lib
 from asd_jax.embedding import store
 from asd_jax.pipeline import cache
 from tests import kill_worker

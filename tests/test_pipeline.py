@@ -25,9 +25,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from asd_jax import detector as detector_lib
+from asd_jax.detector import detector as detector_lib
+
 from asd_jax import pipeline
 from asd_jax.data import synth
+from asd_jax.detector import export as export_lib
 from asd_jax.embedding import store
 from asd_jax.evaluation import official
 from asd_jax.pipeline import specs as specs_lib
@@ -47,7 +49,7 @@ def tiny_config(root, model_keys, *, fusion_sources=None):
   if fusion_sources:
     c.models.fusion.sources = fusion_sources
   for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch"):
-    t = c.models[key].train
+    t = c.models[key].fine_tune
     t.train.epochs = 1
     t.train.batch_size = 4
     t.embed.batch_size = 8
@@ -126,6 +128,28 @@ def test_system_configs_fuse_multi_layer_features_of_the_single_encoder_models()
       "frozen_beats": specs_lib.FROZEN, "frozen_eat": specs_lib.FROZEN, "log_mel": specs_lib.FROZEN,
       "frozen_eat_random": specs_lib.FROZEN}
   assert layers["feat_random"] == (specs_lib.FINE_TUNED, "all", ())  # FEAT's recipe from a random-init EAT
+
+
+def test_the_workdir_layout_names_a_model_folder_s_files_as_their_writers_do():
+  """`pipeline.workdir` reads without JAX, so it names the training run's files itself: they must be the
+  writers' names (`training.loop`, `training.train_log`, `embedding.store`)."""
+  from asd_jax.embedding import store
+  from asd_jax.pipeline import workdir as workdir_lib
+  from asd_jax.training import loop
+  from asd_jax.training import train_log
+
+  assert workdir_lib.MODEL_CONFIG == loop.CONFIG and workdir_lib.TRAINING_LOG == train_log.FILE
+  assert loop.CHECKPOINTS in workdir_lib.NO_LOGS
+  assert workdir_lib.embeddings_path("/w", "leat") == f"/w/models/leat/{store.ARRAYS}"
+
+
+def test_a_model_entry_by_its_old_field_name_is_one_clear_error():
+  c = demo_pipeline.get_config()
+  c.data.root = "/data"
+  c.models.leat.train = c.models.leat.fine_tune  # a derived config written before the rename (entries are open)
+  c.models.leat.fine_tune = None
+  with pytest.raises(ValueError, match=r"^config.models.leat.train: that field is now config.models.leat.fine_tune$"):
+    specs_lib.model_specs(c)
 
 
 def test_concatenation_model_joins_normalised_source_embeddings(first_run):
@@ -242,7 +266,7 @@ def test_embeddings_are_redone_when_the_layer_setting_changes(first_run, tmp_pat
 def test_a_workdir_trained_with_another_config_is_refused(first_run):
   config, workdir, _ = first_run
   changed = tiny_config(config.data.root, "fbeats,lbeats,fusion", fusion_sources="fbeats,lbeats")
-  changed.models.fbeats.train.optim.learning_rate = 1e-2
+  changed.models.fbeats.fine_tune.optim.learning_rate = 1e-2
   with pytest.raises(ValueError, match="optim.learning_rate"):
     pipeline.run(changed, str(workdir), progress=False)
 
@@ -282,7 +306,7 @@ def test_exported_detector_computes_what_the_pipeline_computed(first_run, datase
   # Same parameters as the pipeline's embedding step, and the same float32 embeddings bit for bit.
   for key in ("fbeats", "lbeats"):
     spec = result.models[key].spec
-    from asd_jax.training import restore  # the pipeline's side: the workdir's checkpoint
+    from asd_jax.finetuning import restore  # the pipeline's side: the workdir's checkpoint
 
     _, params, _ = restore.trained_params(spec.config, os.path.join(workdir, "models", key))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), det.network(key)[2])
@@ -344,7 +368,7 @@ def test_detect_cli_prints_scores_decisions_and_nearest_clips(first_run, tmp_pat
   for r in chosen:
     shutil.copy(r.path, clips)
   out_csv = tmp_path / "scores.csv"
-  proc = subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--system={result.detector_dir}",
+  proc = subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--detector={result.detector_dir}",
                          f"--output={out_csv}", str(clips)], cwd=REPO_ROOT, capture_output=True, text=True,
                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
   assert proc.returncode == 0, proc.stderr
@@ -370,12 +394,11 @@ def test_a_crashed_export_leaves_the_old_detector_and_a_rerun_succeeds(first_run
   before = (target / detector_lib.MANIFEST).read_text()
   system = result.systems["system1"]
   specs = [m.spec for m in result.models.values()]
-  model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in specs if s.embedded}
-  needed = detector_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
-  models = pipeline.stages.exported_models(specs, model_dirs, result.models, needed)
+  needed = export_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
+  models = pipeline.stages.exported_models(specs, str(workdir), result.models, needed)
 
   def export():
-    return detector_lib.export(str(target), system="system1", weights=system.spec.weights, models=models,
+    return export_lib.export(str(target), system="system1", weights=system.spec.weights, models=models,
                                thresholds=system.fused.thresholds, root=config.data.root, threshold_method="gamma",
                                threshold_quantile=0.9)
 
@@ -427,11 +450,10 @@ def test_a_reference_row_exports_and_scores_like_the_pipeline_when_a_system_uses
   config, workdir, result = first_run
   weights = {"log_mel": 1.0}
   scorers = {k: m.scorer for k, m in result.models.items()}
-  thresholds = pipeline.stages.fused_lib.fit_thresholds(weights, scorers)
+  thresholds = pipeline.stages.fusion.fit_thresholds(weights, scorers)
   specs = [m.spec for m in result.models.values()]
-  model_dirs = {s.key: os.path.join(workdir, "models", s.key) for s in specs if s.embedded}
-  models = pipeline.stages.exported_models(specs, model_dirs, result.models, {"log_mel"})
-  out = detector_lib.export(str(tmp_path / "detector"), system="log-mel", weights=weights, models=models,
+  models = pipeline.stages.exported_models(specs, str(workdir), result.models, {"log_mel"})
+  out = export_lib.export(str(tmp_path / "detector"), system="log-mel", weights=weights, models=models,
                             thresholds=thresholds, root=config.data.root, threshold_method="gamma",
                             threshold_quantile=0.9)
   records = result.test_records

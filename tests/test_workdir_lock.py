@@ -75,7 +75,7 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
 
 
 def test_embed_on_a_workdir_in_use_is_refused_before_it_reads_anything(tmp_path):
-  from asd_jax.embedding import workdir as embedding_workdir
+  from asd_jax.embedding import embed
   from configs import demo
 
   config = demo.get_config()
@@ -86,10 +86,10 @@ def test_embed_on_a_workdir_in_use_is_refused_before_it_reads_anything(tmp_path)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(workdir_lock.WorkdirLockedError,
                        match=f"workdir {tmp_path / 'work'} is in use by process {holder.pid} on .*holder-test"):
-      embedding_workdir.embed(config, str(tmp_path / "work"), progress=False)
+      embed.embed(config, str(tmp_path / "work"), progress=False)
   finally:
     holder.kill()
     holder.wait(timeout=30)
   assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [".lock"]  # nothing else written
   with pytest.raises(ValueError, match="not a directory"):  # free again: this run gets as far as the dataset
-    embedding_workdir.embed(config, str(tmp_path / "work"), progress=False)
+    embed.embed(config, str(tmp_path / "work"), progress=False)

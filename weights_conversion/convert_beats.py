@@ -12,23 +12,22 @@ from __future__ import annotations
 from absl import flags
 
 from asd_jax import cli
+from asd_jax.checkpoints import converted
 from asd_jax.models import beats
-from asd_jax.models import checkpoint_io
 
 
 def convert(checkpoint: str, output: str) -> str:
   """Converts `checkpoint` into `output`; returns a one-paragraph summary."""
   config, params = beats.load(checkpoint)
-  directory = checkpoint_io.save_converted(output, params, beats.MODEL_NAME, config.to_dict())
+  directory = converted.save_converted(output, params, beats.MODEL_NAME, config.to_dict())
   return (f"BEATs: {config.encoder_layers} layers, width {config.encoder_embed_dim}, "
           f"{config.encoder_attention_heads} heads, ffn {config.encoder_ffn_embed_dim}, patch channels "
           f"{config.embed_dim}, max_distance {config.max_distance}, finetuned {config.finetuned_model}; "
-          f"{checkpoint_io.count_params(params):,} parameters written to {directory}")
+          f"{converted.count_params(params):,} parameters written to {directory}")
 
 
 def define_flags() -> None:
-  """Defines this CLI's flags; called only when run as a program, so that importing the module
-  (from tests, the pipeline or another CLI) never defines flags twice."""
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   flags.DEFINE_string("checkpoint", None, "Released BEATs .pt file.", required=True)
   flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",
                     required=True)

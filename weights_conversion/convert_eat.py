@@ -14,6 +14,7 @@ from __future__ import annotations
 from absl import flags
 
 from asd_jax import cli
+from asd_jax.checkpoints import converted
 from asd_jax.models import eat
 
 
@@ -21,7 +22,7 @@ def convert(checkpoint: str, output: str, hf_config: str | None = None) -> str:
   """Converts `checkpoint` into `output`; returns a short summary."""
   config, params, ignored = eat.read_checkpoint(checkpoint, hf_config)
   directory = eat.save_converted(output, config, params)
-  total = eat.count_parameters(params)
+  total = converted.count_params(params)
   positions = params["positions"].size
   ignored_text = "none"
   if ignored:
@@ -40,8 +41,7 @@ def convert(checkpoint: str, output: str, hf_config: str | None = None) -> str:
 
 
 def define_flags() -> None:
-  """Defines this CLI's flags; called only when run as a program, so that importing the module
-  (from tests, the pipeline or another CLI) never defines flags twice."""
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   flags.DEFINE_string("checkpoint", None, "EAT .pt, .safetensors, or HF folder.", required=True)
   flags.DEFINE_string("hf_config", None, "HF config.json (default: next to the safetensors file).")
   flags.DEFINE_string("output", None, "Directory to write (created; overwritten if it exists).",

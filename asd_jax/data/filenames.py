@@ -150,3 +150,19 @@ def attribute_string(attributes: tuple[tuple[str, str], ...]) -> str:
   if not attributes:
     return NO_ATTRIBUTE
   return "_".join(f"{k}_{v}" for k, v in attributes)
+
+
+_SECTION_TOKEN = re.compile(r"(?:^|_)(?:section|id)_(?P<section>\d{2})(?:_|$)")
+
+
+def section_of(name: str) -> str | None:
+  """The two-digit section of a recording's base name (the machine id in 2020's names), None without one.
+
+  A DCASE name of any year (`parse_name`: `section_01_...`, 2020's `normal_id_01_...` and `id_01_...`), else the
+  first `section_<ss>` or `id_<ss>` token of the name (`pump_section_01_take2.wav`, a recording named by hand).
+  """
+  try:
+    return parse_name(name).section
+  except FileNameError:
+    match = _SECTION_TOKEN.search(name[:-4] if name.lower().endswith(".wav") else name)
+    return match["section"] if match else None

@@ -22,37 +22,38 @@ from ml_collections import config_flags
 from asd_jax import cli
 from asd_jax.data import shards
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "corpus config file (get_config() -> corpus config)")
-_OUT = flags.DEFINE_string("out", None, "output folder (default: the config's `packed` field)")
-_CLIPS_PER_SHARD = flags.DEFINE_integer("clips_per_shard", 1024, "files per shard (1024 clips of 10 s in pcm16: "
-                                        "about 330 MB)")
-_ENCODING = flags.DEFINE_enum("encoding", "pcm16", list(shards.ENCODINGS),
-                              "pcm16: int16 samples, fastest to read; flac: smaller (74 % on the synthetic DCASE "
-                              "clips), about 10x slower to read")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "decoding processes (default: the config's num_workers; "
-                                    "0 = this process)")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace a pack of another corpus in --out")
-_MAX_NEW_SHARDS = flags.DEFINE_integer("max_new_shards", None, "stop after this many new shards (re-run to continue)")
-_VERIFY = flags.DEFINE_bool("verify", False, "afterwards, re-read every shard and check its SHA-256")
+def define_flags() -> None:
+  """Defines this program's flags; called only when run as a program (see `asd_jax.cli`)."""
+  config_flags.DEFINE_config_file("config", None, "corpus config file (get_config() -> corpus config)")
+  flags.DEFINE_string("out", None, "output folder (default: the config's `packed` field)")
+  flags.DEFINE_integer("clips_per_shard", 1024, "files per shard (1024 clips of 10 s in pcm16: about 330 MB)")
+  flags.DEFINE_enum("encoding", "pcm16", list(shards.ENCODINGS), "pcm16: int16 samples, fastest to read; flac: "
+                    "smaller (74 % on the synthetic DCASE clips), about 10x slower to read")
+  flags.DEFINE_integer("num_workers", None, "decoding processes (default: the config's num_workers; 0 = this "
+                       "process)")
+  flags.DEFINE_bool("overwrite", False, "replace a pack of another corpus in --out")
+  flags.DEFINE_integer("max_new_shards", None, "stop after this many new shards (re-run to continue)")
+  flags.DEFINE_bool("verify", False, "afterwards, re-read every shard and check its SHA-256")
 
 
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {argv[1:]}")
-  config = _CONFIG.value
+  f = flags.FLAGS
+  config = f.config
   if config is None:
     raise ValueError("--config is required (a corpus config, e.g. configs/pretrain_corpus.py)")
-  out = _OUT.value or config.get("packed")
+  out = f.out or config.get("packed")
   if not out:
     raise ValueError("--out is required (or set the config's packed field)")
-  workers = config.num_workers if _NUM_WORKERS.value is None else _NUM_WORKERS.value
+  workers = config.num_workers if f.num_workers is None else f.num_workers
   start = time.perf_counter()
-  manifest = shards.pack(config, out, clips_per_shard=_CLIPS_PER_SHARD.value, encoding=_ENCODING.value,
-                         num_workers=workers, overwrite=_OVERWRITE.value, max_new_shards=_MAX_NEW_SHARDS.value)
+  manifest = shards.pack(config, out, clips_per_shard=f.clips_per_shard, encoding=f.encoding, num_workers=workers,
+                         overwrite=f.overwrite, max_new_shards=f.max_new_shards)
   seconds = time.perf_counter() - start
   print(shards.format_summary(manifest))
   print(f"wrote {out}/{shards.MANIFEST} in {seconds:.1f} s")
-  if _VERIFY.value:
+  if f.verify:
     problems = shards.verify(out)
     print("verify: every shard matches its SHA-256" if not problems else "verify FAILED:\n  " + "\n  ".join(problems))
     if problems:
@@ -60,4 +61,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -468,10 +468,9 @@ def main(argv):
   print(format_summary(summary))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """Defines this program's flags; called only when run as a program (see `asd_jax.cli`)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-
-  from asd_jax import cli  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("out", None, "output folder (absent or empty)", required=True)
   flags.DEFINE_enum("year", "2025", ["2025", "2026"], "2025: the DCASE 2025 dev layout (mono); 2026: two-channel "
                     "near/far clips of the 2026 dev machine types (asd_jax.data.synth_2026)")
@@ -485,4 +484,10 @@ if __name__ == "__main__":
                        "least 5; the real dev set has 50)")
   flags.DEFINE_bool("reveal_attributes", False,
                     "write the attributes of bearing/ToyTrain/slider (hidden in the real 2025 dev set)")
+
+
+if __name__ == "__main__":
+  from asd_jax import cli  # pylint: disable=g-import-not-at-top
+
+  define_flags()
   cli.run(main)  # app.run; bad arguments (unknown machine, duration <= 0, a used folder) exit with "error: ..."

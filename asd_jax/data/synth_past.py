@@ -359,12 +359,19 @@ def main(argv):
   print(format_summary(generate(f.out, seed=f.seed, machines=f.machines, duration=f.duration, train=f.train)))
 
 
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+def define_flags() -> None:
+  """Defines this program's flags; called only when run as a program (see `asd_jax.cli`)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("out", None, "output folder (absent or empty)", required=True)
   flags.DEFINE_integer("seed", 0, "random seed")
   flags.DEFINE_list("machines", list(MACHINES), "machine types to generate")
   flags.DEFINE_float("duration", 2.0, "clip length in seconds")
   flags.DEFINE_integer("train", 24, "training clips per 2020 machine id (2023 types: 2 * train - 8 source, "
                        "train // 6 target)")
-  app.run(main)
+
+
+if __name__ == "__main__":
+  from asd_jax import cli  # pylint: disable=g-import-not-at-top
+
+  define_flags()
+  cli.run(main)  # app.run; bad arguments (unknown machine, a used folder) exit with "error: ..."

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from asd_jax.checkpoints import converted
 from asd_jax.models import attention
-from asd_jax.models import checkpoint_io
 from asd_jax.models.encoder_output import EncoderOutput
 
 MODEL_NAME = "beats"
@@ -577,13 +577,13 @@ def convert_state_dict(state_dict: collections.abc.Mapping[str, Any], config: BE
                        source: str = "state_dict") -> dict[str, Any]:
   """Maps an upstream BEATs state_dict (NumPy or torch tensors) onto the Flax parameter tree.
 
-  Strict: raises `checkpoint_io.CheckpointError` listing every missing, unexpected or mis-shaped key (by
+  Strict: raises `converted.CheckpointError` listing every missing, unexpected or mis-shaped key (by
   name, so e.g. an absent `k_proj.bias`, which cannot change the outputs, is still caught), and if the
   per-layer copies of the shared `relative_attention_bias` table differ. A fine-tuned checkpoint's
   `predictor.*` is kept as the `predictor` Dense.
   """
-  sd = checkpoint_io.state_dict_to_numpy(state_dict)
-  checkpoint_io.check_state_dict(sd, expected_state_dict_shapes(config), source=source)
+  sd = converted.state_dict_to_numpy(state_dict)
+  converted.check_state_dict(sd, expected_state_dict_shapes(config), source=source)
   c = config
   conv = {"kernel": sd["patch_embedding.weight"].transpose(2, 3, 1, 0)}  # [out,in,h,w] -> [h,w,in,out]
   if c.conv_bias:
@@ -600,7 +600,7 @@ def convert_state_dict(state_dict: collections.abc.Mapping[str, Any], config: BE
     tables = [f"encoder.layers.{i}.self_attn.relative_attention_bias.weight" for i in range(c.encoder_layers)]
     differing = [k for k in tables[1:] if not np.array_equal(sd[k], sd[tables[0]])]
     if differing:
-      raise checkpoint_io.CheckpointError(source, problems=[
+      raise converted.CheckpointError(source, problems=[
           f"relative_attention_bias is shared by all layers, but {', '.join(differing)} differ(s) from "
           f"{tables[0]}"])
   for i in range(c.encoder_layers):
@@ -624,8 +624,8 @@ def convert_state_dict(state_dict: collections.abc.Mapping[str, Any], config: BE
 
 def _check_against_module(params: Any, config: BEATsConfig, source: str) -> None:
   """Asserts the converted tree has exactly the module's parameter paths and shapes."""
-  expected = {k: tuple(v.shape) for k, v in checkpoint_io.flatten_params(param_shapes(config)).items()}
-  checkpoint_io.check_state_dict(checkpoint_io.flatten_params(params), expected,
+  expected = {k: tuple(v.shape) for k, v in converted.flatten_params(param_shapes(config)).items()}
+  converted.check_state_dict(converted.flatten_params(params), expected,
                                  source=f"{source} (converted Flax tree)")
 
 
@@ -635,16 +635,16 @@ def load(path: str | os.PathLike) -> tuple[BEATsConfig, dict[str, Any]]:
   `.pt` files must hold `{"cfg": dict, "model": state_dict}` and are read with `weights_only=True`.
   """
   path = pathlib.Path(path)
-  if checkpoint_io.looks_converted(path):
-    cfg, params = checkpoint_io.restore_converted(path, MODEL_NAME)
+  if converted.looks_converted(path):
+    cfg, params = converted.restore_converted(path, MODEL_NAME)
     config = BEATsConfig(**cfg)
     _check_against_module(params, config, str(path))
     return config, params
-  checkpoint = checkpoint_io.load_torch_checkpoint(path)
+  checkpoint = converted.load_torch_checkpoint(path)
   missing = [k for k in ("cfg", "model") if k not in checkpoint]
   if missing:
     found = sorted(checkpoint)
-    raise checkpoint_io.CheckpointError(str(path), problems=[
+    raise converted.CheckpointError(str(path), problems=[
         f"expected top-level entries 'cfg' and 'model', missing {missing} (found {len(found)}: {found[:8]}"
         f"{' ...' if len(found) > 8 else ''}); not a released BEATs checkpoint"])
   cfg = checkpoint["cfg"]
@@ -653,7 +653,7 @@ def load(path: str | os.PathLike) -> tuple[BEATsConfig, dict[str, Any]]:
   lacking = [k for k in _REQUIRED_CFG_KEYS if not isinstance(cfg, collections.abc.Mapping) or k not in cfg]
   if lacking:
     found = sorted(cfg) if isinstance(cfg, collections.abc.Mapping) else type(cfg).__name__
-    raise checkpoint_io.CheckpointError(str(path), problems=[
+    raise converted.CheckpointError(str(path), problems=[
         f"cfg lacks {lacking} (found {found}); not a BEATs checkpoint"])
   config = BEATsConfig.from_checkpoint_cfg(cfg)
   return config, convert_state_dict(checkpoint["model"], config, source=str(path))

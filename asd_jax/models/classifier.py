@@ -53,21 +53,18 @@ class Classifier(nn.Module):
     return out
 
 
-def classification_loss(model: nn.Module, *, scale: float = arcface.DEFAULT_SCALE,
-                        margin: float = arcface.DEFAULT_MARGIN) -> Callable:
-  """ArcFace loss of a `Classifier` on `batch = {"wav" [batch, samples], "label" [batch], ("valid")}`.
+def classification_loss(params: Any, extra: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
+                        scale: float = arcface.DEFAULT_SCALE, margin: float = arcface.DEFAULT_MARGIN
+                        ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+  """ArcFace loss of a `Classifier` on `batch = {"wav" [batch, samples], "label" [batch], ("valid")}`, with the
+  train step's signature once `model` (and `scale`, `margin`) are bound (`functools.partial`).
 
-  Takes plain model params (`asd_jax.training.train_step.with_lora` wraps it for the `{"model", "lora"}`
-  tree); `extra` passes through.
+  Takes plain model params (`asd_jax.finetuning.lora.with_lora` wraps it for the `{"model", "lora"}` tree);
+  `extra` passes through. Metrics: `accuracy` (of the valid clips).
   """
-
-  def loss_fn(params, extra, batch, rng):
-    out = model.apply({"params": params}, batch["wav"], train=True, rngs={"dropout": rng})
-    weights = batch.get("valid")
-    loss = arcface.arcface_loss(out["cosine"], batch["label"], scale=scale, margin=margin, weights=weights)
-    correct = (jnp.argmax(out["cosine"], -1) == batch["label"]).astype(jnp.float32)
-    accuracy = jnp.mean(correct) if weights is None else jnp.sum(correct * weights) / jnp.maximum(
-        jnp.sum(weights), 1.0)
-    return loss, ({"accuracy": accuracy}, extra)
-
-  return loss_fn
+  out = model.apply({"params": params}, batch["wav"], train=True, rngs={"dropout": rng})
+  weights = batch.get("valid")
+  loss = arcface.arcface_loss(out["cosine"], batch["label"], scale=scale, margin=margin, weights=weights)
+  correct = (jnp.argmax(out["cosine"], -1) == batch["label"]).astype(jnp.float32)
+  accuracy = jnp.mean(correct) if weights is None else jnp.sum(correct * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  return loss, ({"accuracy": accuracy}, extra)

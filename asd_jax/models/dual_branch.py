@@ -15,7 +15,7 @@ centres match the default trainable pattern `^head/`), and `extra = {'main_centr
 main centres stay as initialised (as in the reference, where that head is not trainable).
 
 Training and embedding go through the same CLIs as the single encoders (`configs/dual_branch.py`;
-`asd_jax.models.networks.build_dual_network` wires this module to the registry's encoders and fbanks).
+`asd_jax.models.networks.dual_branch_network` wires this module to the encoders and fbanks of `networks.ENCODERS`).
 """
 
 from __future__ import annotations
@@ -110,14 +110,13 @@ def fbank_inputs(inputs: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]
   return inputs["beats_fbank"], inputs["eat_fbank"]
 
 
-def wav_frontend(beats_fbank_config=None, eat_fbank_config=None) -> Callable[[Mapping[str, jax.Array]],
-                                                                             tuple[jax.Array, jax.Array]]:
-  """Front end computing both fbanks from `{'wav': [B, samples]}` (16 kHz), so mixup acts on waveforms."""
+def wav_fbanks(inputs: Mapping[str, jax.Array], beats_config: Any = None, eat_config: Any = None
+               ) -> tuple[jax.Array, jax.Array]:
+  """Front end computing both fbanks from `{'wav': [B, samples]}` (16 kHz), so mixup acts on waveforms; the fbank
+  configs default to `BEATS_FBANK` and `EAT_FBANK` (bind others with `functools.partial`)."""
   from asd_jax.audio import fbank as fb  # pylint: disable=import-outside-toplevel
 
-  beats_cfg = beats_fbank_config or fb.BEATS_FBANK
-  eat_cfg = eat_fbank_config or fb.EAT_FBANK
-  return lambda inputs: (fb.fbank(inputs["wav"], beats_cfg), fb.fbank(inputs["wav"], eat_cfg))
+  return (fb.fbank(inputs["wav"], beats_config or fb.BEATS_FBANK), fb.fbank(inputs["wav"], eat_config or fb.EAT_FBANK))
 
 
 def init(rng: jax.Array, model: DualBranch, beats_fbank: jax.Array, eat_fbank: jax.Array,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -39,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asd_jax.checkpoints import converted
+from asd_jax.checkpoints.converted import CheckpointError
 from asd_jax.models import attention
-from asd_jax.models import checkpoint_io
-from asd_jax.models.checkpoint_io import CheckpointError
 from asd_jax.models.encoder_output import POOL_CLS, EncoderOutput, pool_tokens
 
 
@@ -489,9 +488,9 @@ def _convert(state_dict: Mapping[str, Any], config: EATConfig, rename, ignored_p
              source: str) -> dict[str, Any]:
   layout = _torch_layout(config)
   ignored = [k for k in state_dict if k.startswith(ignored_prefixes)] if ignored_prefixes else []
-  checkpoint_io.check_state_dict(state_dict, {rename(n): s for n, s in layout.items()}, source=source,
+  converted.check_state_dict(state_dict, {rename(n): s for n, s in layout.items()}, source=source,
                                  ignore=set(ignored))
-  arrays = checkpoint_io.state_dict_to_numpy({n: state_dict[rename(n)] for n in layout})
+  arrays = converted.state_dict_to_numpy({n: state_dict[rename(n)] for n in layout})
   return _params_from_torch({n: a.astype(np.float32) for n, a in arrays.items()}, config)
 
 
@@ -558,7 +557,7 @@ def convert_fairseq_pretraining(state_dict: Mapping[str, Any], cfg: Mapping[str,
   if not isinstance(teacher, Mapping):
     raise CheckpointError(source, problems=[f"no {FAIRSEQ_TEACHER!r} teacher tensors (found {type(teacher).__name__}); "
                                             "a pretraining checkpoint written with the EMA teacher is needed"])
-  checkpoint_io.check_state_dict({k: v for k, v in state_dict.items() if k != FAIRSEQ_TEACHER},
+  converted.check_state_dict({k: v for k, v in state_dict.items() if k != FAIRSEQ_TEACHER},
                                  {**encoder, **decoder}, source=source)
   return FairseqPretraining(
       config=config, cfg=dict(cfg),
@@ -580,7 +579,7 @@ def _positions_rows(state_dict: Mapping[str, Any], key: str, source: str) -> int
   return int(state_dict[key].shape[1])
 
 
-MODEL_NAME = "eat"  # the model tag of converted checkpoints (checkpoint_io.save_converted)
+MODEL_NAME = "eat"  # the model tag of converted checkpoints (converted.save_converted)
 
 
 def _reason(error: Exception) -> str:
@@ -590,7 +589,7 @@ def _reason(error: Exception) -> str:
 
 def _read_fairseq(path: str | pathlib.Path) -> tuple[dict[str, Any], EATConfig]:
   """(checkpoint, encoder config with the checkpoint's position count) of a fairseq `.pt`."""
-  checkpoint = checkpoint_io.load_torch_checkpoint(path)
+  checkpoint = converted.load_torch_checkpoint(path)
   if "cfg" not in checkpoint or "model" not in checkpoint:
     raise CheckpointError(str(path), problems=[f"expected a fairseq checkpoint with 'cfg' and 'model', "
                                                f"found top-level entries {sorted(checkpoint)}"])
@@ -632,13 +631,13 @@ def load_hf_checkpoint(weights: str | pathlib.Path,
   try:
     state_dict = load_file(str(weights))
   except Exception as e:  # noqa: BLE001  safetensors raises SafetensorError (and OSError) for damaged files
-    raise checkpoint_io.DamagedCheckpointError(str(weights), f"cannot be read as safetensors ({e}); is the file "
+    raise converted.DamagedCheckpointError(str(weights), f"cannot be read as safetensors ({e}); is the file "
                                                "complete?") from e
   rows = _positions_rows(state_dict, "model.fixed_positional_encoder.positions", str(weights))
   try:
     config = EATConfig.from_hf_config(json.loads(hf_config.read_text()), max_positions=rows)
   except UnicodeDecodeError as e:
-    raise checkpoint_io.DamagedCheckpointError(str(hf_config), "is not a JSON text file") from e
+    raise converted.DamagedCheckpointError(str(hf_config), "is not a JSON text file") from e
   except (KeyError, TypeError, ValueError) as e:
     raise CheckpointError(str(hf_config), problems=[_reason(e)]) from e
   return config, convert_hf_state_dict(state_dict, config, str(weights))
@@ -646,25 +645,25 @@ def load_hf_checkpoint(weights: str | pathlib.Path,
 
 def load_converted(directory: str | pathlib.Path) -> tuple[EATConfig, dict[str, Any]]:
   """(config, params) from a directory written by `save_converted`; the tree is checked against the module."""
-  config_dict, params = checkpoint_io.restore_converted(directory, MODEL_NAME)
+  config_dict, params = converted.restore_converted(directory, MODEL_NAME)
   config = EATConfig(**config_dict)
   fbank = jax.ShapeDtypeStruct((1, config.patch_size, config.num_mel_bins), jnp.float32)
-  expected = checkpoint_io.flatten_params(jax.eval_shape(EAT(config).init, jax.random.key(0), fbank)["params"])
-  checkpoint_io.check_state_dict(checkpoint_io.flatten_params(params), {k: v.shape for k, v in expected.items()},
+  expected = converted.flatten_params(jax.eval_shape(EAT(config).init, jax.random.key(0), fbank)["params"])
+  converted.check_state_dict(converted.flatten_params(params), {k: v.shape for k, v in expected.items()},
                                  source=str(directory))
   return config, jax.tree.map(jnp.asarray, params)
 
 
 def save_converted(directory: str | pathlib.Path, config: EATConfig, params: Any) -> pathlib.Path:
   """Writes params (Orbax) and the config (JSON) so that `load(directory)` reads them back."""
-  return checkpoint_io.save_converted(directory, params, MODEL_NAME, config.to_dict())
+  return converted.save_converted(directory, params, MODEL_NAME, config.to_dict())
 
 
 def read_checkpoint(path: str | pathlib.Path, hf_config: str | pathlib.Path | None = None
                     ) -> tuple[EATConfig, dict[str, Any], list[str]]:
   """Like `load`, also returning the checkpoint entries that were deliberately ignored."""
   path = pathlib.Path(path)
-  if checkpoint_io.looks_converted(path) and not (path / "model.safetensors").is_file():
+  if converted.looks_converted(path) and not (path / "model.safetensors").is_file():
     return (*load_converted(path), [])
   if path.suffix == ".pt":
     return load_fairseq_checkpoint(path)
@@ -684,8 +683,3 @@ def load(path: str | pathlib.Path, hf_config: str | pathlib.Path | None = None) 
   """
   config, params, _ = read_checkpoint(path, hf_config)
   return config, params
-
-
-def count_parameters(params: Any) -> int:
-  """Total number of elements in a params pytree (arrays or ShapeDtypeStructs)."""
-  return checkpoint_io.count_params(params)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asd_jax.models import checkpoint_io
+from asd_jax.checkpoints import converted
 
 LAYER_NORM_EPS = 1e-5  # fairseq's LayerNorm default, which the decoder uses
 
@@ -196,9 +196,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: DecoderConfig, emb
   """Flax decoder params from PyTorch tensors named `prefix + torch_layout(...)` keys; strict: any missing,
   extra or mis-shaped tensor under `prefix` raises `CheckpointError` (other keys are the caller's)."""
   layout = {prefix + name: shape for name, shape in torch_layout(config, embed_dim).items()}
-  checkpoint_io.check_state_dict({k: v for k, v in state_dict.items() if k.startswith(prefix)}, layout,
+  converted.check_state_dict({k: v for k, v in state_dict.items() if k.startswith(prefix)}, layout,
                                  source=source)
-  arrays = checkpoint_io.state_dict_to_numpy({k: state_dict[k] for k in layout})
+  arrays = converted.state_dict_to_numpy({k: state_dict[k] for k in layout})
   get = lambda name: arrays[prefix + name].astype(np.float32)  # noqa: E731
   params = {f"conv_{i}": {"kernel": np.ascontiguousarray(get(f"blocks.{i}.0.weight").transpose(2, 3, 1, 0)),
                           "bias": get(f"blocks.{i}.0.bias")} for i in range(config.decoder_layers)}

@@ -1,72 +1,132 @@
-"""From a config to a network: its linen module, random init, training loss, inference outputs, pretrained parts.
+"""From a config to a network: two tables of plain functions, `NETWORKS` and `ENCODERS`.
 
-Shared by fine-tuning (`asd_jax.training`), embedding extraction (`asd_jax.embedding`) and the exported
+Shared by fine-tuning (`asd_jax.finetuning`), embedding extraction (`asd_jax.embedding`) and the exported
 detector (`asd_jax.detector`), which rebuilds a network from its config without the training package.
-`config.model.encoder` picks the network:
+`build_network(config, num_classes)` looks `config.model.network` up in `NETWORKS`:
 
-* a registered encoder ("beats", "eat"): a `Classifier` (encoder + ArcFace head), pretrained weights from
-  `config.model.init_checkpoint`;
-* "dual_branch": BEATs and EAT side by side with the featex + SCAdaCos loss (`asd_jax.models.dual_branch`),
-  pretrained weights from `config.model.beats_checkpoint` and `config.model.eat_checkpoint`;
-* "log_mel_stats": no parameters at all, the non-learned reference features of `asd_jax.models.log_mel_stats`
-  (it cannot be trained; the pipeline scores it as a reference row).
+* "beats", "eat" -> `classifier_network`: a `Classifier` (the encoder of that name in `ENCODERS` + an ArcFace
+  head), pretrained weights from `config.model.init_checkpoint`;
+* "dual_branch" -> `dual_branch_network`: BEATs and EAT side by side with the featex + SCAdaCos loss
+  (`asd_jax.models.dual_branch`), pretrained weights from `config.model.beats_checkpoint` / `eat_checkpoint`;
+* "log_mel_stats" -> `log_mel_stats_network`: no parameters at all, the non-learned reference features of
+  `asd_jax.models.log_mel_stats` (it cannot be trained; the pipeline scores it as a reference row).
 
-A `Network` holds only what differs between them; LoRA, the optimiser and the train state are the training
-package's (`asd_jax.training.experiment`), one code path for every network.
+`ENCODERS` says, per encoder family, how to build its module (`beats.BEATs`, `eat.EAT`), its presets, its
+front end (`beats_fbank`, `eat_fbank`) and how to load its checkpoints (`beats.load`, `eat.load`). A `Network`
+holds only what differs between networks, each piece a module-level function with its arguments bound
+(`functools.partial`), so the path from any caller to the encoder reads straight down this file: the embedder
+calls `network.outputs` = `classifier_outputs(model, ...)` -> `Classifier` -> `ENCODERS[name].build` (BEATs or
+EAT). LoRA, the optimiser and the train state are the training packages' (`asd_jax.finetuning.fine_tune`), one
+code path for every network.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.linen as nn
 import flax.traverse_util as tu
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from asd_jax.audio import fbank as fbank_lib
+from asd_jax.models import beats
 from asd_jax.models import classifier
 from asd_jax.models import dual_branch
+from asd_jax.models import eat
+from asd_jax.models import encoder_output as eo
 from asd_jax.models import log_mel_stats
-from asd_jax.models import registry
 
 Params = Any
 # `(params, extra, batch, rng) -> (loss, (metrics, new extra))`, see `asd_jax.training.train_step`.
 LossFn = Callable[[Params, Params, dict[str, jax.Array], jax.Array], tuple[jax.Array, tuple[dict, Params]]]
-DUAL_BRANCH = "dual_branch"  # config.model.encoder of the dual-branch network
-DUAL_BRANCH_ENCODERS = ("beats", "eat")  # registry names of its two branches, in `DualBranch` order
-LOG_MEL_STATS = "log_mel_stats"  # config.model.encoder of the non-learned log-mel reference features
+DUAL_BRANCH = "dual_branch"  # config.model.network of the dual-branch network
+DUAL_BRANCH_ENCODERS = ("beats", "eat")  # `ENCODERS` names of its two branches, in `DualBranch` order
+LOG_MEL_STATS = "log_mel_stats"  # config.model.network of the non-learned log-mel reference features
+
+
+# --- Encoders -----------------------------------------------------------------------------------------------------
+
+
+def beats_fbank(wav: jax.Array, target_length: int | None = None) -> jax.Array:
+  """BEATs' front end: `wav [batch, samples]` -> fbank `[batch, frames, 128]` (no fixed frame count)."""
+  del target_length  # BEATs takes every frame of the clip
+  return fbank_lib.fbank(wav, config=fbank_lib.BEATS_FBANK)
+
+
+def eat_fbank(wav: jax.Array, target_length: int | None = None) -> jax.Array:
+  """EAT's front end: `wav [batch, samples]` -> fbank `[batch, target_length, 128]`, zero-padded or cropped.
+
+  `target_length` None: `EAT_FBANK`'s 1024 frames (upstream's); 0: the clip's frames rounded up to a 16-frame
+  patch.
+  """
+  config = fbank_lib.EAT_FBANK
+  if target_length == 0:
+    target_length = -(-config.num_frames(wav.shape[-1]) // 16) * 16
+  if target_length is not None:
+    config = dataclasses.replace(config, target_length=int(target_length))
+  return fbank_lib.fbank(wav, config=config)
 
 
 @dataclasses.dataclass(frozen=True)
-class Network:
-  """What one network is, apart from the shared LoRA/optimiser/state machinery.
+class Encoder:
+  """How to make and load one encoder family.
 
   Attributes:
-    name: the network's name (`config.model.encoder`).
-    module: its linen module (`Classifier` or `DualBranch`; None for parameter-free features).
-    init: `rng -> (model params, extra)`, random and jittable (run under `jax.eval_shape` for dry runs).
-    loss: the training loss on plain (LoRA-merged) model params, with the train step's signature
-      `(params, extra, batch, rng) -> (loss, (metrics, new extra))`; None for a network that is not trained.
-    outputs: `(params, wav [batch, samples], all_layers) -> {name: [batch, ...]}`, the inference outputs
-      written by `asd_jax.embedding` (jittable). Each row depends on its own clip only.
-    pretrained: `((path in the model params, source, params), ...)`: subtrees replaced after random init.
-    lora_scopes: model subtrees that must each receive LoRA factors when LoRA is on (every encoder).
-    architecture: JSON-able description of the encoder(s), stored in checkpoint metadata and detectors.
-    progress_metrics: metric names shown in the progress bar next to the loss.
+    build: `(architecture config, dtype, **options) -> linen module` with the `EncoderOutput` contract; options
+      are the fast-path switches `fused_attention` and `remat` (same maths, see the modules).
+    presets: `{name: architecture config}` (e.g. "base", "tiny"; `config.model.preset`).
+    frontend: `(wav [batch, samples], target_length) -> normalised fbank [batch, frames, mel]`, jittable.
+    load: `(path) -> (architecture config, encoder params)` from a converted or released checkpoint.
+    pool: default token pooling for the utterance embedding.
+    target_length_field: the `config.model` field holding its fbank frames per clip ("" = none).
   """
 
-  name: str
-  module: Any
-  init: Callable[[jax.Array], tuple[Params, Params]]
-  loss: LossFn | None
-  outputs: Callable[[Params, jax.Array, bool], dict[str, jax.Array]]
-  pretrained: tuple[tuple[tuple[str, ...], str, Params], ...] = ()
-  lora_scopes: tuple[tuple[str, ...], ...] = (("encoder",),)
-  architecture: Any = None
-  progress_metrics: tuple[str, ...] = ()
+  build: Callable[..., nn.Module]
+  presets: Mapping[str, Any]
+  frontend: Callable[..., jax.Array]
+  load: Callable[[str], tuple[Any, Any]] | None
+  pool: str = eo.POOL_MEAN
+  target_length_field: str = ""
+
+
+ENCODERS: dict[str, Encoder] = {
+    "beats": Encoder(build=beats.BEATs, presets={"base": beats.BEATS_ITER3_PLUS, "tiny": beats.BEATS_TINY},
+                     frontend=beats_fbank, load=beats.load),
+    "eat": Encoder(build=eat.EAT, presets={"base": eat.EAT_BASE, "large": eat.EAT_LARGE, "tiny": eat.EAT_TINY},
+                   frontend=eat_fbank, load=eat.load, target_length_field="eat_target_length"),
+}
+
+
+def encoder(name: str) -> Encoder:
+  """`ENCODERS[name]`, or ValueError naming the known ones."""
+  if name not in ENCODERS:
+    raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+  return ENCODERS[name]
+
+
+def encoder_frontend(name: str, model_cfg: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array]:
+  """`wav -> fbank` of encoder `name` with the frames per clip of `model_cfg` (EAT's `eat_target_length`)."""
+  entry = encoder(name)
+  if not entry.target_length_field:
+    return entry.frontend
+  return functools.partial(entry.frontend, target_length=int(model_cfg.get(entry.target_length_field, 1024)))
+
+
+def encoder_architecture(name: str, preset: str, checkpoint: str = "") -> tuple[Any, Any]:
+  """`(architecture config, encoder params or None)`: from `checkpoint` if set, else the named preset."""
+  entry = encoder(name)
+  if checkpoint:
+    return entry.load(checkpoint)
+  if preset not in entry.presets:
+    raise ValueError(f"encoder {name!r} has no preset {preset!r} (config.model.preset); expected one of "
+                     f"{sorted(entry.presets)}")
+  return entry.presets[preset], None
 
 
 def compute_dtype(name: str) -> jnp.dtype:
@@ -91,22 +151,6 @@ def encoder_options(model_cfg: ml_collections.ConfigDict) -> dict[str, bool]:
   return {name: value for name, value in options.items() if value}
 
 
-def clip_samples(config: ml_collections.ConfigDict) -> int:
-  return int(round(config.data.clip_seconds * config.data.sample_rate))
-
-
-def encoder_architecture(encoder: str, preset: str, checkpoint: str = "") -> tuple[Any, Any]:
-  """`(architecture config, encoder params or None)`: from `checkpoint` if set, else the named preset."""
-  if checkpoint:
-    return registry.get(encoder).load(checkpoint)
-  return registry.preset(encoder, preset), None
-
-
-def architecture(model_cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
-  """The single encoder's `(architecture, params or None)` from `init_checkpoint` or `preset`."""
-  return encoder_architecture(model_cfg.encoder, model_cfg.preset, model_cfg.init_checkpoint)
-
-
 def describe(arch: Any) -> Any:
   """JSON-able form of an architecture config."""
   if hasattr(arch, "to_dict"):
@@ -114,70 +158,123 @@ def describe(arch: Any) -> Any:
   return dataclasses.asdict(arch) if dataclasses.is_dataclass(arch) else str(arch)
 
 
-# --- Single encoder + ArcFace ---------------------------------------------------------------------------------
+def clip_samples(config: ml_collections.ConfigDict) -> int:
+  return int(round(config.data.clip_seconds * config.data.sample_rate))
 
 
-def frontend_options(model_cfg: ml_collections.ConfigDict, encoder: str) -> dict[str, Any]:
-  """Front-end options of `encoder` from the model config: EAT's `eat_target_length` (fbank frames per clip)."""
-  if encoder == "eat":
-    return {"target_length": int(model_cfg.get("eat_target_length", 1024))}
-  return {}
+# --- Networks -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """What one network is, apart from the shared LoRA/optimiser/state machinery.
+
+  Attributes:
+    name: the network's name (`config.model.network`).
+    module: its linen module (`Classifier` or `DualBranch`; None for parameter-free features).
+    init: `rng -> (model params, extra)`, random and jittable (run under `jax.eval_shape` for dry runs).
+    loss: the training loss on plain (LoRA-merged) model params, with the train step's signature
+      `(params, extra, batch, rng) -> (loss, (metrics, new extra))`; None for a network that is not trained.
+    outputs: `(params, wav [batch, samples], all_layers) -> {name: [batch, ...]}`, the inference outputs
+      written by `asd_jax.embedding` (jittable). Each row depends on its own clip only.
+    pretrained: `((path in the model params, source, params), ...)`: subtrees replaced after random init.
+    lora_scopes: model subtrees that must each receive LoRA factors when LoRA is on (every encoder).
+    architecture: JSON-able description of the encoder(s), stored in checkpoint metadata and detectors.
+    progress_metrics: metric names shown in the progress bar next to the loss.
+  """
+
+  name: str
+  module: Any
+  init: Callable[[jax.Array], tuple[Params, Params]]
+  loss: LossFn | None
+  outputs: Callable[[Params, jax.Array, bool], dict[str, jax.Array]]
+  pretrained: tuple[tuple[tuple[str, ...], str, Params], ...] = ()
+  lora_scopes: tuple[tuple[str, ...], ...] = (("encoder",),)
+  architecture: Any = None
+  progress_metrics: tuple[str, ...] = ()
+
+
+# Single encoder + ArcFace: "beats", "eat".
 
 
 def build_classifier(model_cfg: ml_collections.ConfigDict, arch: Any, num_classes: int) -> classifier.Classifier:
-  entry = registry.get(model_cfg.encoder)
-  encoder = entry.build(arch, compute_dtype(model_cfg.dtype), **encoder_options(model_cfg))
-  return classifier.Classifier(encoder=encoder, num_classes=num_classes,
-                               frontend=entry.frontend(**frontend_options(model_cfg, model_cfg.encoder)),
+  """The `Classifier` of encoder `model_cfg.network` with architecture `arch`."""
+  entry = encoder(model_cfg.network)
+  return classifier.Classifier(encoder=entry.build(arch, compute_dtype(model_cfg.dtype), **encoder_options(model_cfg)),
+                               num_classes=num_classes, frontend=encoder_frontend(model_cfg.network, model_cfg),
                                dropout_rate=model_cfg.dropout_rate, pool=model_cfg.pool or entry.pool)
 
 
-def classifier_outputs(model: classifier.Classifier) -> Callable[[Params, jax.Array, bool], dict[str, jax.Array]]:
+def classifier_init(model: classifier.Classifier, samples: int, rng: jax.Array) -> tuple[Params, Params]:
+  """Random `(params, {})` of a `Classifier` taking `samples`-long clips."""
+  return model.init(rng, jnp.zeros((1, samples), jnp.float32))["params"], {}
+
+
+def classifier_outputs(model: classifier.Classifier, params: Params, wav: jax.Array,
+                       all_layers: bool) -> dict[str, jax.Array]:
   """Inference outputs of a `Classifier`: `embedding [B, D]` and with `all_layers` `layer_embeddings [B, L, D]`."""
-
-  def outputs(params, wav, all_layers):
-    out = model.apply({"params": params}, wav, train=False, all_layers=all_layers)
-    out.pop("cosine")
-    return out
-
-  return outputs
+  out = model.apply({"params": params}, wav, train=False, all_layers=all_layers)
+  out.pop("cosine")
+  return out
 
 
-def classifier_network(config: ml_collections.ConfigDict, model: classifier.Classifier, *,
-                       encoder_params: Params = None, arch: Any = None) -> Network:
-  """A `Classifier` trained with ArcFace; `encoder_params` (from `init_checkpoint`) replace its encoder."""
-  wav = jnp.zeros((1, clip_samples(config)), jnp.float32)
+def classifier_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
+  """A `Classifier` trained with ArcFace; `config.model.init_checkpoint` (if set) gives its encoder's weights."""
+  arch, encoder_params = encoder_architecture(config.model.network, config.model.preset, config.model.init_checkpoint)
+  return classifier_network_of(config, build_classifier(config.model, arch, num_classes), encoder_params=encoder_params,
+                               arch=arch)
+
+
+def classifier_network_of(config: ml_collections.ConfigDict, model: classifier.Classifier, *,
+                          encoder_params: Params = None, arch: Any = None) -> Network:
+  """The `Network` of a built `Classifier`; `encoder_params` (from `init_checkpoint`) replace its encoder."""
   source = config.model.init_checkpoint or "encoder params"
   return Network(
-      name=config.model.encoder,
+      name=config.model.network,
       module=model,
-      init=lambda rng: (model.init(rng, wav)["params"], {}),
-      loss=classifier.classification_loss(model, scale=config.loss.scale, margin=config.loss.margin),
-      outputs=classifier_outputs(model),
+      init=functools.partial(classifier_init, model, clip_samples(config)),
+      loss=functools.partial(classifier.classification_loss, model=model, scale=config.loss.scale,
+                             margin=config.loss.margin),
+      outputs=functools.partial(classifier_outputs, model),
       pretrained=() if encoder_params is None else ((("encoder",), source, encoder_params),),
       architecture=None if arch is None else describe(arch),
       progress_metrics=("accuracy",))
 
 
-# --- Dual branch: BEATs + EAT, featex + SCAdaCos --------------------------------------------------------------
+# Dual branch: BEATs + EAT, featex + SCAdaCos.
 
 
-def dual_outputs(model: dual_branch.DualBranch, frontend: Callable) -> Callable[[Params, jax.Array, bool],
-                                                                                 dict[str, jax.Array]]:
+def dual_frontend(frontends: tuple[Callable, Callable], inputs: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """`{"wav": [B, samples]}` -> `(beats_fbank, eat_fbank)` through the two branches' front ends."""
+  return frontends[0](inputs["wav"]), frontends[1](inputs["wav"])
+
+
+def dual_init(model: dual_branch.DualBranch, frontend: Callable, loss_config: dual_branch.DualBranchLossConfig,
+              samples: int, rng: jax.Array) -> tuple[Params, Params]:
+  """Random `(params, extra)` of the dual-branch model and its heads for `samples`-long clips."""
+  return dual_branch.init(rng, model, *frontend({"wav": jnp.zeros((1, samples), jnp.float32)}), loss_config)
+
+
+def dual_loss(params: Params, extra: Params, batch: Mapping[str, jax.Array], rng: jax.Array, *,
+              model: dual_branch.DualBranch, config: dual_branch.DualBranchLossConfig, frontend: Callable):
+  """`dual_branch.loss_fn` on the batch's waveforms: the pipeline's bookkeeping entries ("index") stay out of the
+  loss, so only the waveform is mixed up."""
+  inputs = {key: batch[key] for key in ("wav", "label", "valid") if key in batch}
+  return dual_branch.loss_fn(params, extra, inputs, rng, model=model, config=config, frontend=frontend)
+
+
+def dual_outputs(model: dual_branch.DualBranch, frontend: Callable, params: Params, wav: jax.Array,
+                 all_layers: bool) -> dict[str, jax.Array]:
   """Inference outputs of the dual-branch model from waveforms: `embedding [B, Db + De]` (the fused branch
   features kNN scores) and with `all_layers` `layers_beats [B, Lb, Db]`, `layers_eat [B, Le, De]` (pooled per
   layer)."""
-
-  def outputs(params, wav, all_layers):
-    beats_fbank, eat_fbank = frontend({"wav": wav})
-    if not all_layers:
-      return {"embedding": dual_branch.embed(model, params, beats_fbank, eat_fbank)}
-    layers = dual_branch.embed_layers(model, params, beats_fbank, eat_fbank)
-    # The last layer's pooled output is the branch embedding, so one encoder pass gives both.
-    return {"embedding": dual_branch.fuse(layers["beats"][:, -1], layers["eat"][:, -1]),
-            "layers_beats": layers["beats"], "layers_eat": layers["eat"]}
-
-  return outputs
+  beats_fbank, eat_fbank = frontend({"wav": wav})
+  if not all_layers:
+    return {"embedding": dual_branch.embed(model, params, beats_fbank, eat_fbank)}
+  layers = dual_branch.embed_layers(model, params, beats_fbank, eat_fbank)
+  # The last layer's pooled output is the branch embedding, so one encoder pass gives both.
+  return {"embedding": dual_branch.fuse(layers["beats"][:, -1], layers["eat"][:, -1]),
+          "layers_beats": layers["beats"], "layers_eat": layers["eat"]}
 
 
 def dual_loss_config(config: ml_collections.ConfigDict, num_classes: int) -> dual_branch.DualBranchLossConfig:
@@ -190,71 +287,75 @@ def dual_loss_config(config: ml_collections.ConfigDict, num_classes: int) -> dua
   return dual_branch.DualBranchLossConfig(num_classes=num_classes, **fields)
 
 
-def dual_network(config: ml_collections.ConfigDict, model: dual_branch.DualBranch,
-                 loss_config: dual_branch.DualBranchLossConfig, frontend: Callable, *,
-                 pretrained: tuple = (), architecture: Any = None) -> Network:
-  """The dual-branch network; `frontend` maps `{"wav": [B, samples]}` to `(beats_fbank, eat_fbank)`."""
-  wav = jnp.zeros((1, clip_samples(config)), jnp.float32)
-
-  def init(rng):
-    return dual_branch.init(rng, model, *frontend({"wav": wav}), loss_config)
-
-  def loss(params, extra, batch, rng):
-    # Only the waveform is mixed up: the pipeline's bookkeeping entries ("index") stay out of the loss.
-    inputs = {key: batch[key] for key in ("wav", "label", "valid") if key in batch}
-    return dual_branch.loss_fn(params, extra, inputs, rng, model=model, config=loss_config, frontend=frontend)
-
-  return Network(name=DUAL_BRANCH, module=model, init=init, loss=loss, outputs=dual_outputs(model, frontend),
-                 pretrained=pretrained, lora_scopes=tuple(("encoder", name) for name in DUAL_BRANCH_ENCODERS),
-                 architecture=architecture, progress_metrics=("main_loss", "featex_loss"))
+def dual_network_of(config: ml_collections.ConfigDict, model: dual_branch.DualBranch,
+                    loss_config: dual_branch.DualBranchLossConfig, frontend: Callable, *,
+                    pretrained: tuple = (), architecture: Any = None) -> Network:
+  """The `Network` of a built dual-branch model; `frontend` maps `{"wav": [B, samples]}` to
+  `(beats_fbank, eat_fbank)`."""
+  return Network(name=DUAL_BRANCH, module=model,
+                 init=functools.partial(dual_init, model, frontend, loss_config, clip_samples(config)),
+                 loss=functools.partial(dual_loss, model=model, config=loss_config, frontend=frontend),
+                 outputs=functools.partial(dual_outputs, model, frontend), pretrained=pretrained,
+                 lora_scopes=tuple(("encoder", name) for name in DUAL_BRANCH_ENCODERS), architecture=architecture,
+                 progress_metrics=("main_loss", "featex_loss"))
 
 
-def build_dual_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
-  """BEATs and EAT from `config.model.{beats,eat}_{preset,checkpoint,pool}` through the encoder registry."""
+def dual_branch_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
+  """BEATs and EAT from `config.model.{beats,eat}_{preset,checkpoint,pool}` through `ENCODERS`."""
   dtype = compute_dtype(config.model.dtype)
-  encoders, frontends, pools, pretrained, archs = {}, {}, {}, [], {}
+  modules, frontends, pools, pretrained, archs = {}, [], {}, [], {}
   for name in DUAL_BRANCH_ENCODERS:
-    entry = registry.get(name)
+    entry = encoder(name)
     checkpoint = config.model[f"{name}_checkpoint"]
     arch, params = encoder_architecture(name, config.model[f"{name}_preset"], checkpoint)
-    encoders[name], frontends[name] = entry.build(arch, dtype, **encoder_options(config.model)), entry.frontend(
-        **frontend_options(config.model, name))
+    modules[name] = entry.build(arch, dtype, **encoder_options(config.model))
+    frontends.append(encoder_frontend(name, config.model))
     pools[name] = config.model[f"{name}_pool"] or entry.pool
     archs[name] = describe(arch)
     if params is not None:
       pretrained.append((("encoder", name), checkpoint, params))
-  model = dual_branch.DualBranch(beats=encoders["beats"], eat=encoders["eat"], beats_pool=pools["beats"],
+  model = dual_branch.DualBranch(beats=modules["beats"], eat=modules["eat"], beats_pool=pools["beats"],
                                  eat_pool=pools["eat"])
-
-  def frontend(inputs):
-    return frontends["beats"](inputs["wav"]), frontends["eat"](inputs["wav"])
-
-  return dual_network(config, model, dual_loss_config(config, num_classes), frontend, pretrained=tuple(pretrained),
-                      architecture=archs)
+  return dual_network_of(config, model, dual_loss_config(config, num_classes),
+                         functools.partial(dual_frontend, tuple(frontends)), pretrained=tuple(pretrained),
+                         architecture=archs)
 
 
-# --- Non-learned reference features ---------------------------------------------------------------------------
+# Non-learned reference features: "log_mel_stats".
 
 
-def log_mel_network(config: ml_collections.ConfigDict) -> Network:
+def no_params(rng: jax.Array) -> tuple[Params, Params]:
+  """`({}, {})`: a network without parameters or state."""
+  del rng
+  return {}, {}
+
+
+def log_mel_stats_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
   """Per-clip mean and standard deviation of the log-mel fbank over time (no parameters, no training)."""
-  del config
-  return Network(name=LOG_MEL_STATS, module=None, init=lambda rng: ({}, {}), loss=None,
-                 outputs=log_mel_stats.outputs, lora_scopes=(), architecture=log_mel_stats.describe())
+  del config, num_classes
+  return Network(name=LOG_MEL_STATS, module=None, init=no_params, loss=None, outputs=log_mel_stats.outputs,
+                 lora_scopes=(), architecture=log_mel_stats.describe())
+
+
+NETWORKS: dict[str, Callable[[ml_collections.ConfigDict, int], Network]] = {
+    "beats": classifier_network,
+    "eat": classifier_network,
+    DUAL_BRANCH: dual_branch_network,
+    LOG_MEL_STATS: log_mel_stats_network,
+}
 
 
 def build_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
-  """The network named by `config.model.encoder`, its head sized for `num_classes` classes."""
-  if config.model.encoder == DUAL_BRANCH:
-    return build_dual_network(config, num_classes)
-  if config.model.encoder == LOG_MEL_STATS:
-    return log_mel_network(config)
-  arch, encoder_params = architecture(config.model)
-  return classifier_network(config, build_classifier(config.model, arch, num_classes), encoder_params=encoder_params,
-                            arch=arch)
+  """The network named by `config.model.network` (`NETWORKS`), its head sized for `num_classes` classes."""
+  name = config.model.get("network")
+  if name is None and "encoder" in config.model:
+    raise ValueError(f"config.model.encoder={config.model.encoder!r}: that field is now config.model.network")
+  if name not in NETWORKS:
+    raise ValueError(f"unknown network {name!r} (config.model.network); known: {sorted(NETWORKS)}")
+  return NETWORKS[name](config, num_classes)
 
 
-# --- Parameters before any training ----------------------------------------------------------------------------
+# --- Parameters before any training -------------------------------------------------------------------------------
 
 
 def replace_subtree(params: Params, path: tuple[str, ...], new: Params, source: str) -> Params:

@@ -21,7 +21,7 @@ from asd_jax.pipeline import stages
 
 
 def define_flags() -> None:
-  """Defines this CLI's flags; called only when run as a program (see `asd_jax.embed.define_flags`)."""
+  """Defines this CLI's flags; called only when run as a program (see `asd_jax.cli`)."""
   config_flags.DEFINE_config_file("config", None, "Pipeline config (configs/system1.py, "
                                   "configs/demo_pipeline.py, ...).")
   flags.DEFINE_string("workdir", None, "Output folder: models/, scores/, submissions/, detector/.")

@@ -1,6 +1,7 @@
 """What a pipeline re-run reuses: trained models and embeddings, each with a stamp that says what it was made from.
 
-Each embedded model has a folder `WORKDIR/models/<key>/` with `pipeline_stamp.json`:
+Each embedded model has a folder `WORKDIR/models/<key>/` with a stamp (`workdir.STAMP`, read and written
+through `asd_jax.pipeline.workdir`):
 
   {"trained_step": int, "train_clips": digest,                       fine-tuned models, after training
    "embedded": {"step": int | null, "clips": digest, "all_layers": bool, "batch_size": int, "config": {...}}}
@@ -9,7 +10,7 @@ Digests are content digests (`asd_jax.data.digest`, hashes cached in `WORKDIR/cl
 a classifier trains on for `train_clips`, of every clip for `clips`. A finished model whose training clips
 changed (added, removed, or another recording under the same name) is refused rather than silently reused; an
 embedding is redone when the checkpoint, the clips, the layer setting or (frozen models) the config changed.
-A model folder trained with another config (`checkpoints.RUN_FIELDS`) is refused. Stamps are written
+A model folder trained with another config (`fine_tune.RUN_FIELDS`) is refused. Stamps are written
 atomically, after what they describe.
 """
 
@@ -21,16 +22,13 @@ from typing import Any
 
 import ml_collections
 
-from asd_jax import atomic
+from asd_jax.checkpoints import train_state
+from asd_jax.embedding import embed
 from asd_jax.embedding import store
-from asd_jax.embedding import workdir as embedding_workdir
+from asd_jax.finetuning import fine_tune
 from asd_jax.pipeline import specs as specs_lib
-from asd_jax.training import checkpoints
-from asd_jax.training import fine_tune
-from asd_jax.training import restore
-
-STAMP = "pipeline_stamp.json"
-CONFIG = "config.json"
+from asd_jax.pipeline import workdir as workdir_lib
+from asd_jax.training import loop
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -38,10 +36,10 @@ def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def checked_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config fields that decide whether a model folder can be reused (`checkpoints.RUN_FIELDS`)."""
+  """The config fields that decide whether a model folder can be reused (`fine_tune.RUN_FIELDS`)."""
   tree = {"config": _config_json(config)}
   out = {}
-  for field in checkpoints.config_fields(checkpoints.RUN_FIELDS):
+  for field in train_state.config_fields(fine_tune.RUN_FIELDS):
     value: Any = tree
     for key in field.split("."):
       value = value.get(key) if isinstance(value, dict) else None
@@ -51,26 +49,14 @@ def checked_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
   """Raises ValueError naming each differing field when `model_dir` was made with another config."""
-  path = os.path.join(model_dir, CONFIG)
+  path = os.path.join(model_dir, workdir_lib.MODEL_CONFIG)
   if not os.path.isfile(path):
     return
   with open(path) as f:
     saved = json.load(f)
-  checkpoints.check_same_run(path, {"config": saved}, {"config": _config_json(config)},
-                             checkpoints.config_fields(checkpoints.RUN_FIELDS),
+  train_state.check_same_run(path, {"config": saved}, {"config": _config_json(config)},
+                             train_state.config_fields(fine_tune.RUN_FIELDS),
                              hint="Use a new --workdir or delete that model folder.")
-
-
-def read_stamp(model_dir: str) -> dict[str, Any]:
-  path = os.path.join(model_dir, STAMP)
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def write_stamp(model_dir: str, **updates: Any) -> None:
-  atomic.write_json(os.path.join(model_dir, STAMP), {**read_stamp(model_dir), **updates})
 
 
 def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str, *, progress: bool = True) -> str:
@@ -80,24 +66,24 @@ def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str,
   differ from the current ones is refused rather than silently reused.
   """
   check_same_model(spec.config, model_dir)
-  stamp = read_stamp(model_dir)
-  if "trained_step" in stamp and restore.latest_step(model_dir) == stamp["trained_step"]:
+  stamp = workdir_lib.read_stamp(model_dir)
+  if "trained_step" in stamp and loop.latest_step(model_dir) == stamp["trained_step"]:
     if stamp.get("train_clips") != train_digest:
       raise ValueError(f"{model_dir} was trained on other training clips than those now under "
                        f"{spec.config.data.root} (a clip was added, removed or changed); use a new --workdir "
                        "or delete that folder")
     return "cached"
   fine_tune.train(spec.config, model_dir, progress=progress)
-  step = restore.latest_step(model_dir)
+  step = loop.latest_step(model_dir)
   if step is None:
     raise RuntimeError(f"training {spec.key} in {model_dir} finished without a checkpoint")
-  write_stamp(model_dir, trained_step=step, train_clips=train_digest)
+  workdir_lib.write_stamp(model_dir, trained_step=step, train_clips=train_digest)
   return "ran"
 
 
 def embedded_stamp(model_dir: str) -> dict[str, Any]:
   """The `embedded` entry of the stamp (what the current embeddings were made from)."""
-  return read_stamp(model_dir).get("embedded", {})
+  return workdir_lib.read_stamp(model_dir).get("embedded", {})
 
 
 def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str, *, progress: bool = True) -> str:
@@ -106,19 +92,18 @@ def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str
   if frozen:
     os.makedirs(model_dir, exist_ok=True)
   stamp = embedded_stamp(model_dir)
-  step = None if frozen else restore.latest_step(model_dir)
+  path = os.path.join(model_dir, store.ARRAYS)
+  step = None if frozen else loop.latest_step(model_dir)
   config = checked_config(spec.config)
-  current = (os.path.isfile(os.path.join(model_dir, store.ARRAYS)) and stamp.get("step") == step
+  current = (os.path.isfile(path) and stamp.get("step") == step
              and stamp.get("clips") == clips_digest and stamp.get("all_layers") == spec.all_layers
              and (not frozen or stamp.get("config") == config))
   if current:
     return "cached"
-  path = embedding_workdir.embed(spec.config, model_dir, all_layers=spec.all_layers, progress=progress,
-                                 frozen=frozen)
+  embed.embed(spec.config, model_dir, all_layers=spec.all_layers, out=path, progress=progress, frozen=frozen)
   if frozen:
-    atomic.write_text(os.path.join(model_dir, CONFIG), spec.config.to_json_best_effort(indent=2))
-  with open(store.records_path(path)) as f:
-    batch_size = json.load(f)["batch_size"]
-  write_stamp(model_dir, embedded={"step": step, "clips": clips_digest, "all_layers": spec.all_layers,
-                                   "batch_size": batch_size, "config": config})
+    workdir_lib.write_model_config(model_dir, spec.config)
+  batch_size = workdir_lib.read_json(store.records_path(path))["batch_size"]
+  workdir_lib.write_stamp(model_dir, embedded={"step": step, "clips": clips_digest, "all_layers": spec.all_layers,
+                                               "batch_size": batch_size, "config": config})
   return "ran"

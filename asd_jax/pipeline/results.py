@@ -9,7 +9,7 @@ from typing import Any
 from asd_jax.data import records as records_lib
 from asd_jax.evaluation.metrics import Evaluation
 from asd_jax.pipeline import specs as specs_lib
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 
 GRID_SYSTEM = "grid"
@@ -21,14 +21,14 @@ class ModelResult:
 
   spec: specs_lib.ModelSpec
   scorer: scorer_lib.Scorer
-  scores: fused_lib.ModelScores
+  scores: fusion.ModelScores
   evaluation: Evaluation | None
 
 
 @dataclasses.dataclass
 class SystemResult:
   spec: specs_lib.SystemSpec
-  fused: fused_lib.FusedScores | None
+  fused: fusion.FusedScores | None
   evaluation: Evaluation | None
   submission_dir: str = ""
 

@@ -3,9 +3,9 @@
 A pipeline config (see `configs/pipeline_base.py`) names its models in `model_keys`; each entry of `models`
 is one of three kinds:
 
-* fine-tuned (`train`: a fine-tuning config, run by `asd_jax.training.fine_tune`);
+* fine-tuned (`fine_tune`: a fine-tuning config, run by `asd_jax.finetuning.fine_tune`);
 * frozen (`frozen`: a network config that is embedded without any training: a pretrained encoder as converted,
-  or random init in demos, or the non-learned log-mel statistics `model.encoder="log_mel_stats"`);
+  or random init in demos, or the non-learned log-mel statistics `model.network="log_mel_stats"`);
 * concatenation (`sources`: keys of other embedded models whose final embeddings are L2-normalised and joined,
   the report's "Fusion" model, which has no training of its own).
 
@@ -101,9 +101,9 @@ def _set_init_checkpoints(config: ml_collections.ConfigDict, init: Mapping[str, 
   model = config.get("model")
   if model is None:
     return
-  encoder = model.get("encoder")
-  if encoder in init and init[encoder] and "init_checkpoint" in model and not model.init_checkpoint:
-    model.init_checkpoint = init[encoder]
+  network = model.get("network")
+  if network in init and init[network] and "init_checkpoint" in model and not model.init_checkpoint:
+    model.init_checkpoint = init[network]
   for name, path in init.items():  # Two-encoder models: model.<name>_checkpoint.
     field = f"{name}_checkpoint"
     if path and field in model and not model[field]:
@@ -134,11 +134,13 @@ def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
       raise ValueError(f"config.models.{key}.layers={layers!r}; expected one of {features.LAYER_MODES}")
     scorer = {**base_scorer, **(entry.get("scorer", None) or {})}
     sources = tuple(s.strip() for s in str(entry.get("sources", "") or "").split(",") if s.strip())
-    train, frozen = entry.get("train", None), entry.get("frozen", None)
-    given = [what for what, present in (("train", train is not None), ("frozen", frozen is not None),
+    if entry.get("train", None) is not None:
+      raise ValueError(f"config.models.{key}.train: that field is now config.models.{key}.fine_tune")
+    fine_tune, frozen = entry.get("fine_tune", None), entry.get("frozen", None)
+    given = [what for what, present in (("fine_tune", fine_tune is not None), ("frozen", frozen is not None),
                                         ("sources", bool(sources))) if present]
     if len(given) != 1:
-      raise ValueError(f"config.models.{key}: give exactly one of `train` (a fine-tuning config), `frozen` (a "
+      raise ValueError(f"config.models.{key}: give exactly one of `fine_tune` (a fine-tuning config), `frozen` (a "
                        f"network embedded without training) or `sources` (models to concatenate); found {given}")
     if sources:
       missing = [s for s in sources if s not in [p.key for p in specs]]
@@ -149,7 +151,7 @@ def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
         raise ValueError(f"config.models.{key}: sources must be models with embeddings of their own")
       kind, model_config = CONCATENATION, None
     else:
-      kind, model_config = (FINE_TUNED, train) if train is not None else (FROZEN, frozen)
+      kind, model_config = (FINE_TUNED, fine_tune) if fine_tune is not None else (FROZEN, frozen)
       model_config = _set_root(model_config, root)
       if entry.get("init", True):  # False: keep the model's own (e.g. random-init) encoder
         _set_init_checkpoints(model_config, init)

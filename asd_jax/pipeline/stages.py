@@ -1,4 +1,5 @@
-"""The pipeline's stages, in order: train, embed, score, fuse, write, export (see the package docstring)."""
+"""The pipeline's stages, in order: train, embed, score, fuse, write, export (see the package docstring); every
+file they write or read goes through `workdir` (the workdir's layout)."""
 
 from __future__ import annotations
 
@@ -8,30 +9,27 @@ import time
 from collections.abc import Sequence
 
 import ml_collections
-import numpy as np
 
-from asd_jax import atomic
 from asd_jax import config_checks
-from asd_jax import detector as detector_lib
-from asd_jax import run_info
+from asd_jax import provenance
 from asd_jax import workdir_lock
 from asd_jax.data import digest as digest_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
-from asd_jax.embedding import store
+from asd_jax.detector import export as export_lib
 from asd_jax.evaluation import files as eval_files
 from asd_jax.evaluation import official
+from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import restore
 from asd_jax.pipeline import cache
 from asd_jax.pipeline import results as results_lib
 from asd_jax.pipeline import specs as specs_lib
+from asd_jax.pipeline import workdir as workdir_lib
 from asd_jax.scoring import features
-from asd_jax.scoring import fused as fused_lib
 from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
-from asd_jax.training import restore
 
 GRID_SYSTEM = results_lib.GRID_SYSTEM
-HASH_CACHE = "clip_hashes.json"
 
 
 class Progress:
@@ -57,7 +55,7 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
   `model.init_checkpoint`, pre-training continues from `config.init.eat` when that is set (the report's recipe:
   continue the released EAT-large).
   """
-  from asd_jax.pretraining import trainer  # only runs that pre-train pay for importing it
+  from asd_jax.pretraining import pretrain  # only runs that pre-train pay for importing it
 
   pre = ml_collections.ConfigDict(config.pretrain.to_dict())
   for source in pre.data.sources.values():
@@ -65,37 +63,33 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
       source.path = os.path.abspath(config.data.root)
   if not pre.model.init_checkpoint and config.init.eat:
     pre.model.init_checkpoint = config.init.eat
-  pretrain_dir = os.path.join(workdir, "pretrain")
+  pretrain_dir = workdir_lib.path(workdir, workdir_lib.PRETRAIN)
   what = f"EAT ({pre.model.init_checkpoint or pre.model.preset + ', random init'}), {pre.train.num_steps} updates"
   log("pretrain", f"{what} in {pretrain_dir}")
   t0 = time.perf_counter()
-  if trainer.is_complete(pre, pretrain_dir):
+  if pretrain.is_complete(pre, pretrain_dir):
     action = "cached"
   else:
-    trainer.pretrain(pre, pretrain_dir, progress=bars)
+    pretrain.pretrain(pre, pretrain_dir, progress=bars)
     action = "ran"
   log("pretrain", f"{action} ({time.perf_counter() - t0:.1f} s)")
   config = ml_collections.ConfigDict(config.to_dict())
-  config.init.eat = os.path.join(pretrain_dir, trainer.ENCODER_DIR)
+  config.init.eat = os.path.join(pretrain_dir, pretrain.ENCODER_DIR)
   return config
 
 
-def model_dir(workdir: str, key: str) -> str:
-  return os.path.join(workdir, "models", key)
-
-
 def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
-                    root: str, log: Progress, *, bars: bool) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+                    root: str, log: Progress, *, bars: bool) -> dict[str, dict[str, str]]:
   """Trains every fine-tuned model not yet done, then embeds every embedded model whose embeddings are stale;
-  returns `(model dirs, actions)` by key."""
+  returns what was done to each ({key: {"train": "ran" | "cached", "embed": ...}})."""
   t0 = time.perf_counter()
   digests = digest_lib.digests({"clips": records, "fine_tuning": [r for r in records if
                                                                   records_lib.is_fine_tuning_clip(r)]},
-                               root, os.path.join(workdir, HASH_CACHE))
+                               root, workdir_lib.path(workdir, workdir_lib.HASH_CACHE))
   log("setup", f"content digest of {len(records)} clips ({time.perf_counter() - t0:.1f} s)")
   embedded = [s for s in specs if s.embedded]
   trained = [s for s in embedded if s.trained]
-  model_dirs = {s.key: model_dir(workdir, s.key) for s in embedded}
+  model_dirs = {s.key: workdir_lib.model_dir(workdir, s.key) for s in embedded}
   actions: dict[str, dict[str, str]] = {s.key: {} for s in specs}
   for i, spec in enumerate(trained, 1):
     log("train", f"{spec.name} ({i}/{len(trained)}) in {model_dirs[spec.key]}")
@@ -109,18 +103,16 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
     t0 = time.perf_counter()
     actions[spec.key]["embed"] = cache.ensure_embedded(spec, model_dirs[spec.key], digests["clips"], progress=bars)
     log("embed", f"{spec.name}: {actions[spec.key]['embed']} ({time.perf_counter() - t0:.1f} s)")
-  return model_dirs, actions
+  return actions
 
 
-def score_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str],
-                 records: Sequence[records_lib.ClipRecord], scores_dir: str, log: Progress, *,
-                 labelled: bool) -> dict[str, results_lib.ModelResult]:
+def score_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
+                 log: Progress, *, labelled: bool) -> dict[str, results_lib.ModelResult]:
   """Fits each model's scorer on the memory-bank clips of `records`, scores and evaluates the test clips."""
   bank_idx = [i for i, r in enumerate(records) if records_lib.is_bank_clip(r)]
   test_idx = [i for i, r in enumerate(records) if records_lib.is_test_clip(r)]
   bank_records, test_records = [records[i] for i in bank_idx], [records[i] for i in test_idx]
-  embeddings = {k: store.read(os.path.join(d, store.ARRAYS), records) for k, d in model_dirs.items()}
-  os.makedirs(scores_dir, exist_ok=True)
+  embeddings = {s.key: workdir_lib.read_embeddings(workdir, s.key, records) for s in specs if s.embedded}
   scorers, vectors = {}, {}
   for spec in specs:
     what = (f"concatenation of {', '.join(spec.sources)}" if spec.sources
@@ -129,41 +121,29 @@ def score_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str
     x = features.model_vectors(spec.key, embeddings, layers=spec.layers, sources=spec.sources)
     scorers[spec.key] = scorer_lib.fit(x[bank_idx], bank_records, spec.scorer)
     vectors[spec.key] = x[test_idx]
-  model_scores = fused_lib.score_models(scorers, vectors, test_records)
+  model_scores = fusion.score_models(scorers, vectors, test_records)
   models = {}
   for spec in specs:
     scores = model_scores[spec.key].scores
-    scorers[spec.key].save(os.path.join(scores_dir, f"{spec.key}_scorer.npz"))
-    atomic.save_npz(os.path.join(scores_dir, f"{spec.key}_test.npz"), raw=scores.raw, normalized=scores.normalized,
-                    decisions=scores.decisions, nearest_train_clip=scores.nearest_train_clip,
-                    paths=np.array([r.path for r in test_records]))
+    workdir_lib.write_scores(workdir, spec.key, scorers[spec.key], scores, test_records)
     evaluation = official.evaluate_records(test_records, scores.normalized, scores.decisions) if labelled else None
     models[spec.key] = results_lib.ModelResult(spec, scorers[spec.key], model_scores[spec.key], evaluation)
   return models
 
 
-def _save_fused(path: str, fused: fused_lib.FusedScores, test_records: Sequence[records_lib.ClipRecord]) -> None:
-  sections = sorted(fused.thresholds)
-  atomic.save_npz(path, scores=fused.scores, decisions=fused.decisions, nearest_train_clip=fused.nearest_train_clip,
-                  paths=np.array([r.path for r in test_records]),
-                  threshold_machines=np.array([m for m, _ in sections]),
-                  threshold_sections=np.array([s for _, s in sections]),
-                  thresholds=np.array([fused.thresholds[k] for k in sections], np.float64))
-
-
 def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_lib.SystemSpec],
                  models: dict[str, results_lib.ModelResult], test_records: Sequence[records_lib.ClipRecord],
-                 scores_dir: str, log: Progress, *, labelled: bool) -> dict[str, results_lib.SystemResult]:
+                 workdir: str, log: Progress, *, labelled: bool) -> dict[str, results_lib.SystemResult]:
   """Each fixed-weight system, plus (on labelled clips, `config.grid_step` > 0) the grid-searched one, over the
   systems' models (reference rows are never searched)."""
   scorers = {k: m.scorer for k, m in models.items()}
   model_scores = {k: m.scores for k, m in models.items()}
 
   def fused_result(spec: specs_lib.SystemSpec) -> results_lib.SystemResult:
-    thresholds = fused_lib.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
+    thresholds = fusion.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
                                           quantile=config.threshold_quantile)
-    fused = fused_lib.score_system(spec.weights, scorers, model_scores, test_records, thresholds)
-    _save_fused(os.path.join(scores_dir, f"{spec.name}_fused.npz"), fused, test_records)
+    fused = fusion.score_system(spec.weights, scorers, model_scores, test_records, thresholds)
+    workdir_lib.write_fused(workdir, spec.name, fused, test_records)
     evaluation = official.evaluate_records(test_records, fused.scores, fused.decisions) if labelled else None
     return results_lib.SystemResult(spec, fused, evaluation)
 
@@ -185,13 +165,8 @@ def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_
   return results
 
 
-def _batch_size(model_dir_: str) -> int:
-  with open(store.records_path(os.path.join(model_dir_, store.ARRAYS))) as f:
-    return json.load(f)["batch_size"]
-
-
-def exported_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, str],
-                    models: dict[str, results_lib.ModelResult], needed: set[str]) -> list[detector_lib.ExportedModel]:
+def exported_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, models: dict[str, results_lib.ModelResult],
+                    needed: set[str]) -> list[export_lib.ExportedModel]:
   """The `needed` models as they were embedded: the same parameters (read by the same function as the
   embedding step) and the batch size the embeddings were made with."""
   out = []
@@ -201,20 +176,20 @@ def exported_models(specs: Sequence[specs_lib.ModelSpec], model_dirs: dict[str, 
     network = params = config = None
     num_classes = 1
     if spec.embedded:
-      d = model_dirs[spec.key]
+      d = workdir_lib.model_dir(workdir, spec.key)
       if spec.trained:
         trained = restore.trained_params(spec.config, d)
         if trained is None:
           raise ValueError(f"model {spec.key}: no training checkpoint in {d} to export")
         network, params, _ = trained
-        with open(os.path.join(d, "label_space.json")) as f:
+        with open(os.path.join(d, fine_tune.LABEL_SPACE)) as f:
           num_classes = len(json.load(f)["classes"])
       else:
         network, params, _ = restore.untrained_params(spec.config)
       config = spec.config.copy_and_resolve_references()
-      config.embed.batch_size = _batch_size(d)
+      config.embed.batch_size = workdir_lib.read_embedding_batch_size(workdir, spec.key)
       config.embed.autotune = False
-    out.append(detector_lib.ExportedModel(key=spec.key, name=spec.name, layers=spec.layers, sources=spec.sources,
+    out.append(export_lib.ExportedModel(key=spec.key, name=spec.name, layers=spec.layers, sources=spec.sources,
                                           all_layers=spec.all_layers, config=config, network=network, params=params,
                                           num_classes=num_classes, scorer=models[spec.key].scorer))
   return out
@@ -240,7 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:
   log = Progress(progress)
-  started, stage_s, t0 = run_info.utc_now(), {}, time.perf_counter()
+  started, stage_s, t0 = provenance.utc_now(), {}, time.perf_counter()
 
   def stage_done(name: str, since: float) -> float:
     now = time.perf_counter()
@@ -266,21 +241,20 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
                  for r in test_records)
 
   t = time.perf_counter()
-  model_dirs, actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
+  actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
   t = stage_done("train+embed", t)
-  scores_dir = os.path.join(workdir, "scores")
-  models = score_models(specs, model_dirs, records, scores_dir, log, labelled=labelled)
+  models = score_models(specs, workdir, records, log, labelled=labelled)
   t = stage_done("score", t)
-  results = fuse_systems(config, system_list, models, test_records, scores_dir, log, labelled=labelled)
+  results = fuse_systems(config, system_list, models, test_records, workdir, log, labelled=labelled)
   t = stage_done("fuse", t)
   for name, r in results.items():
     if r.fused is not None:
-      r.submission_dir = os.path.join(workdir, "submissions", name)
+      r.submission_dir = workdir_lib.submission_dir(workdir, name)
       eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
-  log("write", f"submission folders in {os.path.join(workdir, 'submissions')}: "
+  log("write", f"submission folders in {workdir_lib.path(workdir, workdir_lib.SUBMISSIONS)}: "
       f"{', '.join(n for n, r in results.items() if r.submission_dir)}")
   tables = results_lib.format_tables(models, results)
-  atomic.write_text(os.path.join(workdir, "tables.md"), tables + "\n")
+  workdir_lib.write_tables(workdir, tables)
 
   detector_dir = ""
   if config.export:
@@ -288,11 +262,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
     if system is None or system.fused is None:
       raise ValueError(f"config.system={config.system!r} is not a system of this run "
                        f"(have {sorted(n for n, r in results.items() if r.fused is not None)})")
-    detector_dir = os.path.join(workdir, "detector")
+    detector_dir = workdir_lib.path(workdir, workdir_lib.DETECTOR)
     log("export", f"detector of {config.system} -> {detector_dir}")
-    needed = detector_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
-    detector_lib.export(detector_dir, system=system.spec.name, weights=system.spec.weights,
-                        models=exported_models(specs, model_dirs, models, needed), thresholds=system.fused.thresholds,
+    needed = export_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
+    export_lib.export(detector_dir, system=system.spec.name, weights=system.spec.weights,
+                        models=exported_models(specs, workdir, models, needed), thresholds=system.fused.thresholds,
                         root=root, threshold_method=config.threshold_method,
                         threshold_quantile=config.threshold_quantile, note=system.spec.note)
     t = stage_done("export", t)
@@ -300,9 +274,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
   result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
                                       models=models, systems=results, actions=actions, tables=tables,
                                       detector_dir=detector_dir, stage_s=stage_s)
-  atomic.write_json(os.path.join(workdir, "results.json"), results_lib.summary(result, dataset=root,
-                                                                                labelled=labelled))
-  run_info.write(workdir, config=json.loads(config.to_json_best_effort()), started=started,
-                 wall_s=time.perf_counter() - t0, stage_s=stage_s)
-  log("done", f"tables in {os.path.join(workdir, 'tables.md')}, details in {os.path.join(workdir, 'results.json')}")
+  workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=labelled))
+  workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
+                               wall_s=time.perf_counter() - t0, stage_s=stage_s)
+  log("done", f"tables in {workdir_lib.path(workdir, workdir_lib.TABLES)}, details in "
+      f"{workdir_lib.path(workdir, workdir_lib.RESULTS)}")
   return result

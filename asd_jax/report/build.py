@@ -1,7 +1,8 @@
 """Writes the report of a pipeline workdir: `DIR/report/figures/*.png` and `DIR/report/index.html`.
 
-`write_report(workdir)` reads the workdir (`report.workdir`), draws per (machine, section) the ROC curves of
-every model and fused system (`report.roc`) and their score histograms (`report.histograms`), per model an
+`write_report(workdir)` collects what it shows from the workdir (`report.collect`), draws per (machine, section)
+the ROC curves of every model and fused system (`report.roc`) and their score histograms (`report.histograms`),
+per model an
 embedding map of all its sections (`report.embedding_map`; with `section_maps`, also one per model and section),
 per `metrics.jsonl` the training curves (`report.curves`),
 and assembles one self-contained page (`report.html`) with the pipeline's tables, the per-section metrics
@@ -25,16 +26,16 @@ from collections.abc import Callable
 import numpy as np
 
 from asd_jax import atomic
-from asd_jax import run_info as run_info_lib
+from asd_jax import provenance as provenance_lib
+from asd_jax.pipeline import workdir as workdir_lib
+from asd_jax.report import collect
 from asd_jax.report import curves
 from asd_jax.report import embedding_map
 from asd_jax.report import histograms
 from asd_jax.report import html
 from asd_jax.report import roc
 from asd_jax.report import style
-from asd_jax.report import workdir as workdir_lib
 
-REPORT_DIR = "report"
 FIGURES_DIR = "figures"
 _DOMAIN_NAMES = {0: "source", 1: "target"}
 # Recomputed metrics must equal results.json's: the same function on the same float64 scores. The tolerance
@@ -80,9 +81,9 @@ class _Figures:
     return html.Image(png=png, alt=alt, caption=caption, file=f"{FIGURES_DIR}/{name}.png")
 
 
-def _check_against_results(wd: workdir_lib.Workdir, key: str, kind: str, section: roc.RocSet,
+def _check_against_results(wd: collect.Collected, key: str, kind: str, section: roc.RocSet,
                            notes: list[str]) -> None:
-  entry = wd.results.get("models" if kind == workdir_lib.MODEL else "systems", {}).get(key, {})
+  entry = wd.results.get("models" if kind == collect.MODEL else "systems", {}).get(key, {})
   evaluation = entry.get("evaluation") or {}
   saved = next((s for s in evaluation.get("sections", []) if (s["machine"], s["section"])
                 == (section.section.machine, section.section.section)), None)
@@ -95,7 +96,7 @@ def _check_against_results(wd: workdir_lib.Workdir, key: str, kind: str, section
                    "(stale files?)")
 
 
-def _histogram_rows(wd: workdir_lib.Workdir, s: workdir_lib.SectionData) -> list[histograms.ScorerHistograms]:
+def _histogram_rows(wd: collect.Collected, s: collect.SectionData) -> list[histograms.ScorerHistograms]:
   known = s.test_domains >= 0
   domains = [d for d in (0, 1) if np.any(s.test_domains == d) or np.any(s.train_domains == d)] if known.all() \
       else [None]
@@ -112,7 +113,7 @@ def _histogram_rows(wd: workdir_lib.Workdir, s: workdir_lib.SectionData) -> list
   return rows
 
 
-def _metrics_tables(wd: workdir_lib.Workdir, values: dict[tuple[str, str, str], dict[str, float]]) -> str:
+def _metrics_tables(wd: collect.Collected, values: dict[tuple[str, str, str], dict[str, float]]) -> str:
   """One table per metric (AUC source, AUC target, pAUC): a row per model or system, a column per section."""
   sections = [(s.machine, s.section) for s in wd.sections if s.labelled]
   out = []
@@ -125,12 +126,12 @@ def _metrics_tables(wd: workdir_lib.Workdir, values: dict[tuple[str, str, str], 
   return "".join(out)
 
 
-def _run_section(wd: workdir_lib.Workdir) -> str:
-  info = wd.run_info
+def _provenance_section(wd: collect.Collected) -> str:
+  info = wd.provenance
   if info is None:
-    return ("<p class=note>This workdir has no run_info.json (written by the pipeline since the report exists): "
-            "the run's config, versions and wall time are unknown. The report was made with these versions:</p>"
-            + html.key_values(run_info_lib.package_versions()))
+    return (f"<p class=note>This workdir has no {workdir_lib.PROVENANCE} (written by the pipeline): the config, "
+            "versions and wall time of the invocation that wrote it are unknown. The report was made with these "
+            "versions:</p>" + html.key_values(provenance_lib.package_versions()))
   times = {"started (UTC)": info.get("started"), "finished (UTC)": info.get("finished"),
            "wall time (s)": f"{info.get('wall_s', 0.0):.1f}",
            **{f"  {k} (s)": f"{v:.1f}" for k, v in info.get("stage_s", {}).items()},
@@ -140,13 +141,13 @@ def _run_section(wd: workdir_lib.Workdir) -> str:
                  for key, a in actions.items()]
   return ("<h3>Wall time</h3>" + html.key_values(times)
           + "<p>Stages that reused a trained model or its embeddings say <em>cached</em>; their time is that of "
-          "this run only (each model's training log is under Training curves).</p>"
+          "this invocation only (each model's training log is under Training curves).</p>"
           + html.table(["model", "stages"], action_rows)
           + "<h3>Versions</h3>" + html.key_values(info.get("versions", {}))
           + "<h3>Config</h3>" + html.details("pipeline config (JSON)", html.preformatted(info.get("config", {}))))
 
 
-def _map_points(points: dict[tuple[str, str], workdir_lib.MapArrays]) -> embedding_map.MapPoints:
+def _map_points(points: dict[tuple[str, str], collect.MapArrays]) -> embedding_map.MapPoints:
   """The points of the given sections in one `MapPoints` (each point's section in `section`)."""
   arrays = list(points.values())
   cat = lambda name: np.concatenate([getattr(a, name) for a in arrays])  # noqa: E731
@@ -159,7 +160,7 @@ def _map_points(points: dict[tuple[str, str], workdir_lib.MapArrays]) -> embeddi
 class _MapJob:
   """One embedding map to draw: its model, where (title), figure name, the subsampled points, their total."""
 
-  model: workdir_lib.ScorerInfo
+  model: collect.ScorerInfo
   where: str
   name: str
   points: embedding_map.MapPoints
@@ -167,15 +168,15 @@ class _MapJob:
   section: tuple[str, str] | None  # None: the model's map of all sections
 
 
-def _map_jobs(wd: workdir_lib.Workdir, max_points: int, seed: int, section_maps: bool,
+def _map_jobs(wd: collect.Collected, max_points: int, seed: int, section_maps: bool,
               notes: list[str]) -> list[_MapJob]:
   """Per model with embeddings, its map of all sections (with `section_maps`, also one per section)."""
   jobs = []
   for model in wd.models:
-    if not workdir_lib.has_embeddings(wd, model.key):
+    if not collect.has_embeddings(wd, model.key):
       notes.append(f"{model.name}: no embeddings in the workdir; no embedding map")
       continue
-    points = workdir_lib.embedding_points(wd, model.key)
+    points = collect.embedding_points(wd, model.key)
     several = len(points) > 1
     chosen = [(None, "all sections" if several else "{} section {}".format(*next(iter(points))), points)]
     if section_maps and several:
@@ -230,8 +231,8 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
   """
   t0 = time.perf_counter()
   say = log or (lambda _: None)
-  wd = workdir_lib.read(path)
-  out_dir = os.path.abspath(out_dir or os.path.join(wd.path, REPORT_DIR))
+  wd = collect.read(path)
+  out_dir = os.path.abspath(out_dir or workdir_lib.path(wd.path, workdir_lib.REPORT))
   figures = _Figures(out_dir)
   notes = list(wd.notes)
   values: dict[tuple[str, str, str], dict[str, float]] = {}
@@ -262,7 +263,7 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
           values[(scorer.key, s.machine, s.section)] = {
               "auc_source": rs.section.auc_source, "auc_target": rs.section.auc_target, "pauc": rs.section.pauc}
           _check_against_results(wd, scorer.key, scorer.kind, rs, notes)
-          rows["models" if scorer.kind == workdir_lib.MODEL else "fused systems"].append(rs)
+          rows["models" if scorer.kind == collect.MODEL else "fused systems"].append(rs)
         blocks.append(html.figure(figures.add(
             roc.roc_figure(title, rows), _slug("roc", s.machine, s.section), f"ROC curves, {title}",
             "ROC curves of each model (top) and fused system (bottom). Legend values: AUC (source), AUC (target) "
@@ -278,18 +279,19 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
       section_blocks.append((s, blocks))
 
     curve_blocks = []
-    for run in wd.runs:
-      data = curves.series(run.rows)
+    for log in wd.logs:
+      data = curves.series(log.rows)
+      file = f"{log.name}/{workdir_lib.TRAINING_LOG}"
       if not data:
-        notes.append(f"{run.name}/metrics.jsonl: no numeric series with two or more rows")
+        notes.append(f"{file}: no numeric series with two or more rows")
         continue
-      name = wd.scorer(run.model_key).name if run.model_key else run.name
+      name = wd.scorer(log.model_key).name if log.model_key else log.name
       say(f"report  training curves {name}")
-      loss_label = "loss (cross-entropy, nats)" if run.kind == "fine-tuning" else "loss"
+      loss_label = "loss (cross-entropy, nats)" if log.kind == "fine-tuning" else "loss"
       curve_blocks.append(html.figure(figures.add(
-          curves.curves_figure(f"{name} ({run.name}/metrics.jsonl)", data, loss_label=loss_label),
-          _slug("curves", *run.name.split(os.sep)), f"training curves {name}",
-          f"Every numeric column of {run.name}/metrics.jsonl against the training step.")))
+          curves.curves_figure(f"{name} ({file})", data, loss_label=loss_label),
+          _slug("curves", *log.name.split(os.sep)), f"training curves {name}",
+          f"Every numeric column of {file} against the training step.")))
 
     maps: dict[tuple[str, str], list[str]] = {}
     model_maps: list[str] = []
@@ -326,7 +328,7 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
       ("maps", "Embedding maps", "".join(model_maps) or "<p>No embedding maps (no embeddings in the workdir, or "
        "--noembedding_maps).</p>"),
       ("training", "Training curves", "".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>"),
-      ("run", "Run: wall time, versions, config", _run_section(wd)),
+      ("provenance", "Provenance: wall time, versions, config", _provenance_section(wd)),
   ]
   page = html.page("asd_jax report", page_sections, intro=intro)
   index = os.path.join(out_dir, "index.html")

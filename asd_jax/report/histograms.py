@@ -4,13 +4,16 @@
 clips as outlined histograms (normal, anomalous, or unlabelled new recordings) with a tick per clip along the
 bottom (fewer than `MIN_HISTOGRAM` clips: taller ticks only), and the fitted threshold as a dashed line; clips
 right of it are flagged anomalous. `section_figure` puts one row per scorer and one column per domain (the
-report); `detect_figure` is one panel for the clips that `detect` scores, which have no labels.
+report); `detect_figure` is one panel for the clips that `detect` scores, which have no labels, and
+`write_detect_figures` writes one per section scored (what `detect --plot_dir` draws).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -170,3 +173,21 @@ def detect_figure(title: str, train_scores: np.ndarray, threshold: float, new_sc
     names += [f"{i + 1}: {name}" for i, name in enumerate(new_names)]
   ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   return fig
+
+
+def write_detect_figures(detector: Any, detections: Sequence[Any], out_dir: str) -> list[str]:
+  """Per (machine, section) of `detections` (`detector.Detection`s), a PNG of their scores against the section's
+  fused normal training scores and threshold, from `detector` (the loaded `detector.Detector` that scored them:
+  its stored training scores and thresholds are drawn, nothing is reloaded); returns the paths,
+  `out_dir/scores_<machine>_section_<ss>.png`."""
+  os.makedirs(out_dir, exist_ok=True)
+  by_section: dict[tuple[str, str], list] = {}
+  for d in detections:
+    by_section.setdefault((d.machine, d.section), []).append(d)
+  paths = []
+  for (machine, section), chosen in sorted(by_section.items()):
+    fig = detect_figure(f"{machine} section {section} ({detector.system})", detector.train_scores[(machine, section)],
+                        detector.thresholds[(machine, section)], np.array([d.score for d in chosen]),
+                        new_names=[os.path.basename(d.path) for d in chosen])
+    paths.append(style.save_png(fig, os.path.join(out_dir, f"scores_{machine}_section_{section}.png")))
+  return paths

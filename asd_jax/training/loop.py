@@ -1,4 +1,11 @@
-"""The host-side training loop: batches in, compiled steps, progress, metrics and checkpoints out.
+"""The host side of a training run: its workdir, the resume checks, and the loop (fine-tuning and pre-training).
+
+A run's workdir holds `checkpoints/` (`asd_jax.checkpoints.train_state`), `config.json` and `metrics.jsonl`
+(`train_log`). `checkpointer(...)` opens the checkpoints after the checks a resume needs, before any compute:
+`--noresume` refuses a workdir with checkpoints, and the latest checkpoint must have been written with the same
+settings (the run's fields; with `accept_changes`, `train_state.ADJUSTABLE_FIELDS` such as the learning rate
+may differ, and each accepted change is logged and recorded in the checkpoints' metadata). `train(...)` writes
+`config.json` and runs `fit`.
 
 `fit` owns everything that is not pure: it resumes from the latest checkpoint (state and input-iterator
 position), compiles the step once ahead of time (compile time is logged on its own), feeds sharded batches,
@@ -7,14 +14,17 @@ periodic checkpoints. Because the step is pure and its rng is folded with the st
 after any checkpoint and resumed gives the same parameters as one that never stopped. A resumed run first
 drops the rows of `metrics.jsonl` past the step it resumes from (written after that checkpoint by the run
 that was killed), so every step has one row. A step whose loss, gradients or new state are not finite
-(`train_step.FINITE`, computed inside the step) stops the run with `NonFiniteError` naming the step; that
-state is never saved.
+(`train_step.FINITE`, computed inside the step) stops the run with `NonFiniteError` naming the step and the
+last checkpoint, and saying how to go on; that state is never saved, so a divergence never replaces a finite
+checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import jax
@@ -23,11 +33,84 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
+from asd_jax import atomic
+from asd_jax.checkpoints import train_state
 from asd_jax.runtime import prefetch as prefetch_lib
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints as ckpt_lib
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
+
+
+CHECKPOINTS = "checkpoints"  # the run's Orbax checkpoints, below its workdir
+CONFIG = "config.json"  # the run's config as it was last run
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """`<workdir>/checkpoints`, absolute."""
+  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+
+
+def latest_step(workdir: str) -> int | None:
+  """The latest checkpoint step of the run in `workdir`, None without one."""
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    return None
+  ckpt = train_state.Checkpointer(checkpoint_dir(workdir))
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
+
+
+@contextlib.contextmanager
+def checkpointer(workdir: str, meta: dict[str, Any], fields: tuple[str, ...], *, keep: int, resume: bool = True,
+                 accept_changes: bool = False, refuse_empty: str = "") -> Iterator[train_state.Checkpointer]:
+  """The `Checkpointer` of the run in `workdir`, after the checks a resume needs (closed on exit).
+
+  With checkpoints there: refused unless `resume`, and their latest metadata must match `meta` in `fields`
+  (`train_state.check_same_run`); with `accept_changes` the adjustable differences are accepted, logged, and
+  recorded under `train_state.CHANGES_KEY` in `meta` (so the next checkpoints carry them). Without any,
+  `refuse_empty` (when set) is raised as FileNotFoundError (a run that only reads its checkpoints).
+  """
+  ckpt = train_state.Checkpointer(checkpoint_dir(workdir), keep=keep)
+  try:
+    latest = ckpt.latest_step()
+    if latest is not None:
+      if not resume:
+        raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {latest}); use a new "
+                              "--workdir or drop --noresume to continue it")
+      saved = ckpt.restore_meta()
+      changes = train_state.check_same_run(ckpt.directory, saved, meta, fields, accept_changes=accept_changes, hint=(
+          f"Resume with the saved settings ({os.path.join(workdir, CONFIG)}) or use a new --workdir."))
+      history = list(saved.get(train_state.CHANGES_KEY, []))
+      if changes:
+        for field, (before, after) in changes.items():
+          logging.warning("%s: continuing from step %d with %s=%r (was %r)", ckpt.directory, latest, field, after,
+                          before)
+        history.append({"step": latest, "fields": {f: list(v) for f, v in changes.items()}})
+      if history:
+        meta[train_state.CHANGES_KEY] = history
+    elif refuse_empty:
+      raise FileNotFoundError(f"{refuse_empty}: no checkpoint in {ckpt.directory}")
+    yield ckpt
+  finally:
+    ckpt.close()
+
+
+def write_config(workdir: str, config: Any) -> None:
+  """`<workdir>/config.json` (process 0, atomically): the settings the run was last run with."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    atomic.write_text(os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2))
+
+
+def train(setup: ts.TrainSetup, batches: CheckpointableIterator, *, workdir: str,
+          checkpointer: train_state.Checkpointer, **fit_options: Any) -> ts.TrainState:
+  """`fit` of `setup` with the run's `metrics.jsonl` open (written after `write_config`)."""
+  writer = train_log.MetricWriter(workdir)
+  try:
+    return fit(setup.state, setup.train_step(), batches, checkpointer=checkpointer, writer=writer, **fit_options)
+  finally:
+    writer.close()
 
 
 class NonFiniteError(ValueError):
@@ -45,7 +128,7 @@ class CheckpointableIterator(Protocol):
 
 
 def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableIterator, *, num_steps: int,
-        mesh: Mesh, rng: jax.Array, checkpointer: ckpt_lib.Checkpointer | None = None,
+        mesh: Mesh, rng: jax.Array, checkpointer: train_state.Checkpointer | None = None,
         checkpoint_every: int = 0, meta: dict[str, Any] | None = None,
         writer: train_log.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
         progress: bool = True, stop_after: int | None = None,
@@ -71,7 +154,7 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
   rng = shd.replicate(rng, mesh)
   batches = prefetch_lib.DevicePrefetcher(batches, lambda b: shd.put_batch(b, mesh), size=prefetch)
   if checkpointer is not None and checkpointer.latest_step() is not None:
-    abstract = ckpt_lib.abstract_like(state, shd.replicated(mesh))
+    abstract = train_state.abstract_like(state, shd.replicated(mesh))
     # The newest readable step: a damaged latest one is reported, moved aside, and the run resumes before it.
     state, iterator_state, _ = checkpointer.restore(abstract, fall_back=True)
     batches.set_state(iterator_state)
@@ -100,10 +183,13 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
     saved = checkpointer.latest_step() if checkpointer is not None else None
     where = f"the last checkpoint is step {saved} in {checkpointer.directory}" if saved is not None else (
         "no checkpoint was written")
+    go_on = (f"To continue from step {saved} with other settings (a lower config.optim.learning_rate, say), run "
+             "again with them and --accept_changes" if saved is not None else "To train again, lower "
+             "config.optim.learning_rate")
     return NonFiniteError(
         f"training diverged at step {step}: loss {metrics['loss']}, gradient norm {metrics.get('grad_norm')} "
-        f"(a non-finite loss, gradient or parameter); this state is not saved, {where}. Lower "
-        "config.optim.learning_rate or check the data and the initial checkpoint")
+        f"(a non-finite loss, gradient or parameter); nothing of this step is saved, {where}. {go_on}; or "
+        "start afresh in a new workdir. Check the data and the initial checkpoint too")
 
   bar = tqdm.tqdm(total=num_steps, initial=start, disable=not progress or jax.process_index() != 0,
                   unit="step", dynamic_ncols=True)

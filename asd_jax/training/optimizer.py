@@ -1,19 +1,24 @@
-"""The fine-tuning optimiser: warm-up + decay schedule, clipping and AdamW over the trainable partition.
+"""The trainable/frozen partition and the optimiser over it: warm-up + decay schedule, clipping, AdamW.
 
-`make_optimizer` returns an `optax.partition` with two labels: TRAINABLE leaves get
-clip-by-global-norm -> AdamW(schedule), FROZEN leaves get `set_to_zero` (no update, no optimiser state).
-Weight decay applies to matrices only (kernels and LoRA factors), not to biases and norm scales.
+Every leaf of a run's trainable tree is labelled TRAINABLE or FROZEN (fine-tuning: `asd_jax.finetuning.lora
+.trainable_labels`; pre-training: `asd_jax.pretraining.loss.trainable_labels`). `make_optimizer` returns an
+`optax.partition` over those labels: TRAINABLE leaves get clip-by-global-norm -> AdamW(schedule), FROZEN
+leaves get `set_to_zero` (no update, no optimiser state). Weight decay applies to matrices only (kernels and
+LoRA factors), not to biases and norm scales. `summary` / `format_summary` count total and trainable
+parameters per subtree (what `--dry_run` prints).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import flax.traverse_util as tu
 import jax
 import ml_collections
 import optax
 
-from asd_jax.training import lora
+TRAINABLE = "trainable"
+FROZEN = "frozen"
 
 
 def make_schedule(optim: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -39,7 +44,7 @@ def make_schedule(optim: ml_collections.ConfigDict, total_steps: int) -> optax.S
 
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
                    labels: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """`(tx, schedule)` for params whose leaves are labelled by `labels` (see `lora.trainable_labels`); `optim`
+  """`(tx, schedule)` for params whose leaves are labelled by `labels` (TRAINABLE / FROZEN); `optim`
   has every field of `configs/common.py`'s `optim`."""
   if optim.name != "adamw":
     raise ValueError(f"config.optim.name={optim.name!r}; only 'adamw' is implemented")
@@ -51,5 +56,33 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
   steps.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                            weight_decay=optim.weight_decay,
                            mask=decay_mask))
-  tx = optax.partition({lora.TRAINABLE: optax.chain(*steps), lora.FROZEN: optax.set_to_zero()}, labels)
+  tx = optax.partition({TRAINABLE: optax.chain(*steps), FROZEN: optax.set_to_zero()}, labels)
   return tx, schedule
+
+
+def summary(params: Any, labels: Any, extra: Any = None, depth: int = 2) -> list[tuple[str, int, int]]:
+  """`(subtree path, total, trainable)` parameter counts per subtree up to `depth` levels, plus "total".
+
+  `extra` (a loss' non-trainable state, e.g. the EMA teacher) is counted under "extra/<its keys>", never trained.
+  """
+  if extra:
+    params = {**params, "extra": extra}
+    labels = {**labels, "extra": jax.tree.map(lambda _: FROZEN, extra)}
+  rows: dict[str, list[int]] = {}
+  flat_l = tu.flatten_dict(labels)
+  for keys, leaf in tu.flatten_dict(params).items():
+    row = rows.setdefault("/".join(str(k) for k in keys[:depth + (keys[0] == "extra")]), [0, 0])
+    row[0] += int(leaf.size)
+    row[1] += int(leaf.size) if flat_l[keys] == TRAINABLE else 0
+  out = [(name, total, train) for name, (total, train) in sorted(rows.items())]
+  out.append(("total", sum(r[1] for r in out), sum(r[2] for r in out)))
+  return out
+
+
+def format_summary(params: Any, labels: Any, extra: Any = None, depth: int = 3) -> str:
+  """`summary` as a table of total and trainable parameter counts per subtree."""
+  rows = summary(params, labels, extra, depth)
+  width = max(len(name) for name, _, _ in rows)
+  lines = [f"{'subtree':<{width}}  {'total':>13}  {'trainable':>13}"]
+  lines += [f"{name:<{width}}  {total:>13,}  {train:>13,}" for name, total, train in rows]
+  return "\n".join(lines)

@@ -18,6 +18,8 @@ from absl import logging
 
 from asd_jax import atomic
 
+FILE = "metrics.jsonl"  # below the run's workdir
+
 
 def _plain(value: Any) -> Any:
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):
@@ -30,7 +32,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(os.fspath(workdir), "metrics.jsonl")
+    self.path = os.path.join(os.fspath(workdir), FILE)
     self._tb = None
     if self.enabled:
       os.makedirs(os.fspath(workdir), exist_ok=True)

@@ -88,3 +88,11 @@ def test_attribute_string_round_trip():
 def test_unparseable_names_raise_naming_the_file(name, supplemental):
   with pytest.raises(filenames.FileNameError, match=name.split(".")[0]):
     filenames.parse_name(name, supplemental=supplemental)
+
+
+@pytest.mark.parametrize("name,section", [
+    ("section_03_source_test_0000.wav", "03"), ("section_00_0000.wav", "00"), ("normal_id_02_00000000.wav", "02"),
+    ("id_06_00000001.wav", "06"), ("pump_section_01_take2.wav", "01"), ("hall_id_04.wav", "04"),
+    ("recording.wav", None), ("subsection_001.wav", None), ("section_1_x.wav", None)])
+def test_section_of_a_recording_name(name, section):
+  assert filenames.section_of(name) == section

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from asd_jax.audio import fbank as fb
+from asd_jax.checkpoints import converted
 from asd_jax.models import beats
-from asd_jax.models import checkpoint_io
 from weights_conversion import convert_beats
 
 ATOL = 1e-4
@@ -94,19 +94,19 @@ def test_conversion_refuses_missing_extra_and_misshaped(checkpoint):
   sd = dict(checkpoint["model"])
   missing = {k: v for k, v in sd.items() if k != "encoder.layers.1.self_attn.k_proj.bias"}
   # k_proj.bias cannot change the outputs (softmax removes it), so only the name check can catch it.
-  with pytest.raises(checkpoint_io.CheckpointError,
+  with pytest.raises(converted.CheckpointError,
                      match=r"missing 1 key\(s\): encoder.layers.1.self_attn.k_proj.bias"):
     beats.convert_state_dict(missing, config)
-  with pytest.raises(checkpoint_io.CheckpointError, match=r"unexpected 1 key\(s\): encoder.extra.weight"):
+  with pytest.raises(converted.CheckpointError, match=r"unexpected 1 key\(s\): encoder.extra.weight"):
     beats.convert_state_dict({**sd, "encoder.extra.weight": torch.zeros(3)}, config)
   reshaped = {**sd, "encoder.layers.0.fc1.weight": sd["encoder.layers.0.fc1.weight"].T}
-  with pytest.raises(checkpoint_io.CheckpointError,
+  with pytest.raises(converted.CheckpointError,
                      match=r"encoder.layers.0.fc1.weight: expected shape \(128, 64\), found \(64, 128\)"):
     beats.convert_state_dict(reshaped, config)
   key = "encoder.layers.1.self_attn.relative_attention_bias.weight"
-  with pytest.raises(checkpoint_io.CheckpointError, match="relative_attention_bias is shared"):
+  with pytest.raises(converted.CheckpointError, match="relative_attention_bias is shared"):
     beats.convert_state_dict({**sd, key: sd[key] + 1.0}, config)
-  with pytest.raises(checkpoint_io.CheckpointError, match="predictor.weight"):
+  with pytest.raises(converted.CheckpointError, match="predictor.weight"):
     beats.convert_state_dict(sd, dataclasses.replace(config, finetuned_model=True))
 
 
@@ -122,8 +122,8 @@ def test_full_size_layout_matches_released_model(fixtures):
   assert config == beats.BEATS_ITER3_PLUS
   assert beats.expected_state_dict_shapes(config) == {e["key"]: tuple(e["shape"]) for e in reference["keys"]}
   shapes = beats.param_shapes(config)  # eval_shape: nothing allocated
-  assert checkpoint_io.count_params(shapes) == reference["unique_parameter_count"] == 90_311_792
-  paths = checkpoint_io.flatten_params(shapes)
+  assert converted.count_params(shapes) == reference["unique_parameter_count"] == 90_311_792
+  paths = converted.flatten_params(shapes)
   for name in ("q_proj", "k_proj", "v_proj", "out_proj"):  # LoRA selects these by path
     assert paths[f"encoder/layers_11/self_attn/{name}/kernel"].shape == (768, 768)
   tables = [p for p in paths if "relative_attention_bias" in p]
@@ -183,8 +183,8 @@ def test_converter_cli_round_trip(tmp_path, fixtures, tiny, io):
   config, params = beats.load(tmp_path / "beats")
   assert config == tiny[0]
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, tiny[1])
-  with pytest.raises(checkpoint_io.CheckpointError, match="expected 'eat'|holds a 'beats' model"):
-    checkpoint_io.restore_converted(tmp_path / "beats", "eat")
+  with pytest.raises(converted.CheckpointError, match="expected 'eat'|holds a 'beats' model"):
+    converted.restore_converted(tmp_path / "beats", "eat")
 
 
 @pytest.mark.parametrize("changes", [dict(relative_position_embedding=False),

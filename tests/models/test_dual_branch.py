@@ -217,7 +217,7 @@ def test_real_tiny_encoders_from_waveforms():
   model = dual_branch.DualBranch(beats=beats.BEATs(beats_config), eat=eat.EAT(eat.EAT_TINY), eat_pool="cls")
   config = dual_branch.DualBranchLossConfig(num_classes=NUM_CLASSES, num_subclusters=NUM_SUBCLUSTERS)
   eat_fbank_config = fb.FbankConfig(**{**fb.EAT_FBANK.__dict__, "target_length": 32})
-  frontend = dual_branch.wav_frontend(fb.BEATS_FBANK, eat_fbank_config)
+  frontend = functools.partial(dual_branch.wav_fbanks, beats_config=fb.BEATS_FBANK, eat_config=eat_fbank_config)
   wav = 0.1 * jax.random.normal(jax.random.key(0), (4, 3200))  # 0.2 s at 16 kHz -> 18 BEATs frames
   beats_fbank, eat_fbank = frontend({"wav": wav})
   params, extra = dual_branch.init(jax.random.key(1), model, beats_fbank, eat_fbank, config)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from asd_jax.checkpoints import converted
 from asd_jax.models import eat
 from asd_jax.models.encoder_output import POOL_CLS, POOL_MEAN
 
@@ -130,7 +131,7 @@ def test_converter_cli_round_trip(fixtures, tiny, io, tmp_path):
   config, params = tiny
   summary = convert_eat.convert(str(fixtures / "eat_tiny.pt"), str(tmp_path / "eat_tiny"))
   assert "2 blocks, width 64, 4 heads" in summary and "6144 rows" in summary
-  assert f"{eat.count_parameters(params):,} parameters" in summary
+  assert f"{converted.count_params(params):,} parameters" in summary
   assert "14 decoder tensors" in summary and "_ema (EMA teacher)" in summary
   restored_config, restored = eat.load(tmp_path / "eat_tiny")
   assert restored_config == config
@@ -235,8 +236,8 @@ def test_released_layouts_and_parameter_counts(name, preset, fixtures):
   params = jax.eval_shape(eat.EAT(config).init, jax.random.key(0), fbank)["params"]
   counts = layout["counts"]
   assert params["positions"].shape == (config.max_positions, config.embed_dim)
-  assert eat.count_parameters(params) == counts["encoder_params_incl_positions"]
-  assert eat.count_parameters(params) - params["positions"].size == counts["encoder_params_excl_positions"]
+  assert converted.count_params(params) == counts["encoder_params_incl_positions"]
+  assert converted.count_params(params) - params["positions"].size == counts["encoder_params_excl_positions"]
 
 
 def test_sincos_table_matches_the_released_layout(tiny):

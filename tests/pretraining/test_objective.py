@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asd_jax.models import checkpoint_io
+from asd_jax.checkpoints import converted
 from asd_jax.models import eat
 from asd_jax.models import eat_decoder
 from asd_jax.pretraining import config as config_lib
@@ -297,16 +297,16 @@ def test_pretraining_loader_is_strict(fixtures, tmp_path):
                                 .transpose(2, 3, 1, 0))
   cfg, model = checkpoint["cfg"], dict(checkpoint["model"])
   broken = {k: v for k, v in model.items() if k != "_ema"}
-  with pytest.raises(checkpoint_io.CheckpointError, match="_ema"):
+  with pytest.raises(converted.CheckpointError, match="_ema"):
     objective.from_fairseq_state_dict(broken, cfg)
   extra = {**model, "_ema": {**model["_ema"], "blocks.9.norm1.weight": torch.zeros(64)}}
-  with pytest.raises(checkpoint_io.CheckpointError, match=r"unexpected 1 key.*blocks.9.norm1.weight"):
+  with pytest.raises(converted.CheckpointError, match=r"unexpected 1 key.*blocks.9.norm1.weight"):
     objective.from_fairseq_state_dict(extra, cfg)
   short = {k: v for k, v in model.items() if k != "modality_encoders.IMAGE.decoder.blocks.5.0.bias"}
-  with pytest.raises(checkpoint_io.CheckpointError, match="missing 1 key.*decoder.blocks.5.0.bias"):
+  with pytest.raises(converted.CheckpointError, match="missing 1 key.*decoder.blocks.5.0.bias"):
     objective.from_fairseq_state_dict(short, cfg)
   wrong = {**model, "modality_encoders.IMAGE.decoder.proj.weight": torch.zeros(64, 32)}
-  with pytest.raises(checkpoint_io.CheckpointError, match=r"decoder.proj.weight: expected shape \(64, 64\)"):
+  with pytest.raises(converted.CheckpointError, match=r"decoder.proj.weight: expected shape \(64, 64\)"):
     objective.from_fairseq_state_dict(wrong, cfg)
   # The plain encoder loader still reads the student alone and names what it skipped.
   _, params, ignored = eat.load_fairseq_checkpoint(fixtures / "eat_tiny.pt")

@@ -1,4 +1,4 @@
-"""`trainer.pretrain` end to end on synthetic wavs: kill and resume is bit-identical, other settings are refused,
+"""`pretrain.pretrain` end to end on synthetic wavs: kill and resume is bit-identical, other settings are refused,
 the exported student loads with `eat.load` and fine-tunes through configs/feat.py and configs/leat.py (slow), and
 a run can start from a released fairseq checkpoint (student, `_ema` teacher, decoder) or an encoder alone.
 
@@ -7,15 +7,19 @@ every piece is the real code path (corpus -> Grain -> fbank -> masks -> objectiv
 Orbax), sized to compile in seconds. conftest gives two CPU devices, so the step is data-parallel.
 """
 
+import re
+
 import jax
 import numpy as np
 import pytest
 
 from asd_jax import train
+from asd_jax.checkpoints import train_state
 from asd_jax.data import synth
 from asd_jax.models import eat
 from asd_jax.models import networks
-from asd_jax.pretraining import trainer
+from asd_jax.pretraining import pretrain
+from asd_jax.training import loop
 from asd_jax.training import train_log
 from configs import feat
 from configs import leat
@@ -59,7 +63,7 @@ def _config(root):
 
 
 def _pretrain(config, workdir, **kwargs):
-  return jax.device_get(trainer.pretrain(config, str(workdir), progress=False, **kwargs))
+  return jax.device_get(pretrain.pretrain(config, str(workdir), progress=False, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +95,64 @@ def test_killed_and_resumed_pretraining_equals_uninterrupted(dataset, straight, 
   np.testing.assert_allclose(row["masked_pct"], 1 - int(56 * 0.2) / 56, rtol=1e-6)
 
 
+def test_a_diverging_run_stops_at_its_first_non_finite_step_and_goes_on_from_the_last_good_checkpoint(
+    dataset, tmp_path):
+  """Issue 26.1: the one train step's finite flag stops pre-training at the first non-finite step, saves nothing of
+  it (so it never replaces a finite checkpoint), says how to go on, and a lower learning rate continues the last
+  good checkpoint (`accept_changes`) to a finite exported encoder."""
+  config = _config(dataset)
+  config.train.keep_checkpoints = 1  # a NaN checkpoint would be the only one left
+  _pretrain(config, tmp_path, stop_after=STOP + 1)  # steps 1-3 at the config's rate; a checkpoint at step 3
+  diverging = _config(dataset)
+  diverging.train.keep_checkpoints = 1
+  diverging.optim.learning_rate = 1e30  # positive, so allowed; the parameters overflow within two steps
+  with pytest.raises(ValueError, match=r"config.optim.learning_rate: saved 0.001, now 1e\+30\nEach of these may "
+                     r"change on a resume: run again with --accept_changes"):
+    _pretrain(diverging, tmp_path)
+  with pytest.raises(loop.NonFiniteError) as error:
+    _pretrain(diverging, tmp_path, accept_changes=True)
+  message = str(error.value)
+  step = int(re.match(r"training diverged at step (\d+): loss nan", message).group(1))
+  assert STOP + 1 < step <= STEPS
+  assert (f"nothing of this step is saved, the last checkpoint is step {STOP + 1} in {tmp_path / 'checkpoints'}. "
+          f"To continue from step {STOP + 1} with other settings (a lower config.optim.learning_rate, say), run again "
+          "with them and --accept_changes; or start afresh in a new workdir") in message
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [str(STOP + 1)]
+  assert not (tmp_path / pretrain.ENCODER_DIR).exists()  # no export of a diverged run
+  rows = train_log.read_jsonl(tmp_path / "metrics.jsonl")
+  assert rows[-1]["step"] == step and np.isnan(rows[-1]["loss"])  # the diverged step is logged, not saved
+
+  calmer = _config(dataset)
+  calmer.train.keep_checkpoints = 1
+  calmer.optim.learning_rate = 5e-4
+  resumed = _pretrain(calmer, tmp_path, accept_changes=True)
+  assert int(resumed.step) == STEPS
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves((resumed.params, resumed.extra)))
+  rows = [r for r in train_log.read_jsonl(tmp_path / "metrics.jsonl") if "loss" in r]
+  assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # the diverged rows are gone
+  # The new rate, by hand: 2 warm-up updates, then a cosine from 5e-4 to 0 over the other STEPS - 2.
+  by_hand = [5e-4 * 0.5 * (1 + np.cos(np.pi * (t - 2) / (STEPS - 2))) for t in range(STOP + 1, STEPS)]
+  # float32 in the step: 1 + cos is off by up to ~2 ulp of 1 (the atol), the products by a few ulp (the rtol).
+  np.testing.assert_allclose([r["learning_rate"] for r in rows[STOP + 1:]], by_hand, rtol=2**-21, atol=5e-4 * 2**-22)
+  ckpt = train_state.Checkpointer(tmp_path / "checkpoints")
+  try:
+    assert ckpt.restore_meta()[train_state.CHANGES_KEY] == [
+        {"step": STOP + 1, "fields": {"config.optim.learning_rate": [0.001, 0.0005]}}]
+  finally:
+    ckpt.close()
+  _, exported = eat.load(tmp_path / pretrain.ENCODER_DIR)
+  jax.tree.map(np.testing.assert_array_equal, exported, resumed.params["student"])
+  assert pretrain.is_complete(calmer, str(tmp_path))
+
+
 def test_exported_student_is_what_fine_tuning_configs_load(dataset, straight):
   workdir, state = straight
-  config, params = eat.load(workdir / trainer.ENCODER_DIR)
+  config, params = eat.load(workdir / pretrain.ENCODER_DIR)
   assert config.depth == 2 and config.embed_dim == 64
   jax.tree.map(np.testing.assert_array_equal, params, state.params["student"])
   for system in (feat, leat):
     c = system.get_config()
-    c.model.init_checkpoint = str(workdir / trainer.ENCODER_DIR)
+    c.model.init_checkpoint = str(workdir / pretrain.ENCODER_DIR)
     built = networks.build_network(c, num_classes=3)
     assert built.pretrained[0][0] == ("encoder",)
     jax.tree.map(np.testing.assert_array_equal, built.pretrained[0][2], params)
@@ -107,12 +161,12 @@ def test_exported_student_is_what_fine_tuning_configs_load(dataset, straight):
 @pytest.mark.slow  # two fine-tuning compilations: ~1 min on 2 idle cores
 def test_exported_student_fine_tunes_as_feat_and_leat(dataset, straight, tmp_path):
   workdir, _ = straight
-  _, params = eat.load(workdir / trainer.ENCODER_DIR)
+  _, params = eat.load(workdir / pretrain.ENCODER_DIR)
   for name, system in (("feat", feat), ("leat", leat)):
     c = system.get_config()
     c.data.root = dataset
     c.data.clip_seconds = 1.0
-    c.model.init_checkpoint = str(workdir / trainer.ENCODER_DIR)
+    c.model.init_checkpoint = str(workdir / pretrain.ENCODER_DIR)
     c.model.dtype = "float32"
     c.train.epochs = 1
     c.train.batch_size = 16  # one step
@@ -134,7 +188,8 @@ def test_continues_from_a_release_or_an_encoder(dataset, straight, fixtures):
   config = _config(dataset)
   config.decoder.decoder_layers = 6  # eat_tiny.pt's decoder
   config.model.init_checkpoint = str(fixtures / "eat_tiny.pt")
-  settings, state, _, _, source = trainer.build(config, jax.random.key(0))
+  settings, setup, source = pretrain.build(config, jax.random.key(0))
+  state = setup.state
   loaded = eat.load_fairseq_pretraining(fixtures / "eat_tiny.pt")
   assert source.endswith("eat_tiny.pt") and settings.encoder == loaded.config
   for mine, theirs in ((state.params["student"], loaded.student), (state.extra["teacher"], loaded.teacher),
@@ -142,11 +197,11 @@ def test_continues_from_a_release_or_an_encoder(dataset, straight, fixtures):
     jax.tree.map(np.testing.assert_array_equal, mine, theirs)
   config.decoder.decoder_layers = 3
   with pytest.raises(ValueError, match="differs from config.decoder"):
-    trainer.build(config, jax.random.key(0))
+    pretrain.build(config, jax.random.key(0))
   # An encoder alone (here the exported one): the teacher starts as the student, the decoder is new.
-  config.model.init_checkpoint = str(straight[0] / trainer.ENCODER_DIR)
+  config.model.init_checkpoint = str(straight[0] / pretrain.ENCODER_DIR)
   config.decoder.decoder_layers = 2
-  _, state, _, _, _ = trainer.build(config, jax.random.key(0))
+  state = pretrain.build(config, jax.random.key(0))[1].state
   jax.tree.map(np.testing.assert_array_equal, state.extra["teacher"], state.params["student"])
   jax.tree.map(np.testing.assert_array_equal, state.params["student"], straight[1].params["student"])
 
@@ -166,10 +221,10 @@ def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, 
   lines = []
   log = lambda stage, message: lines.append((stage, message))  # noqa: E731
   resolved = stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
-  encoder = tmp_path / "pretrain" / trainer.ENCODER_DIR
+  encoder = tmp_path / "pretrain" / pretrain.ENCODER_DIR
   assert resolved.init.eat == str(encoder) and pipeline.init.eat == ""  # the caller's config is not changed
   _, params = eat.load(encoder)
-  _, straight_params = eat.load(straight[0] / trainer.ENCODER_DIR)  # source named "dcase0" there: same clips
+  _, straight_params = eat.load(straight[0] / pretrain.ENCODER_DIR)  # source named "dcase0" there: same clips
   jax.tree.map(np.testing.assert_array_equal, params, straight_params)
   assert lines[-1][1].startswith("ran")
   assert stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False).init.eat == str(encoder)

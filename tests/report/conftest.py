@@ -59,7 +59,7 @@ def _build_run(base: pathlib.Path):
   config.model_keys = "fbeats,fusion"
   config.pretrain = None  # the demo's pre-training stage is tested in tests/pretraining
   config.models.fusion.sources = "fbeats"
-  t = config.models.fbeats.train
+  t = config.models.fbeats.fine_tune
   t.train.epochs = 1
   t.train.batch_size = 4
   t.train.log_every = 1  # a few rows in metrics.jsonl, so there are curves

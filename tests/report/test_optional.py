@@ -7,7 +7,7 @@ import sys
 WITHOUT_MATPLOTLIB = """
 import runpy, sys
 sys.modules["matplotlib"] = None  # any `import matplotlib` now raises ImportError
-import asd_jax.report.workdir
+import asd_jax.report.collect
 print("loaded with the workdir reader:", sorted(m for m in ("jax", "matplotlib") if sys.modules.get(m)))
 import asd_jax.pipeline, asd_jax.detect, asd_jax.report
 sys.argv = ["asd_jax.report", "--workdir=/nonexistent"]

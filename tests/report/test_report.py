@@ -10,10 +10,11 @@ import os
 import numpy as np
 import pytest
 
-from asd_jax.evaluation import metrics
-from asd_jax.report import workdir as workdir_lib
 from asd_jax.data import records as records_lib
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.evaluation import metrics
+from asd_jax.report import collect
+from asd_jax.report import histograms
+from asd_jax.scoring import fusion
 from asd_jax.scoring import threshold
 
 
@@ -92,7 +93,7 @@ def test_the_aucs_in_the_page_are_the_metrics_modules(report_run):
 
 def test_the_reader_rebuilds_the_systems_thresholds_and_training_scores(report_run):
   config, workdir, result, _ = report_run
-  wd = workdir_lib.read(str(workdir))
+  wd = collect.read(str(workdir))
   assert [s.key for s in wd.models] == ["fbeats", "fusion"]
   assert [s.key for s in wd.systems] == [n for n, s in result.systems.items() if s.fused is not None]
   assert not wd.notes
@@ -104,13 +105,13 @@ def test_the_reader_rebuilds_the_systems_thresholds_and_training_scores(report_r
       assert threshold.fit_threshold(s.train_scores[name], method=config.threshold_method,
                                      quantile=config.threshold_quantile) == s.thresholds[name]
     assert s.labelled and set(np.unique(s.train_domains)) == {0, 1}
-  assert [r.model_key for r in wd.runs] == ["fbeats"] and wd.runs[0].kind == "fine-tuning"
+  assert [r.model_key for r in wd.logs] == ["fbeats"] and wd.logs[0].kind == "fine-tuning"
 
 
 def test_embedding_points_are_the_scorers_bank_and_test_vectors(report_run):
   _, workdir, result, _ = report_run
-  wd = workdir_lib.read(str(workdir))
-  points = workdir_lib.embedding_points(wd, "fbeats")
+  wd = collect.read(str(workdir))
+  points = collect.embedding_points(wd, "fbeats")
   scorer = result.models["fbeats"].scorer
   groups, labels, _ = _sections(result)
   for key, p in points.items():
@@ -137,9 +138,9 @@ def test_section_maps_add_one_map_per_model_and_section(report_run, tmp_path, ch
     check_png(open(p, "rb").read(), p)
 
 
-def test_run_info_holds_config_versions_and_wall_time(report_run):
+def test_provenance_holds_config_versions_and_wall_time(report_run):
   config, workdir, _, _ = report_run
-  info = json.loads((workdir / "run_info.json").read_text())
+  info = json.loads((workdir / "provenance.json").read_text())
   assert info["config"]["model_keys"] == "fbeats,fusion"
   assert info["versions"]["jax"] and info["versions"]["numpy"] == np.__version__
   assert info["wall_s"] >= sum(info["stage_s"].values()) > 0
@@ -156,18 +157,17 @@ def test_a_folder_that_is_not_a_workdir_is_one_error_line(tmp_path, run_module):
 
 def test_missing_workdir_files_are_named(tmp_path, report_run):
   _, workdir, _, _ = report_run
-  with pytest.raises(workdir_lib.WorkdirError, match="results.json: missing"):
-    workdir_lib.read(str(tmp_path))
+  with pytest.raises(collect.WorkdirError, match="results.json: missing"):
+    collect.read(str(tmp_path))
   os.makedirs(tmp_path / "scores")
   for name in ("results.json", "tables.md"):
     (tmp_path / name).write_bytes((workdir / name).read_bytes())
-  with pytest.raises(workdir_lib.WorkdirError, match="fbeats_test.npz: missing"):
-    workdir_lib.read(str(tmp_path))
+  with pytest.raises(collect.WorkdirError, match="fbeats_test.npz: missing"):
+    collect.read(str(tmp_path))
 
 
 def test_detect_histograms_show_the_systems_training_scores_and_threshold(report_run, tmp_path, check_png):
-  from asd_jax import detect
-  from asd_jax import detector as detector_lib
+  from asd_jax.detector import detector as detector_lib
 
   config, _, result, _ = report_run
   system = detector_lib.Detector(result.detector_dir)  # loads the scorers; the encoders only when embedding
@@ -175,13 +175,13 @@ def test_detect_histograms_show_the_systems_training_scores_and_threshold(report
   detections = [detector_lib.Detection(path=r.path, machine=r.machine, section=r.section, score=float(score),
                                        decision=int(d), threshold=0.0, nearest_train_clip="", model_scores={})
                 for r, score, d in zip(result.test_records, fused.scores, fused.decisions)][::7]
-  paths = detect.write_histograms(system, detections, str(tmp_path / "plots"))
+  paths = histograms.write_detect_figures(system, detections, str(tmp_path / "plots"))
   assert [os.path.basename(p) for p in paths] == ["scores_fan_section_00.png", "scores_valve_section_00.png"]
   for p in paths:
     check_png(open(p, "rb").read(), p)
   for key, state in result.models["fbeats"].scorer.sections.items():
     # What the histogram draws as the section's normal training scores is what its threshold was fitted on.
-    train = fused_lib.fused_train_scores(system.weights, system.scorers)[key]
+    train = fusion.fused_train_scores(system.weights, system.scorers)[key]
     # The same weighted sum written out (float64 sums of a few terms of order 1: equal up to rounding).
     by_hand = sum(w * result.models[k].scorer.sections[key].train_scores for k, w in system.weights.items() if w)
     np.testing.assert_allclose(train, by_hand, rtol=1e-12, atol=1e-12)
@@ -195,7 +195,7 @@ def test_detect_cli_plot_dir_writes_a_histogram_per_section(report_run, tmp_path
   chosen = [r for r in result.test_records if r.machine == "fan"][:2] + \
       [r for r in result.test_records if r.machine == "valve"][:1]
   plots = tmp_path / "plots"
-  proc = run_module("asd_jax.detect", f"--system={result.detector_dir}", f"--plot_dir={plots}",
+  proc = run_module("asd_jax.detect", f"--detector={result.detector_dir}", f"--plot_dir={plots}",
                     *[r.path for r in chosen])
   assert proc.returncode == 0, proc.stderr
   names = sorted(p.name for p in plots.iterdir())

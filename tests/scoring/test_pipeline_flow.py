@@ -5,7 +5,6 @@ import pytest
 
 from asd_jax.data.records import ClipRecord
 from asd_jax.evaluation import files, official
-from asd_jax.scoring import fused as fused_lib
 from asd_jax.scoring import fusion, scorer as scorer_lib, threshold
 from configs import systems
 
@@ -35,8 +34,8 @@ def test_fit_score_fuse_threshold_evaluate_submit(tmp_path):
   scorers = {"first": scorer_lib.fit(train_emb, train_recs, {"layers": [0]}),
              "second": scorer_lib.fit(train_emb, train_recs, {"layers": [1], "k": 2})}
   weights = {"first": 0.5, "second": 0.5}
-  models = fused_lib.score_models(scorers, {"first": test_emb, "second": test_emb}, test_recs)
-  system = fused_lib.score_system(weights, scorers, models, test_recs, fused_lib.fit_thresholds(weights, scorers))
+  models = fusion.score_models(scorers, {"first": test_emb, "second": test_emb}, test_recs)
+  system = fusion.score_system(weights, scorers, models, test_recs, fusion.fit_thresholds(weights, scorers))
   fused, decisions = system.scores, system.decisions
   test_scores = [models[k].scores.normalized for k in weights]
   result = official.evaluate_records(test_recs, fused, decisions)

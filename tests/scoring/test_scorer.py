@@ -152,7 +152,7 @@ def test_errors_name_the_problem():
 
 
 def test_scoring_and_evaluation_never_import_jax():
-  code = ("import sys, asd_jax.scoring.scorer, asd_jax.scoring.fused, asd_jax.scoring.fusion, asd_jax.evaluate, "
+  code = ("import sys, asd_jax.scoring.scorer, asd_jax.scoring.fusion, asd_jax.evaluate, "
           "asd_jax.evaluation.official; "
           "assert not any(m == 'jax' or m.startswith('jax.') for m in sys.modules), 'jax imported'")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))

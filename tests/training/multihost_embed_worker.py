@@ -8,6 +8,7 @@ as the ordered pipeline would hand them over, and saves what `extract.embed_batc
 `OUT_DIR/process_<id>.npz`. The shards are 5 and 4 clips, so process 1 runs out one step early.
 """
 
+import functools
 import importlib.util
 import os
 import pathlib
@@ -45,7 +46,8 @@ def main(process_id: int, port: str, out_dir: str) -> None:
   local = GLOBAL_BATCH // 2
   batches = [{"wav": wav[shard[i:i + local]], "index": shard[i:i + local]} for i in range(0, len(shard), local)]
   # One clip at a time per device, as `python -m asd_jax.embed` runs on CPU (shard_map across the processes).
-  forward = extract.make_forward(networks.classifier_outputs(model), mesh, all_layers=True, microbatch=1)
+  outputs = functools.partial(networks.classifier_outputs, model)
+  forward = extract.make_forward(outputs, mesh, all_layers=True, microbatch=1)
   out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=GLOBAL_BATCH, mesh=mesh,
                             num_clips=NUM_CLIPS, progress=False)
   np.savez(pathlib.Path(out_dir) / f"process_{process_id}.npz", **out)

@@ -4,6 +4,7 @@ Fast tests use two tiny attention encoders (conftest) as the BEATs and EAT branc
 real tiny BEATs + EAT of configs/demo_dual.py, and the CLIs end to end on a small synthetic dataset.
 """
 
+import functools
 import json
 
 import flax.traverse_util as tu
@@ -12,14 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from asd_jax.checkpoints import train_state
 from asd_jax.embedding import extract
+from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import lora
 from asd_jax.models import dual_branch
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints
-from asd_jax.training import experiment
 from asd_jax.training import loop
-from asd_jax.training import lora
+from asd_jax.training import optimizer
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
 from configs import demo_dual
@@ -43,8 +45,8 @@ def _tiny_model(tiny_encoder):
 
 
 def _tiny_network(tiny_encoder, frontend, config):
-  return networks.dual_network(config, _tiny_model(tiny_encoder), networks.dual_loss_config(config, NUM_CLASSES),
-                                lambda inputs: (frontend(inputs["wav"]), frontend(inputs["wav"])))
+  return networks.dual_network_of(config, _tiny_model(tiny_encoder), networks.dual_loss_config(config, NUM_CLASSES),
+                                  functools.partial(networks.dual_frontend, (frontend, frontend)))
 
 
 def _batch(size=8, seed=0):
@@ -71,7 +73,7 @@ def tiny(tiny_encoder, frontend):
   even a tiny model's init and step takes seconds, and jit reuses compilations of the same step function."""
   config = _config()
   network = _tiny_network(tiny_encoder, frontend, config)
-  run = experiment.create_run(config, network, jax.random.key(0), total_steps=10)
+  run = fine_tune.setup(config, network, jax.random.key(0), total_steps=10)
   return network, run, run.train_step()
 
 
@@ -106,7 +108,7 @@ def _assert_only_trainable_moved(initial, final, labels):
   moved_lora = set()
   for keys, label in flat_labels.items():
     same = np.array_equal(np.asarray(before[keys]).view(np.uint32), np.asarray(after[keys]).view(np.uint32))
-    if label == lora.FROZEN:
+    if label == optimizer.FROZEN:
       assert keys[:2] == ("model", "encoder") and same, keys
     else:
       assert keys[0] == "lora" or keys[:3] == ("model", "head", "featex_centres"), keys
@@ -124,7 +126,7 @@ def test_dual_lora_steps_move_only_factors_featex_centres_and_scales(tiny_runs):
   _assert_only_trainable_moved(run.state, one, run.labels)
   # Optimiser moments exist for trainable leaves only (mu and nu, plus two step counters).
   trainable = sum(x.size for x, l in zip(jax.tree.leaves(run.state.params), jax.tree.leaves(run.labels))
-                  if l == lora.TRAINABLE)
+                  if l == optimizer.TRAINABLE)
   assert sum(x.size for x in jax.tree.leaves(one.opt_state)) == 2 * trainable + 2
 
 
@@ -132,7 +134,7 @@ def _fit(tiny, workdir, array_batches, stop_after=None):
   """Trains the tiny dual run with the real loop and checkpoints; new checkpointer, writer and iterator."""
   network, run, train_step = tiny
   data = _batch(size=16, seed=1)
-  ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
+  ckpt = train_state.Checkpointer(workdir / "checkpoints", keep=2)
   writer = train_log.MetricWriter(workdir)
   state = loop.fit(jax.tree.map(jnp.copy, run.state), train_step, array_batches(data["wav"], data["label"], 8),
                    num_steps=6, mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,
@@ -186,7 +188,7 @@ def test_real_tiny_encoders_dual_lora_steps():
   only LoRA factors of both encoders, the featex centres and the scales change."""
   config = demo_dual.get_config()
   config.data.clip_seconds = 0.5
-  run = experiment.create_run(config, networks.build_network(config, NUM_CLASSES), jax.random.key(0),
+  run = fine_tune.setup(config, networks.build_network(config, NUM_CLASSES), jax.random.key(0),
                               total_steps=10)
   train_step = run.train_step()
   wav = np.random.default_rng(0).normal(scale=0.1, size=(4, networks.clip_samples(config))).astype(np.float32)
@@ -203,7 +205,6 @@ def test_real_tiny_encoders_dual_lora_steps():
 @pytest.mark.slow  # ~2 min on 2 busy cores: the real CLIs' train + embed on a small synthetic set
 def test_train_and_embed_entry_points_end_to_end(tmp_path):
   from asd_jax.data import synth
-  from asd_jax.training import fine_tune
 
   summary = synth.generate(tmp_path / "data", scale=0.01, seed=0, machines=["ToyCar", "fan"], duration=1.0)
   config = demo_dual.get_config()
@@ -220,9 +221,9 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
   again = fine_tune.train(config, str(workdir), progress=False)  # resumes at the end: nothing left to do
   assert int(again.step) == int(state.step)
 
-  from asd_jax.embedding import workdir as embedding_workdir
+  from asd_jax.embedding import embed
 
-  out = embedding_workdir.embed(config, str(workdir), progress=False)
+  out = embed.embed(config, str(workdir), progress=False)
   with np.load(out) as npz:
     shapes = {k: v.shape for k, v in npz.items()}
   n = len(summary["records"])
@@ -234,7 +235,7 @@ def test_train_and_embed_entry_points_end_to_end(tmp_path):
 
 @pytest.mark.slow  # ~20 s on 2 busy cores: loading both checkpoints, compiling init and forward
 def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixtures):
-  """Both branches load from the released-format fixtures through the registry into their own subtrees; with
+  """Both branches load from the released-format fixtures through `networks.ENCODERS` into their own subtrees; with
   LoRA's B = 0 the merged model is the pretrained one, and each branch's pooled layers match the upstream
   PyTorch outputs stored in the fixtures."""
   from asd_jax.models import beats, eat
@@ -243,7 +244,7 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   config.model.beats_checkpoint = str(fixtures / "beats_tiny.pt")
   config.model.eat_checkpoint = str(fixtures / "eat_tiny.pt")
   network = networks.build_network(config, NUM_CLASSES)
-  tree, _ = experiment.init_trainable(config, network, jax.random.key(0))
+  tree, _ = fine_tune.init_trainable(config, network, jax.random.key(0))
   for name, load in (("beats", beats.load), ("eat", eat.load)):
     jax.tree.map(np.testing.assert_array_equal, tree["model"]["encoder"][name], load(fixtures / f"{name}_tiny.pt")[1])
   params = lora.merge_lora(tree, alpha=config.lora.alpha)

@@ -1,5 +1,6 @@
 """Batched, padded, sharded embedding extraction equals the model applied clip by clip."""
 
+import functools
 import os
 import pathlib
 import socket
@@ -26,7 +27,7 @@ def test_embed_batches_matches_per_clip_forward(tiny_encoder, frontend):
   batches[-1] = {"wav": np.concatenate([batches[-1]["wav"], np.zeros((1, 1024), np.float32)]),
                  "index": np.append(batches[-1]["index"], 0), "valid": np.array([True, True, True, False])}
   mesh = shd.data_mesh()
-  forward = extract.make_forward(networks.classifier_outputs(model), mesh, all_layers=True)
+  forward = extract.make_forward(functools.partial(networks.classifier_outputs, model), mesh, all_layers=True)
   out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=4, mesh=mesh, num_clips=7,
                             progress=False)
   assert out["embedding"].shape == (7, 16) and out["layer_embeddings"].shape == (7, 2, 16)
@@ -43,8 +44,9 @@ def test_embed_batches_reports_skipped_clips(tiny_encoder, frontend):
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
   with pytest.raises(ValueError, match="1 of 3 clips got no embedding"):
-    extract.embed_batches(extract.make_forward(networks.classifier_outputs(model), mesh, False), params,
-                        [{"wav": wav, "index": np.array([0, 1])}], batch_size=2, mesh=mesh, num_clips=3, progress=False)
+    forward = extract.make_forward(functools.partial(networks.classifier_outputs, model), mesh, False)
+    extract.embed_batches(forward, params, [{"wav": wav, "index": np.array([0, 1])}], batch_size=2, mesh=mesh,
+                          num_clips=3, progress=False)
 
 
 @pytest.mark.slow  # ~25 s on 2 busy cores: two fresh JAX processes joining a job over gloo

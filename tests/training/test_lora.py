@@ -1,5 +1,7 @@
 """LoRA partition: factor shapes, merge equals the unmerged two-branch model, frozen weights untouched."""
 
+import functools
+
 import flax.linen as nn
 import flax.traverse_util as tu
 import jax
@@ -7,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from asd_jax.checkpoints import converted
+from asd_jax.finetuning import lora
 from asd_jax.models import classifier
-from asd_jax.training import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common
@@ -74,7 +77,8 @@ def test_lora_training_changes_only_factors_and_head(tiny_encoder, frontend):
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
   state = ts.create_state(tree, tx)
-  step = jax.jit(ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=ALPHA), tx, labels))
+  loss = lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=ALPHA)
+  step = jax.jit(ts.make_train_step(loss, tx, labels))
   batch = {"wav": wav, "label": jnp.array([0, 1, 2, 0])}
   new = state
   for i in range(3):
@@ -85,7 +89,7 @@ def test_lora_training_changes_only_factors_and_head(tiny_encoder, frontend):
   flat_labels = tu.flatten_dict(labels)
   for keys in before:
     same = np.array_equal(np.asarray(before[keys]).view(np.uint32), np.asarray(after[keys]).view(np.uint32))
-    if flat_labels[keys] == lora.FROZEN:
+    if flat_labels[keys] == optimizer.FROZEN:
       assert keys[1] == "encoder" and same, keys
     else:
       assert keys[0] == "lora" or keys[1] == "head", keys
@@ -93,7 +97,7 @@ def test_lora_training_changes_only_factors_and_head(tiny_encoder, frontend):
 
   # The optimiser state holds moments for trainable leaves only.
   state_leaves = sum(x.size for x in jax.tree.leaves(new.opt_state))
-  trainable = sum(before[k].size for k in before if flat_labels[k] == lora.TRAINABLE)
+  trainable = sum(before[k].size for k in before if flat_labels[k] == optimizer.TRAINABLE)
   assert state_leaves == 2 * trainable + 2  # mu and nu per trainable scalar, plus two step counters
 
 
@@ -101,12 +105,12 @@ def test_summary_counts(tiny_encoder, frontend):
   _, params, _ = _model_and_params(tiny_encoder, frontend)
   tree = {"model": params, "lora": lora.init_lora(params, jax.random.key(2), rank=RANK)}
   rows = {name: (total, train) for name, total, train in
-          lora.summary(tree, lora.trainable_labels(tree, train_encoder=False))}
+          optimizer.summary(tree, lora.trainable_labels(tree, train_encoder=False))}
   dim = 16
   assert rows["lora/encoder"] == (2 * 3 * 2 * dim * RANK,) * 2
   assert rows["model/head"] == (dim * 3, dim * 3)
   assert rows["model/encoder"][1] == 0
   assert rows["total"][1] == 2 * 3 * 2 * dim * RANK + dim * 3
-  full = dict((n, (t, tr)) for n, t, tr in lora.summary({"model": params},
+  full = dict((n, (t, tr)) for n, t, tr in optimizer.summary({"model": params},
                                                         lora.trainable_labels({"model": params}, train_encoder=True)))
-  assert full["total"][0] == full["total"][1] == lora.count_params(params)
+  assert full["total"][0] == full["total"][1] == converted.count_params(params)

@@ -1,14 +1,16 @@
 """Fast-path config switches: wired into the built encoders, and donation / one compilation change nothing."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 
 from asd_jax.embedding import extract
+from asd_jax.finetuning import lora
 from asd_jax.models import classifier
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common
@@ -18,9 +20,10 @@ from configs import common
 @pytest.mark.parametrize("attention,remat", [("fused", True), ("reference", False)])
 def test_config_switches_reach_the_encoder(encoder, attention, remat):
   config = common.get_config()
-  config.model.encoder, config.model.preset = encoder, "tiny"
+  config.model.network, config.model.preset = encoder, "tiny"
   config.model.attention, config.model.remat = attention, remat
-  model = networks.build_classifier(config.model, networks.architecture(config.model)[0], num_classes=2)
+  model = networks.build_classifier(
+      config.model, networks.encoder_architecture(encoder, config.model.preset)[0], num_classes=2)
   assert model.encoder.fused_attention == (attention == "fused") and model.encoder.remat == remat
 
 
@@ -45,7 +48,8 @@ def test_donated_step_gives_the_same_state(tiny_encoder, frontend):
   optim = common.get_config().optim
   optim.update(dict(learning_rate=1e-3, warmup_steps=1, schedule="constant", weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
-  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=1.0), tx, labels)
+  loss = lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=1.0)
+  step = ts.make_train_step(loss, tx, labels)
   mesh = shd.data_mesh()
   results = []
   for donate in (False, True):
@@ -77,7 +81,8 @@ def test_embedding_compiles_once_with_a_short_last_batch(tiny_encoder, frontend,
   wav = np.random.default_rng(0).normal(size=(5, 1024)).astype(np.float32)
   params = model.init(jax.random.key(1), wav[:1])["params"]
   mesh = shd.data_mesh()
-  forward = CountingForward(extract.make_forward(networks.classifier_outputs(model), mesh, all_layers=False))
+  outputs = functools.partial(networks.classifier_outputs, model)
+  forward = CountingForward(extract.make_forward(outputs, mesh, all_layers=False))
   batches = [{"wav": wav[:2], "index": np.arange(2)}, {"wav": wav[2:4], "index": np.arange(2, 4)},
              {"wav": wav[4:], "index": np.array([4])}]
   out = extract.embed_batches(forward, shd.replicate(params, mesh), batches, batch_size=2, mesh=mesh, num_clips=5,

@@ -7,9 +7,9 @@ import pytest
 
 from asd_jax.models import networks
 
+from asd_jax.finetuning import fine_tune
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import experiment
-from asd_jax.training import lora
+from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import demo
 
@@ -18,9 +18,9 @@ from configs import demo
 @pytest.mark.parametrize("encoder", ["beats", "eat"])
 def test_lora_steps_on_tiny_encoder(encoder):
   config = demo.get_config()
-  config.model.encoder = encoder
+  config.model.network = encoder
   config.data.clip_seconds = 1.0
-  run = experiment.create_run(config, networks.build_network(config, num_classes=3), jax.random.key(0),
+  run = fine_tune.setup(config, networks.build_network(config, num_classes=3), jax.random.key(0),
                               total_steps=10)
   labels = run.labels
   mesh = shd.data_mesh()
@@ -35,4 +35,4 @@ def test_lora_steps_on_tiny_encoder(encoder):
   before, after = tu.flatten_dict(jax.device_get(state.params)), tu.flatten_dict(jax.device_get(new.params))
   for keys, label in tu.flatten_dict(labels).items():
     changed = not np.array_equal(before[keys], after[keys])
-    assert changed == (label == lora.TRAINABLE), keys
+    assert changed == (label == optimizer.TRAINABLE), keys

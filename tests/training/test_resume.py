@@ -1,14 +1,16 @@
 """A run killed after a checkpoint and resumed by fresh objects ends bit-identical to an uninterrupted run."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 
+from asd_jax.checkpoints import train_state
+from asd_jax.finetuning import lora
 from asd_jax.models import classifier
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints
 from asd_jax.training import loop
-from asd_jax.training import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_log
 from asd_jax.training import train_step as ts
@@ -30,8 +32,9 @@ def _run(tiny_encoder, frontend, array_batches, workdir, stop_after=None):
   optim.update(dict(learning_rate=1e-2, warmup_steps=2, schedule="cosine",
                     weight_decay=0.01, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, STEPS, labels)
-  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=4.0), tx, labels)
-  ckpt = checkpoints.Checkpointer(workdir / "checkpoints", keep=2)
+  loss = lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=4.0)
+  step = ts.make_train_step(loss, tx, labels)
+  ckpt = train_state.Checkpointer(workdir / "checkpoints", keep=2)
   writer = train_log.MetricWriter(workdir)
   state = loop.fit(ts.create_state(tree, tx), step, array_batches(wav, label, 4), num_steps=STEPS,
                    mesh=shd.data_mesh(), rng=jax.random.key(3), checkpointer=ckpt, checkpoint_every=3,
@@ -55,7 +58,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_encoder, frontend,
   rows = train_log.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))
   assert sum("compile_s" in r for r in rows) == 2
-  meta = checkpoints.Checkpointer(tmp_path / "resumed" / "checkpoints").restore_meta()
+  meta = train_state.Checkpointer(tmp_path / "resumed" / "checkpoints").restore_meta()
   assert meta == {"labels": ["a", "b", "c"]}
 
 
@@ -65,9 +68,9 @@ def test_check_same_run_names_each_differing_field():
   now = {"config": {"lora": {"rank": 4, "alpha": 4.0}, "seed": 0},
          "label_space": {"classes": classes[:5] + [{"name": "fan/noise"}]}, "num_steps": 8}
   fields = ("config.lora", "config.seed", "label_space", "num_steps")
-  checkpoints.check_same_run("/ckpt", saved, saved, fields)  # the same metadata passes
+  train_state.check_same_run("/ckpt", saved, saved, fields)  # the same metadata passes
   with pytest.raises(ValueError) as error:
-    checkpoints.check_same_run("/ckpt", saved, now, fields, hint="use the saved config")
+    train_state.check_same_run("/ckpt", saved, now, fields, hint="use the saved config")
   assert str(error.value).splitlines() == [
       "checkpoint /ckpt does not match this run's settings:",
       "  config.lora.alpha: saved 8.0, now 4.0",
@@ -79,19 +82,20 @@ def test_check_same_run_names_each_differing_field():
 def test_a_checkpoint_of_another_channel_policy_is_refused():
   """`config.data.channels` is part of a run's identity (RUN_FIELDS, and so of the pipeline's model-folder stamps);
   a checkpoint saved before the field existed was read with the channel mean and compares as "mean"."""
-  assert "config.data.channels" in checkpoints.RUN_FIELDS
-  assert "config.data.channels" in checkpoints.config_fields(checkpoints.RUN_FIELDS)
+  from asd_jax.finetuning import fine_tune  # pylint: disable=import-outside-toplevel
+  assert "config.data.channels" in fine_tune.RUN_FIELDS
+  assert "config.data.channels" in train_state.config_fields(fine_tune.RUN_FIELDS)
   fields = ("config.data.channels",)
   saved = {"config": {"data": {"channels": "near"}}}
-  checkpoints.check_same_run("/ckpt", saved, {"config": {"data": {"channels": "near"}}}, fields)
+  train_state.check_same_run("/ckpt", saved, {"config": {"data": {"channels": "near"}}}, fields)
   with pytest.raises(ValueError, match=r"config.data.channels: saved 'near', now 'cancel'"):
-    checkpoints.check_same_run("/ckpt", saved, {"config": {"data": {"channels": "cancel"}}}, fields)
+    train_state.check_same_run("/ckpt", saved, {"config": {"data": {"channels": "cancel"}}}, fields)
   legacy = {"config": {"data": {"clip_seconds": 10.0}}}
-  checkpoints.check_same_run("/ckpt", legacy, {"config": {"data": {"channels": "mean"}}}, fields)
+  train_state.check_same_run("/ckpt", legacy, {"config": {"data": {"channels": "mean"}}}, fields)
   with pytest.raises(ValueError, match=r"config.data.channels: saved 'mean', now 'near'"):
-    checkpoints.check_same_run("/ckpt", legacy, {"config": {"data": {"channels": "near"}}}, fields)
+    train_state.check_same_run("/ckpt", legacy, {"config": {"data": {"channels": "near"}}}, fields)
 
 
 def test_pretraining_runs_compare_the_channel_policy():
-  from asd_jax.pretraining import trainer  # pylint: disable=import-outside-toplevel
-  assert "config.data.channels" in trainer.RUN_FIELDS
+  from asd_jax.pretraining import pretrain  # pylint: disable=import-outside-toplevel
+  assert "config.data.channels" in pretrain.RUN_FIELDS

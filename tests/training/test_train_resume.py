@@ -22,13 +22,13 @@ import pytest
 import soundfile
 
 from asd_jax.audio import wav
+from asd_jax.checkpoints import train_state
 from asd_jax.data import synth
-from asd_jax.models import registry
-from asd_jax.training import data as train_data
-from asd_jax.training import fine_tune
-from asd_jax.training import lora
+from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import lora
+from asd_jax.finetuning import restore
+from asd_jax.models import networks
 from asd_jax.training import loop
-from asd_jax.training import restore
 from asd_jax.training import train_log
 from configs import demo
 
@@ -45,21 +45,34 @@ def dataset(tmp_path_factory):
   return str(root)
 
 
+def tiny_entry(tiny_encoder, frontend) -> networks.Encoder:
+  """The tiny encoder as an encoder family of `networks.ENCODERS` (trained as a classifier, like BEATs or EAT)."""
+
+  def build(arch, dtype, **options):
+    del dtype, options
+    return tiny_encoder(**arch)
+
+  def tiny_fbank(wav, target_length=None):
+    del target_length
+    return frontend(wav)
+
+  return networks.Encoder(build=build, presets={"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
+                          frontend=tiny_fbank, load=None)
+
+
 @pytest.fixture(scope="module")
 def tiny_registered(tiny_encoder, frontend):
-  entry = registry.EncoderEntry(build=lambda arch, dtype: tiny_encoder(**arch),
-                                presets=lambda: {"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
-                                frontend=lambda: frontend, load=None)
   with pytest.MonkeyPatch.context() as patch:
-    patch.setitem(registry._REGISTRY, TINY, entry)  # pylint: disable=protected-access
+    patch.setitem(networks.ENCODERS, TINY, tiny_entry(tiny_encoder, frontend))
+    patch.setitem(networks.NETWORKS, TINY, networks.classifier_network)
     yield
 
 
-def _config(root, encoder=TINY):
+def _config(root, network=TINY):
   config = demo.get_config()
   config.data.root = root
   config.data.clip_seconds = 2.0
-  config.model.encoder = encoder
+  config.model.network = network
   config.model.preset = "tiny"
   config.lora.rank, config.lora.alpha = 4, 8.0
   config.optim.learning_rate = 1e-2
@@ -81,11 +94,13 @@ def straight(dataset, tiny_registered, tmp_path_factory):
   return workdir, _train(_config(dataset), workdir)
 
 
-def _assert_refused(config, workdir, *lines):
+def _assert_refused(config, workdir, *lines, adjustable=False):
   with pytest.raises(ValueError) as error:
     _train(config, workdir)
   message = str(error.value).splitlines()
   assert message[0] == f"checkpoint {workdir / 'checkpoints'} does not match this run's settings:"
+  if adjustable:  # every difference may change on a resume: the refusal says how
+    assert "run again with --accept_changes" in message.pop(-2)
   assert message[1:-1] == list(lines)  # every differing field, and nothing else
   assert str(workdir / "config.json") in message[-1]
 
@@ -120,8 +135,46 @@ def test_killed_and_resumed_train_equals_uninterrupted_train(dataset, straight, 
                   "  config.optim.learning_rate: saved 0.01, now 0.002")
   fewer_epochs = _config(dataset)
   fewer_epochs.train.epochs = 1
-  _assert_refused(fewer_epochs, tmp_path, "  config.train.epochs: saved 2, now 1", "  num_steps: saved 8, now 4")
+  _assert_refused(fewer_epochs, tmp_path, "  config.train.epochs: saved 2, now 1", "  num_steps: saved 8, now 4",
+                  adjustable=True)
   _resume_equals(config, tmp_path, straight[1])
+
+
+def test_accept_changes_continues_with_a_new_learning_rate_and_length_and_records_them(dataset, straight, tmp_path):
+  """The explicit way on after a divergence: the latest checkpoint, other optimiser settings and length."""
+  config = _config(dataset)
+  _stop_early(config, tmp_path, straight[1])
+  changed = _config(dataset)
+  changed.optim.learning_rate = 5e-3
+  changed.train.epochs = 3
+  _assert_refused(changed, tmp_path, "  config.optim.learning_rate: saved 0.01, now 0.005",
+                  "  config.train.epochs: saved 2, now 3", "  num_steps: saved 8, now 12", adjustable=True)
+  other_batch = _config(dataset)  # the data order and the state's meaning: never adjustable
+  other_batch.optim.learning_rate = 5e-3
+  other_batch.train.batch_size = 2
+  with pytest.raises(ValueError, match=r"config.train.batch_size: saved 4, now 2") as error:
+    _train(other_batch, tmp_path, accept_changes=True)
+  assert "learning_rate" not in str(error.value)  # accepted; only what cannot change is listed
+  resumed = _train(changed, tmp_path, accept_changes=True)
+  assert int(resumed.step) == 4 * 3
+  rows = [r for r in train_log.read_jsonl(tmp_path / "metrics.jsonl") if "loss" in r]
+  straight_rows = [r for r in train_log.read_jsonl(straight[0] / "metrics.jsonl") if "loss" in r]
+  assert [r["step"] for r in rows] == list(range(1, 13))
+  assert [r["loss"] for r in rows[:STOP]] == [r["loss"] for r in straight_rows[:STOP]]  # the first call's steps
+  # The rate of update t + 1 (t updates before it) under the new settings, by hand: 5 % of 12 updates of linear
+  # warm-up (1), then a cosine from 5e-3 to 0 over the other 11.
+  # The step computes it in float32: 1 + cos loses up to ~2 ulp of 1 near the end of the cosine (absolute, hence
+  # the atol of peak * 2^-22), the products a few ulp of the value (the rtol).
+  by_hand = [5e-3 * 0.5 * (1 + np.cos(np.pi * (t - 1) / 11)) for t in range(STOP, 12)]
+  np.testing.assert_allclose([r["learning_rate"] for r in rows[STOP:]], by_hand, rtol=2**-21, atol=5e-3 * 2**-22)
+  ckpt = train_state.Checkpointer(tmp_path / "checkpoints")
+  try:
+    changes = ckpt.restore_meta()[train_state.CHANGES_KEY]
+  finally:
+    ckpt.close()
+  assert changes == [{"step": STOP, "fields": {"config.optim.learning_rate": [0.01, 0.005],
+                                               "config.train.epochs": [2, 3], "num_steps": [8, 12]}}]
+  assert _train(changed, tmp_path).step == 12  # the new settings are the run's now: a plain resume accepts them
 
 
 def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(dataset, straight):
@@ -143,7 +196,7 @@ def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(datase
 
 @pytest.mark.slow  # ~1.5 min on 2 busy cores: three compilations of the real tiny BEATs' fbank + gradients
 def test_killed_and_resumed_train_equals_uninterrupted_train_real_tiny_beats(dataset, tmp_path):
-  config = _config(dataset, encoder="beats")
+  config = _config(dataset, network="beats")
   straight_state = _train(config, tmp_path / "straight")
   _stop_early(config, tmp_path / "resumed", straight_state)
   _resume_equals(config, tmp_path / "resumed", straight_state)
@@ -162,9 +215,9 @@ def test_a_nan_wav_stops_training_naming_the_file(dataset, tiny_registered, tmp_
   shutil.copytree(source, root)
   config = _config(str(root))
   # A clip of the first batch, so the run stops before compiling its step (any later batch stops it the same way).
-  clips = train_data.records(config, training=True)
-  first, _ = train_data.train_batches(config, train_data.label_space(config, clips=clips), clips)
-  damaged = pathlib.Path(train_data.training_records(clips)[int(next(first)["index"][0])].path)
+  clips = fine_tune.records(config, training=True)
+  first, _ = fine_tune.train_batches(config, fine_tune.label_space(config, clips=clips), clips)
+  damaged = pathlib.Path(fine_tune.training_records(clips)[int(next(first)["index"][0])].path)
   audio, rate = soundfile.read(str(damaged), dtype="float32")
   audio[rate // 2] = np.nan  # one sample of a float wav
   soundfile.write(str(damaged), audio, rate, subtype="FLOAT")
@@ -181,7 +234,10 @@ def test_a_diverging_run_stops_naming_the_step_and_never_saves_it(dataset, tiny_
   with pytest.raises(loop.NonFiniteError, match=r"training diverged at step (\d+)") as error:
     _train(config, tmp_path)
   step = int(re.search(r"at step (\d+)", str(error.value)).group(1))
-  assert "this state is not saved" in str(error.value)
+  assert f"nothing of this step is saved, the last checkpoint is step {step - 1} in {tmp_path / 'checkpoints'}" in (
+      str(error.value))
+  assert f"To continue from step {step - 1} with other settings" in str(error.value)
+  assert "--accept_changes" in str(error.value)
   assert _checkpoint_steps(tmp_path) == list(range(1, step))  # every step before it, none from it on
   rows = train_log.read_jsonl(tmp_path / "metrics.jsonl")
   assert rows[-1]["step"] == step and not np.isfinite(rows[-1]["loss"] * rows[-1]["grad_norm"])

@@ -1,12 +1,14 @@
 """The data-parallel step on two devices equals the single-device step on the same global batch."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asd_jax.finetuning import lora
 from asd_jax.models import classifier
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import lora
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common
@@ -24,7 +26,8 @@ def test_two_device_step_equals_single_device_step(tiny_encoder, frontend):
   optim.update(dict(learning_rate=1e-3, warmup_steps=2, schedule="cosine",
                     weight_decay=0.05, grad_clip_norm=1.0))
   tx, _ = optimizer.make_optimizer(optim, 10, labels)
-  step = ts.make_train_step(ts.with_lora(classifier.classification_loss(model), alpha=1.0), tx, labels)
+  loss = lora.with_lora(functools.partial(classifier.classification_loss, model=model), alpha=1.0)
+  step = ts.make_train_step(loss, tx, labels)
   rng = jax.random.key(2)
 
   results = []

@@ -25,8 +25,8 @@ def main(dataset: str, workdir: str) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   flags.FLAGS.mark_as_parsed()
-  from asd_jax.training import fine_tune  # pylint: disable=g-import-not-at-top
-  from asd_jax.models import registry  # pylint: disable=g-import-not-at-top
+  from asd_jax.finetuning import fine_tune  # pylint: disable=g-import-not-at-top
+  from asd_jax.models import networks  # pylint: disable=g-import-not-at-top
   from asd_jax.training import train_log  # pylint: disable=g-import-not-at-top
 
   def load(name):
@@ -37,10 +37,8 @@ def main(dataset: str, workdir: str) -> None:
 
   fixtures = load("training_conftest")
   tests = load("training_test_train_resume")
-  registry._REGISTRY[tests.TINY] = registry.EncoderEntry(  # pylint: disable=protected-access
-      build=lambda arch, dtype: fixtures.TinyEncoder(**arch),
-      presets=lambda: {"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
-      frontend=lambda: fixtures.tiny_frontend, load=None)
+  networks.ENCODERS[tests.TINY] = tests.tiny_entry(fixtures.TinyEncoder, fixtures.tiny_frontend)
+  networks.NETWORKS[tests.TINY] = networks.classifier_network
   write = train_log.MetricWriter.write
 
   def write_and_pause(self, step, row):

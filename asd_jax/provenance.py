@@ -1,18 +1,18 @@
-"""What a pipeline run was: its config, the package versions it ran with, when it ran and how long it took.
+"""A pipeline invocation's provenance: its config, the package versions it ran with, when it ran and how long.
 
-The pipeline writes `DIR/run_info.json` at the end of each run (atomically; `write`) and the report shows it
-(`asd_jax.report`). Plain JSON:
+The pipeline writes it to `DIR/provenance.json` (`pipeline.workdir.PROVENANCE`) at the end of each invocation
+(atomically; `write`) and the report shows it (`asd_jax.report`). Plain JSON:
 
-  {"format": "asd_jax.run_info", "version": 1,
+  {"format": "asd_jax.provenance", "version": 1,
    "config": {...},                    the pipeline config (`to_json_best_effort`)
    "versions": {"python": "3.11.2", "jax": "0.10.2", ...},   None for a package that is not installed
    "platform": "Linux-...-x86_64", "devices": "cpu x 2" (or "" when JAX was not imported),
    "started": "2026-01-01T12:00:00+00:00", "finished": ...,  UTC, ISO 8601
-   "wall_s": 243.1,                    the whole run
-   "stage_s": {"train+embed": 200.0, "score": 3.2, ...}}     seconds per stage of this run
+   "wall_s": 243.1,                    the whole invocation
+   "stage_s": {"train+embed": 200.0, "score": 3.2, ...}}     seconds per stage of this invocation
 
-A re-run that reuses trained models records its own (short) times; the models' training times are in their
-`metrics.jsonl`. Nothing here imports JAX.
+An invocation that reuses trained models records its own (short) times; the models' training times are in
+their training runs' `metrics.jsonl`. Nothing here imports JAX.
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from typing import Any
 
 from asd_jax import atomic
 
-FORMAT = "asd_jax.run_info"
+FORMAT = "asd_jax.provenance"
 VERSION = 1
-FILENAME = "run_info.json"
 PACKAGES = ("asd_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "scipy",
             "scikit-learn", "imbalanced-learn", "librosa", "ml-collections", "matplotlib")
 
@@ -59,10 +58,9 @@ def utc_now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def write(workdir: str, *, config: Mapping[str, Any], started: str, wall_s: float,
+def write(path: str, *, config: Mapping[str, Any], started: str, wall_s: float,
           stage_s: Mapping[str, float]) -> str:
-  """Writes `workdir/run_info.json` (see the module docstring); returns its path."""
-  path = os.path.join(workdir, FILENAME)
+  """Writes the provenance file `path` (see the module docstring); returns `path`."""
   atomic.write_json(path, {
       "format": FORMAT, "version": VERSION, "config": dict(config), "versions": package_versions(),
       "platform": platform.platform(), "devices": _devices(), "started": started, "finished": utc_now(),
@@ -71,9 +69,8 @@ def write(workdir: str, *, config: Mapping[str, Any], started: str, wall_s: floa
   return path
 
 
-def read(workdir: str) -> dict[str, Any] | None:
-  """The run info of `workdir`, None when it has none; ValueError naming the file when it is not one."""
-  path = os.path.join(workdir, FILENAME)
+def read(path: str) -> dict[str, Any] | None:
+  """The provenance file `path`, None when there is none; ValueError naming the file when it is not one."""
   if not os.path.isfile(path):
     return None
   with open(path) as f:

@@ -1,20 +1,22 @@
-"""An EAT pre-training run from a config: model and objective settings, initial state, data, loop, export.
+"""An EAT pre-training run from a config: the library behind `python -m asd_jax.pretrain`.
 
-`pretrain(config, workdir)` (the `asd_jax.pretrain` CLI) builds the `PretrainingConfig` from
-`config.model` (encoder preset or `init_checkpoint`) and `config.{decoder,mask,targets,ema,pretrain}`,
-starts from scratch (upstream's initialisation, teacher = student) or continues a released EAT
-checkpoint (a fairseq pretraining `.pt`: student, `_ema` teacher and decoder; or any `eat.load` form:
-student only, teacher copied from it, new decoder), and trains with the shared host loop
-(`asd_jax.training.loop.fit`: one compiled step, data-parallel over the mesh, tqdm bar, `metrics.jsonl`,
-Orbax checkpoints with state, teacher and data position; resuming is bit-identical). At the end (or with
-`export_only`) the student encoder is written as a converted EAT checkpoint, `<workdir>/encoder`, which
-`eat.load` and the fine-tuning configs read (`--config.model.init_checkpoint=<workdir>/encoder`);
-`export_teacher` also writes the teacher to `<workdir>/teacher`.
+`pretrain(config, workdir)` builds the `PretrainingConfig` from `config.model` (encoder preset or
+`init_checkpoint`) and `config.{decoder,mask,targets,ema,pretrain}`, starts from scratch (upstream's
+initialisation, teacher = student) or continues a released EAT checkpoint (a fairseq pretraining `.pt`:
+student, `_ema` teacher and decoder; or any `eat.load` form: student only, teacher copied from it, new decoder),
+and trains through the generic trainer as fine-tuning does (`asd_jax.training`: the one train step with the
+EAT loss and its EMA teacher of `asd_jax.pretraining.loss`, data-parallel over the mesh, tqdm bar,
+`metrics.jsonl`, Orbax checkpoints with state, teacher and data position; resuming is bit-identical; a
+non-finite step stops the run naming it, and nothing of it is saved). At the end (or with `export_only`) the
+student encoder is written as a converted EAT checkpoint, `<workdir>/encoder`, which `eat.load` and the
+fine-tuning configs read (`--config.model.init_checkpoint=<workdir>/encoder`); `export_teacher` also writes
+the teacher to `<workdir>/teacher`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -24,24 +26,22 @@ from typing import Any
 import jax
 import ml_collections
 
-from asd_jax import atomic
 from asd_jax import config_checks
 from asd_jax import workdir_lock
 from asd_jax.audio import fbank as fbank_lib
 from asd_jax.audio import padded_fbank
-from asd_jax.models import checkpoint_io
+from asd_jax.checkpoints import train_state
 from asd_jax.models import eat
 from asd_jax.models import eat_decoder
-from asd_jax.runtime import sharding as shd
+from asd_jax.models import networks
 from asd_jax.pretraining import config as config_lib
 from asd_jax.pretraining import ema as ema_lib
+from asd_jax.pretraining import loss as loss_lib
 from asd_jax.pretraining import masking
-from asd_jax.pretraining import train_step as pts
-from asd_jax.training import checkpoints
-from asd_jax.models import networks
+from asd_jax.runtime import sharding as shd
 from asd_jax.training import loop
 from asd_jax.training import optimizer
-from asd_jax.training import train_log
+from asd_jax.training import train_step as ts
 
 ENCODER_DIR = "encoder"
 TEACHER_DIR = "teacher"
@@ -116,29 +116,32 @@ def initial_model(config: ml_collections.ConfigDict, rng: jax.Array, *, abstract
   if path:
     encoder, student = eat.load(path)
     settings = _objective_settings(config, encoder)
-    _, decoder = pts.init_params(rng, settings, frames)
+    _, decoder = loss_lib.init_params(rng, settings, frames)
     return settings, student, student, decoder, str(path)
   settings = _objective_settings(config, config_lib.PRESETS[config.model.preset].encoder)
-  init = lambda: pts.init_params(rng, settings, frames)  # noqa: E731
+  init = lambda: loss_lib.init_params(rng, settings, frames)  # noqa: E731
   student, decoder = jax.eval_shape(init) if abstract else jax.jit(init)()
   return settings, student, student, decoder, "random init"
 
 
-def build(config: ml_collections.ConfigDict, rng: jax.Array, *, abstract: bool = False):
-  """`(settings, state, train_step, labels, source)` of a run of `config.train.num_steps` updates."""
+def build(config: ml_collections.ConfigDict, rng: jax.Array, *, abstract: bool = False
+          ) -> tuple[config_lib.PretrainingConfig, ts.TrainSetup, str]:
+  """`(settings, setup, source)` of a run of `config.train.num_steps` updates: the objective's settings, the
+  initial state with its step's pieces (`TrainSetup`: the EAT loss, `update_teacher`), and where the
+  encoder came from."""
   settings, student, teacher, decoder, source = initial_model(config, rng, abstract=abstract)
-  params = {"student": student, "decoder": decoder}
-  labels = pts.trainable_labels(params)
+  labels = loss_lib.trainable_labels({"student": student, "decoder": decoder})
   tx, schedule = optimizer.make_optimizer(config.optim, config.train.num_steps, labels)
   if abstract:
-    state = jax.eval_shape(lambda s, t, d: pts.create_state(s, t, d, tx), student, teacher, decoder)
+    state = jax.eval_shape(lambda s, t, d: loss_lib.create_state(s, t, d, tx), student, teacher, decoder)
   else:
-    state = pts.create_state(student, teacher, decoder, tx)
-  dtype = networks.compute_dtype(config.model.dtype)
-  step = pts.make_train_step(settings, tx, frontend=frontend(config), frames=fbank_frames(config), dtype=dtype,
-                             schedule=schedule, labels=labels, replica_batch=replica_batch(config),
-                             encoder_options=networks.encoder_options(config.model))
-  return settings, state, step, labels, source
+    state = loss_lib.create_state(student, teacher, decoder, tx)
+  loss = loss_lib.make_loss(settings, frontend=frontend(config), frames=fbank_frames(config),
+                            dtype=networks.compute_dtype(config.model.dtype), replica_batch=replica_batch(config),
+                            encoder_options=networks.encoder_options(config.model))
+  update_teacher = functools.partial(loss_lib.update_teacher, config=settings)
+  return settings, ts.TrainSetup(state=state, labels=labels, tx=tx, loss=loss, update_extra=update_teacher,
+                                 schedule=schedule), source
 
 
 def export(state: Any, settings: config_lib.PretrainingConfig, workdir: str, *, teacher: bool = False
@@ -154,26 +157,18 @@ def export(state: Any, settings: config_lib.PretrainingConfig, workdir: str, *, 
   return written
 
 
-def summary(settings: config_lib.PretrainingConfig, state: Any) -> str:
-  count = checkpoint_io.count_params
-  rows = [("student", count(state.params["student"])), ("teacher (EMA)", count(state.extra["teacher"])),
-          ("decoder", count(state.params["decoder"]))]
+def summary(settings: config_lib.PretrainingConfig, setup: ts.TrainSetup) -> str:
+  """The model's sizes and the parameter counts of student, decoder and teacher ("extra/teacher", never trained)."""
   enc = settings.encoder
-  lines = [f"EAT {enc.depth} x {enc.embed_dim}, decoder {settings.decoder.decoder_layers} x "
-           f"{settings.decoder.decoder_dim} (kernel {settings.decoder.decoder_kernel}), "
-           f"{settings.clone_batch} masked views per clip"]
-  lines += [f"  {name:<14} {n:>13,}" for name, n in rows]
-  return "\n".join(lines)
+  return (f"EAT {enc.depth} x {enc.embed_dim}, decoder {settings.decoder.decoder_layers} x "
+          f"{settings.decoder.decoder_dim} (kernel {settings.decoder.decoder_kernel}), "
+          f"{settings.clone_batch} masked views per clip\n"
+          + optimizer.format_summary(setup.state.params, setup.labels, setup.state.extra, depth=1))
 
 
 def run_meta(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What a checkpoint records of its run (compared field by field on resume, `RUN_FIELDS`)."""
   return {"config": json.loads(config.to_json_best_effort()), "num_steps": config.train.num_steps}
-
-
-def _check_same_run(ckpt: checkpoints.Checkpointer, meta: dict[str, Any], workdir: str) -> None:
-  checkpoints.check_same_run(ckpt.directory, ckpt.restore_meta(), meta, RUN_FIELDS, hint=(
-      f"Continue with the saved settings ({os.path.join(workdir, 'config.json')}) or use a new workdir."))
 
 
 def is_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
@@ -183,91 +178,69 @@ def is_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
   fields, as resuming it would.
   """
   workdir = os.path.abspath(workdir)
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory) or not os.path.isdir(os.path.join(workdir, ENCODER_DIR)):
+  if not os.path.isdir(loop.checkpoint_dir(workdir)) or not os.path.isdir(os.path.join(workdir, ENCODER_DIR)):
     return False
-  ckpt = checkpoints.Checkpointer(directory, keep=config.train.keep_checkpoints)
-  try:
+  with loop.checkpointer(workdir, run_meta(config), RUN_FIELDS, keep=config.train.keep_checkpoints) as ckpt:
     step = ckpt.latest_step()
-    if step is None:
-      return False
-    _check_same_run(ckpt, run_meta(config), workdir)
-    return step >= config.train.num_steps
-  finally:
-    ckpt.close()
+    return step is not None and step >= config.train.num_steps
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = False, resume: bool = True,
-             export_only: bool = False, export_teacher: bool = False, progress: bool = True,
-             stop_after: int | None = None):
+             accept_changes: bool = False, export_only: bool = False, export_teacher: bool = False,
+             progress: bool = True, stop_after: int | None = None) -> ts.TrainState | None:
   """Runs (or with `dry_run` only describes) the pre-training of `config` in `workdir`; returns the state.
 
-  `export_only` writes the encoder(s) of the latest checkpoint without training. `stop_after` (tests) stops
-  after this many steps of this call, with a checkpoint, as if the job had been killed there.
+  `accept_changes` continues a run whose latest checkpoint was written with other optimiser settings or
+  `num_steps` (`train_state.ADJUSTABLE_FIELDS`: a diverged run from its last finite checkpoint with a lower
+  learning rate, say). `export_only` writes the encoder(s) of the latest checkpoint without training.
+  `stop_after` (tests) stops after this many steps of this call, with a checkpoint, as if the job had been
+  killed there.
   """
   config_checks.check(config)
   workdir = os.path.abspath(workdir)
   shd.initialize_distributed(config.train.distributed)
   if dry_run:
-    return _run(config, workdir, dry_run=True)
+    settings, setup, source = build(config, jax.random.split(jax.random.key(config.seed))[0], abstract=True)
+    print(summary(settings, setup) + f"\n  from: {source}")
+    return None
   # Locked first: a second run on the workdir is refused before Orbax opens (and cleans up) its folder.
   with workdir_lock.hold(workdir, "pretrain", enabled=jax.process_index() == 0):
-    return _run(config, workdir, resume=resume, export_only=export_only, export_teacher=export_teacher,
-                progress=progress, stop_after=stop_after)
+    return _pretrain(config, workdir, resume=resume, accept_changes=accept_changes, export_only=export_only,
+                     export_teacher=export_teacher, progress=progress, stop_after=stop_after)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = False, resume: bool = True,
-         export_only: bool = False, export_teacher: bool = False, progress: bool = True,
-         stop_after: int | None = None):
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  if dry_run:
-    settings, state, _, _, source = build(config, init_rng, abstract=True)
-    print(summary(settings, state) + f"\n  from: {source}")
-    return None
-
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
-  writer = None
-  try:
-    meta = run_meta(config)
-    if ckpt.latest_step() is not None:  # checked before any compute: a refused resume costs nothing
-      if not resume and not export_only:
-        raise FileExistsError(f"{ckpt.directory} already holds checkpoints (latest step {ckpt.latest_step()}); "
-                              "use a new --workdir or drop --noresume to continue it")
-      _check_same_run(ckpt, meta, workdir)
-    elif export_only:
-      raise FileNotFoundError(f"--export_only: no checkpoint in {ckpt.directory}")
-    settings, state, step, _, source = build(config, init_rng)
+def _pretrain(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, accept_changes: bool,
+              export_only: bool, export_teacher: bool, progress: bool, stop_after: int | None) -> ts.TrainState:
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  meta = run_meta(config)
+  # Checked before any compute: a refused resume costs nothing.
+  with loop.checkpointer(workdir, meta, RUN_FIELDS, keep=config.train.keep_checkpoints,
+                         resume=resume or export_only, accept_changes=accept_changes,
+                         refuse_empty="--export_only" if export_only else "") as ckpt:
+    settings, setup, source = build(config, init_rng)
     meta["pretraining_config"] = settings.to_dict()
     meta["init"] = source
     mesh = shd.data_mesh()
     if export_only:
-      abstract = checkpoints.abstract_like(state, shd.replicated(mesh))
-      state, _, _ = ckpt.restore(abstract)
+      state, _, _ = ckpt.restore(train_state.abstract_like(setup.state, shd.replicated(mesh)))
       for path in export(state, settings, workdir, teacher=export_teacher):
         print(f"wrote {path}")
       return state
-    print(summary(settings, state) + f"\n  from: {source}")
+    print(summary(settings, setup) + f"\n  from: {source}")
     from asd_jax.data import corpus  # the one function of the data layer this trainer uses
 
     shd.check_batch_size(config.train.batch_size, mesh)
     batches, num_clips = corpus.pretraining_batches(config.data, batch_size=config.train.batch_size,
                                                     seed=config.seed)
     meta["num_clips"] = num_clips
-    if jax.process_index() == 0:
-      os.makedirs(workdir, exist_ok=True)
-      atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-    writer = train_log.MetricWriter(workdir)
-    state = loop.fit(state, step, batches, num_steps=config.train.num_steps, mesh=mesh, rng=step_rng,
-                     checkpointer=ckpt, checkpoint_every=config.train.checkpoint_every, meta=meta, writer=writer,
-                     log_every=config.train.log_every, steps_per_epoch=max(num_clips // config.train.batch_size, 1),
-                     progress=progress, stop_after=stop_after, shown_metrics=PROGRESS_METRICS,
-                     donate=config.train.donate, prefetch=config.data.prefetch)
+    loop.write_config(workdir, config)
+    state = loop.train(setup, batches, workdir=workdir, checkpointer=ckpt, num_steps=config.train.num_steps,
+                       mesh=mesh, rng=step_rng, checkpoint_every=config.train.checkpoint_every, meta=meta,
+                       log_every=config.train.log_every,
+                       steps_per_epoch=max(num_clips // config.train.batch_size, 1), progress=progress,
+                       stop_after=stop_after, shown_metrics=PROGRESS_METRICS, donate=config.train.donate,
+                       prefetch=config.data.prefetch)
     if int(state.step) >= config.train.num_steps:
       for path in export(state, settings, workdir, teacher=export_teacher):
         print(f"wrote {path}")
-  finally:
-    if writer is not None:
-      writer.close()
-    ckpt.close()
   return state

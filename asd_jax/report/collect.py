@@ -1,53 +1,36 @@
-"""A pipeline workdir read into plain arrays: the only module of the report that knows the workdir's files.
+"""What the report's figures need, collected from a pipeline workdir into plain arrays (read through
+`asd_jax.pipeline.workdir`, the module that knows the workdir's files; nothing here names one).
 
-What it reads (all written by `asd_jax.pipeline`; the package docstring there lists the whole workdir):
-
-  results.json                 models {key: name, kind, reference, layers, sources, evaluation}, systems {name:
-                               weights, reduced, note, evaluation}, dataset, labelled
-  tables.md                    Table 1 and Table 3 as the pipeline printed them
-  run_info.json                the pipeline config, package versions, wall time (`asd_jax.run_info`); optional
-  scores/<key>_test.npz        per model (reference rows too): `normalized` [n] test scores, `paths` [n]
-  scores/<key>_scorer.npz      per model: the fitted `scoring.scorer.Scorer` (per section: memory bank with
-                               SMOTE entries, normalised leave-one-out training scores, threshold)
-  scores/<system>_fused.npz    per fused system: `scores` [n], `decisions` [n], `paths` [n] and the per-section
-                               `thresholds` (with `threshold_machines`, `threshold_sections`)
-  models/<key>/embeddings.npz  per embedded model (fine-tuned or frozen), with embeddings_records.json: the
-                               clips in row order, with domain, label and attributes (`embedding.store`)
-  **/metrics.jsonl             training logs (models/<key>/ for fine-tuning; any other folder, e.g. pre-training)
-
-Nothing is recomputed that the pipeline saved: the systems' test scores, decisions and thresholds are read from
-their `_fused.npz`. What it did not save is rebuilt through the library it came from: a system's fused normal
-training scores (what its thresholds were fitted on) by `scoring.fused.fused_train_scores` from the saved
-scorers, and a model's test vectors as its scorer saw them by `scoring.features.model_vectors` and
-`concat_layers`. Nothing here imports JAX or matplotlib.
+It reads `results.json` (the models and systems), `tables.md`, `provenance.json`, every model's test scores and
+fitted scorer, every fused system's saved scores and thresholds, the embedded models' clip records and
+embeddings, and every training log (`metrics.jsonl`: fine-tuning under models/<key>/, anything else such as
+pre-training). Nothing is recomputed that the pipeline saved: the systems' test scores, decisions and
+thresholds are read from their saved fused scores. What it did not save is rebuilt through the library it came
+from: a system's fused normal training scores (what its thresholds were fitted on) by
+`scoring.fusion.fused_train_scores` from the saved scorers, and a model's test vectors as its scorer saw them by
+`scoring.features.model_vectors` and `concat_layers`. Nothing here imports JAX or matplotlib.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from asd_jax import run_info as run_info_lib
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import records as records_lib
-from asd_jax.embedding import store
+from asd_jax.pipeline import workdir as workdir_lib
 from asd_jax.scoring import features
-from asd_jax.scoring import fused as fused_lib
+from asd_jax.scoring import fusion
 from asd_jax.scoring import knn
 from asd_jax.scoring import scorer as scorer_lib
 
 SectionKey = tuple[str, str]
 MODEL, SYSTEM = "model", "system"
-_SKIPPED_DIRS = ("report", "checkpoints", "detector", "submissions", "tensorboard")
-
-
-class WorkdirError(ValueError):
-  """A workdir that lacks a file the report needs, or holds one it cannot read."""
+WorkdirError = workdir_lib.WorkdirError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +75,9 @@ class SectionData:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingRun:
-  """One `metrics.jsonl`: its folder relative to the workdir, its rows, and the model it trained (if known)."""
+class TrainingLog:
+  """One training run's log (`metrics.jsonl`): its folder relative to the workdir, its rows, and the model it
+  trained (if known)."""
 
   name: str  # e.g. "models/fbeats"
   rows: list[dict[str, Any]]
@@ -102,16 +86,16 @@ class TrainingRun:
 
 
 @dataclasses.dataclass
-class Workdir:
-  """A read pipeline workdir (see the module docstring)."""
+class Collected:
+  """What the report shows of a pipeline workdir (see the module docstring)."""
 
   path: str
   results: dict[str, Any]
   tables_markdown: str
-  run_info: dict[str, Any] | None
+  provenance: dict[str, Any] | None  # of the pipeline invocation that wrote the workdir
   scorers: list[ScorerInfo]
   sections: list[SectionData]
-  runs: list[TrainingRun]
+  logs: list[TrainingLog]
   notes: list[str]  # what could not be shown, or was shown with an assumption
 
   def scorer(self, key: str) -> ScorerInfo:
@@ -131,100 +115,6 @@ class Workdir:
     return self.results.get("models", {})
 
 
-# ------------------------------------------------------------------------------------------------ files
-
-
-def _json(path: str) -> Any:
-  if not os.path.isfile(path):
-    raise WorkdirError(f"{path}: missing (is this a pipeline workdir? `python -m asd_jax.pipeline` writes it)")
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError as e:
-      raise WorkdirError(f"{path}: not valid JSON ({e})") from e
-
-
-def _jsonl(path: str) -> list[dict[str, Any]]:
-  """The rows of a JSON-lines file (`training.metrics.MetricWriter`'s format; read here without JAX)."""
-  rows = []
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise WorkdirError(f"{path}:{number}: not a JSON line ({e})") from e
-  return rows
-
-
-def _record(entry: Mapping[str, Any]) -> records_lib.ClipRecord:
-  entry = dict(entry)
-  entry["attributes"] = tuple(tuple(a) for a in entry.get("attributes", ()))
-  return records_lib.ClipRecord(**entry)
-
-
-def _model_dir(path: str, key: str) -> str:
-  return os.path.join(path, "models", key)
-
-
-def clip_records(path: str) -> dict[str, records_lib.ClipRecord]:
-  """{clip path: ClipRecord} of every clip in the workdir (from the embedded models' embeddings_records.json)."""
-  out: dict[str, records_lib.ClipRecord] = {}
-  models_dir = os.path.join(path, "models")
-  for key in sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []:
-    records_path = store.records_path(os.path.join(_model_dir(path, key), store.ARRAYS))
-    if os.path.isfile(records_path):
-      for entry in _json(records_path)["records"]:
-        out.setdefault(entry["path"], _record(entry))
-  return out
-
-
-def _npz(file: str, what: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-  """The arrays `names` of one of the pipeline's `.npz` files; WorkdirError naming it when missing or short."""
-  if not os.path.isfile(file):
-    raise WorkdirError(f"{file}: missing; the pipeline writes one per {what}")
-  try:
-    with np.load(file, allow_pickle=False) as data:
-      lacking = [n for n in names if n not in data.files]
-      if lacking:
-        raise WorkdirError(f"{file}: lacks {lacking} (written by an older version? re-run the pipeline)")
-      return {n: data[n] for n in names}
-  except (OSError, ValueError) as e:
-    if isinstance(e, WorkdirError):
-      raise
-    raise WorkdirError(f"{file}: not readable as .npz ({e})") from e
-
-
-def _test_scores(path: str, key: str) -> tuple[np.ndarray, list[str]]:
-  data = _npz(os.path.join(path, "scores", f"{key}_test.npz"), "model", ("normalized", "paths"))
-  return np.asarray(data["normalized"], np.float64), [str(p) for p in data["paths"]]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Fused:
-  scores: np.ndarray  # [n] float64
-  decisions: np.ndarray  # [n] 0/1
-  paths: list[str]
-  thresholds: dict[SectionKey, float]
-
-
-def _fused(path: str, name: str) -> _Fused:
-  """A system's saved fused scores of the test clips (`scores/<system>_fused.npz`)."""
-  data = _npz(os.path.join(path, "scores", f"{name}_fused.npz"), "fused system",
-              ("scores", "decisions", "paths", "thresholds", "threshold_machines", "threshold_sections"))
-  thresholds = {(str(m), str(s)): float(t) for m, s, t in zip(data["threshold_machines"], data["threshold_sections"],
-                                                                data["thresholds"])}
-  return _Fused(scores=np.asarray(data["scores"], np.float64), decisions=np.asarray(data["decisions"], np.int64),
-                paths=[str(p) for p in data["paths"]], thresholds=thresholds)
-
-
-def _scorer(path: str, key: str) -> scorer_lib.Scorer:
-  file = os.path.join(path, "scores", f"{key}_scorer.npz")
-  if not os.path.isfile(file):
-    raise WorkdirError(f"{file}: missing; the pipeline writes one per model")
-  return scorer_lib.Scorer.load(file)
-
-
 def _label(record: records_lib.ClipRecord | None) -> int:
   if record is None or record.label not in (records_lib.NORMAL, records_lib.ANOMALY):
     return -1
@@ -241,31 +131,26 @@ def _class(record: records_lib.ClipRecord | None) -> str:
   return "unknown" if record is None else labels_lib.class_of(record).name
 
 
-def training_runs(path: str, model_keys: Mapping[str, str]) -> list[TrainingRun]:
-  """Every `metrics.jsonl` under `path` (skipping report/, checkpoints/, ...), fine-tuning runs first."""
-  runs = []
-  for folder, dirs, files in os.walk(path):
-    dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
-    if "metrics.jsonl" not in files:
-      continue
-    name = os.path.relpath(folder, path)
-    rows = _jsonl(os.path.join(folder, "metrics.jsonl"))
+def training_logs(path: str, model_keys: Mapping[str, str]) -> list[TrainingLog]:
+  """Every training log of the workdir (`pipeline.workdir.training_logs`), fine-tuning runs first."""
+  logs = []
+  for name, rows in workdir_lib.training_logs(path):
     parts = name.split(os.sep)
-    key = parts[1] if len(parts) == 2 and parts[0] == "models" and parts[1] in model_keys else ""
-    runs.append(TrainingRun(name=name, rows=rows, model_key=key, kind="fine-tuning" if key else "other"))
+    key = parts[1] if len(parts) == 2 and parts[0] == workdir_lib.MODELS and parts[1] in model_keys else ""
+    logs.append(TrainingLog(name=name, rows=rows, model_key=key, kind="fine-tuning" if key else "other"))
   order = list(model_keys)
-  return sorted(runs, key=lambda r: (r.kind != "fine-tuning", order.index(r.model_key) if r.model_key else 0,
+  return sorted(logs, key=lambda r: (r.kind != "fine-tuning", order.index(r.model_key) if r.model_key else 0,
                                      r.name))
 
 
 # ------------------------------------------------------------------------------------------------ read
 
 
-def read(path: str) -> Workdir:
-  """Reads a pipeline workdir (see the module docstring).
+def read(path: str) -> Collected:
+  """Collects what the report shows of the pipeline workdir `path` (see the module docstring).
 
   Required: results.json, tables.md, scores/<key>_test.npz and scores/<key>_scorer.npz of every model,
-  scores/<system>_fused.npz of every system with a weight on a model of the run. Optional: run_info.json,
+  scores/<system>_fused.npz of every system with a weight on a model of the run. Optional: provenance.json,
   embeddings_records.json (without one, the test clips' machine and section are unknown: an error),
   metrics.jsonl.
 
@@ -273,34 +158,27 @@ def read(path: str) -> Workdir:
     WorkdirError naming the file that is missing or unreadable.
   """
   path = os.path.abspath(path)
-  results = _json(os.path.join(path, "results.json"))
-  tables_path = os.path.join(path, "tables.md")
-  if not os.path.isfile(tables_path):
-    raise WorkdirError(f"{tables_path}: missing (the pipeline writes it with results.json)")
-  with open(tables_path, encoding="utf-8") as f:
-    tables = f.read()
-  try:
-    info = run_info_lib.read(path)
-  except ValueError as e:
-    raise WorkdirError(str(e)) from e
+  results = workdir_lib.read_results(path)
+  tables = workdir_lib.read_tables(path)
+  info = workdir_lib.read_provenance(path)
   notes: list[str] = []
-  records = clip_records(path)
+  records = workdir_lib.clip_records(path)
 
   model_entries = results.get("models", {})
   if not model_entries:
-    raise WorkdirError(f"{os.path.join(path, 'results.json')}: lists no models")
+    raise WorkdirError(f"{workdir_lib.path(path, workdir_lib.RESULTS)}: lists no models")
   scorer_objects: dict[str, scorer_lib.Scorer] = {}
   normalized: dict[str, np.ndarray] = {}
   test_paths: list[str] | None = None
   for key in model_entries:
-    scores, paths = _test_scores(path, key)
+    scores, paths = workdir_lib.read_test_scores(path, key)
     if test_paths is None:
       test_paths = paths
     elif paths != test_paths:
-      raise WorkdirError(f"{os.path.join(path, 'scores', key + '_test.npz')}: other test clips than "
+      raise WorkdirError(f"{workdir_lib.test_scores_path(path, key)}: other test clips than "
                          f"{next(iter(model_entries))}'s")
     normalized[key] = scores
-    scorer_objects[key] = _scorer(path, key)
+    scorer_objects[key] = workdir_lib.read_scorer(path, key)
   assert test_paths is not None
   test_records = [records.get(p) or records_lib.ClipRecord(path=p, machine="", section="", split="test")
                   for p in test_paths]
@@ -312,20 +190,20 @@ def read(path: str) -> Workdir:
   order = sorted(model_entries, key=lambda k: bool(model_entries[k].get("reference")))
   scorers = [ScorerInfo(key=k, name=model_entries[k].get("name", k), kind=MODEL,
                         reference=bool(model_entries[k].get("reference"))) for k in order]
-  fused: dict[str, tuple[_Fused, dict[SectionKey, np.ndarray]]] = {}
+  fused: dict[str, tuple[workdir_lib.SavedFused, dict[SectionKey, np.ndarray]]] = {}
   for name, entry in results.get("systems", {}).items():
     weights = {k: float(w) for k, w in entry.get("weights", {}).items()}
     if not any(weights.values()):
       notes.append(f"system {name} not drawn: {entry.get('note') or 'no weight on a model of this run'}")
       continue
-    saved = _fused(path, name)
+    saved = workdir_lib.read_fused(path, name)
     if saved.paths != test_paths:
-      raise WorkdirError(f"{os.path.join(path, 'scores', name + '_fused.npz')}: other test clips than the "
+      raise WorkdirError(f"{workdir_lib.fused_path(path, name)}: other test clips than the "
                          "models' scores/<key>_test.npz (stale files? re-run the pipeline)")
     try:
-      train = fused_lib.fused_train_scores(weights, scorer_objects)
+      train = fusion.fused_train_scores(weights, scorer_objects)
     except (KeyError, ValueError) as e:
-      raise WorkdirError(f"{os.path.join(path, 'results.json')}: system {name}'s weights {weights} do not fit "
+      raise WorkdirError(f"{workdir_lib.path(path, workdir_lib.RESULTS)}: system {name}'s weights {weights} do not fit "
                          f"the saved scorers ({e})") from e
     fused[name] = (saved, train)
     scorers.append(ScorerInfo(key=name, name=name, kind=SYSTEM, weights=weights, note=entry.get("note", "")))
@@ -351,28 +229,28 @@ def read(path: str) -> Workdir:
       data.test_scores[name] = saved.scores[idx]
       data.train_scores[name] = train[(machine, section)]  # what the system's threshold was fitted on
       if (machine, section) not in saved.thresholds:
-        raise WorkdirError(f"{os.path.join(path, 'scores', name + '_fused.npz')}: no threshold for {machine} "
+        raise WorkdirError(f"{workdir_lib.fused_path(path, name)}: no threshold for {machine} "
                            f"section {section}")
       data.thresholds[name] = saved.thresholds[(machine, section)]
     sections.append(data)
 
-  runs = training_runs(path, {k: e.get("name", k) for k, e in model_entries.items()})
-  return Workdir(path=path, results=results, tables_markdown=tables, run_info=info, scorers=scorers,
-                 sections=sections, runs=runs, notes=notes)
+  logs = training_logs(path, {k: e.get("name", k) for k, e in model_entries.items()})
+  return Collected(path=path, results=results, tables_markdown=tables, provenance=info, scorers=scorers,
+                   sections=sections, logs=logs, notes=notes)
 
 
 # ------------------------------------------------------------------------------------------------ embeddings
 
 
-def _embedded_keys(wd: Workdir, key: str) -> list[str]:
+def _embedded_keys(wd: Collected, key: str) -> list[str]:
   """The models whose embeddings model `key`'s scorer vectors are made of (itself, or a concatenation's
   sources)."""
   return list(wd.model_entries[key].get("sources") or [key])
 
 
-def has_embeddings(wd: Workdir, key: str) -> bool:
+def has_embeddings(wd: Collected, key: str) -> bool:
   """Whether the embeddings of model `key` (or of all its sources) are in the workdir."""
-  return all(os.path.isfile(os.path.join(_model_dir(wd.path, k), store.ARRAYS)) for k in _embedded_keys(wd, key))
+  return all(workdir_lib.has_embeddings(wd.path, k) for k in _embedded_keys(wd, key))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,24 +264,20 @@ class MapArrays:
   attribute_class: np.ndarray  # [n] str
 
 
-def embedding_points(wd: Workdir, key: str) -> dict[SectionKey, MapArrays]:
+def embedding_points(wd: Collected, key: str) -> dict[SectionKey, MapArrays]:
   """Per section: model `key`'s memory bank (training clips and SMOTE samples) and its test clips' vectors.
 
-  The bank comes from `scores/<key>_scorer.npz`; the test vectors are the embeddings turned into the scorer's
+  The bank comes from the model's saved scorer; the test vectors are the embeddings turned into the scorer's
   vectors exactly as at scoring time (`features.model_vectors`, `features.concat_layers` in float64, L2
   normalisation, rounded to float32 like the bank).
   """
   entry = wd.model_entries[key]
-  scorer = _scorer(wd.path, key)
-  records = clip_records(wd.path)
+  scorer = workdir_lib.read_scorer(wd.path, key)
+  records = workdir_lib.clip_records(wd.path)
   test_records = [records[p] for s in wd.sections for p in s.test_paths]
   embeddings = {}
   for k in _embedded_keys(wd, key):
-    file = os.path.join(_model_dir(wd.path, k), store.ARRAYS)
-    try:
-      embeddings[k] = store.read(file, test_records)
-    except (OSError, ValueError, KeyError) as e:
-      raise WorkdirError(f"{file}: {e}") from e
+    embeddings[k] = workdir_lib.read_embeddings(wd.path, k, test_records)
   x = features.model_vectors(key, embeddings, layers=entry.get("layers", "last"),
                              sources=tuple(entry.get("sources") or ()))
   x = features.concat_layers(np.asarray(x, np.float64), scorer.config["layers"],

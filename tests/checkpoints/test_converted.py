@@ -1,4 +1,4 @@
-"""checkpoint_io: safe .pt reading, strict key checking, Orbax save/restore of converted params."""
+"""converted: safe .pt reading, strict key checking, Orbax save/restore of converted params."""
 
 import argparse
 import hashlib
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from asd_jax.checkpoints import converted
 from asd_jax.models import beats
-from asd_jax.models import checkpoint_io
 from asd_jax.models import eat
 from weights_conversion import convert_beats
 
@@ -19,42 +19,42 @@ from weights_conversion import convert_beats
 def test_check_state_dict_lists_every_problem():
   expected = {"a.weight": (2, 3), "a.bias": (2,), "b.weight": (4,)}
   found = {"a.weight": np.zeros((3, 2)), "b.weight": np.zeros(4), "c.weight": np.zeros(1), "d": np.zeros(1)}
-  with pytest.raises(checkpoint_io.CheckpointError) as err:
-    checkpoint_io.check_state_dict(found, expected, source="model.pt")
+  with pytest.raises(converted.CheckpointError) as err:
+    converted.check_state_dict(found, expected, source="model.pt")
   e = err.value
   assert e.missing == ["a.bias"] and e.unexpected == ["c.weight", "d"]
   assert e.misshaped == [("a.weight", (2, 3), (3, 2))]
   assert "model.pt" in str(e) and "a.weight: expected shape (2, 3), found (3, 2)" in str(e)
-  checkpoint_io.check_state_dict({"a": np.zeros(2), "opt": 1}, {"a": (2,)}, source="x", ignore={"opt"})
+  converted.check_state_dict({"a": np.zeros(2), "opt": 1}, {"a": (2,)}, source="x", ignore={"opt"})
 
 
 def test_load_torch_checkpoint_is_weights_only(tmp_path):
   good = tmp_path / "good.pt"
   torch.save({"cfg": {"n": 1}, "model": {"w": torch.ones(2)}}, good)
-  loaded = checkpoint_io.load_torch_checkpoint(good)
+  loaded = converted.load_torch_checkpoint(good)
   assert loaded["cfg"] == {"n": 1}
-  np.testing.assert_array_equal(checkpoint_io.state_dict_to_numpy(loaded["model"])["w"], np.ones(2, np.float32))
+  np.testing.assert_array_equal(converted.state_dict_to_numpy(loaded["model"])["w"], np.ones(2, np.float32))
   namespace = tmp_path / "namespace.pt"
   torch.save({"args": argparse.Namespace(a=1), "model": {}}, namespace)
-  with pytest.raises(checkpoint_io.CheckpointError, match="namespace.pt.*weights_only=True"):
-    checkpoint_io.load_torch_checkpoint(namespace)
-  assert checkpoint_io.load_torch_checkpoint(namespace, safe_globals=[argparse.Namespace])["args"].a == 1
+  with pytest.raises(converted.CheckpointError, match="namespace.pt.*weights_only=True"):
+    converted.load_torch_checkpoint(namespace)
+  assert converted.load_torch_checkpoint(namespace, safe_globals=[argparse.Namespace])["args"].a == 1
   with pytest.raises(FileNotFoundError):
-    checkpoint_io.load_torch_checkpoint(tmp_path / "absent.pt")
+    converted.load_torch_checkpoint(tmp_path / "absent.pt")
 
 
 def test_save_and_restore_converted(tmp_path):
   params = {"enc": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}, "bias": np.ones(3, np.float32)}
-  checkpoint_io.save_converted(tmp_path / "out", params, "toy", {"width": 3})
-  checkpoint_io.save_converted(tmp_path / "out", params, "toy", {"width": 3})  # overwriting is allowed
-  assert checkpoint_io.is_converted_checkpoint(tmp_path / "out")
-  config, restored = checkpoint_io.restore_converted(tmp_path / "out", "toy")
+  converted.save_converted(tmp_path / "out", params, "toy", {"width": 3})
+  converted.save_converted(tmp_path / "out", params, "toy", {"width": 3})  # overwriting is allowed
+  assert converted.is_converted_checkpoint(tmp_path / "out")
+  config, restored = converted.restore_converted(tmp_path / "out", "toy")
   assert config == {"width": 3}
   np.testing.assert_array_equal(restored["enc"]["kernel"], params["enc"]["kernel"])
-  assert checkpoint_io.count_params(restored) == 9
-  assert set(checkpoint_io.flatten_params(restored)) == {"enc/kernel", "bias"}
-  with pytest.raises(checkpoint_io.CheckpointError, match="expected config.json"):
-    checkpoint_io.restore_converted(tmp_path, "toy")
+  assert converted.count_params(restored) == 9
+  assert set(converted.flatten_params(restored)) == {"enc/kernel", "bias"}
+  with pytest.raises(converted.CheckpointError, match="expected config.json"):
+    converted.restore_converted(tmp_path, "toy")
 
 
 # --- damaged checkpoints: refused in one line naming the path, nothing half-written ---------------------------
@@ -123,7 +123,7 @@ def test_damaged_converted_folder_is_refused_naming_it(converted_beats, tmp_path
   else:
     (folder / "config.json").write_text("{not json")
     expected = [folder, "config.json is not the JSON a converter writes"]
-  with pytest.raises(checkpoint_io.DamagedCheckpointError) as error:
+  with pytest.raises(converted.DamagedCheckpointError) as error:
     beats.load(folder)
   _one_line_naming(error.value, *expected)
 
@@ -133,13 +133,13 @@ def test_converter_refuses_non_finite_tensors_and_writes_nothing(fixtures, tmp_p
   checkpoint["model"]["encoder.layers.1.fc1.weight"][0, 3] = float("nan")
   checkpoint["model"]["layer_norm.bias"][0] = float("inf")
   torch.save(checkpoint, tmp_path / "nan.pt")
-  with pytest.raises(checkpoint_io.CheckpointError) as error:
+  with pytest.raises(converted.CheckpointError) as error:
     convert_beats.convert(str(tmp_path / "nan.pt"), str(tmp_path / "out"))
   assert "2 tensor(s) hold NaN or inf values: encoder.layers.1.fc1.weight, layer_norm.bias" in str(error.value)
   assert str(tmp_path / "nan.pt") in str(error.value)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
-  with pytest.raises(checkpoint_io.CheckpointError, match="refusing to write 1 parameter"):
-    checkpoint_io.save_converted(tmp_path / "out", {"w": np.array([1.0, np.nan])}, "toy", {})
+  with pytest.raises(converted.CheckpointError, match="refusing to write 1 parameter"):
+    converted.save_converted(tmp_path / "out", {"w": np.array([1.0, np.nan])}, "toy", {})
   assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
 
 
@@ -148,7 +148,7 @@ def test_truncated_pt_and_safetensors_are_one_line_errors(fixtures, tmp_path):
                      ("eat_tiny.safetensors", lambda p: eat.load(p, fixtures / "eat_tiny_hf_config.json"))):
     cut = tmp_path / name
     cut.write_bytes((fixtures / name).read_bytes()[:5000])
-    with pytest.raises(checkpoint_io.DamagedCheckpointError) as error:
+    with pytest.raises(converted.DamagedCheckpointError) as error:
       load(cut)
     _one_line_naming(error.value, cut, "is the file complete?")
 
@@ -156,32 +156,32 @@ def test_truncated_pt_and_safetensors_are_one_line_errors(fixtures, tmp_path):
 def test_weights_only_refusal_names_the_classes_and_never_suggests_unsafe_loading(tmp_path):
   path = tmp_path / "namespace.pt"
   torch.save({"args": argparse.Namespace(a=1), "model": {}}, path)
-  with pytest.raises(checkpoint_io.DamagedCheckpointError) as error:
-    checkpoint_io.load_torch_checkpoint(path)
+  with pytest.raises(converted.DamagedCheckpointError) as error:
+    converted.load_torch_checkpoint(path)
   _one_line_naming(error.value, path, "argparse.Namespace", "only reads checkpoints with weights_only=True")
   assert "weights_only` set to `False" not in str(error.value)
 
 
 def test_save_converted_replaces_a_converted_folder_only(tmp_path):
   params = {"w": np.arange(3, dtype=np.float32)}
-  checkpoint_io.save_converted(tmp_path / "out", params, "toy", {"v": 1})
-  checkpoint_io.save_converted(tmp_path / "out", {"w": params["w"] + 1}, "toy", {"v": 2})
-  config, restored = checkpoint_io.restore_converted(tmp_path / "out", "toy")
+  converted.save_converted(tmp_path / "out", params, "toy", {"v": 1})
+  converted.save_converted(tmp_path / "out", {"w": params["w"] + 1}, "toy", {"v": 2})
+  config, restored = converted.restore_converted(tmp_path / "out", "toy")
   assert config == {"v": 2} and restored["w"].tolist() == [1.0, 2.0, 3.0]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
   (tmp_path / "home").mkdir()
   (tmp_path / "home" / "notes.txt").write_text("mine")
   with pytest.raises(FileExistsError, match="holds other files than a converted checkpoint"):
-    checkpoint_io.save_converted(tmp_path / "home", params, "toy", {})
+    converted.save_converted(tmp_path / "home", params, "toy", {})
   assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["notes.txt"]
 
 
 def test_folder_converted_without_digests_still_loads_with_a_warning(tmp_path, caplog):
-  checkpoint_io.save_converted(tmp_path / "out", {"w": np.ones(2, np.float32)}, "toy", {})
+  converted.save_converted(tmp_path / "out", {"w": np.ones(2, np.float32)}, "toy", {})
   meta = json.loads((tmp_path / "out" / "config.json").read_text())
   del meta["files"]
   (tmp_path / "out" / "config.json").write_text(json.dumps(meta))
   with caplog.at_level("WARNING"):
-    _, restored = checkpoint_io.restore_converted(tmp_path / "out", "toy")
+    _, restored = converted.restore_converted(tmp_path / "out", "toy")
   assert restored["w"].tolist() == [1.0, 1.0]
   assert any("without file digests" in r.getMessage() for r in caplog.records)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asd_jax.training import checkpoints
+from asd_jax.checkpoints import train_state
 
 
 def _state(value):
@@ -16,12 +16,12 @@ def _state(value):
 
 
 def _abstract():
-  return checkpoints.abstract_like(_state(1), jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return train_state.abstract_like(_state(1), jax.sharding.SingleDeviceSharding(jax.devices()[0]))
 
 
 @pytest.fixture
 def three_steps(tmp_path):
-  ckpt = checkpoints.Checkpointer(tmp_path, keep=3)
+  ckpt = train_state.Checkpointer(tmp_path, keep=3)
   for step in (1, 2, 3):
     ckpt.save(step, _state(step), {"position": step}, {"run": "a"})
   ckpt.wait()
@@ -30,7 +30,7 @@ def three_steps(tmp_path):
 
 
 def test_checksum_sees_any_changed_word_and_moved_values():
-  base = checkpoints.checksums(_state(1))
+  base = train_state.checksums(_state(1))
   assert set(base) == {"['w']", "['count']", "['flag']", "['half']"}
   w = np.arange(12.0, dtype=np.float32).reshape(3, 4)
   one_bit = w.copy().view(np.uint32)
@@ -38,17 +38,17 @@ def test_checksum_sees_any_changed_word_and_moved_values():
   swapped = w.copy()
   swapped[0, 0], swapped[0, 1] = swapped[0, 1], swapped[0, 0]
   for other in (one_bit.view(np.float32), swapped, w.T.copy().reshape(3, 4)):
-    assert checkpoints.checksums({"w": jnp.asarray(other)})["['w']"] != base["['w']"]
-  assert checkpoints.checksums({"w": jnp.asarray(w)})["['w']"] == base["['w']"]
+    assert train_state.checksums({"w": jnp.asarray(other)})["['w']"] != base["['w']"]
+  assert train_state.checksums({"w": jnp.asarray(w)})["['w']"] == base["['w']"]
 
 
 def test_a_state_that_does_not_match_its_checksum_is_refused_and_skipped_on_resume(three_steps, caplog):
   meta_file = three_steps / "3" / "meta" / "metadata"
   meta = json.loads(meta_file.read_text())
-  meta[checkpoints.CHECKSUM_KEY]["['w']"] += 1  # as if the stored bits of w had changed after the save
+  meta[train_state.CHECKSUM_KEY]["['w']"] += 1  # as if the stored bits of w had changed after the save
   meta_file.write_text(json.dumps(meta))
-  ckpt = checkpoints.Checkpointer(three_steps, keep=3)
-  with pytest.raises(checkpoints.UnreadableCheckpointError,
+  ckpt = train_state.Checkpointer(three_steps, keep=3)
+  with pytest.raises(train_state.UnreadableCheckpointError,
                      match=r"checkpoint step 3 in .* is damaged: the checksum of 1 array\(s\) differs .*\['w'\]"):
     ckpt.restore(_abstract())  # a reader (embed) gets an error, not an older model
   assert ckpt.restore_meta() == {"run": "a"}  # the metadata itself reads; the checksum is not part of it
@@ -67,11 +67,11 @@ def test_a_state_that_does_not_match_its_checksum_is_refused_and_skipped_on_resu
 
 def test_an_unreadable_latest_metadata_is_skipped_by_restore_meta(three_steps, caplog):
   (three_steps / "3" / "meta" / "metadata").unlink()
-  ckpt = checkpoints.Checkpointer(three_steps)
+  ckpt = train_state.Checkpointer(three_steps)
   with caplog.at_level("WARNING"):
     assert ckpt.restore_meta() == {"run": "a"}
   assert "checkpoint step 3" in caplog.text and "older step" in caplog.text
-  with pytest.raises(checkpoints.UnreadableCheckpointError, match="checkpoint step 3 .* is unreadable"):
+  with pytest.raises(train_state.UnreadableCheckpointError, match="checkpoint step 3 .* is unreadable"):
     ckpt.restore_meta(3)
   ckpt.close()
 
@@ -79,8 +79,8 @@ def test_an_unreadable_latest_metadata_is_skipped_by_restore_meta(three_steps, c
 def test_when_no_step_restores_nothing_is_moved(three_steps):
   for step in (1, 2, 3):
     (three_steps / str(step) / "data" / "metadata").unlink()
-  ckpt = checkpoints.Checkpointer(three_steps)
-  with pytest.raises(checkpoints.UnreadableCheckpointError) as error:
+  ckpt = train_state.Checkpointer(three_steps)
+  with pytest.raises(train_state.UnreadableCheckpointError) as error:
     ckpt.restore(_abstract(), fall_back=True)
   assert [line.split(" is ")[0].strip() for line in str(error.value).splitlines()[1:4]] == [
       f"checkpoint step {s} in {three_steps}" for s in (3, 2, 1)]

@@ -4,9 +4,10 @@ The trainable tree is `{"model": <plain Flax params>, "lora": {<module path>: {"
 `init_lora` makes a factor pair for every kernel whose '/'-joined path matches a regex (A ~ U(-1/sqrt(in), 1/sqrt(in)),
 the Kaiming-uniform init of the original LoRA code, B = 0, so training starts from the pretrained model).
 `merge_lora` forms `W + (alpha / r) A @ B` functionally, inside the loss, so the model code knows nothing
-about LoRA; `trainable_labels` tells `optax.partition` which leaves get updates: the LoRA factors and the
-head, never the frozen encoder (which also gets no optimiser state). `merge_lora` on trained factors is
-also the export step that folds them into plain weights.
+about LoRA (`with_lora` wraps a loss over plain params); `trainable_labels` tells the optimiser's partition
+(`asd_jax.training.optimizer`) which leaves get updates: the LoRA factors and the head, never the frozen
+encoder (which also gets no optimiser state). `merge_lora` on trained factors is also the step that folds
+them into plain weights for embedding and export.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import flax.traverse_util as tu
 import jax
 import jax.numpy as jnp
 
-TRAINABLE = "trainable"
-FROZEN = "frozen"
+from asd_jax.training.optimizer import FROZEN, TRAINABLE
+
 # q, v and out projections of every attention block (the report's LoRA targets).
 DEFAULT_TARGETS = r"(^|/)(q_proj|v_proj|out_proj)/kernel$"
 
@@ -97,21 +98,15 @@ def trainable_labels(params: Params, *, train_encoder: bool, trainable_modules: 
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def count_params(tree: Params) -> int:
-  """Number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
-  return sum(int(x.size) for x in jax.tree.leaves(tree))
+def with_lora(loss_fn: Any, *, alpha: float) -> Any:
+  """The loss over the trainable tree `{"model", ["lora"]}` of a loss over plain model params.
 
+  LoRA factors (if any) are merged into the weights (`merge_lora`) before `loss_fn` sees them, so gradients
+  reach the factors through the merge and the model code knows nothing about LoRA. Both losses have the
+  train step's signature (`asd_jax.training.train_step.LossFn`).
+  """
 
-def summary(params: Params, labels: Params, depth: int = 2) -> list[tuple[str, int, int]]:
-  """`(subtree path, total, trainable)` parameter counts per subtree up to `depth` levels, plus "total"."""
-  rows: dict[str, list[int]] = {}
-  flat_p = tu.flatten_dict(params)
-  flat_l = tu.flatten_dict(labels)
-  for keys, leaf in flat_p.items():
-    name = _path(keys[:depth])
-    row = rows.setdefault(name, [0, 0])
-    row[0] += int(leaf.size)
-    row[1] += int(leaf.size) if flat_l[keys] == TRAINABLE else 0
-  out = [(name, total, train) for name, (total, train) in sorted(rows.items())]
-  out.append(("total", sum(r[1] for r in out), sum(r[2] for r in out)))
-  return out
+  def merged_loss(params, extra, batch, rng):
+    return loss_fn(merge_lora(params, alpha=alpha), extra, batch, rng)
+
+  return merged_loss

@@ -10,9 +10,8 @@ import soundfile
 from asd_jax.audio import wav
 from asd_jax.data import records as rec
 from asd_jax.data import synth
+from asd_jax.finetuning import fine_tune
 from asd_jax.models import networks
-from asd_jax.training import data as train_data
-from asd_jax.training import experiment
 from configs import common
 
 MACHINES = ["ToyCar", "fan"]
@@ -35,7 +34,7 @@ def _config(summary, batch_size=1):
 
 
 def test_label_space_has_the_train_and_supplementary_classes(dataset):
-  space = train_data.label_space(_config(dataset))
+  space = fine_tune.label_space(_config(dataset))
   want = sorted(name for m in dataset["machines"].values() for name in m["classes"])
   assert space.names == want
   for machine in MACHINES:  # the generator's own list of classes has both supplementary kinds per machine
@@ -43,18 +42,19 @@ def test_label_space_has_the_train_and_supplementary_classes(dataset):
   # The ArcFace head has one column per class of that space.
   config = _config(dataset)
   network = networks.build_network(config, space.num_classes)
-  tree, _ = experiment.init_trainable(config, network, jax.random.key(0), abstract=True)
+  tree, _ = fine_tune.init_trainable(config, network, jax.random.key(0), abstract=True)
   assert tree["model"]["head"]["kernel"].shape[-1] == len(want)
 
 
 def test_training_batches_include_the_supplementary_clips_with_their_own_labels(dataset):
   config = _config(dataset)
-  space = train_data.label_space(config)
-  clips = train_data.training_records(train_data.records(config))
+  space = fine_tune.label_space(config)
+  clips = fine_tune.training_records(fine_tune.records(config))
   by_split = collections.Counter(r.split for r in clips)
   written = collections.Counter(r.split for r in dataset["records"])
-  assert by_split == {rec.SPLIT_TRAIN: written[rec.SPLIT_TRAIN], rec.SPLIT_SUPPLEMENTAL: written[rec.SPLIT_SUPPLEMENTAL]}
-  batches, num_clips = train_data.train_batches(config, space)
+  assert by_split == {rec.SPLIT_TRAIN: written[rec.SPLIT_TRAIN],
+                      rec.SPLIT_SUPPLEMENTAL: written[rec.SPLIT_SUPPLEMENTAL]}
+  batches, num_clips = fine_tune.train_batches(config, space)
   assert num_clips == len(clips)
   # Batch size 1: the first epoch is a permutation of every training clip.
   epoch = [next(batches) for _ in range(num_clips)]
@@ -80,8 +80,8 @@ def test_data_strict_refuses_a_wav_at_another_rate(strict, tmp_path):
   soundfile.write(odd, np.zeros(2000, np.float32), 8000)  # 0.25 s at 8 kHz
   config = _config(summary, batch_size=1)
   config.data.strict = strict
-  space = train_data.label_space(config)
-  batches, num_clips = train_data.train_batches(config, space)
+  space = fine_tune.label_space(config)
+  batches, num_clips = fine_tune.train_batches(config, space)
   if strict:
     with pytest.raises(wav.WavError, match=f"{odd}: sample rate 8000 Hz, expected 16000 Hz"):
       for _ in range(num_clips):
@@ -96,6 +96,6 @@ def test_the_scan_checks_the_channel_policy_before_training(dataset):
   config = _config(dataset)
   config.data.channels = "cancel"
   with pytest.raises(layout.DatasetError, match=r"\.wav: 1 channel\(s\), but channel policy 'cancel' needs exactly 2"):
-    train_data.records(config, training=True)
+    fine_tune.records(config, training=True)
   config.data.channels = "near"
-  assert train_data.records(config, training=True)
+  assert fine_tune.records(config, training=True)

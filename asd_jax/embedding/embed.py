@@ -1,7 +1,7 @@
-"""Every clip of a dataset embedded with a workdir's model: the library behind `python -m asd_jax.embed`.
+"""Every clip of a dataset embedded with a training workdir's model: the library behind `python -m asd_jax.embed`.
 
 The parameters are the workdir's latest training checkpoint (LoRA factors merged with the alpha it was trained
-with; `asd_jax.training.restore`), else the network before training (converted encoders or random tiny ones,
+with; `asd_jax.finetuning.restore`), else the network before training (converted encoders or random tiny ones,
 with a warning); `frozen=True` asks for the latter explicitly (the pipeline's frozen reference models). Writes
 `embeddings.npz` and `embeddings_records.json` (see `asd_jax.embedding.store`) into the workdir.
 
@@ -23,7 +23,7 @@ from asd_jax import workdir_lock
 from asd_jax.data import layout
 from asd_jax.embedding import extract
 from asd_jax.embedding import store
-from asd_jax.training import restore
+from asd_jax.finetuning import restore
 
 
 def embed(config: ml_collections.ConfigDict, workdir: str, *, all_layers: bool = True, out: str = "",

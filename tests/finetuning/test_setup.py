@@ -4,10 +4,9 @@ import flax.traverse_util as tu
 import jax
 import pytest
 
+from asd_jax.finetuning import fine_tune
 from asd_jax.models import networks
-from asd_jax.training import experiment
-from asd_jax.training import fine_tune
-from asd_jax.training import lora
+from asd_jax.training import optimizer
 from configs import dual_branch, fbeats, feat, lbeats, leat
 
 NUM_CLASSES = 7
@@ -18,13 +17,13 @@ SUBCLUSTERS = 16
 
 def _abstract(config, num_classes=NUM_CLASSES):
   network = networks.build_network(config, num_classes)
-  tree, extra = experiment.init_trainable(config, network, jax.random.key(0), abstract=True)
-  return tree, extra, experiment.labels_for(config, tree)
+  tree, extra = fine_tune.init_trainable(config, network, jax.random.key(0), abstract=True)
+  return tree, extra, fine_tune.labels_for(config, tree)
 
 
 def _counts(config, depth=2):
   tree, extra, labels = _abstract(config)
-  return {name: (total, train) for name, total, train in experiment.summary_rows(tree, labels, extra, depth)}
+  return {name: (total, train) for name, total, train in optimizer.summary(tree, labels, extra, depth)}
 
 
 def test_lbeats_trains_exactly_lora_plus_head():
@@ -62,7 +61,8 @@ def test_extra_trainable_adds_matching_parameters_to_the_lora_partition():
   tree, _, labels = _abstract(config)
   flat = {"/".join(k): (v.size, labels_leaf) for (k, v), labels_leaf in
           zip(tu.flatten_dict(tree).items(), tu.flatten_dict(labels).values())}
-  extra = {k: size for k, (size, label) in flat.items() if label == lora.TRAINABLE and k.startswith("model/encoder/")}
+  extra = {k: size for k, (size, label) in flat.items()
+           if label == optimizer.TRAINABLE and k.startswith("model/encoder/")}
   # Every LayerNorm's scale and bias: two per block of the 24 and the one before them, 1024 wide.
   assert extra and all("norm" in k for k in extra)
   assert sum(extra.values()) == (24 * 2 + 1) * 2 * 1024
@@ -72,8 +72,8 @@ def test_extra_trainable_adds_matching_parameters_to_the_lora_partition():
 
 def test_feat_trains_everything_but_the_fixed_positions():
   tree, _, labels = _abstract(feat.get_config())
-  assert labels["model"]["encoder"]["positions"] == lora.FROZEN
-  rows = {name: (total, train) for name, total, train in lora.summary(tree, labels, depth=3)}
+  assert labels["model"]["encoder"]["positions"] == optimizer.FROZEN
+  rows = {name: (total, train) for name, total, train in optimizer.summary(tree, labels, depth=3)}
   assert rows["total"][1] == rows["total"][0] - rows["model/encoder/positions"][0]
 
 

@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics.pairwise import cosine_distances
 
 from asd_jax.data.records import ClipRecord
-from asd_jax.scoring import fused, scorer as scorer_lib, threshold
+from asd_jax.scoring import fusion, scorer as scorer_lib, threshold
 
 U64 = 2.0**-53
 EPS32 = float(np.finfo(np.float32).eps)
@@ -51,23 +51,23 @@ def two_models():
 def test_thresholds_are_fit_on_the_weighted_training_scores(two_models):
   scorers, _, train, train_records, _ = two_models
   weights = {"a": 0.3, "b": 0.7}
-  got = fused.fit_thresholds(weights, scorers)
+  got = fusion.fit_thresholds(weights, scorers)
   for key in SECTIONS:
     by_hand = 0.3 * scorers["a"].sections[key].train_scores + 0.7 * scorers["b"].sections[key].train_scores
     assert got[key] == pytest.approx(threshold.fit_threshold(by_hand))
   other = scorer_lib.fit(train[2:], train_records[2:])
   with pytest.raises(ValueError, match="other training clips"):
-    fused.fit_thresholds({"a": 0.5, "other": 0.5}, {"a": scorers["a"], "other": other})
+    fusion.fit_thresholds({"a": 0.5, "other": 0.5}, {"a": scorers["a"], "other": other})
   with pytest.raises(ValueError, match="at least one model"):
-    fused.fit_thresholds({"a": 0.0}, scorers)
+    fusion.fit_thresholds({"a": 0.0}, scorers)
 
 
 def test_fused_scores_decisions_and_nearest_clip_by_hand(two_models):
   scorers, vectors, train, train_records, test_records = two_models
   weights = {"a": 0.25, "b": 0.75}
-  thresholds = fused.fit_thresholds(weights, scorers)
-  models = fused.score_models(scorers, vectors, test_records)
-  got = fused.score_system(weights, scorers, models, test_records, thresholds)
+  thresholds = fusion.fit_thresholds(weights, scorers)
+  models = fusion.score_models(scorers, vectors, test_records)
+  got = fusion.score_system(weights, scorers, models, test_records, thresholds)
   terms = [0.25 * models["a"].scores.normalized, 0.75 * models["b"].scores.normalized]
   by_hand = terms[0] + terms[1]
   # Two float64 sums of the same two products, in any order: within 2 * 2 u sum_k |w_k s_k| of each other.
@@ -95,13 +95,13 @@ def test_fused_scores_decisions_and_nearest_clip_by_hand(two_models):
 def test_scores_do_not_depend_on_the_other_clips_scored_with_them(two_models):
   scorers, vectors, _, _, test_records = two_models
   weights = {"a": 0.4, "b": 0.6}
-  thresholds = fused.fit_thresholds(weights, scorers)
-  together = fused.score_system(weights, scorers, fused.score_models(scorers, vectors, test_records), test_records,
+  thresholds = fusion.fit_thresholds(weights, scorers)
+  together = fusion.score_system(weights, scorers, fusion.score_models(scorers, vectors, test_records), test_records,
                                 thresholds)
   dims = {"a": 3 * 16, "b": 2 * 16}
   for i, record in enumerate(test_records):
     one = {k: v[i:i + 1] for k, v in vectors.items()}
-    alone = fused.score_system(weights, scorers, fused.score_models(scorers, one, [record]), [record], thresholds)
+    alone = fusion.score_system(weights, scorers, fusion.score_models(scorers, one, [record]), [record], thresholds)
     key = (record.machine, record.section)
     bound = sum(w * 2 * _gamma(dims[m]) / scorers[m].sections[key].std for m, w in weights.items())
     assert abs(alone.scores[0] - together.scores[i]) <= bound + 4 * U64 * abs(together.scores[i])

@@ -29,8 +29,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from asd_jax import errors
 from asd_jax.audio import channels
-from asd_jax.models import checkpoint_io
 
 CHECKSUM_KEY = "state_checksum"  # meta entry: {leaf path: checksum} of the saved state
 UNREADABLE_SUFFIX = ".unreadable"  # a damaged step folder is renamed <step>.unreadable (not a step for Orbax)
@@ -118,8 +118,8 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
           meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a bare Exception, too)
-      checkpoint_io.quiet_late_callbacks()
-      reason = checkpoint_io.innermost_reason(e)
+      errors.quiet_late_callbacks()
+      reason = errors.reason(e)
       raise UnreadableCheckpointError(f"{self._where(step)} is unreadable ({reason})") from e
     state, meta = restored.state, dict(restored.meta)
     saved = meta.pop(CHECKSUM_KEY, None)
@@ -195,8 +195,8 @@ class Checkpointer:
         meta = self._manager.restore(candidate, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         return {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
       except Exception as e:  # noqa: BLE001  (see _restore_step)
-        checkpoint_io.quiet_late_callbacks()
-        reasons.append(f"{self._where(candidate)} is unreadable ({checkpoint_io.innermost_reason(e)})")
+        errors.quiet_late_callbacks()
+        reasons.append(f"{self._where(candidate)} is unreadable ({errors.reason(e)})")
         if step is None:
           logging.warning("%s; reading the metadata of an older step", reasons[-1])
     raise UnreadableCheckpointError("; ".join(reasons))
@@ -209,19 +209,20 @@ class Checkpointer:
 
 
 # --- Which settings make two runs the same ----------------------------------------------------------------------
-# The one declaration of config compatibility, checked by `check_same_run` wherever a saved model is reused:
-# resuming a training run and reusing a pipeline's trained model folder (`RUN_FIELDS`), restoring a checkpoint
-# for embedding or export (`MODEL_FIELDS`). Dotted paths into a checkpoint's metadata; "config.lora" means every
-# field under it. Fields left out (data root and workers, logging, checkpoint cadence, the embedding settings)
-# never refuse a reuse; everything under config.model is compared, its fast-path switches included.
+# Each kind of run declares the metadata fields that make it one run (`asd_jax.finetuning.fine_tune.RUN_FIELDS`,
+# `asd_jax.pretraining.pretrain.RUN_FIELDS`), compared by `check_same_run` wherever a saved run is continued or
+# reused. Dotted paths into a checkpoint's metadata; "config.optim" means every field under it.
 
-# Shape the trained parameters: a checkpoint read with other values would be misread. (LoRA's alpha only
-# scales the merge, and the saved value is used; the optimiser only shapes state restored alongside.)
-MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "config.lora.targets", "config.loss")
-# Make one training run: continuing (or reusing) a run with other values would mix two runs' settings.
-RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds",
-                             "config.data.channels", "config.lora", "config.optim", "config.train.batch_size",
-                             "config.train.epochs", "data_root", "label_space", "num_steps")
+# Settings a resumed run may change when asked to (`accept_changes`, the CLIs' --accept_changes): they change the
+# values the next updates use, never the shape of the saved state or the order of the data, so the latest
+# checkpoint restores as it was saved and the run goes on from it with the new values (a diverged run continued
+# from its last finite checkpoint with a lower learning rate, say). Not among them: grad_clip_norm (0 drops the
+# clipping from the optimiser's state), the seed, the batch size, the data, the model.
+ADJUSTABLE_FIELDS = ("config.optim.learning_rate", "config.optim.warmup_steps", "config.optim.warmup_fraction",
+                     "config.optim.schedule", "config.optim.end_lr_fraction", "config.optim.weight_decay",
+                     "config.optim.b1", "config.optim.b2", "config.optim.eps", "config.train.epochs",
+                     "config.train.num_steps", "num_steps")
+CHANGES_KEY = "changes"  # meta entry: [{"step": int, "fields": {field: [saved, now]}}], each accepted change
 # What a field absent from a saved checkpoint meant when it was written (the field came later): the channel
 # policy did not exist and every reader took the channel mean (asd_jax.audio.channels.LEGACY).
 LEGACY_VALUES = {"config.data.channels": channels.LEGACY}
@@ -273,12 +274,14 @@ def _describe(field: str, saved: Any, now: Any) -> str:
 
 
 def check_same_run(directory: str, saved_meta: dict[str, Any], meta: dict[str, Any], fields: tuple[str, ...],
-                   *, hint: str = "") -> None:
+                   *, hint: str = "", accept_changes: bool = False) -> dict[str, tuple[Any, Any]]:
   """Raises ValueError naming `directory` and each differing field (saved vs now) of `fields`.
 
   `fields` are dotted paths into the metadata (`"config.lora"` compares every field under it, one line per
   leaf; `"num_steps"` a single value); a field missing on one side shows as `<absent>`, except that a saved
-  checkpoint without a field of `LEGACY_VALUES` compares as that field's value before it existed.
+  checkpoint without a field of `LEGACY_VALUES` compares as that field's value before it existed. With
+  `accept_changes`, differences in `ADJUSTABLE_FIELDS` are accepted and returned (`{field: (saved, now)}`);
+  without it, a refusal whose differences are all adjustable says so.
   """
   saved, now = {}, {}
   for field in fields:
@@ -287,11 +290,17 @@ def check_same_run(directory: str, saved_meta: dict[str, Any], meta: dict[str, A
       value = LEGACY_VALUES[field]
     saved.update(_flatten(field, value))
     now.update(_flatten(field, _lookup(meta, field)))
-  differing = [_describe(f, saved.get(f, _ABSENT), now.get(f, _ABSENT)) for f in sorted(set(saved) | set(now))
-               if saved.get(f, _ABSENT) != now.get(f, _ABSENT)]
-  if differing:
-    raise ValueError("\n".join([f"checkpoint {directory} does not match this run's settings:", *differing]
-                               + ([hint] if hint else [])))
+  differing = [f for f in sorted(set(saved) | set(now)) if saved.get(f, _ABSENT) != now.get(f, _ABSENT)]
+  adjustable = [f for f in differing if f in ADJUSTABLE_FIELDS]
+  refused = [f for f in differing if f not in ADJUSTABLE_FIELDS or not accept_changes]
+  if refused:
+    lines = [f"checkpoint {directory} does not match this run's settings:"]
+    lines += [_describe(f, saved.get(f, _ABSENT), now.get(f, _ABSENT)) for f in refused]
+    if refused == adjustable:
+      lines.append("Each of these may change on a resume: run again with --accept_changes (accept_changes=True) "
+                   "to continue from the latest checkpoint with the new values.")
+    raise ValueError("\n".join(lines + ([hint] if hint else [])))
+  return {f: (saved.get(f), now.get(f)) for f in adjustable}
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -1,5 +1,5 @@
-"""Model-agnostic checkpoint plumbing: reading PyTorch `.pt` files safely, strict key checking, and
-saving/restoring converted Flax parameters.
+"""Encoder weights on disk: reading PyTorch `.pt` files safely, strict key checking, and saving/restoring
+converted Flax parameters (the training state's checkpoints are `asd_jax.checkpoints.train_state`).
 
 Each encoder module (beats.py, eat.py) owns its key mapping; this module owns what they share:
 `load_torch_checkpoint` (always `weights_only=True`, never arbitrary unpickling), `check_state_dict`
@@ -24,7 +24,6 @@ import os
 import pathlib
 import pickle
 import shutil
-import sys
 from typing import Any
 
 import jax
@@ -32,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from asd_jax import atomic
+from asd_jax import errors
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -64,38 +64,6 @@ class DamagedCheckpointError(CheckpointError):
   def __init__(self, source: str, problem: str):
     super().__init__(source, problems=[problem])
     ValueError.__init__(self, f"checkpoint {source}: {problem}")
-
-
-def innermost_reason(error: BaseException) -> str:
-  """`Type: first line` of the innermost cause of `error` (TensorStore's own message, say, rather than
-  Orbax's wrapper around it, whose text holds the whole TensorStore spec)."""
-  seen = {id(error)}
-  while (error.__cause__ or error.__context__) is not None and id(error.__cause__ or error.__context__) not in seen:
-    error = error.__cause__ or error.__context__
-    seen.add(id(error))
-  text = str(error).split(" See full TensorStore details")[0].strip().splitlines()
-  return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
-
-
-_default_unraisablehook = None
-
-
-def _drop_closed_event_loop(unraisable) -> None:
-  error = unraisable.exc_value
-  if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-    logging.debug("dropped a late TensorStore callback on Orbax's closed event loop: %s", error)
-    return
-  _default_unraisablehook(unraisable)
-
-
-def quiet_late_callbacks() -> None:
-  """After a failed Orbax restore, TensorStore reads still in flight complete on an event loop Orbax has
-  already closed, and Python prints each as an "Exception ignored ... Event loop is closed" traceback, at
-  any later moment. Those (and only those) are dropped from then on; the failure itself is reported."""
-  global _default_unraisablehook
-  if _default_unraisablehook is None:
-    _default_unraisablehook = sys.unraisablehook
-    sys.unraisablehook = _drop_closed_event_loop
 
 
 def _torch_reason(error: BaseException, path: pathlib.Path) -> str:
@@ -316,7 +284,7 @@ def restore_converted(directory: str | os.PathLike, model: str) -> tuple[dict[st
     with ocp.StandardCheckpointer() as checkpointer:
       params = checkpointer.restore(directory / PARAMS_DIR)
   except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a bare Exception, too)
-    quiet_late_callbacks()
-    raise DamagedCheckpointError(str(directory), f"Orbax cannot read {PARAMS_DIR}/ ({innermost_reason(e)})") from e
+    errors.quiet_late_callbacks()
+    raise DamagedCheckpointError(str(directory), f"Orbax cannot read {PARAMS_DIR}/ ({errors.reason(e)})") from e
   params = jax.tree_util.tree_map(np.asarray, params)
   return meta["config"], params

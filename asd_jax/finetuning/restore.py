@@ -1,7 +1,7 @@
 """A trained model's plain parameters from its workdir: the latest checkpoint, LoRA factors merged.
 
 What embedding extraction and the detector export read. `trained_params` checks the checkpoint against the
-config (`checkpoints.MODEL_FIELDS`) before restoring anything, and merges LoRA with the alpha the model was
+config (`fine_tune.MODEL_FIELDS`) before restoring anything, and merges LoRA with the alpha the model was
 trained with. `embedding_params` falls back, without a checkpoint, to the network's parameters before training
 (converted encoders, or random tiny ones in demos).
 """
@@ -16,18 +16,19 @@ import jax
 import ml_collections
 from absl import logging
 
+from asd_jax.checkpoints import train_state
+from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import lora
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
-from asd_jax.training import checkpoints
-from asd_jax.training import experiment
-from asd_jax.training import lora
+from asd_jax.training import loop
 
 
-def _restore(config: ml_collections.ConfigDict, ckpt: checkpoints.Checkpointer) -> tuple[networks.Network, Any, str]:
+def _restore(config: ml_collections.ConfigDict, ckpt: train_state.Checkpointer) -> tuple[networks.Network, Any, str]:
   meta = ckpt.restore_meta()
   saved = meta["config"]
-  checkpoints.check_same_run(ckpt.directory, meta, {"config": json.loads(config.to_json_best_effort())},
-                             checkpoints.MODEL_FIELDS, hint="Use the config the checkpoint was trained with.")
+  train_state.check_same_run(ckpt.directory, meta, {"config": json.loads(config.to_json_best_effort())},
+                             fine_tune.MODEL_FIELDS, hint="Use the config the checkpoint was trained with.")
   alpha = saved["lora"]["alpha"]
   if config.lora.alpha != alpha:
     logging.warning("config.lora.alpha=%s but %s was trained with %s: merging LoRA with %s", config.lora.alpha,
@@ -35,32 +36,20 @@ def _restore(config: ml_collections.ConfigDict, ckpt: checkpoints.Checkpointer) 
   restore_config = config.copy_and_resolve_references()
   restore_config.optim.update(saved["optim"])
   network = networks.build_network(config, len(meta["label_space"]["classes"]))
-  run = experiment.create_run(restore_config, network, jax.random.key(config.seed), meta["num_steps"], abstract=True)
-  state, _, _ = ckpt.restore(checkpoints.abstract_like(run.state, shd.replicated(shd.data_mesh())))
+  built = fine_tune.setup(restore_config, network, jax.random.key(config.seed), meta["num_steps"], abstract=True)
+  state, _, _ = ckpt.restore(train_state.abstract_like(built.state, shd.replicated(shd.data_mesh())))
   return network, lora.merge_lora(state.params, alpha=alpha), f"{ckpt.directory} step {int(state.step)}"
-
-
-def latest_step(workdir: str) -> int | None:
-  """The latest training checkpoint step in `workdir/checkpoints`, None without one."""
-  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not os.path.isdir(ckpt_dir):
-    return None
-  ckpt = checkpoints.Checkpointer(ckpt_dir)
-  try:
-    return ckpt.latest_step()
-  finally:
-    ckpt.close()
 
 
 def trained_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[networks.Network, Any, str] | None:
   """`(network, plain params, source)` of the latest checkpoint in `workdir/checkpoints`, None without one.
 
-  Raises ValueError naming each field when the checkpoint was trained with other `checkpoints.MODEL_FIELDS`.
+  Raises ValueError naming each field when the checkpoint was trained with other `fine_tune.MODEL_FIELDS`.
   """
-  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  ckpt_dir = loop.checkpoint_dir(workdir)
   if not os.path.isdir(ckpt_dir):
     return None
-  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  ckpt = train_state.Checkpointer(ckpt_dir)
   try:
     if ckpt.latest_step() is None:
       return None
@@ -85,5 +74,5 @@ def embedding_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[n
   if trained is not None:
     return trained
   network, params, source = untrained_params(config)
-  logging.warning("no training checkpoint in %s: embedding with %s", os.path.join(workdir, "checkpoints"), source)
+  logging.warning("no training checkpoint in %s: embedding with %s", loop.checkpoint_dir(workdir), source)
   return network, params, source
