@@ -177,6 +177,24 @@ def _sha256(path: pathlib.Path) -> str:
   return digest.hexdigest()
 
 
+def checkpoint_digest(path: str | os.PathLike) -> str:
+  """"sha256:<hex>" naming the content of an encoder checkpoint, for provenance: of a converted folder's
+  `config.json` (it holds the SHA-256 of every file under `params/`, which loading checks, so one small read names
+  the whole), of a `.pt` or `.safetensors` file's bytes, or of every file of another folder (the HuggingFace
+  port), in name order. Raises FileNotFoundError naming `path` when it does not exist."""
+  path = pathlib.Path(path).expanduser()
+  if is_converted_checkpoint(path):
+    return "sha256:" + _sha256(path / CONFIG_FILE)
+  if path.is_file():
+    return "sha256:" + _sha256(path)
+  if path.is_dir():
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+      digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _sha256(file).encode())
+    return "sha256:" + digest.hexdigest()
+  raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
+
+
 def _file_digests(directory: pathlib.Path, under: str) -> dict[str, dict[str, Any]]:
   """{path relative to `directory`: {"size", "sha256"}} of every file below `directory / under`."""
   return {path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}

@@ -68,20 +68,11 @@ def _relative_scorer(scorer: scorer_lib.Scorer, root: str) -> scorer_lib.Scorer:
   return dataclasses.replace(scorer, train_paths=paths)
 
 
-def _encoder_slots(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], str, str]]:
-  """`(path in the model params, `networks.ENCODERS` name, config.model field of its checkpoint)` per encoder."""
-  if config.model.network == networks.DUAL_BRANCH:
-    return [(("encoder", name), name, f"{name}_checkpoint") for name in networks.DUAL_BRANCH_ENCODERS]
-  if config.model.network == networks.LOG_MEL_STATS:
-    return []
-  return [(("encoder",), config.model.network, "init_checkpoint")]
-
-
 def _write_network(model: ExportedModel, out_dir: str) -> None:
   """Each encoder as a converted checkpoint, the rest (heads) as .npz, and the config."""
   flat = tu.flatten_dict(jax.device_get(model.params)) if model.params else {}
   slots = []
-  for path, name, field in _encoder_slots(model.config):
+  for path, name, field in networks.encoder_slots(model.config):
     arch = model.network.architecture if len(path) == 1 else model.network.architecture[path[-1]]
     subtree = tu.unflatten_dict({k[len(path):]: v for k, v in flat.items() if k[:len(path)] == path})
     converted.save_converted(os.path.join(out_dir, layout.ENCODERS_DIR, name), subtree, name, arch)

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ml_collections
 
 from asd_jax import config_checks
 from asd_jax import provenance
 from asd_jax import workdir_lock
+from asd_jax.checkpoints import converted
 from asd_jax.data import digest as digest_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
 from asd_jax.detector import export as export_lib
 from asd_jax.evaluation import files as eval_files
+from asd_jax.evaluation import metrics
 from asd_jax.evaluation import official
+from asd_jax.evaluation import protocol as protocol_lib
 from asd_jax.finetuning import fine_tune
 from asd_jax.finetuning import restore
 from asd_jax.pipeline import cache
@@ -47,8 +52,8 @@ class Progress:
 def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress, *,
                  bars: bool) -> ml_collections.ConfigDict:
   """Pre-trains EAT as `config.pretrain` says (resumable, skipped when done) in DIR/pretrain/; returns a copy of
-  `config` whose `init.eat` is the exported encoder, so every EAT model without an explicit checkpoint (and
-  with `init` left True) starts from it.
+  `config` whose `init.eat` is the exported encoder (`pretrained_eat_dir`), so every EAT model without an explicit
+  checkpoint (and with `init` left True) starts from it.
 
   A corpus source whose path is `DATA_ROOT` ("<data.root>") reads the pipeline's dataset (its test clips are
   left out, as the corpus always does unless a source says `include_test`). Without its own
@@ -74,8 +79,14 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
     action = "ran"
   log("pretrain", f"{action} ({time.perf_counter() - t0:.1f} s)")
   config = ml_collections.ConfigDict(config.to_dict())
-  config.init.eat = os.path.join(pretrain_dir, pretrain.ENCODER_DIR)
+  config.init.eat = pretrained_eat_dir(workdir)
   return config
+
+
+def pretrained_eat_dir(workdir: str) -> str:
+  """`DIR/pretrain/encoder`: the EAT the pipeline's pre-training exports."""
+  from asd_jax.pretraining import pretrain  # only runs that pre-train pay for importing it
+  return os.path.join(workdir_lib.path(workdir, workdir_lib.PRETRAIN), pretrain.ENCODER_DIR)
 
 
 def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
@@ -107,8 +118,9 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
 
 
 def score_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
-                 log: Progress, *, labelled: bool) -> dict[str, results_lib.ModelResult]:
-  """Fits each model's scorer on the memory-bank clips of `records`, scores and evaluates the test clips."""
+                 log: Progress) -> dict[str, results_lib.ModelResult]:
+  """Fits each model's scorer on the memory-bank clips of `records`, scores the test clips and writes both (the
+  evaluation comes later, `evaluate`)."""
   bank_idx = [i for i, r in enumerate(records) if records_lib.is_bank_clip(r)]
   test_idx = [i for i, r in enumerate(records) if records_lib.is_test_clip(r)]
   bank_records, test_records = [records[i] for i in bank_idx], [records[i] for i in test_idx]
@@ -213,8 +225,58 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     return _run(config, workdir, progress=progress, bars=progress if bars is None else bars)
 
 
+class Warnings:
+  """Prints each warning at once (`warning: ...` on stderr, whatever the progress setting) and keeps it for
+  results.json."""
+
+  def __init__(self):
+    self.lines: list[str] = []
+
+  def __call__(self, line: str) -> None:
+    self.lines.append(line)
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _digest(start: specs_lib.EncoderStart) -> str:
+  """The checkpoint's digest ("" for random weights, or a pre-training export not written yet)."""
+  if start.source == specs_lib.RANDOM or (start.source == specs_lib.PRETRAINING and not os.path.exists(start.path)):
+    return ""
+  try:
+    return converted.checkpoint_digest(start.path)
+  except FileNotFoundError as e:
+    raise ValueError(f"model {start.key} ({start.name}): its {start.encoder} checkpoint {e}") from None
+
+
+def _weights_json(starts: Sequence[specs_lib.EncoderStart], digests: Sequence[str],
+                  pretraining: dict[str, Any] | None) -> dict[str, Any]:
+  """provenance.json's "weights": {model key: {encoder: {"source", "path", "sha256"} or {"source", "seed", "why"}}},
+  and "pretraining" (where the pre-training run started) when there is one. `digests`: of `starts`, as found up
+  front; a pre-training export, written since, is digested now."""
+  out: dict[str, Any] = {}
+  for start, digest in zip(starts, digests):
+    digest = _digest(start) if start.source == specs_lib.PRETRAINING else digest
+    out.setdefault(start.key, {})[start.encoder] = start.to_json_dict(digest)
+  if pretraining is not None:
+    out["pretraining"] = pretraining
+  return out
+
+
+def _pretraining_start(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """Where the pipeline's EAT pre-training starts (its own `model.init_checkpoint`, else `init.eat`, else random)."""
+  if config.get("pretrain") is None:
+    return None
+  path = config.pretrain.model.init_checkpoint or config.init.eat
+  if not path:
+    return {"source": specs_lib.RANDOM, "seed": int(config.pretrain.get("seed", 0)),
+            "why": "pre-training from scratch (pretrain.model.init_checkpoint and init.eat are empty)"}
+  try:
+    return {"source": specs_lib.CHECKPOINT, "path": path, "sha256": converted.checkpoint_digest(path)}
+  except FileNotFoundError as e:
+    raise ValueError(f"the pre-training's starting checkpoint {e}") from None
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:
-  log = Progress(progress)
+  log, warn = Progress(progress), Warnings()
   started, stage_s, t0 = provenance.utc_now(), {}, time.perf_counter()
 
   def stage_done(name: str, since: float) -> float:
@@ -222,40 +284,54 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
     stage_s[name] = now - since
     return now
 
+  # 1. Everything that can be checked before any compute: the models and systems, every encoder's starting weights,
+  # the dataset (names, wav headers, training clips), what can be evaluated and how well each section is normalised.
   root = os.path.abspath(config.data.root)
-  if config.get("pretrain") is not None:
-    t = time.perf_counter()
-    config = pretrain_eat(config, workdir, log, bars=bars)
-    stage_done("pretrain", t)
-  specs = specs_lib.model_specs(config)
-  system_list = specs_lib.system_specs(config, specs)
+  pretraining = _pretraining_start(config)
+  planned = config
+  if pretraining is not None:  # every EAT model without its own checkpoint starts from the pre-training export
+    planned = ml_collections.ConfigDict(config.to_dict())
+    planned.init.eat = pretrained_eat_dir(workdir)
+  specs = specs_lib.model_specs(planned)
+  system_list = specs_lib.system_specs(planned, specs)
+  starts = specs_lib.starting_weights(planned, specs, pretrained_eat=planned.init.eat if pretraining else "")
   log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, workdir {workdir}")
-  # Every name, wav header and machine folder (training clips in each) checked before any compute.
+  if pretraining is not None:
+    log("weights", "EAT pre-training starts from " + (
+        f"random weights (seed {pretraining['seed']})" if pretraining["source"] == specs_lib.RANDOM
+        else f"{pretraining['path']} ({pretraining['sha256']})"))
+  digests = [_digest(start) for start in starts]  # a checkpoint that is not there: an error, here
+  for start, digest in zip(starts, digests):
+    log("weights", f"{start.name}: {start.describe(digest)}")
   records = layout.scan_dataset(root, require_train=True)
   train_records = [r for r in records if records_lib.is_bank_clip(r)]
   test_records = [r for r in records if records_lib.is_test_clip(r)]
   if not train_records or not test_records:
     raise ValueError(f"{root}: need train and test clips, found {len(train_records)} train and "
                      f"{len(test_records)} test machine clips")
-  labelled = all(r.label in (records_lib.NORMAL, records_lib.ANOMALY) and r.domain is not None
-                 for r in test_records)
+  protocol, left_out = check_evaluation(test_records, warn)
+  sections = records_lib.group_by_section(test_records)
+  evaluable = len(left_out) < len(sections)
+  if any(s.scorer["normalization"] == "loo" for s in specs):
+    for (machine, section), idx in records_lib.group_by_section(train_records).items():
+      line = scorer_lib.few_clips_warning(machine, section, len(idx))
+      if line:
+        warn(line)
 
+  # 2. The compute and the durable outputs: models, embeddings, scores, fused scores, submissions, the detector.
+  if pretraining is not None:
+    t = time.perf_counter()
+    config = pretrain_eat(config, workdir, log, bars=bars)  # init.eat: the export, as planned
+    stage_done("pretrain", t)
+  config = planned
   t = time.perf_counter()
   actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
   t = stage_done("train+embed", t)
-  models = score_models(specs, workdir, records, log, labelled=labelled)
+  models = score_models(specs, workdir, records, log)
   t = stage_done("score", t)
-  results = fuse_systems(config, system_list, models, test_records, workdir, log, labelled=labelled)
+  results = fuse_systems(config, system_list, models, test_records, workdir, log)
+  write_submissions(results, test_records, workdir)
   t = stage_done("fuse", t)
-  for name, r in results.items():
-    if r.fused is not None:
-      r.submission_dir = workdir_lib.submission_dir(workdir, name)
-      eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
-  log("write", f"submission folders in {workdir_lib.path(workdir, workdir_lib.SUBMISSIONS)}: "
-      f"{', '.join(n for n, r in results.items() if r.submission_dir)}")
-  tables = results_lib.format_tables(models, results)
-  workdir_lib.write_tables(workdir, tables)
-
   detector_dir = ""
   if config.export:
     system = results.get(config.system)
@@ -266,17 +342,26 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
     log("export", f"detector of {config.system} -> {detector_dir}")
     needed = export_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
     export_lib.export(detector_dir, system=system.spec.name, weights=system.spec.weights,
-                        models=exported_models(specs, workdir, models, needed), thresholds=system.fused.thresholds,
-                        root=root, threshold_method=config.threshold_method,
-                        threshold_quantile=config.threshold_quantile, note=system.spec.note)
+                      models=exported_models(specs, workdir, models, needed), thresholds=system.fused.thresholds,
+                      root=root, threshold_method=config.threshold_method,
+                      threshold_quantile=config.threshold_quantile, note=system.spec.note)
     t = stage_done("export", t)
 
+  # 3. The evaluation (blank rows where a section cannot be evaluated), the tables and the records of the run.
+  evaluate(config, models, results, test_records, workdir, log, protocol=protocol, evaluable=evaluable)
+  log("write", f"submission folders in {workdir_lib.path(workdir, workdir_lib.SUBMISSIONS)}: "
+      f"{', '.join(n for n, r in results.items() if r.submission_dir)}")
+  tables = results_lib.format_tables(models, results, protocol=protocol)
+  workdir_lib.write_tables(workdir, tables)
+  stage_done("evaluate", t)
   result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
                                       models=models, systems=results, actions=actions, tables=tables,
-                                      detector_dir=detector_dir, stage_s=stage_s)
-  workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=labelled))
+                                      detector_dir=detector_dir, stage_s=stage_s, protocol=protocol,
+                                      warnings=warn.lines)
+  workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=evaluable))
   workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
-                               wall_s=time.perf_counter() - t0, stage_s=stage_s)
+                               wall_s=time.perf_counter() - t0, stage_s=stage_s,
+                               weights=_weights_json(starts, digests, pretraining))
   log("done", f"tables in {workdir_lib.path(workdir, workdir_lib.TABLES)}, details in "
       f"{workdir_lib.path(workdir, workdir_lib.RESULTS)}")
   return result
