@@ -144,7 +144,7 @@ def test_provenance_holds_config_versions_and_wall_time(report_run):
   assert info["config"]["model_keys"] == "fbeats,fusion"
   assert info["versions"]["jax"] and info["versions"]["numpy"] == np.__version__
   assert info["wall_s"] >= sum(info["stage_s"].values()) > 0
-  assert set(info["stage_s"]) == {"train+embed", "score", "fuse", "export"}
+  assert set(info["stage_s"]) == {"train+embed", "score", "fuse", "export", "evaluate"}
 
 
 def test_a_folder_that_is_not_a_workdir_is_one_error_line(tmp_path, run_module):
