@@ -182,6 +182,10 @@ class Detector:
   def machines(self) -> list[str]:
     return sorted({m for m, _ in self.thresholds})
 
+  def training_clips(self, machine: str, section: str) -> int:
+    """How many normal training clips the section's scores are normalised over (every model has the same)."""
+    return len(self.scorers[fusion.weighted(self.weights)[0]].sections[(machine, section)].train_clip)
+
   def _config(self, key: str) -> ml_collections.ConfigDict:
     path = os.path.join(model_dir(self.directory, key), CONFIG)
     if not os.path.isfile(path):
