@@ -195,6 +195,17 @@ def checkpoint_digest(path: str | os.PathLike) -> str:
   raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
 
 
+def params_digest(params: Any) -> str:
+  """SHA-256 (hex) of a parameter tree's content: every leaf's path, dtype, shape and bytes, in path order. Equal
+  trees give equal digests whatever their container types (nested dicts, NumPy or JAX arrays)."""
+  digest = hashlib.sha256()
+  for name, leaf in sorted(flatten_params(params).items()):
+    value = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{name}\0{value.dtype.str}\0{value.shape}\0".encode())
+    digest.update(value.reshape(-1).view(np.uint8))  # no copy of the array
+  return digest.hexdigest()
+
+
 def _file_digests(directory: pathlib.Path, under: str) -> dict[str, dict[str, Any]]:
   """{path relative to `directory`: {"size", "sha256"}} of every file below `directory / under`."""
   return {path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}

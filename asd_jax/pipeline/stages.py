@@ -138,62 +138,107 @@ def score_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Se
   for spec in specs:
     scores = model_scores[spec.key].scores
     workdir_lib.write_scores(workdir, spec.key, scorers[spec.key], scores, test_records)
-    evaluation = official.evaluate_records(test_records, scores.normalized, scores.decisions) if labelled else None
-    models[spec.key] = results_lib.ModelResult(spec, scorers[spec.key], model_scores[spec.key], evaluation)
+    models[spec.key] = results_lib.ModelResult(spec, scorers[spec.key], model_scores[spec.key], None)
   return models
+
+
+def _fused_result(config: ml_collections.ConfigDict, spec: specs_lib.SystemSpec,
+                  models: dict[str, results_lib.ModelResult], test_records: Sequence[records_lib.ClipRecord],
+                  workdir: str) -> results_lib.SystemResult:
+  """One system's fused scores (thresholds fitted on its fused training scores), written to the workdir."""
+  scorers = {k: m.scorer for k, m in models.items()}
+  thresholds = fusion.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
+                                     quantile=config.threshold_quantile)
+  fused = fusion.score_system(spec.weights, scorers, {k: m.scores for k, m in models.items()}, test_records,
+                              thresholds)
+  workdir_lib.write_fused(workdir, spec.name, fused, test_records)
+  return results_lib.SystemResult(spec, fused, None)
 
 
 def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_lib.SystemSpec],
                  models: dict[str, results_lib.ModelResult], test_records: Sequence[records_lib.ClipRecord],
-                 workdir: str, log: Progress, *, labelled: bool) -> dict[str, results_lib.SystemResult]:
-  """Each fixed-weight system, plus (on labelled clips, `config.grid_step` > 0) the grid-searched one, over the
-  systems' models (reference rows are never searched)."""
-  scorers = {k: m.scorer for k, m in models.items()}
-  model_scores = {k: m.scores for k, m in models.items()}
-
-  def fused_result(spec: specs_lib.SystemSpec) -> results_lib.SystemResult:
-    thresholds = fusion.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
-                                          quantile=config.threshold_quantile)
-    fused = fusion.score_system(spec.weights, scorers, model_scores, test_records, thresholds)
-    workdir_lib.write_fused(workdir, spec.name, fused, test_records)
-    evaluation = official.evaluate_records(test_records, fused.scores, fused.decisions) if labelled else None
-    return results_lib.SystemResult(spec, fused, evaluation)
-
+                 workdir: str, log: Progress) -> dict[str, results_lib.SystemResult]:
+  """Each fixed-weight system's fused scores (the grid-searched one needs the evaluation: `evaluate`)."""
   results: dict[str, results_lib.SystemResult] = {}
   for spec in system_list:
     log("fuse", spec.name + (f" ({spec.note})" if spec.note else ""))
-    results[spec.name] = fused_result(spec) if any(spec.weights.values()) else results_lib.SystemResult(
-        spec, None, None)
+    results[spec.name] = (_fused_result(config, spec, models, test_records, workdir) if any(spec.weights.values())
+                          else results_lib.SystemResult(spec, None, None))
+  return results
+
+
+def write_submissions(results: dict[str, results_lib.SystemResult], test_records: Sequence[records_lib.ClipRecord],
+                      workdir: str) -> None:
+  """The DCASE submission folder of every fused system that has none yet (`DIR/submissions/<system>/`)."""
+  for name, r in results.items():
+    if r.fused is not None and not r.submission_dir:
+      r.submission_dir = workdir_lib.submission_dir(workdir, name)
+      eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
+
+
+def check_evaluation(test_records: Sequence[records_lib.ClipRecord], warn: Callable[[str], None]
+                     ) -> tuple[protocol_lib.Protocol, dict[tuple[str, str], str]]:
+  """The year's protocol of the test clips (`evaluation.protocol.detect`: a ValueError when they mix years) and
+  the sections it cannot evaluate, each warned about once (before any compute)."""
+  protocol = protocol_lib.detect(r.path for r in test_records)
+  left_out = official.unevaluable_sections(test_records, protocol=protocol)
+  for (machine, section), problem in left_out.items():
+    warn(metrics.warning_line(protocol, machine, section, problem))
+  return protocol, left_out
+
+
+def evaluate(config: ml_collections.ConfigDict, models: dict[str, results_lib.ModelResult],
+             results: dict[str, results_lib.SystemResult], test_records: Sequence[records_lib.ClipRecord],
+             workdir: str, log: Progress, *, protocol: protocol_lib.Protocol, evaluable: bool) -> None:
+  """The official metrics of every model and fused system under the year's `protocol` (a section it cannot evaluate
+  is a blank row; no evaluation at all unless some section is `evaluable`), then, when some section can be evaluated and `config.grid_step` > 0, the
+  system whose weights are grid-searched on the labelled test clips over the systems' models (reference rows are
+  never searched), with its fused scores and submission."""
+  if not evaluable:
+    log("eval", "no section can be evaluated: no metrics")
+    return
+  log("eval", f"{protocol.title} protocol, per {protocol.unit}")
+  for m in models.values():
+    m.evaluation = official.evaluate_records(test_records, m.scores.scores.normalized, m.scores.scores.decisions,
+                                             protocol=protocol)
+  for r in results.values():
+    if r.fused is not None:
+      r.evaluation = official.evaluate_records(test_records, r.fused.scores, r.fused.decisions, protocol=protocol)
   keys = [k for k, m in models.items() if not m.spec.reference]
-  if labelled and config.grid_step and keys:
+  if config.grid_step and keys:
     grid = fusion.simplex_grid(len(keys), config.grid_step)
     log("fuse", f"{GRID_SYSTEM}: searching {len(grid)} weight vectors (step {config.grid_step}) on the labelled "
         "test clips")
-    best, _, _ = fusion.grid_search([model_scores[k].scores.normalized for k in keys],
-                                    official.official_score_objective(test_records), weights=grid)
-    results[GRID_SYSTEM] = fused_result(specs_lib.SystemSpec(
-        GRID_SYSTEM, dict(zip(keys, best.tolist())),
-        note="weights chosen on the labelled test clips (an upper bound, not a fair system)"))
-  return results
+    best, _, _ = fusion.grid_search([models[k].scores.scores.normalized for k in keys],
+                                    official.official_score_objective(test_records, protocol=protocol), weights=grid)
+    spec = specs_lib.SystemSpec(GRID_SYSTEM, dict(zip(keys, best.tolist())),
+                                note="weights chosen on the labelled test clips (an upper bound, not a fair system)")
+    grid_result = _fused_result(config, spec, models, test_records, workdir)
+    grid_result.evaluation = official.evaluate_records(test_records, grid_result.fused.scores,
+                                                       grid_result.fused.decisions, protocol=protocol)
+    results[GRID_SYSTEM] = grid_result
+    write_submissions(results, test_records, workdir)
 
 
 def exported_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, models: dict[str, results_lib.ModelResult],
                     needed: set[str]) -> list[export_lib.ExportedModel]:
   """The `needed` models as they were embedded: the same parameters (read by the same function as the
-  embedding step) and the batch size the embeddings were made with."""
+  embedding step; a LoRA model's factors apart from its base, `restore.trained_tree`) and the batch size the
+  embeddings were made with."""
   out = []
   for spec in specs:
     if spec.key not in needed:
       continue
-    network = params = config = None
+    network = params = config = factors = alpha = None
     num_classes = 1
     if spec.embedded:
       d = workdir_lib.model_dir(workdir, spec.key)
       if spec.trained:
-        trained = restore.trained_params(spec.config, d)
+        trained = restore.trained_tree(spec.config, d)
         if trained is None:
           raise ValueError(f"model {spec.key}: no training checkpoint in {d} to export")
-        network, params, _ = trained
+        network, tree, alpha, _ = trained
+        params, factors = tree["model"], tree.get("lora") or None  # LoRA: base + factors, merged on loading
         with open(os.path.join(d, fine_tune.LABEL_SPACE)) as f:
           num_classes = len(json.load(f)["classes"])
       else:
@@ -203,7 +248,8 @@ def exported_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, models: 
       config.embed.autotune = False
     out.append(export_lib.ExportedModel(key=spec.key, name=spec.name, layers=spec.layers, sources=spec.sources,
                                           all_layers=spec.all_layers, config=config, network=network, params=params,
-                                          num_classes=num_classes, scorer=models[spec.key].scorer))
+                                          num_classes=num_classes, scorer=models[spec.key].scorer, lora=factors,
+                                          lora_alpha=alpha))
   return out
 
 
