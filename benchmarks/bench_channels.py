@@ -1,17 +1,14 @@
-"""Channel policies on synthetic DCASE 2026 data: `configs/demo_2026.py`'s models, reference rows and systems per policy.
+"""Channel policies on synthetic DCASE 2026 data: official score of the log-mel row and a frozen tiny EAT per policy.
 
-For each data seed, `asd_jax.data.synth_2026` writes the demo's two-channel dev set (7 machine types, 2 s clips for
-the MIMII-derived types and 2.2 / 2.4 s for ToyCar / ToyCarEmu, read as 2 s clips; 30 source + 10 target training
-clips and 20 test clips per domain and label); then the pipeline runs `configs/demo_2026.py` on it once per channel
-policy (`--config.data.channels`, every model's and the pre-training corpus's): the tiny EAT pre-trained on the
-set's training clips, the demo's fine-tuned models, its reference rows (the non-learned log-mel mean/std, frozen
-random and pre-trained encoders) and the four systems, all scored with SMOTE + cosine 1-NN. The tables give the
-official score (harmonic mean of AUC source, AUC target and pAUC over the machine types) per row and policy: the
-mean over seeds with the range, whether `cancel` > `near` > `mean` held on every seed, and each seed's value for
-the log-mel row and the frozen encoders. A window ablation of the cancellation follows (log-mel row, computed
-directly).
+For each data seed, `asd_jax.data.synth_2026` writes a two-channel dev set (7 machine types, 2 s clips for the
+MIMII-derived types and 2.2 / 2.4 s for ToyCar / ToyCarEmu, read as 2 s clips; 30 source + 10 target training
+clips and 20 test clips per domain and label); then the pipeline (`asd_jax.pipeline.stages.run`, no training)
+embeds every clip with the non-learned log-mel mean/std row and the random-init frozen tiny EAT (the demo's
+reference rows, `configs/demo_pipeline.py`) under each channel policy and scores them with SMOTE + cosine 1-NN.
+The table gives the official score (harmonic mean of AUC source, AUC target and pAUC over the machine types)
+per policy and seed, the mean over seeds and the spread (max - min).
 
-  python -m benchmarks.run --only=channels     # 3 seeds x 4 policies x the whole demo; see BENCHMARKS.md for time
+  python -m benchmarks.run --only=channels            # 3 seeds, about 15 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -31,36 +28,28 @@ from asd_jax.evaluation import official
 from asd_jax.pipeline import stages
 from asd_jax.scoring import scorer as scorer_lib
 from benchmarks import common
-from configs import demo_2026
+from configs import demo_pipeline
 
-# The rows whose every seed is listed: the non-learned one and the frozen encoders (no fine-tuning).
-SEED_ROWS = ("log_mel", "frozen_eat", "frozen_eat_random", "frozen_beats")
-ORDER = (channels.CANCEL, channels.NEAR, channels.MEAN)  # the expected order of the scores
+ROWS = ("log_mel", "frozen_eat_random")
 
 
-def config(root: str, policy: str, keys=None, clip_seconds: float = demo_2026.CLIP_SECONDS):
-  """`configs/demo_2026.py` on `root` with `policy` (no detector export); `keys`: only those models, without
-  pre-training unless one of them starts from the pre-trained EAT; `clip_seconds` for every model."""
-  c = demo_2026.get_config()
+def config(root: str, policy: str, keys=ROWS, clip_seconds: float = 2.0):
+  """The demo's reference rows only (no pre-training, no export), every row reading `clip_seconds` with `policy`."""
+  c = demo_pipeline.get_config()
   c.data.root = root
-  c.data.channels = policy
+  c.pretrain = None
+  c.model_keys = ",".join(keys)
   c.export = False
-  if keys is not None:
-    c.model_keys = ",".join(keys)
-    if not {"feat", "leat", "dual_branch", "frozen_eat"} & set(keys):
-      c.pretrain = None
-  for key in c.model_keys.split(","):
-    for model in (c.models[key].fine_tune, c.models[key].frozen):
-      if model is not None:
-        model.data.clip_seconds = clip_seconds
+  for key in keys:
+    c.models[key].frozen.data.channels = policy
+    c.models[key].frozen.data.clip_seconds = clip_seconds
   return c
 
 
-def measure(seeds, *, scale: float, test_clips: int, duration: float, keys=None, policies=channels.POLICIES,
-            workdir: str | None = None) -> tuple[dict[tuple[str, str, int], float], dict[str, str]]:
-  """`({(row, policy, seed): official score}, {row: name})`, rows being the models and the systems
-  (`workdir`: keep the data and the pipeline folders there)."""
-  scores, names = {}, {}
+def measure(seeds, *, scale: float, test_clips: int, duration: float, keys=ROWS, policies=channels.POLICIES,
+            workdir: str | None = None) -> dict[tuple[str, str, int], float]:
+  """{(row, policy, seed): official score} (`workdir`: keep the data and the pipeline folders there)."""
+  scores = {}
   with tempfile.TemporaryDirectory() as tmp:
     base = workdir or tmp
     for seed in seeds:
@@ -70,14 +59,9 @@ def measure(seeds, *, scale: float, test_clips: int, duration: float, keys=None,
       for policy in policies:
         result = stages.run(config(root, policy, keys, duration), os.path.join(base, f"run_seed{seed}_{policy}"),
                             progress=False)
-        for key, model in result.models.items():
-          names[key] = model.spec.name
-          scores[key, policy, seed] = model.evaluation.official_score
-        for name, system in result.systems.items():
-          if system.evaluation is not None and name != stages.GRID_SYSTEM:
-            names[name] = name
-            scores[name, policy, seed] = system.evaluation.official_score
-  return scores, names
+        for key in keys:
+          scores[key, policy, seed] = result.models[key].evaluation.official_score
+  return scores
 
 
 def log_mel_score(root: str, read) -> float:
@@ -111,36 +95,18 @@ def window_ablation(roots, *, duration: float, windows=(1024, 4096, 16384)) -> d
   return out
 
 
-def _ordered(scores, row, seed) -> bool:
-  values = [scores.get((row, p, seed)) for p in ORDER]
-  return None not in values and all(a > b for a, b in zip(values, values[1:]))
-
-
-def table(scores: dict[tuple[str, str, int], float], names: dict[str, str]) -> str:
-  """Per row: mean over seeds and range per policy, and whether cancel > near > mean held on every seed."""
+def table(scores: dict[tuple[str, str, int], float], keys=ROWS) -> str:
+  names = {"log_mel": "log-mel mean/std", "frozen_eat_random": "EAT (frozen, random init, tiny)"}
   seeds = sorted({s for _, _, s in scores})
   policies = [p for p in channels.POLICIES if any(k[1] == p for k in scores)]
   rows = []
-  for row, name in names.items():
-    cells = []
+  for key in keys:
     for policy in policies:
-      values = [100 * scores[row, policy, s] for s in seeds]
-      cells.append(f"{statistics.mean(values):.2f} ({min(values):.2f}-{max(values):.2f})")
-    held = sum(_ordered(scores, row, s) for s in seeds)
-    rows.append([name, *cells, f"{held} of {len(seeds)}"])
-  return common.markdown_table(["row", *policies, "cancel > near > mean"], rows)
-
-
-def seed_table(scores: dict[tuple[str, str, int], float], names: dict[str, str], rows=SEED_ROWS) -> str:
-  seeds = sorted({s for _, _, s in scores})
-  policies = [p for p in channels.POLICIES if any(k[1] == p for k in scores)]
-  out = []
-  for row in [r for r in rows if r in names]:
-    for policy in policies:
-      values = [100 * scores[row, policy, s] for s in seeds]
-      out.append([names[row], policy, *[f"{v:.2f}" for v in values], f"{statistics.mean(values):.2f}",
-                  f"{max(values) - min(values):.2f}"])
-  return common.markdown_table(["row", "channels", *[f"seed {s}" for s in seeds], "mean", "spread (max - min)"], out)
+      values = [100 * scores[key, policy, s] for s in seeds]
+      rows.append([names.get(key, key), policy, *[f"{v:.2f}" for v in values], f"{statistics.mean(values):.2f}",
+                   f"{max(values) - min(values):.2f}"])
+  header = ["row", "channels", *[f"seed {s}" for s in seeds], "mean", "spread (max - min)"]
+  return common.markdown_table(header, rows)
 
 
 def ablation_table(scores: dict[tuple[str, int], float]) -> str:
@@ -153,7 +119,7 @@ def ablation_table(scores: dict[tuple[str, int], float]) -> str:
   return common.markdown_table(["log-mel row, channels", *[f"seed {i}" for i in seeds], "mean"], rows)
 
 
-def section(scores, names, ablation, *, seeds, scale, test_clips, duration) -> str:
+def section(scores, ablation, *, seeds, scale, test_clips, duration, keys=ROWS) -> str:
   """The BENCHMARKS.md section of a `measure` and a `window_ablation`."""
   return "\n".join([
       "## Channel policies on synthetic two-channel DCASE 2026 data (official score, %)",
@@ -162,14 +128,9 @@ def section(scores, names, ablation, *, seeds, scale, test_clips, duration) -> s
       "",
       f"`asd_jax.data.synth_2026`, seeds {', '.join(map(str, seeds))}: {duration:g} s clips, "
       f"{round(990 * scale)} source + 10 target training clips and {test_clips} test clips per domain and label per "
-      "machine type; `configs/demo_2026.py` per policy (`--config.data.channels`): pre-training, fine-tuning, "
-      "reference rows, SMOTE + cosine 1-NN, the four systems. Mean over the seeds (min-max):",
+      "machine type; the pipeline's reference rows and SMOTE + cosine 1-NN scoring, no training.",
       "",
-      table(scores, names),
-      "",
-      "Every seed, the rows without fine-tuning:",
-      "",
-      seed_table(scores, names),
+      table(scores, keys),
       "",
       "The cancellation's STFT window (log-mel row, computed directly; its `near` line is the pipeline's row again):",
       "",
@@ -180,9 +141,9 @@ def run(quick: bool = False) -> str:
   if quick:
     seeds, scale, test_clips, duration, keys, windows = (0,), 0.01, 5, 1.0, ("log_mel",), (4096,)
   else:
-    seeds, scale, test_clips, duration, keys, windows = (0, 1, 2), 0.03, 20, 2.0, None, (1024, 4096, 16384)
+    seeds, scale, test_clips, duration, keys, windows = (0, 1, 2), 0.03, 20, 2.0, ROWS, (1024, 4096, 16384)
   with tempfile.TemporaryDirectory() as tmp:
-    scores, names = measure(seeds, scale=scale, test_clips=test_clips, duration=duration, keys=keys, workdir=tmp)
+    scores = measure(seeds, scale=scale, test_clips=test_clips, duration=duration, keys=keys, workdir=tmp)
     ablation = window_ablation([os.path.join(tmp, f"synth_2026_seed{s}") for s in seeds], duration=duration,
                                windows=windows)
-  return section(scores, names, ablation, seeds=seeds, scale=scale, test_clips=test_clips, duration=duration)
+  return section(scores, ablation, seeds=seeds, scale=scale, test_clips=test_clips, duration=duration, keys=keys)
