@@ -135,14 +135,16 @@ def format_table3(results: Sequence[SystemResult], model_names: dict[str, str],
 
 def format_tables(models: dict[str, ModelResult], results: dict[str, SystemResult],
                   protocol: Protocol = Protocol.DCASE2022) -> str:
-  """Table 1, Table 3 and (apart) the grid-searched system, as markdown with captions, in the columns of the
-  year's `protocol`."""
+  """The channel policy the models read clips with, Table 1, Table 3 and (apart) the grid-searched system, as
+  markdown with captions, in the columns of the year's `protocol`."""
   names = {k: m.spec.name for k, m in models.items()}
   fixed = [r for n, r in results.items() if n != GRID_SYSTEM]
   references = [m.spec.name for m in models.values() if m.spec.reference]
   note = (f"\n\nReference rows, not fused into any system: {', '.join(references)}." if references else "")
+  policies = sorted({m.spec.channels for m in models.values() if m.spec.channels})  # one (pipeline.specs)
+  channels = f"Every model read the clips with channel policy (data.channels): {', '.join(policies)}.\n\n"
   what = "means" if protocol is Protocol.DCASE2020 else "harmonic means"
-  tables = (table1_caption(protocol) + "\n\n" + format_table1(list(models.values())) + note
+  tables = (channels + table1_caption(protocol) + "\n\n" + format_table1(list(models.values())) + note
             + f"\n\nTable 3: fused systems, {what} over all evaluated sections (%)\n\n"
             + format_table3(fixed, names, protocol))
   if GRID_SYSTEM in results:
@@ -162,7 +164,7 @@ def summary(result: PipelineResult, *, dataset: str, labelled: bool) -> dict[str
       "dataset": dataset, "labelled": labelled, "protocol": result.protocol.value, "warnings": list(result.warnings),
       "actions": result.actions,
       "models": {k: {"name": m.spec.name, "kind": m.spec.kind, "reference": m.spec.reference,
-                     "layers": m.spec.layers, "sources": list(m.spec.sources),
+                     "layers": m.spec.layers, "sources": list(m.spec.sources), "channels": m.spec.channels,
                      "evaluation": _evaluation_json(m.evaluation)} for k, m in result.models.items()},
       "systems": {n: {"weights": r.spec.weights, "reduced": r.spec.reduced, "note": r.spec.note,
                       "submission": r.submission_dir, "evaluation": _evaluation_json(r.evaluation)}
