@@ -3,8 +3,9 @@
 A dataset root holds one folder per machine type (`<root>/<machine>/{train,test,supplemental}/*.wav`,
 plus `attributes_<ss>.csv`; DCASE 2021 keeps the test clips in `source_test/` and `target_test/`, read as test
 clips); a machine folder itself is also accepted as a root. Folders without any of those (e.g.
-`ground_truth_data/`) are not machine types and are skipped. Every wav name is parsed (`filenames.py`) and every wav header is opened (`soundfile.info`:
-1-3 s for 7,000 clips on 2 shared CPU cores), so unreadable or empty files, too short clips (with
+`ground_truth_data/`) are not machine types and are skipped. Every wav name is parsed (`filenames.py`) and
+every wav header is opened (`soundfile.info`: 1-3 s for 7,000 clips on 2 shared CPU cores), so unreadable or empty
+files, too short clips (with
 `clip_seconds`, the rule of `asd_jax.audio.wav.check_duration`), clips whose channel count the channel
 policy cannot read (with `channels`: a mono file for `far` or `cancel`, see `asd_jax.audio.channels`) and
 (with `require_train`) machine folders without training clips are found before any compute. All problems of

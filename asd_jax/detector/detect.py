@@ -15,8 +15,8 @@ then a `warning:` line for each recording whose channel count, sample rate or sa
 did not have; a recording the detector's channel policy cannot read is an input error, see `detector`); `run` is
 the program's work: a warning per section whose normalisation rests on few training clips
 (`scoring.scorer.few_clips_warning`), the table and the CSV files (`--output`: one row per recording,
-`--windows_output`: one per window). The score
-histograms per section are the report's (`report.histograms.write_detect_figures`, drawn from the detector `run`
+`--windows_output`: one per window). The score histograms per section are the report's
+(`report.histograms.write_detect_figures`, drawn from the detector `run`
 loaded): the program calls it, so serving a detector needs neither matplotlib nor the report.
 """
 

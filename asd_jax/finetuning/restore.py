@@ -2,8 +2,9 @@
 
 What embedding extraction and the detector export read. `trained_params` checks the checkpoint against the
 config (`fine_tune.MODEL_FIELDS`) before restoring anything, and merges LoRA with the alpha the model was
-trained with; `trained_tree` gives the same before the merge (a detector stores LoRA factors apart). `embedding_params` falls back, without a checkpoint, to the network's parameters before training
-(converted encoders, or random tiny ones in demos).
+trained with; `trained_tree` gives the same before the merge (a detector stores LoRA factors apart).
+`embedding_params` falls back, without a checkpoint, to the network's parameters before training (converted
+encoders, or random tiny ones in demos).
 """
 
 from __future__ import annotations

@@ -197,8 +197,9 @@ def evaluate(config: ml_collections.ConfigDict, models: dict[str, results_lib.Mo
              results: dict[str, results_lib.SystemResult], test_records: Sequence[records_lib.ClipRecord],
              workdir: str, log: Progress, *, protocol: protocol_lib.Protocol, evaluable: bool) -> None:
   """The official metrics of every model and fused system under the year's `protocol` (a section it cannot evaluate
-  is a blank row; no evaluation at all unless some section is `evaluable`), then, when some section can be evaluated and `config.grid_step` > 0, the
-  system whose weights are grid-searched on the labelled test clips over the systems' models (reference rows are
+  is a blank row; no evaluation at all unless some section is `evaluable`), then, when some section can be evaluated
+  and `config.grid_step` > 0, the system whose weights are grid-searched on the labelled test clips over the
+  systems' models (reference rows are
   never searched), with its fused scores and submission."""
   if not evaluable:
     log("eval", "no section can be evaluated: no metrics")

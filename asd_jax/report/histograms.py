@@ -2,8 +2,9 @@
 
 `draw_scores` draws one panel: the normal training clips' (leave-one-out) scores as a grey histogram, the scored
 clips as outlined histograms (normal, anomalous, or unlabelled: test clips whose names hide the label, or new
-recordings; never counted as normal) with a tick per clip along the bottom (fewer than `MIN_HISTOGRAM` clips: taller ticks only), and the fitted threshold as a dashed line; clips
-right of it are flagged anomalous. `section_figure` puts one row per scorer and one column per domain (the
+recordings; never counted as normal) with a tick per clip along the bottom (fewer than `MIN_HISTOGRAM` clips:
+taller ticks only), and the fitted threshold as a dashed line; clips right of it are flagged anomalous.
+`section_figure` puts one row per scorer and one column per domain (the
 report); `detect_figure` is one panel for the clips that `detect` scores, which have no labels, and
 `write_detect_figures` writes one per section scored (what `detect --plot_dir` draws).
 """
