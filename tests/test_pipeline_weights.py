@@ -127,7 +127,19 @@ def test_a_checkpoint_that_is_not_there_is_an_error_before_any_compute(tmp_path)
   config.init.beats = str(tmp_path / "nowhere" / "beats")
   config.model_keys = "frozen_beats"
   with pytest.raises(ValueError, match=f"model frozen_beats .BEATs .frozen..: its beats checkpoint "
-                     f"{tmp_path}/nowhere/beats: no such checkpoint file or folder"):
+                     rf"{tmp_path}/nowhere/beats: no such checkpoint file or folder \(config.init.beats\)"):
+    pipeline.run(config, str(tmp_path / "work"), progress=False)
+
+
+def test_a_missing_checkpoint_of_a_model_s_own_field_names_that_field(tmp_path):
+  """The model's own `init_checkpoint` wins over `init.eat`, so the error names the model's field, not init.eat."""
+  config = pipeline_base.get_config()
+  config.data.root = str(tmp_path / "data")
+  config.init.eat = str(REPO_ROOT / "tests" / "fixtures" / "eat_tiny.pt")
+  config.models.feat.fine_tune.model.init_checkpoint = str(tmp_path / "gone" / "eat")
+  config.model_keys = "feat"
+  with pytest.raises(ValueError, match=rf"model feat .FEAT.: its eat checkpoint {tmp_path}/gone/eat: no such "
+                     r"checkpoint file or folder \(config.models.feat.fine_tune.model.init_checkpoint\)"):
     pipeline.run(config, str(tmp_path / "work"), progress=False)
 
 

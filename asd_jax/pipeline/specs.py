@@ -301,6 +301,8 @@ class EncoderStart:
     path: the checkpoint's path (CHECKPOINT, PRETRAINING).
     why: for RANDOM, the setting that asked for it.
     seed: the model config's seed (what random weights are drawn with).
+    field: for CHECKPOINT and PRETRAINING, the config field the path came from ("init.beats", or the model's own,
+      e.g. "models.feat.fine_tune.model.init_checkpoint"), which an error about the path names.
   """
 
   key: str
@@ -310,6 +312,7 @@ class EncoderStart:
   path: str = ""
   why: str = ""
   seed: int = 0
+  field: str = ""
 
   def describe(self, digest: str = "") -> str:
     """E.g. "BEATs from checkpoint /abs/ckpt/beats (sha256:1a2b...)", "EAT from random weights (seed 0; ...)"."""
@@ -362,7 +365,10 @@ def starting_weights(config: ml_collections.ConfigDict, specs: Sequence[ModelSpe
       if path:
         source = PRETRAINING if pretrained_eat and os.path.abspath(path) == os.path.abspath(pretrained_eat) else (
             CHECKPOINT)
-        starts.append(EncoderStart(source=source, path=path, **common))
+        what = "fine_tune" if spec.kind == FINE_TUNED else "frozen"
+        own = str(config.models[spec.key][what].model.get(field, "") or "")  # before init.<encoder> filled it
+        where = f"models.{spec.key}.{what}.model.{field}" if own else f"init.{encoder}"
+        starts.append(EncoderStart(source=source, path=path, field=where, **common))
       elif own_encoder:
         starts.append(EncoderStart(source=RANDOM, why=f"models.{spec.key}.init=False: the model keeps its own empty "
                                    f"model.{field}", **common))

@@ -297,7 +297,8 @@ def _digest(start: specs_lib.EncoderStart) -> str:
   try:
     return converted.checkpoint_digest(start.path)
   except FileNotFoundError as e:
-    raise ValueError(f"model {start.key} ({start.name}): its {start.encoder} checkpoint {e}") from None
+    raise ValueError(f"model {start.key} ({start.name}): its {start.encoder} checkpoint {e} (config.{start.field}); "
+                     "give the converted checkpoint's path (README, \"Using it on real data\")") from None
 
 
 def _weights_json(starts: Sequence[specs_lib.EncoderStart], digests: Sequence[str],
@@ -325,7 +326,8 @@ def _pretraining_start(config: ml_collections.ConfigDict) -> dict[str, Any] | No
   try:
     return {"source": specs_lib.CHECKPOINT, "path": path, "sha256": converted.checkpoint_digest(path)}
   except FileNotFoundError as e:
-    raise ValueError(f"the pre-training's starting checkpoint {e}") from None
+    field = "pretrain.model.init_checkpoint" if config.pretrain.model.init_checkpoint else "init.eat"
+    raise ValueError(f"the pre-training's starting checkpoint {e} (config.{field})") from None
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:

@@ -22,11 +22,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from asd_jax import atomic
 from asd_jax import provenance as provenance_lib
+from asd_jax.pipeline import specs as specs_lib
 from asd_jax.pipeline import workdir as workdir_lib
 from asd_jax.report import collect
 from asd_jax.report import curves
@@ -133,6 +135,29 @@ def _metrics_tables(wd: collect.Collected, values: dict[tuple[str, str, str], di
   return "".join(out)
 
 
+ENCODER_NAMES = {"beats": "BEATs", "eat": "EAT"}
+
+
+def starting_weights_rows(weights: dict[str, Any], names: dict[str, str]) -> list[tuple[str, str, str]]:
+  """(model, encoder, starting weights) per encoder of provenance.json's "weights" ({model key: {encoder:
+  {"source", "path", "sha256"} or {"source", "seed", "why"}}}, and "pretraining"), in its order; `names`: model
+  key -> table name."""
+  def said(start: dict[str, Any]) -> str:
+    if start.get("source") == specs_lib.RANDOM:
+      return f"random weights (seed {start.get('seed')}; {start.get('why')})"
+    digest = f" ({start['sha256']})" if start.get("sha256") else ""
+    return f"{start.get('source')} {start.get('path')}{digest}"
+
+  rows = []
+  for key, encoders in weights.items():
+    if key == "pretraining":
+      rows.append(("EAT pre-training", "EAT", said(encoders)))
+      continue
+    for encoder, start in encoders.items():
+      rows.append((names.get(key, key), ENCODER_NAMES.get(encoder, encoder), said(start)))
+  return rows
+
+
 def _provenance_section(wd: collect.Collected) -> str:
   info = wd.provenance
   if info is None:
@@ -146,7 +171,14 @@ def _provenance_section(wd: collect.Collected) -> str:
   actions = wd.results.get("actions", {})
   action_rows = [(key, ", ".join(f"{stage}: {what}" for stage, what in a.items()) or "scored only")
                  for key, a in actions.items()]
-  return ("<h3>Wall time</h3>" + html.key_values(times)
+  weights = info.get("weights")
+  names = {m.key: m.name for m in wd.models}
+  starts = ("<h3>Starting weights</h3><p>Where every encoder of every model started from: a checkpoint (path and "
+            "digest), the pipeline's pre-training export, or random weights, and the setting that asked for "
+            "them.</p>" + html.table(["model", "encoder", "started from"], starting_weights_rows(weights, names))
+            if weights else f"<p class=note>{workdir_lib.PROVENANCE} does not say which weights the encoders "
+            "started from (written by an older version).</p>")
+  return (starts + "<h3>Wall time</h3>" + html.key_values(times)
           + "<p>Stages that reused a trained model or its embeddings say <em>cached</em>; their time is that of "
           "this invocation only (each model's training log is under Training curves).</p>"
           + html.table(["model", "stages"], action_rows)
@@ -337,7 +369,7 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
       ("maps", "Embedding maps", "".join(model_maps) or "<p>No embedding maps (no embeddings in the workdir, or "
        "--noembedding_maps).</p>"),
       ("training", "Training curves", "".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>"),
-      ("provenance", "Provenance: wall time, versions, config", _provenance_section(wd)),
+      ("provenance", "Provenance: starting weights, wall time, versions, config", _provenance_section(wd)),
   ]
   page = html.page("asd_jax report", page_sections, intro=intro)
   index = os.path.join(out_dir, "index.html")
