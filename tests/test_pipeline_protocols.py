@@ -143,22 +143,26 @@ def test_the_unevaluable_sections_are_warned_about_before_any_compute(dcase2020,
 
 @pytest.fixture(scope="module")
 def dcase2021(tmp_path_factory):
-  """ToyDrone in the 2021 dev layout: test clips in source_test/ and target_test/ (from the synthetic 2023 layout,
-  names unchanged)."""
+  """ToyDrone and shaker in the 2021 dev layout: test clips in source_test/ and target_test/ (from the synthetic 2023
+  layout, names unchanged); shaker keeps only the normal clips of its target domain, so it cannot be evaluated."""
   out = tmp_path_factory.mktemp("dcase2021")
-  synth_past.generate(out, machines=("ToyDrone",), duration=1.0, train=10)
-  machine = out / "dcase2023" / "ToyDrone"
-  for domain in ("source", "target"):
-    (machine / f"{domain}_test").mkdir()
-    for clip in (machine / "test").glob(f"section_00_{domain}_test_*.wav"):
-      shutil.move(clip, machine / f"{domain}_test" / clip.name)
-  (machine / "test").rmdir()
+  synth_past.generate(out, machines=("ToyDrone", "shaker"), duration=1.0, train=10)
+  for name in ("ToyDrone", "shaker"):
+    machine = out / "dcase2023" / name
+    for domain in ("source", "target"):
+      (machine / f"{domain}_test").mkdir()
+      for clip in (machine / "test").glob(f"section_00_{domain}_test_*.wav"):
+        shutil.move(clip, machine / f"{domain}_test" / clip.name)
+    (machine / "test").rmdir()
+  for clip in (out / "dcase2023" / "shaker" / "target_test").glob("*_anomaly_*.wav"):
+    clip.unlink()
   return out / "dcase2023"
 
 
 def test_a_2021_set_is_evaluated_per_section_and_domain_as_sklearn_computes_it(dcase2021, tmp_path):
   result = pipeline.run(log_mel_config(dcase2021), str(tmp_path / "work"), progress=False)
-  assert result.protocol is Protocol.DCASE2021 and result.warnings == []
+  assert result.protocol is Protocol.DCASE2021
+  assert result.warnings == ["shaker section 00: not evaluated: target domain: only normal clips (2)"]
   saved = json.loads((tmp_path / "work" / "results.json").read_text())
   scores = submission_scores(tmp_path / "work" / "submissions" / "mel")
   clips = scores[("ToyDrone", "00")]
@@ -172,11 +176,21 @@ def test_a_2021_set_is_evaluated_per_section_and_domain_as_sklearn_computes_it(d
     assert row[f"auc_{domain}"] == pytest.approx(auc, abs=1e-12)
     assert row[f"pauc_{domain}"] == pytest.approx(pauc, abs=1e-12)
     values += [auc, pauc]
-  # 2021's official score: the harmonic mean of every AUC and pAUC (each floored at machine epsilon).
+  # shaker: its source domain is computed, its target domain is not, and the section is left out of every mean.
+  shaker = section_json(saved["systems"]["mel"]["evaluation"], "shaker", "00")
+  source = {n: s for n, s in scores[("shaker", "00")].items() if "_source_test_" in n}
+  assert shaker["auc_source"] == pytest.approx(
+      sk_metrics.roc_auc_score([label_of(n) for n in source], list(source.values())), abs=1e-12)
+  assert shaker["auc_target"] is None and shaker["pauc_target"] is None and shaker["problem"]
+  # 2021's official score: the harmonic mean of every AUC and pAUC (each floored at machine epsilon), over the
+  # sections it can evaluate (ToyDrone's alone).
   hmean = len(values) / sum(1 / max(v, np.finfo(float).eps) for v in values)
   assert saved["systems"]["mel"]["evaluation"]["official_score"] == pytest.approx(hmean, abs=1e-12)
   header = next(line for line in result.tables.splitlines() if line.startswith("| system |"))
   assert header == "| system | AUC (h-mean) | pAUC (h-mean) | official score | weights |"
+  row = next(line for line in result.tables.splitlines() if line.startswith(f"| {LOG_MEL} |"))
+  assert row == f"| {LOG_MEL} | {100 * hmean:.2f} | - | {100 * hmean:.2f} |"  # ToyDrone, shaker (blank), score
+  assert len(os.listdir(tmp_path / "work" / "submissions" / "mel")) == 4  # both machine types' scores and decisions
 
 
 def test_a_set_with_no_evaluable_section_still_writes_every_output(tmp_path):
