@@ -20,6 +20,7 @@ from sklearn import metrics as sk_metrics
 
 from asd_jax import pipeline
 from asd_jax.data import synth_past
+from asd_jax.evaluation import official
 from asd_jax.evaluation.protocol import Protocol
 from asd_jax.pipeline import stages
 from configs import pipeline_base
@@ -210,6 +211,18 @@ def test_a_set_with_no_evaluable_section_still_writes_every_output(tmp_path):
   assert row == f"| mel | - | - | - | - | {LOG_MEL} 1.00 |"
   assert len(os.listdir(tmp_path / "work" / "submissions" / "mel")) == 14
   assert os.path.isfile(tmp_path / "work" / "detector" / "detector.json")
+  # The same submission under the 2020 rules (no domains, as README's "Using it on real data" says): the five machine
+  # types whose two test clips are one normal and one anomalous clip are evaluated, as sklearn computes them.
+  scores = submission_scores(tmp_path / "work" / "submissions" / "mel")
+  evaluation = official.evaluate_dataset(str(tmp_path / "work" / "submissions" / "mel"), str(root), protocol=2020)
+  assert evaluation.n_evaluated == 5
+  for s in evaluation.sections:
+    labels = [label_of(n) for n in scores[(s.machine, s.section)]]
+    if sorted(labels) != [0, 1]:
+      assert s.machine in ("ToyCar", "slider") and not s.evaluated
+      continue
+    expected = sk_metrics.roc_auc_score(labels, list(scores[(s.machine, s.section)].values()))
+    assert s.auc_all == pytest.approx(expected, abs=1e-12), s.machine
 
 
 def test_the_report_of_a_2020_workdir_shows_the_year_s_figures_and_blank_ids(run_2020):
