@@ -122,11 +122,27 @@ def _scorer(key: str, outputs: dict, root: str, layers: str = "last", sources: t
   from asd_jax.scoring import scorer as scorer_lib
 
   shape = features.model_vectors(key, outputs, layers=layers, sources=sources).shape[1:]
-  train = [records.ClipRecord(path=os.path.join(root, "fan", "train", f"section_00_source_train_normal_{i:04d}.wav"),
-                              machine="fan", section="00", split="train", domain="source", label="normal")
-           for i in range(20)]
+  train = [records.ClipRecord(path=path, machine="fan", section="00", split="train", domain="source", label="normal")
+           for path in _training_paths(root)]
   x = np.random.default_rng(0).normal(size=(len(train), *shape)).astype(np.float32)
   return scorer_lib.fit(x, train)
+
+
+def _training_paths(root: str) -> list[str]:
+  """The 20 normal training clips (fan 00) the scorers are fitted on; the export reads their headers."""
+  return [os.path.join(root, "fan", "train", f"section_00_source_train_normal_{i:04d}.wav") for i in range(20)]
+
+
+def _write_training_clips(root: str, quick: bool) -> None:
+  """`_training_paths` as 16 kHz PCM_16 wav files of the models' clip length (random noise)."""
+  import numpy as np
+  import soundfile
+
+  rng = np.random.default_rng(0)
+  for path in _training_paths(root):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    soundfile.write(path, rng.normal(scale=0.1, size=int((1.0 if quick else 10.0) * 16000)).astype(np.float32),
+                    16000, subtype="PCM_16")
 
 
 def _folder_bytes(path: str) -> int:
@@ -148,6 +164,7 @@ def detector_child(out: str, quick: bool) -> dict:
   from configs import pipeline_base, systems
 
   data_root = os.path.join(out, "data")
+  _write_training_clips(data_root, quick)
   result = {}
   for system in SYSTEMS:
     weights = dict(zip(pipeline_base.MODEL_KEYS, systems.WEIGHTS[system]))
