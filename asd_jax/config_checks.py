@@ -93,7 +93,10 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "train.checkpoint_every": non_negative_int,
     "train.keep_checkpoints": positive_int,
     "embed.batch_size": positive_int,
-    # pipeline configs
+    # pipeline configs (train_all: 0 is unset, `pipeline.specs.TRAIN_ALL`)
+    "train_all.epochs": non_negative_int,
+    "train_all.batch_size": non_negative_int,
+    "train_all.clip_seconds": non_negative,
     "threshold_quantile": unit_interval,
     "grid_step": lambda v: None if _number(v) and 0 < v <= 1 else "must be a number in (0, 1]",
 }

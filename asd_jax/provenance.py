@@ -9,7 +9,10 @@ The pipeline writes it to `DIR/provenance.json` (`pipeline.workdir.PROVENANCE`) 
    "platform": "Linux-...-x86_64", "devices": "cpu x 2" (or "" when JAX was not imported),
    "started": "2026-01-01T12:00:00+00:00", "finished": ...,  UTC, ISO 8601
    "wall_s": 243.1,                    the whole invocation
-   "stage_s": {"train+embed": 200.0, "score": 3.2, ...}}     seconds per stage of this invocation
+   "stage_s": {"train+embed": 200.0, "score": 3.2, ...},    seconds per stage of this invocation
+   "weights": {"fbeats": {"beats": {"source": "checkpoint", "path": ..., "sha256": "sha256:..."}},
+               "feat": {"eat": {"source": "random", "seed": 0, "why": "init.random_weights=eat"}}, ...,
+               "pretraining": {...}}   what every encoder of every model started from (`pipeline.specs`)
 
 An invocation that reuses trained models records its own (short) times; the models' training times are in
 their training runs' `metrics.jsonl`. Nothing here imports JAX.
@@ -59,12 +62,12 @@ def utc_now() -> str:
 
 
 def write(path: str, *, config: Mapping[str, Any], started: str, wall_s: float,
-          stage_s: Mapping[str, float]) -> str:
+          stage_s: Mapping[str, float], weights: Mapping[str, Any] | None = None) -> str:
   """Writes the provenance file `path` (see the module docstring); returns `path`."""
   atomic.write_json(path, {
       "format": FORMAT, "version": VERSION, "config": dict(config), "versions": package_versions(),
       "platform": platform.platform(), "devices": _devices(), "started": started, "finished": utc_now(),
-      "wall_s": float(wall_s), "stage_s": {k: float(v) for k, v in stage_s.items()},
+      "wall_s": float(wall_s), "stage_s": {k: float(v) for k, v in stage_s.items()}, "weights": dict(weights or {}),
   })
   return path
 

@@ -11,6 +11,21 @@ converted pretrained encoders on the command line:
       --config.data.root=/data/dcase2025t2/dev_data/raw \\
       --config.init.beats=/abs/beats_iter3_plus --config.init.eat=/abs/eat_large
 
+Starting weights. Without `init.beats` (`init.eat`) every BEATs (EAT) model would start from random weights,
+hours of training noise; the pipeline refuses that before any compute unless the config asks for it by name:
+`--config.init.random_weights=beats,eat` (comma-separated encoder names; "" by default: none). A model entry
+with `init=False` keeps its own encoder field (the random-init reference rows below). The first lines of a run
+and DIR/provenance.json ("weights") say what every encoder of every model started from: a checkpoint (path and
+SHA-256), the pre-training export, or random weights (seed, and the setting that asked for them).
+
+Settings for every model at once, `train_all` (`asd_jax.pipeline.specs.TRAIN_ALL`): `epochs`, `batch_size`
+(training), `clip_seconds` and `dtype` of every model, e.g. `--config.train_all.epochs=1
+--config.train_all.batch_size=2`. Unset is 0 (0.0, ""): every model keeps its own value. A per-model setting
+always wins over `train_all`, in either order on the command line (`--config.models.feat.fine_tune.train.epochs=3`):
+each model's field is a lazy reference to `train_all`, and setting the field replaces the reference. A derived
+config that changes model fields in code calls `specs.link_train_all(c)` again after its changes (as
+configs/demo_pipeline.py does), or those fields keep their own values.
+
 What each model's scorer sees (report section 2.4): FBEATs, LBEATs, FEAT and LEAT the concatenation of every
 transformer layer's pooled output (`layers="all"`, multi-layer fusion); Dual-Branch its fused branch features
 (`layers="last"`: the concatenated final BEATs and EAT embeddings the featex head was trained on); Fusion the
@@ -38,6 +53,7 @@ model at once (`--config.data.channels=cancel` on DCASE 2026 near/far data; asd_
 import ml_collections
 
 from asd_jax.models import networks
+from asd_jax.pipeline import specs
 from asd_jax.scoring import scorer as scorer_lib
 from configs import common, dual_branch, fbeats, feat, lbeats, leat, systems
 
@@ -81,7 +97,10 @@ def get_config(system: str = "system1") -> ml_collections.ConfigDict:
   # config; "" keeps the models' own data.channels (configs/common.py: "near"), which must agree
   # (asd_jax.pipeline.specs). The "<data.root>" source of a pre-training corpus reads with it too.
   c.data.channels = ""
-  c.init = ml_collections.ConfigDict(dict(beats="", eat=""))  # converted pretrained encoders, by encoder name
+  # Converted pretrained encoders, by encoder name; random_weights: encoders that may start from random weights
+  # where no checkpoint is given (project: none by default, see above).
+  c.init = ml_collections.ConfigDict(dict(beats="", eat="", random_weights=""))
+  c.train_all = specs.train_all_config()  # epochs, batch_size, clip_seconds, dtype of every model; 0/"": unset
   c.model_keys = ",".join(MODEL_KEYS + REFERENCE_KEYS)
   c.models = ml_collections.ConfigDict()
   for key, module in TRAIN_CONFIGS.items():
@@ -102,4 +121,4 @@ def get_config(system: str = "system1") -> ml_collections.ConfigDict:
   c.threshold_quantile = 0.9
   c.grid_step = 0.1  # simplex grid of the searched system (3003 weight vectors for six models)
   c.export = True  # write the detector folder for `system`
-  return c
+  return specs.link_train_all(c)

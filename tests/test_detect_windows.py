@@ -172,6 +172,47 @@ def test_a_short_tail_is_dropped_and_said(made):
   assert f"{path}: 2 windows; the last 0.30 s is in no window" in text
 
 
+def test_a_clip_longer_than_one_window_says_in_the_table_that_its_end_was_dropped(made):
+  """A 12 s clip before a 10 s model loses its last 2 s; here a 1.3 s recording before the 1 s model its last 0.3 s,
+  in one window: the printed table says so, not only the CSV."""
+  det, _, new, rng = made
+  path = _write(new / "section_00_long_clip.wav", _machine(rng, 1.3 * CLIP_S))
+  detection, = detect.detect(det, [path])
+  assert len(detection.windows) == 1 and detection.dropped_s == pytest.approx(0.3)
+  header, row = detect.format_detections([detection], CLIP_S).splitlines()[1:3]
+  assert header.split()[:11] == ["file", "machine", "section", "score", "threshold", "decision", "windows", "peak",
+                                 "(s)", "dropped", "(s)"]
+  assert row.split()[1:9] == ["fan", "00", f"{detection.score:.4g}", f"{detection.threshold:.4g}",
+                              "anomalous" if detection.decision else "normal", "1", "0.00", "0.30"]
+  assert ("dropped: 1 recording(s) end in a part shorter than half a window of 1 s, which is in no window and was "
+          "not scored") in detect.format_detections([detection], CLIP_S)
+  assert "dropped:" not in detect.format_detections([detect.detect(det, [_write(new / "section_00_one.wav",
+                                                                                _machine(rng, CLIP_S))])[0]])
+
+
+def test_scores_and_thresholds_print_with_four_significant_digits_not_rounded_to_zero():
+  """Scores normalised on two training clips reach +-1e4, and a tiny threshold printed with four decimals was
+  "0.0000" (issue 23): the table keeps four significant digits of any magnitude."""
+  d = detector_lib.Detection(path="a.wav", machine="fan", section="00", score=-12345.678, decision=0,
+                             threshold=4.2e-5, nearest_train_clip="t.wav", model_scores={})
+  row = detect.format_detections([d]).splitlines()[2].split()
+  assert row[3:5] == ["-1.235e+04", "4.2e-05"]
+
+
+def test_detect_warns_when_a_section_is_normalised_on_few_training_clips(tmp_path, capsys):
+  rng = np.random.default_rng(3)
+  train = [records.ClipRecord(path=_write(tmp_path / "data" / "fan" / "train" /
+                                          f"section_00_source_train_normal_{i:04d}.wav", _machine(rng, CLIP_S)),
+                              machine="fan", section="00", split="train", domain="source", label="normal")
+           for i in range(3)]
+  out = _log_mel_detector(tmp_path / "detector", train, tmp_path / "data")
+  clip = _write(tmp_path / "new" / "fan" / "test" / "section_00_0000.wav", _machine(rng, CLIP_S))
+  detect.run(out, [clip])
+  err = capsys.readouterr().err
+  assert err.count("warning: fan section 00: the score normalisation") == 1
+  assert "rests on 3 normal training clip(s), fewer than 10" in err
+
+
 def test_short_recordings_warn_and_too_short_ones_are_errors_naming_them(made, caplog):
   det, _, new, rng = made
   short = _write(new / "section_00_short.wav", _machine(rng, 0.3))  # under half a clip: padded, a warning

@@ -46,6 +46,7 @@ def tiny_config(root, model_keys, *, fusion_sources=None):
   c.data.root = str(root)
   c.model_keys = model_keys
   c.pretrain = None  # the pre-training stage has its own test (tests/pretraining/test_pretrain_run.py)
+  c.init.random_weights = "beats,eat"  # tiny encoders, no pre-training: every one from random weights
   if fusion_sources:
     c.models.fusion.sources = fusion_sources
   for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch"):

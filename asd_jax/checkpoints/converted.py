@@ -177,6 +177,35 @@ def _sha256(path: pathlib.Path) -> str:
   return digest.hexdigest()
 
 
+def checkpoint_digest(path: str | os.PathLike) -> str:
+  """"sha256:<hex>" naming the content of an encoder checkpoint, for provenance: of a converted folder's
+  `config.json` (it holds the SHA-256 of every file under `params/`, which loading checks, so one small read names
+  the whole), of a `.pt` or `.safetensors` file's bytes, or of every file of another folder (the HuggingFace
+  port), in name order. Raises FileNotFoundError naming `path` when it does not exist."""
+  path = pathlib.Path(path).expanduser()
+  if is_converted_checkpoint(path):
+    return "sha256:" + _sha256(path / CONFIG_FILE)
+  if path.is_file():
+    return "sha256:" + _sha256(path)
+  if path.is_dir():
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+      digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _sha256(file).encode())
+    return "sha256:" + digest.hexdigest()
+  raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
+
+
+def params_digest(params: Any) -> str:
+  """SHA-256 (hex) of a parameter tree's content: every leaf's path, dtype, shape and bytes, in path order. Equal
+  trees give equal digests whatever their container types (nested dicts, NumPy or JAX arrays)."""
+  digest = hashlib.sha256()
+  for name, leaf in sorted(flatten_params(params).items()):
+    value = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{name}\0{value.dtype.str}\0{value.shape}\0".encode())
+    digest.update(value.reshape(-1).view(np.uint8))  # no copy of the array
+  return digest.hexdigest()
+
+
 def _file_digests(directory: pathlib.Path, under: str) -> dict[str, dict[str, Any]]:
   """{path relative to `directory`: {"size", "sha256"}} of every file below `directory / under`."""
   return {path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}

@@ -55,7 +55,6 @@ import soundfile
 
 from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
-from asd_jax.data import filenames
 from asd_jax.data import layout
 from asd_jax.data import records as rec
 
@@ -63,7 +62,6 @@ KINDS = ("dcase", "folder", "glob")
 AUDIO_EXTENSIONS = (".wav", ".flac")
 SOURCE_KEYS = ("path", "kind", "weight", "include_test", "include_supplemental", "exclude", "channels")
 _MACHINE_SEARCH_DEPTH = 4  # how deep below a dcase path machine folders are looked for
-TEST_DIRS_2021 = ("source_test", "target_test")  # DCASE 2021 keeps its test clips in these, not in test/
 
 
 class CorpusError(ValueError):
@@ -180,7 +178,7 @@ def machine_folders(root: pathlib.Path, max_depth: int = _MACHINE_SEARCH_DEPTH) 
   (or DCASE 2021's `source_test/` / `target_test/`). A machine folder is not searched further. Sorted by path.
   """
   def is_machine(p: pathlib.Path) -> bool:
-    return any((p / d).is_dir() for d in layout.SPLIT_DIRS + TEST_DIRS_2021)
+    return any((p / d).is_dir() for d in layout.MACHINE_DIRS)
 
   found, frontier = [], [root]
   for _ in range(max_depth + 1):
@@ -233,36 +231,13 @@ def scan_tree(root: str | pathlib.Path) -> list[rec.ClipRecord]:
                                      "source_test/ or target_test/) at or below it"])
   problems, records = [], []
   for folder in folders:
-    if any((folder / d).is_dir() for d in layout.SPLIT_DIRS):
-      try:
-        records.extend(layout.scan_dataset(folder, audio=False))
-      except layout.DatasetError as e:
-        problems.extend(e.problems)
-    records.extend(_scan_test_dirs_2021(folder, problems))
+    try:
+      records.extend(layout.scan_dataset(folder, audio=False))
+    except layout.DatasetError as e:
+      problems.extend(e.problems)
   if problems:
     raise layout.DatasetError(root, problems)
   return records
-
-
-def _scan_test_dirs_2021(machine_dir: pathlib.Path, problems: list[str]) -> list[rec.ClipRecord]:
-  """The clips of DCASE 2021's `source_test/` and `target_test/` folders (which `layout` does not read)."""
-  out = []
-  for d in TEST_DIRS_2021:
-    folder = machine_dir / d
-    if not folder.is_dir():
-      continue
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav"):
-      try:
-        parsed = filenames.parse_name(path.name)
-      except filenames.FileNameError as e:
-        problems.append(f"{path}: {e}")
-        continue
-      if parsed.split != rec.SPLIT_TEST:
-        problems.append(f"{path}: name says split '{parsed.split}' but the file is in '{d}/'")
-        continue
-      out.append(rec.ClipRecord(path=str(path), machine=machine_dir.name, section=parsed.section,
-                                split=rec.SPLIT_TEST, domain=parsed.domain, label=parsed.label))
-  return out
 
 
 def _list_folder(spec: SourceSpec) -> list[str]:

@@ -1,10 +1,11 @@
 """Scanning a DCASE Task 2 dataset folder into a sorted list of `ClipRecord`s.
 
 A dataset root holds one folder per machine type (`<root>/<machine>/{train,test,supplemental}/*.wav`,
-plus `attributes_<ss>.csv`); a machine folder itself is also accepted as a root. Folders without
-`train/`, `test/` or `supplemental/` (e.g. `ground_truth_data/`) are not machine types and are
-skipped. Every wav name is parsed (`filenames.py`) and every wav header is opened (`soundfile.info`:
-1-3 s for 7,000 clips on 2 shared CPU cores), so unreadable or empty files, too short clips (with
+plus `attributes_<ss>.csv`; DCASE 2021 keeps the test clips in `source_test/` and `target_test/`, read as test
+clips); a machine folder itself is also accepted as a root. Folders without any of those (e.g.
+`ground_truth_data/`) are not machine types and are skipped. Every wav name is parsed (`filenames.py`) and
+every wav header is opened (`soundfile.info`: 1-3 s for 7,000 clips on 2 shared CPU cores), so unreadable or empty
+files, too short clips (with
 `clip_seconds`, the rule of `asd_jax.audio.wav.check_duration`), clips whose channel count the channel
 policy cannot read (with `channels`: a mono file for `far` or `cancel`, see `asd_jax.audio.channels`) and
 (with `require_train`) machine folders without training clips are found before any compute. All problems of
@@ -33,6 +34,9 @@ from asd_jax.data import records as rec
 
 ClipRecord = rec.ClipRecord
 SPLIT_DIRS = (rec.SPLIT_TRAIN, rec.SPLIT_TEST, rec.SPLIT_SUPPLEMENTAL)
+# DCASE 2021 keeps its test clips in these, one per domain, instead of test/ (dev and eval sets alike).
+TEST_DIRS_2021 = ("source_test", "target_test")
+MACHINE_DIRS = SPLIT_DIRS + TEST_DIRS_2021  # a folder holding any of these is a machine type
 _CSV_KEY = "file_name"
 
 
@@ -74,9 +78,9 @@ def read_attributes_csv(path: str | pathlib.Path) -> dict[str, tuple[tuple[str, 
 
 
 def _machine_dirs(root: pathlib.Path) -> list[pathlib.Path]:
-  if any((root / d).is_dir() for d in SPLIT_DIRS):
+  if any((root / d).is_dir() for d in MACHINE_DIRS):
     return [root]
-  return sorted(p for p in root.iterdir() if p.is_dir() and any((p / d).is_dir() for d in SPLIT_DIRS))
+  return sorted(p for p in root.iterdir() if p.is_dir() and any((p / d).is_dir() for d in MACHINE_DIRS))
 
 
 def _scan_machine(machine_dir: pathlib.Path, attributes: str, problems: list[str]) -> list[ClipRecord]:
@@ -89,10 +93,11 @@ def _scan_machine(machine_dir: pathlib.Path, attributes: str, problems: list[str
     except (ValueError, OSError, csv.Error) as e:
       problems.append(f"{csv_path}: unreadable attributes CSV: {e}")
   out = []
-  for split_dir in SPLIT_DIRS:
+  for split_dir in MACHINE_DIRS:
     folder = machine_dir / split_dir
     if not folder.is_dir():
       continue
+    split = rec.SPLIT_TEST if split_dir in TEST_DIRS_2021 else split_dir
     for path in sorted(folder.iterdir()):
       if path.suffix.lower() != ".wav":
         continue
@@ -101,8 +106,11 @@ def _scan_machine(machine_dir: pathlib.Path, attributes: str, problems: list[str
       except filenames.FileNameError as e:
         problems.append(f"{path}: {e}")
         continue
-      if parsed.split is not None and parsed.split != split_dir:
+      if parsed.split is not None and parsed.split != split:
         problems.append(f"{path}: name says split '{parsed.split}' but the file is in '{split_dir}/'")
+        continue
+      if split_dir in TEST_DIRS_2021 and parsed.domain != split_dir.split("_")[0]:
+        problems.append(f"{path}: name says domain {parsed.domain!r} but the file is in '{split_dir}/'")
         continue
       attrs = filenames.parse_attribute_string(parsed.attribute_string)
       if path.name in table:
@@ -120,7 +128,7 @@ def _scan_machine(machine_dir: pathlib.Path, attributes: str, problems: list[str
         problems.append(f"{path}: not listed in the attributes CSV ({where})")
         continue
       out.append(ClipRecord(
-          path=str(path), machine=machine, section=parsed.section, split=split_dir,
+          path=str(path), machine=machine, section=parsed.section, split=split,
           domain=parsed.domain, label=parsed.label, attributes=attrs, kind=parsed.kind))
   return out
 

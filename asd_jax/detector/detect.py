@@ -10,11 +10,13 @@ listed in one `InputError`.
 
 `detect` scores them (the maximum over each recording's clip-length windows, see `detector.Detector.score`);
 `format_detections` is the printed table (file, machine, section, score, threshold, decision, windows, peak
-window start, nearest normal training clip, then each window of a long recording, then a `warning:` line for
-each recording whose channel count, sample rate or sample format the training clips did not have; a recording
-the detector's channel policy cannot read is an input error, see `detector`); `run` is the program's work:
-the table and the CSV files (`--output`: one row per recording, `--windows_output`: one per window). The score
-histograms per section are the report's (`report.histograms.write_detect_figures`, drawn from the detector `run`
+window start, seconds dropped at the end, nearest normal training clip, then each window of a long recording,
+then a `warning:` line for each recording whose channel count, sample rate or sample format the training clips
+did not have; a recording the detector's channel policy cannot read is an input error, see `detector`); `run` is
+the program's work: a warning per section whose normalisation rests on few training clips
+(`scoring.scorer.few_clips_warning`), the table and the CSV files (`--output`: one row per recording,
+`--windows_output`: one per window). The score histograms per section are the report's
+(`report.histograms.write_detect_figures`, drawn from the detector `run`
 loaded): the program calls it, so serving a detector needs neither matplotlib nor the report.
 """
 
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import csv
 import pathlib
+import sys
 from collections.abc import Sequence
 
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import filenames
 from asd_jax.detector import detector as detector_lib
+from asd_jax.scoring import scorer as scorer_lib
 
 
 class InputError(ValueError):
@@ -104,6 +108,11 @@ def _decision(value: int) -> str:
   return "anomalous" if value else "normal"
 
 
+def score_text(value: float) -> str:
+  """A score or threshold as printed: four significant digits, so that neither 1e-5 nor 1e4 rounds to zero."""
+  return f"{value:.4g}"
+
+
 MAX_LISTED = 20  # recordings listed by name under one warning
 
 
@@ -123,25 +132,31 @@ def format_warnings(detections) -> str:
 
 def format_detections(detections, clip_seconds: float | None = None, channels: str = "") -> str:
   """A plain-text table: file, machine, section, score (max over windows), threshold, decision, windows, peak
-  window start, nearest normal clip; then, per recording of several windows, each window's score; then the
-  warnings of recordings unlike the training clips (`format_warnings`). `channels`: the channel policy the
-  recordings were read with, named in the heading."""
-  rows = [("file", "machine", "section", "score", "threshold", "decision", "windows", "peak (s)",
+  window start, the seconds at the end that were not scored, nearest normal clip; a line saying so when a
+  recording's end was not scored; then, per recording of several windows, each window's score; then the warnings
+  of recordings unlike the training clips (`format_warnings`). Scores and thresholds in `score_text`'s form.
+  `channels`: the channel policy the recordings were read with, named in the heading."""
+  rows = [("file", "machine", "section", "score", "threshold", "decision", "windows", "peak (s)", "dropped (s)",
            "nearest normal training clip")]
   for d in detections:
-    rows.append((d.path, d.machine, d.section, f"{d.score:.4f}", f"{d.threshold:.4f}", _decision(d.decision),
-                 str(max(len(d.windows), 1)), f"{d.peak_s:.2f}", d.nearest_train_clip))
+    rows.append((d.path, d.machine, d.section, score_text(d.score), score_text(d.threshold), _decision(d.decision),
+                 str(max(len(d.windows), 1)), f"{d.peak_s:.2f}", f"{d.dropped_s:.2f}" if d.dropped_s else "0",
+                 d.nearest_train_clip))
   clip = f" of {clip_seconds:g} s" if clip_seconds else ""
   read = f"; read with channel policy {channels!r}" if channels else ""
   parts = [f"score: the maximum over each recording's windows{clip} (peak: the most anomalous window's start){read}",
            _table(rows)]
+  dropped = [d for d in detections if d.dropped_s]
+  if dropped:
+    parts.append(f"dropped: {len(dropped)} recording(s) end in a part shorter than half a window{clip}, which is in "
+                 "no window and was not scored (its seconds in 'dropped (s)'); an anomaly only there is missed")
   for d in detections:
     if len(d.windows) <= 1:
       continue
     dropped = f"; the last {d.dropped_s:.2f} s is in no window (under half a clip)" if d.dropped_s else ""
     window_rows = [("start (s)", "end (s)", "score", "decision", "nearest normal training clip")]
-    window_rows += [(f"{w.start_s:.2f}", f"{w.start_s + w.length_s:.2f}", f"{w.score:.4f}", _decision(w.decision),
-                     w.nearest_train_clip) for w in d.windows]
+    window_rows += [(f"{w.start_s:.2f}", f"{w.start_s + w.length_s:.2f}", score_text(w.score),
+                     _decision(w.decision), w.nearest_train_clip) for w in d.windows]
     parts.append(f"\n{d.path}: {len(d.windows)} windows{dropped}\n" + _table(window_rows))
   warnings = format_warnings(detections)
   if warnings:
@@ -173,6 +188,10 @@ def run(detector_dir: str, inputs: Sequence[str], *, machine: str = "", section:
     raise InputError(problems)
   detector = detector_lib.Detector(detector_dir)
   detections = detect(detector, paths, machine=machine, section=section)
+  for key in sorted({(d.machine, d.section) for d in detections}):
+    line = scorer_lib.few_clips_warning(*key, detector.training_clips(*key))
+    if line:
+      print(f"warning: {line}", file=sys.stderr)
   print(format_detections(detections, detector.wav_config.duration_s, detector.wav_config.channels))
   if output:
     _write_csv(output, ["file", "machine", "section", "score", "threshold", "decision", "nearest_train_clip",

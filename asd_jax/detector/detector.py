@@ -3,16 +3,23 @@
 The folder (`asd_jax.detector.export` writes it; nothing of the training data is in it):
 
   <dir>/detector.json                 format, system name, fusion weights per model, per-section decision
-                                      thresholds, threshold settings, the models and their order, and `input`:
-                                      how the models read a recording (channel policy, sample rate, clip
-                                      length) and the file formats of the training clips (channel counts,
-                                      sample rates, sample formats, with how many clips had each)
-  <dir>/models/<key>/encoders/<name>/ each encoder of a network model (BEATs or EAT, both for Dual-Branch) as a
-                                      converted checkpoint (Orbax + JSON architecture), exactly the parameters the
-                                      pipeline embedded with (fine-tuned: LoRA merged, as the pipeline's embedding
-                                      step merged it), readable by the encoder's own `load()`; encoders.json says
-                                      where each one goes
+                                      thresholds, threshold settings, the models and their order (with each LoRA
+                                      model's alpha), and `input`: how the models read a recording (channel
+                                      policy, sample rate, clip length) and the file formats of the training
+                                      clips (channel counts, sample rates, sample formats, with how many clips
+                                      had each)
+  <dir>/encoders/<name>-<digest>/     each distinct encoder (BEATs or EAT) as a converted checkpoint (Orbax + JSON
+                                      architecture), readable by the encoder's own `load()`, written once however
+                                      many models start from it (`<digest>`: of its content): a fully fine-tuned
+                                      model's encoder, a frozen one, or the base a LoRA model was trained on (the
+                                      LoRA models of one encoder share the base: System 2-4's LBEATs and LEAT with
+                                      Dual-Branch's branches)
+  <dir>/models/<key>/encoders.json    which encoder folder goes where in the model's parameters
   <dir>/models/<key>/head.npz         the remaining parameters (heads), '/'-joined paths
+  <dir>/models/<key>/lora.npz         a LoRA model's factors ('/'-joined module paths, ".../a", ".../b"), merged
+                                      into its base on loading by the function the pipeline merged with
+                                      (`models.lora_factors.merge_lora`), so the parameters are the pipeline's,
+                                      bit for bit
   <dir>/models/<key>/config.json      the model's config (clip length, sample rate, front end, pooling, the batch
                                       size the pipeline embedded with)
   <dir>/models/<key>/scorer.npz       normal memory banks (with SMOTE entries), normalisation statistics,
@@ -68,13 +75,15 @@ from asd_jax.checkpoints import converted
 from asd_jax.data import datasets
 from asd_jax.data import records as records_lib
 from asd_jax.embedding import extract
+from asd_jax.models import lora_factors
 from asd_jax.models import networks
 from asd_jax.scoring import features
 from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 
 FORMAT = "asd_jax.detector"
-VERSION = 4  # 3: config.model.network (was model.encoder); 4: detector.json "input" (policy, training formats)
+VERSION = 5  # 3: config.model.network (was model.encoder); 4: detector.json "input" (policy, training
+# formats); 5: shared encoder folders and LoRA factors apart
 MANIFEST = "detector.json"  # written last: a folder without it is not a detector
 INPUT = "input"  # detector.json's record of how recordings are read and of the training clips' formats
 MODELS = "models"
@@ -82,6 +91,7 @@ CONFIG = "config.json"
 ENCODERS = "encoders.json"
 ENCODERS_DIR = "encoders"
 HEAD = "head.npz"
+LORA = "lora.npz"
 SCORER = "scorer.npz"
 
 
@@ -165,14 +175,16 @@ def _policy_reads(policy: str, num_channels: int) -> str:
           channels_lib.CANCEL: "its channel 0 less what channel 1 predicts"}[policy]
 
 
-def _load_network(folder: str, num_classes: int) -> tuple[ml_collections.ConfigDict, networks.Network, Any]:
-  """`(config, network, params)` of an exported model, from its folder alone."""
+def _load_network(directory: str, key: str, num_classes: int, lora_alpha: float | None
+                  ) -> tuple[ml_collections.ConfigDict, networks.Network, Any]:
+  """`(config, network, params)` of exported model `key`, from the detector folder alone (LoRA factors merged)."""
+  folder = model_dir(directory, key)
   with open(os.path.join(folder, CONFIG)) as f:
     config = ml_collections.ConfigDict(json.load(f))
   with open(os.path.join(folder, ENCODERS)) as f:
     slots = json.load(f)
   for slot in slots:
-    config.model[slot["field"]] = os.path.join(folder, slot["dir"])
+    config.model[slot["field"]] = os.path.join(directory, slot["dir"])
   network = networks.build_network(config, num_classes)
   expected = tu.flatten_dict(jax.eval_shape(network.init, jax.random.key(0))[0])
   flat = {}
@@ -183,6 +195,16 @@ def _load_network(folder: str, num_classes: int) -> tuple[ml_collections.ConfigD
   converted.check_state_dict({"/".join(k): v for k, v in flat.items()},
                                  {"/".join(k): v.shape for k, v in expected.items()}, source=folder)
   params = tu.unflatten_dict({k: np.asarray(v) for k, v in flat.items()}) if flat else {}
+  lora_file = os.path.join(folder, LORA)
+  if os.path.isfile(lora_file):
+    if lora_alpha is None:
+      raise DetectorError(f"{lora_file}: LoRA factors, but {MANIFEST} gives model {key} no lora_alpha")
+    with np.load(lora_file, allow_pickle=False) as data:
+      factors = tu.unflatten_dict({tuple(k.split("/")): data[k] for k in data.files})
+    try:
+      params = lora_factors.merge_lora({"model": params, "lora": factors}, alpha=lora_alpha)
+    except (KeyError, TypeError, ValueError) as e:
+      raise DetectorError(f"{lora_file}: the factors do not fit the model's parameters ({e})") from e
   return config, network, params
 
 
@@ -273,6 +295,10 @@ class Detector:
   def machines(self) -> list[str]:
     return sorted({m for m, _ in self.thresholds})
 
+  def training_clips(self, machine: str, section: str) -> int:
+    """How many normal training clips the section's scores are normalised over (every model has the same)."""
+    return len(self.scorers[fusion.weighted(self.weights)[0]].sections[(machine, section)].train_clip)
+
   def _config(self, key: str) -> ml_collections.ConfigDict:
     path = os.path.join(model_dir(self.directory, key), CONFIG)
     if not os.path.isfile(path):
@@ -348,7 +374,7 @@ class Detector:
     """`(config, network, params)` of model `key` (loaded once)."""
     if key not in self._networks:
       entry = next(m for m in self.models if m["key"] == key)
-      self._networks[key] = _load_network(model_dir(self.directory, key), entry["num_classes"])
+      self._networks[key] = _load_network(self.directory, key, entry["num_classes"], entry.get("lora_alpha"))
     return self._networks[key]
 
   def check_section(self, machine: str, section: str) -> None:

@@ -1,9 +1,11 @@
 """A trained system exported as a detector folder (its layout: `asd_jax.detector.detector`).
 
-`export` writes everything a fused system needs to score a clip, and nothing of the training data: per model
-its encoders as converted checkpoints (`checkpoints.converted`), its heads, config and fitted scorer, and the
-manifest (weights, per-section thresholds, and how recordings are read: the models' channel policy, rate and clip
-length, which must be one for all of them, and the file formats of the training clips, read from their headers). Only the models the system uses are written (non-zero weight, or a
+`export` writes everything a fused system needs to score a clip, and nothing of the training data: the encoders
+as converted checkpoints (`checkpoints.converted`), each distinct set of weights once (named by a digest of its
+content, so a base encoder that several models share is written once), per model its heads, a LoRA model's
+factors, its config and fitted scorer, and the manifest (weights, per-section thresholds, and how recordings are
+read: the models' channel policy, rate and clip length, which must be one for all of them, and the file formats of
+the training clips, read from their headers). Only the models the system uses are written (non-zero weight, or a
 source of a concatenation model with non-zero weight). The folder is built beside its target and swapped in
 whole (`asd_jax.atomic`): a kill leaves the old detector or the new one.
 """
@@ -39,9 +41,13 @@ class ExportedModel:
     sources: keys of the models a concatenation model joins (then `config` is None).
     all_layers: whether its embeddings were made with every layer's output (the forward pass to replay).
     config: the model's config as it embedded (None for a concatenation model).
-    network: its network; params: the plain parameters it embedded with.
+    network: its network; params: the plain parameters it embedded with, or, for a LoRA model, those before its
+      factors `lora` are merged in (its base encoder as it started, and the trained head).
     num_classes: the size of its head (the training label space; 1 for a model that was not trained).
     scorer: its fitted scorer.
+    lora, lora_alpha: a LoRA model's trained factors (`{"<module path>": {"a", "b"}}` as trained) and the alpha
+      it was trained with; the detector merges them on loading as the pipeline did (`lora_factors.merge_lora`).
+      None for every other model.
   """
 
   key: str
@@ -54,6 +60,8 @@ class ExportedModel:
   params: Any
   num_classes: int
   scorer: scorer_lib.Scorer
+  lora: Any = None
+  lora_alpha: float | None = None
 
 
 def needed_models(weights: Mapping[str, float], sources: Mapping[str, Sequence[str]]) -> set[str]:
@@ -69,26 +77,24 @@ def _relative_scorer(scorer: scorer_lib.Scorer, root: str) -> scorer_lib.Scorer:
   return dataclasses.replace(scorer, train_paths=paths)
 
 
-def _encoder_slots(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], str, str]]:
-  """`(path in the model params, `networks.ENCODERS` name, config.model field of its checkpoint)` per encoder."""
-  if config.model.network == networks.DUAL_BRANCH:
-    return [(("encoder", name), name, f"{name}_checkpoint") for name in networks.DUAL_BRANCH_ENCODERS]
-  if config.model.network == networks.LOG_MEL_STATS:
-    return []
-  return [(("encoder",), config.model.network, "init_checkpoint")]
-
-
-def _write_network(model: ExportedModel, out_dir: str) -> None:
-  """Each encoder as a converted checkpoint, the rest (heads) as .npz, and the config."""
+def _write_network(model: ExportedModel, out_dir: str, staging: str, written: set[str]) -> None:
+  """Each encoder as a converted checkpoint under `staging/encoders/<name>-<digest>/` unless one of the same
+  content is `written` already, the rest (heads) as .npz, a LoRA model's factors as .npz, and the config."""
   flat = tu.flatten_dict(jax.device_get(model.params)) if model.params else {}
   slots = []
-  for path, name, field in _encoder_slots(model.config):
+  for path, name, field in networks.encoder_slots(model.config):
     arch = model.network.architecture if len(path) == 1 else model.network.architecture[path[-1]]
     subtree = tu.unflatten_dict({k[len(path):]: v for k, v in flat.items() if k[:len(path)] == path})
-    converted.save_converted(os.path.join(out_dir, layout.ENCODERS_DIR, name), subtree, name, arch)
+    folder = f"{name}-{converted.params_digest(subtree)[:16]}"
+    if folder not in written:
+      converted.save_converted(os.path.join(staging, layout.ENCODERS_DIR, folder), subtree, name, arch)
+      written.add(folder)
     flat = {k: v for k, v in flat.items() if k[:len(path)] != path}
-    slots.append({"path": list(path), "encoder": name, "field": field, "dir": f"{layout.ENCODERS_DIR}/{name}"})
+    slots.append({"path": list(path), "encoder": name, "field": field, "dir": f"{layout.ENCODERS_DIR}/{folder}"})
   np.savez(os.path.join(out_dir, layout.HEAD), **{"/".join(k): np.asarray(v) for k, v in flat.items()})
+  if model.lora:
+    factors = tu.flatten_dict(jax.device_get(model.lora))
+    np.savez(os.path.join(out_dir, layout.LORA), **{"/".join(k): np.asarray(v) for k, v in factors.items()})
   with open(os.path.join(out_dir, layout.ENCODERS), "w") as f:
     json.dump(slots, f, indent=1)
   with open(os.path.join(out_dir, layout.CONFIG), "w") as f:
@@ -118,18 +124,19 @@ def export(directory: str, *, system: str, weights: Mapping[str, float], models:
   training_clips = sorted({p for m in used for p in m.scorer.train_paths})  # the memory banks' clips
   input_record = layout.input_record(wav_config, layout.TrainingFormats.of(training_clips))
   staging = atomic.staging_dir(directory)
-  entries = []
+  entries, written = [], set()
   for model in models:
     if model.key not in needed:
       continue
     out_dir = layout.model_dir(staging, model.key)
     os.makedirs(out_dir)
     if model.config is not None:
-      _write_network(model, out_dir)
+      _write_network(model, out_dir, staging, written)
     _relative_scorer(model.scorer, root).save(os.path.join(out_dir, layout.SCORER))
     entries.append({"key": model.key, "name": model.name, "layers": model.layers, "sources": list(model.sources),
                     "all_layers": model.all_layers, "num_classes": model.num_classes,
-                    "weight": float(weights.get(model.key, 0.0))})
+                    "weight": float(weights.get(model.key, 0.0)),
+                    "lora_alpha": float(model.lora_alpha) if model.lora else None})
   manifest = {
       "format": layout.FORMAT, "version": layout.VERSION, "system": system, "note": note,
       "models": entries,

@@ -3,8 +3,9 @@
 The trainable tree is `{"model": <plain Flax params>, "lora": {<module path>: {"a": [in, r], "b": [r, out]}}}`.
 `init_lora` makes a factor pair for every kernel whose '/'-joined path matches a regex (A ~ U(-1/sqrt(in), 1/sqrt(in)),
 the Kaiming-uniform init of the original LoRA code, B = 0, so training starts from the pretrained model).
-`merge_lora` forms `W + (alpha / r) A @ B` functionally, inside the loss, so the model code knows nothing
-about LoRA (`with_lora` wraps a loss over plain params); `trainable_labels` tells the optimiser's partition
+`merge_lora` (`asd_jax.models.lora_factors`, where the detector also reads it) forms `W + (alpha / r) A @ B`
+functionally, inside the loss, so the model code knows nothing about LoRA (`with_lora` wraps a loss over plain
+params); `trainable_labels` tells the optimiser's partition
 (`asd_jax.training.optimizer`) which leaves get updates: the LoRA factors and the head, never the frozen
 encoder (which also gets no optimiser state). `merge_lora` on trained factors is also the step that folds
 them into plain weights for embedding and export.
@@ -19,6 +20,7 @@ import flax.traverse_util as tu
 import jax
 import jax.numpy as jnp
 
+from asd_jax.models.lora_factors import merge_lora
 from asd_jax.training.optimizer import FROZEN, TRAINABLE
 
 # q, v and out projections of every attention block (the report's LoRA targets).
@@ -53,26 +55,6 @@ def init_lora(model_params: Params, rng: jax.Array, *, rank: int, targets: str =
     lora[keys[:-1] + ("a",)] = a
     lora[keys[:-1] + ("b",)] = jnp.zeros((rank, fan_out), jnp.float32)
   return tu.unflatten_dict(lora)
-
-
-def merge_lora(params: Params, *, alpha: float) -> Params:
-  """Plain model params `W + (alpha / r) A @ B` from `{"model", "lora"}`; `params["model"]` if no LoRA.
-
-  Pure and jittable; used in the loss (gradients reach A and B through the product) and for export.
-  """
-  model, lora = params["model"], params.get("lora") or {}
-  if not lora:
-    return model
-  flat = tu.flatten_dict(model)
-  for keys, pair in tu.flatten_dict(lora, is_leaf=lambda _, v: isinstance(v, dict) and "a" in v).items():
-    kernel_key = keys + ("kernel",)
-    if kernel_key not in flat:
-      raise KeyError(f"LoRA factors at {_path(keys)} have no kernel {_path(kernel_key)} in the model params")
-    a, b = pair["a"], pair["b"]
-    kernel = flat[kernel_key]
-    delta = (alpha / a.shape[-1]) * (a @ b)
-    flat[kernel_key] = (kernel.astype(jnp.float32) + delta).astype(kernel.dtype)
-  return tu.unflatten_dict(flat)
 
 
 def trainable_labels(params: Params, *, train_encoder: bool, trainable_modules: str = r"^head/",

@@ -2,8 +2,9 @@
 
 What embedding extraction and the detector export read. `trained_params` checks the checkpoint against the
 config (`fine_tune.MODEL_FIELDS`) before restoring anything, and merges LoRA with the alpha the model was
-trained with. `embedding_params` falls back, without a checkpoint, to the network's parameters before training
-(converted encoders, or random tiny ones in demos).
+trained with; `trained_tree` gives the same before the merge (a detector stores LoRA factors apart).
+`embedding_params` falls back, without a checkpoint, to the network's parameters before training (converted
+encoders, or random tiny ones in demos).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from absl import logging
 
 from asd_jax.checkpoints import train_state
 from asd_jax.finetuning import fine_tune
-from asd_jax.finetuning import lora
+from asd_jax.models import lora_factors
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
 from asd_jax.training import loop
 
 
-def _restore(config: ml_collections.ConfigDict, ckpt: train_state.Checkpointer) -> tuple[networks.Network, Any, str]:
+def _restore(config: ml_collections.ConfigDict, ckpt: train_state.Checkpointer
+             ) -> tuple[networks.Network, Any, float, str]:
+  """`(network, trainable tree {"model", ["lora"]}, LoRA alpha it was trained with, source)` of the latest step."""
   meta = ckpt.restore_meta()
   saved = meta["config"]
   train_state.check_same_run(ckpt.directory, meta, {"config": json.loads(config.to_json_best_effort())},
@@ -38,11 +41,12 @@ def _restore(config: ml_collections.ConfigDict, ckpt: train_state.Checkpointer) 
   network = networks.build_network(config, len(meta["label_space"]["classes"]))
   built = fine_tune.setup(restore_config, network, jax.random.key(config.seed), meta["num_steps"], abstract=True)
   state, _, _ = ckpt.restore(train_state.abstract_like(built.state, shd.replicated(shd.data_mesh())))
-  return network, lora.merge_lora(state.params, alpha=alpha), f"{ckpt.directory} step {int(state.step)}"
+  return network, state.params, alpha, f"{ckpt.directory} step {int(state.step)}"
 
 
-def trained_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[networks.Network, Any, str] | None:
-  """`(network, plain params, source)` of the latest checkpoint in `workdir/checkpoints`, None without one.
+def trained_tree(config: ml_collections.ConfigDict, workdir: str) -> tuple[networks.Network, Any, float, str] | None:
+  """`(network, trainable tree {"model", ["lora"]}, LoRA alpha, source)` of the latest checkpoint in
+  `workdir/checkpoints`, LoRA factors apart (what a detector stores), None without a checkpoint.
 
   Raises ValueError naming each field when the checkpoint was trained with other `fine_tune.MODEL_FIELDS`.
   """
@@ -56,6 +60,16 @@ def trained_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[net
     return _restore(config, ckpt)
   finally:
     ckpt.close()
+
+
+def trained_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[networks.Network, Any, str] | None:
+  """`(network, plain params, source)` of the latest checkpoint in `workdir/checkpoints` (`trained_tree` with the
+  LoRA factors merged, `lora_factors.merge_lora`), None without one."""
+  restored = trained_tree(config, workdir)
+  if restored is None:
+    return None
+  network, tree, alpha, source = restored
+  return network, lora_factors.merge_lora(tree, alpha=alpha), source
 
 
 def untrained_params(config: ml_collections.ConfigDict) -> tuple[networks.Network, Any, str]:

@@ -355,6 +355,18 @@ def build_network(config: ml_collections.ConfigDict, num_classes: int) -> Networ
   return NETWORKS[name](config, num_classes)
 
 
+def encoder_slots(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], str, str]]:
+  """`(path in the model params, ENCODERS name, config.model field of its checkpoint)` of every encoder of the
+  network `config.model.network` names: one for "beats" and "eat", both for the dual branch, none for the
+  log-mel statistics. What the exporter writes per encoder and what the pipeline states each one starts from."""
+  network = config.model.get("network")
+  if network == DUAL_BRANCH:
+    return [(("encoder", name), name, f"{name}_checkpoint") for name in DUAL_BRANCH_ENCODERS]
+  if network == LOG_MEL_STATS:
+    return []
+  return [(("encoder",), network, "init_checkpoint")]
+
+
 # --- Parameters before any training -------------------------------------------------------------------------------
 
 

@@ -19,6 +19,17 @@ a reference row of Table 1 (e.g. a frozen encoder): scored and evaluated, never 
 it. When a config runs fewer models than a system names (e.g. `--config.model_keys=fbeats,lbeats`), the system
 keeps the weights of the models present, renormalised to sum 1, and is marked reduced.
 
+Settings for every model at once (`config.train_all`, `link_train_all`): epochs, training batch size, clip length
+and compute dtype. Each model's field is a lazy reference, "`train_all.<name>` if that is set, else the model's own
+value"; setting the model's own field (on the command line or in code) replaces the reference with that value, so
+a per-model setting always wins, whichever order the flags come in. Unset is 0 (0.0, "" for the dtype): a value
+none of these fields may take.
+
+Starting weights (`starting_weights`): every encoder of every model starts from a checkpoint (the pipeline's
+`init.<encoder>` or the model's own field), from the pipeline's pre-training export, or from random weights; random
+weights only where the config asks for them (`init.random_weights`, or a model entry with `init=False`), so a
+forgotten `--config.init.beats` is an error before any compute, not hours of training noise.
+
 Channels: every embedded model of a pipeline reads its clips with one channel policy (`asd_jax.audio.channels`).
 `config.data.channels`, when set, is written into every model's config (as `config.data.root` is) and so
 overrides each model's own `data.channels`; when empty, the models keep their own, which must then agree. One
@@ -29,11 +40,13 @@ a system's detector reads a recording once for all its models (`channel_policy`)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
+from ml_collections.config_dict import config_dict as _config_dict
 
 from asd_jax.audio import channels as channels_lib
 from asd_jax.scoring import features
@@ -222,3 +235,151 @@ def system_specs(config: ml_collections.ConfigDict, specs: Sequence[ModelSpec]) 
       note = f"reduced: {', '.join(dropped)} not run; other weights renormalised to sum 1"
     out.append(SystemSpec(system, kept, reduced=bool(dropped), note=note))
   return out
+
+
+# --- Settings for every model at once -------------------------------------------------------------------------
+
+# config.train_all.<name>: ((section, field) it sets in every model's config, the value that means "unset"); the
+# "train" fields only in fine-tuned models (a frozen model is not trained).
+TRAIN_ALL = {
+    "epochs": (("train", "epochs"), 0),
+    "batch_size": (("train", "batch_size"), 0),
+    "clip_seconds": (("data", "clip_seconds"), 0.0),
+    "dtype": (("model", "dtype"), ""),
+}
+
+
+def train_all_config() -> ml_collections.ConfigDict:
+  """`config.train_all` with every field unset (see the module docstring)."""
+  return ml_collections.ConfigDict({name: unset for name, (_, unset) in TRAIN_ALL.items()})
+
+
+def _train_all_or_own(own: Any, value: Any, *, unset: Any) -> Any:
+  return own if value == unset else value
+
+
+def link_train_all(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes every model's fields of `TRAIN_ALL` follow `config.train_all` where it is set (module docstring); returns
+  `config`. Call it last in a pipeline config's `get_config`, while `train_all` is unset (each field's current value
+  becomes the model's own): a field set after it keeps its own value.
+
+  Raises:
+    ValueError: when a `train_all` field is set already.
+  """
+  set_already = [f"train_all.{name}" for name, (_, unset) in TRAIN_ALL.items() if config.train_all[name] != unset]
+  if set_already:
+    raise ValueError(f"link_train_all links every model to config.train_all before it is set; {set_already} are "
+                     "set already (call it in get_config)")
+  for entry in config.models.values():
+    for model_config, trained in ((entry.get("fine_tune"), True), (entry.get("frozen"), False)):
+      if model_config is None:
+        continue
+      for name, ((section, field), unset) in TRAIN_ALL.items():
+        if (section == "train" and not trained) or section not in model_config or field not in model_config[section]:
+          continue
+        own = model_config[section][field]
+        op = _config_dict._Op(functools.partial(_train_all_or_own, unset=unset),  # pylint: disable=protected-access
+                              [config.train_all.get_ref(name)])
+        model_config[section][field] = ml_collections.FieldReference(own, field_type=type(own), op=op)
+  return config
+
+
+# --- Starting weights -----------------------------------------------------------------------------------------
+
+CHECKPOINT, PRETRAINING, RANDOM = "checkpoint", "pre-training", "random"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderStart:
+  """Where one encoder of one model starts from.
+
+  Attributes:
+    key, name: the model's key and table name.
+    encoder: its `networks.ENCODERS` name ("beats", "eat").
+    source: CHECKPOINT (a converted or released checkpoint), PRETRAINING (the pipeline's pre-training export) or
+      RANDOM (random initialisation, seeded by `seed`).
+    path: the checkpoint's path (CHECKPOINT, PRETRAINING).
+    why: for RANDOM, the setting that asked for it.
+    seed: the model config's seed (what random weights are drawn with).
+    field: for CHECKPOINT and PRETRAINING, the config field the path came from ("init.beats", or the model's own,
+      e.g. "models.feat.fine_tune.model.init_checkpoint"), which an error about the path names.
+  """
+
+  key: str
+  name: str
+  encoder: str
+  source: str
+  path: str = ""
+  why: str = ""
+  seed: int = 0
+  field: str = ""
+
+  def describe(self, digest: str = "") -> str:
+    """E.g. "BEATs from checkpoint /abs/ckpt/beats (sha256:1a2b...)", "EAT from random weights (seed 0; ...)"."""
+    encoder = {"beats": "BEATs", "eat": "EAT"}.get(self.encoder, self.encoder)
+    if self.source == RANDOM:
+      return f"{encoder} from random weights (seed {self.seed}; {self.why})"
+    return f"{encoder} from {self.source} {self.path}" + (f" ({digest})" if digest else "")
+
+  def to_json_dict(self, digest: str = "") -> dict[str, Any]:
+    out = {"source": self.source}
+    if self.source == RANDOM:
+      out.update(seed=self.seed, why=self.why)
+    else:
+      out.update(path=self.path, sha256=digest or None)
+    return out
+
+
+def _random_weights(config: ml_collections.ConfigDict) -> set[str]:
+  from asd_jax.models import networks  # pylint: disable=import-outside-toplevel  (JAX, only where it runs)
+  init = config.get("init", None) or {}
+  asked = {n.strip() for n in str(init.get("random_weights", "") or "").split(",") if n.strip()}
+  unknown = sorted(asked - set(networks.ENCODERS))
+  if unknown:
+    raise ValueError(f"config.init.random_weights={init.get('random_weights')!r} names {unknown}; expected encoder "
+                     f"names among {sorted(networks.ENCODERS)}, comma-separated")
+  return asked
+
+
+def starting_weights(config: ml_collections.ConfigDict, specs: Sequence[ModelSpec], *, pretrained_eat: str = ""
+                     ) -> list[EncoderStart]:
+  """Where every encoder of every model of `specs` (from `model_specs(config)`) starts, in model order.
+
+  `pretrained_eat`: the pre-training export the pipeline will write (its EAT models start from it).
+
+  Raises:
+    ValueError: listing, per encoder, the models that would start from random weights without the config asking
+      for them (`init.random_weights`, or `models.<key>.init=False`), with the flags that fix it; and an unknown
+      name in `init.random_weights`.
+  """
+  from asd_jax.models import networks  # pylint: disable=import-outside-toplevel
+  random_ok = _random_weights(config)
+  starts, unasked = [], {}
+  for spec in specs:
+    if spec.config is None:
+      continue
+    own_encoder = not config.models[spec.key].get("init", True)
+    for _, encoder, field in networks.encoder_slots(spec.config):
+      path = str(spec.config.model.get(field, "") or "")
+      common = dict(key=spec.key, name=spec.name, encoder=encoder, seed=int(spec.config.get("seed", 0)))
+      if path:
+        source = PRETRAINING if pretrained_eat and os.path.abspath(path) == os.path.abspath(pretrained_eat) else (
+            CHECKPOINT)
+        what = "fine_tune" if spec.kind == FINE_TUNED else "frozen"
+        own = str(config.models[spec.key][what].model.get(field, "") or "")  # before init.<encoder> filled it
+        where = f"models.{spec.key}.{what}.model.{field}" if own else f"init.{encoder}"
+        starts.append(EncoderStart(source=source, path=path, field=where, **common))
+      elif own_encoder:
+        starts.append(EncoderStart(source=RANDOM, why=f"models.{spec.key}.init=False: the model keeps its own empty "
+                                   f"model.{field}", **common))
+      elif encoder in random_ok:
+        starts.append(EncoderStart(source=RANDOM, why=f"init.random_weights={config.init.random_weights}", **common))
+      else:
+        unasked.setdefault(encoder, []).append(spec.name)
+  if unasked:
+    lines = [f"no checkpoint for {encoder} (config.init.{encoder} is empty), so {', '.join(names)} would start from "
+             f"random weights: pass the converted checkpoint, --config.init.{encoder}=/abs/ckpt/{encoder} (README, "
+             f"\"Using it on real data\"), or ask for random weights with --config.init.random_weights="
+             f"{','.join(sorted(unasked))}" for encoder, names in unasked.items()]
+    raise ValueError("\n".join(lines))
+  return starts

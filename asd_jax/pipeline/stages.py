@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ml_collections
 
 from asd_jax import config_checks
 from asd_jax import provenance
 from asd_jax import workdir_lock
+from asd_jax.checkpoints import converted
 from asd_jax.data import digest as digest_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
 from asd_jax.detector import export as export_lib
 from asd_jax.evaluation import files as eval_files
+from asd_jax.evaluation import metrics
 from asd_jax.evaluation import official
+from asd_jax.evaluation import protocol as protocol_lib
 from asd_jax.finetuning import fine_tune
 from asd_jax.finetuning import restore
 from asd_jax.pipeline import cache
@@ -80,8 +85,14 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
     action = "ran"
   log("pretrain", f"{action} ({time.perf_counter() - t0:.1f} s)")
   config = ml_collections.ConfigDict(config.to_dict())
-  config.init.eat = os.path.join(pretrain_dir, pretrain.ENCODER_DIR)
+  config.init.eat = pretrained_eat_dir(workdir)
   return config
+
+
+def pretrained_eat_dir(workdir: str) -> str:
+  """`DIR/pretrain/encoder`: the EAT the pipeline's pre-training exports."""
+  from asd_jax.pretraining import pretrain  # only runs that pre-train pay for importing it
+  return os.path.join(workdir_lib.path(workdir, workdir_lib.PRETRAIN), pretrain.ENCODER_DIR)
 
 
 def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
@@ -113,8 +124,9 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
 
 
 def score_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
-                 log: Progress, *, labelled: bool) -> dict[str, results_lib.ModelResult]:
-  """Fits each model's scorer on the memory-bank clips of `records`, scores and evaluates the test clips."""
+                 log: Progress) -> dict[str, results_lib.ModelResult]:
+  """Fits each model's scorer on the memory-bank clips of `records`, scores the test clips and writes both (the
+  evaluation comes later, `evaluate`)."""
   bank_idx = [i for i, r in enumerate(records) if records_lib.is_bank_clip(r)]
   test_idx = [i for i, r in enumerate(records) if records_lib.is_test_clip(r)]
   bank_records, test_records = [records[i] for i in bank_idx], [records[i] for i in test_idx]
@@ -132,62 +144,108 @@ def score_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Se
   for spec in specs:
     scores = model_scores[spec.key].scores
     workdir_lib.write_scores(workdir, spec.key, scorers[spec.key], scores, test_records)
-    evaluation = official.evaluate_records(test_records, scores.normalized, scores.decisions) if labelled else None
-    models[spec.key] = results_lib.ModelResult(spec, scorers[spec.key], model_scores[spec.key], evaluation)
+    models[spec.key] = results_lib.ModelResult(spec, scorers[spec.key], model_scores[spec.key], None)
   return models
+
+
+def _fused_result(config: ml_collections.ConfigDict, spec: specs_lib.SystemSpec,
+                  models: dict[str, results_lib.ModelResult], test_records: Sequence[records_lib.ClipRecord],
+                  workdir: str) -> results_lib.SystemResult:
+  """One system's fused scores (thresholds fitted on its fused training scores), written to the workdir."""
+  scorers = {k: m.scorer for k, m in models.items()}
+  thresholds = fusion.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
+                                     quantile=config.threshold_quantile)
+  fused = fusion.score_system(spec.weights, scorers, {k: m.scores for k, m in models.items()}, test_records,
+                              thresholds)
+  workdir_lib.write_fused(workdir, spec.name, fused, test_records)
+  return results_lib.SystemResult(spec, fused, None)
 
 
 def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_lib.SystemSpec],
                  models: dict[str, results_lib.ModelResult], test_records: Sequence[records_lib.ClipRecord],
-                 workdir: str, log: Progress, *, labelled: bool) -> dict[str, results_lib.SystemResult]:
-  """Each fixed-weight system, plus (on labelled clips, `config.grid_step` > 0) the grid-searched one, over the
-  systems' models (reference rows are never searched)."""
-  scorers = {k: m.scorer for k, m in models.items()}
-  model_scores = {k: m.scores for k, m in models.items()}
-
-  def fused_result(spec: specs_lib.SystemSpec) -> results_lib.SystemResult:
-    thresholds = fusion.fit_thresholds(spec.weights, scorers, method=config.threshold_method,
-                                          quantile=config.threshold_quantile)
-    fused = fusion.score_system(spec.weights, scorers, model_scores, test_records, thresholds)
-    workdir_lib.write_fused(workdir, spec.name, fused, test_records)
-    evaluation = official.evaluate_records(test_records, fused.scores, fused.decisions) if labelled else None
-    return results_lib.SystemResult(spec, fused, evaluation)
-
+                 workdir: str, log: Progress) -> dict[str, results_lib.SystemResult]:
+  """Each fixed-weight system's fused scores (the grid-searched one needs the evaluation: `evaluate`)."""
   results: dict[str, results_lib.SystemResult] = {}
   for spec in system_list:
     log("fuse", spec.name + (f" ({spec.note})" if spec.note else ""))
-    results[spec.name] = fused_result(spec) if any(spec.weights.values()) else results_lib.SystemResult(
-        spec, None, None)
+    results[spec.name] = (_fused_result(config, spec, models, test_records, workdir) if any(spec.weights.values())
+                          else results_lib.SystemResult(spec, None, None))
+  return results
+
+
+def write_submissions(results: dict[str, results_lib.SystemResult], test_records: Sequence[records_lib.ClipRecord],
+                      workdir: str) -> None:
+  """The DCASE submission folder of every fused system that has none yet (`DIR/submissions/<system>/`)."""
+  for name, r in results.items():
+    if r.fused is not None and not r.submission_dir:
+      r.submission_dir = workdir_lib.submission_dir(workdir, name)
+      eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
+
+
+def check_evaluation(test_records: Sequence[records_lib.ClipRecord], warn: Callable[[str], None]
+                     ) -> tuple[protocol_lib.Protocol, dict[tuple[str, str], str]]:
+  """The year's protocol of the test clips (`evaluation.protocol.detect`: a ValueError when they mix years) and
+  the sections it cannot evaluate, each warned about once (before any compute)."""
+  protocol = protocol_lib.detect(r.path for r in test_records)
+  left_out = official.unevaluable_sections(test_records, protocol=protocol)
+  for (machine, section), problem in left_out.items():
+    warn(metrics.warning_line(protocol, machine, section, problem))
+  return protocol, left_out
+
+
+def evaluate(config: ml_collections.ConfigDict, models: dict[str, results_lib.ModelResult],
+             results: dict[str, results_lib.SystemResult], test_records: Sequence[records_lib.ClipRecord],
+             workdir: str, log: Progress, *, protocol: protocol_lib.Protocol, evaluable: bool) -> None:
+  """The official metrics of every model and fused system under the year's `protocol` (a section it cannot evaluate
+  is a blank row; no evaluation at all unless some section is `evaluable`), then, when some section can be evaluated
+  and `config.grid_step` > 0, the system whose weights are grid-searched on the labelled test clips over the
+  systems' models (reference rows are
+  never searched), with its fused scores and submission."""
+  if not evaluable:
+    log("eval", "no section can be evaluated: no metrics")
+    return
+  log("eval", f"{protocol.title} protocol, per {protocol.unit}")
+  for m in models.values():
+    m.evaluation = official.evaluate_records(test_records, m.scores.scores.normalized, m.scores.scores.decisions,
+                                             protocol=protocol)
+  for r in results.values():
+    if r.fused is not None:
+      r.evaluation = official.evaluate_records(test_records, r.fused.scores, r.fused.decisions, protocol=protocol)
   keys = [k for k, m in models.items() if not m.spec.reference]
-  if labelled and config.grid_step and keys:
+  if config.grid_step and keys:
     grid = fusion.simplex_grid(len(keys), config.grid_step)
     log("fuse", f"{GRID_SYSTEM}: searching {len(grid)} weight vectors (step {config.grid_step}) on the labelled "
         "test clips")
-    best, _, _ = fusion.grid_search([model_scores[k].scores.normalized for k in keys],
-                                    official.official_score_objective(test_records), weights=grid)
-    results[GRID_SYSTEM] = fused_result(specs_lib.SystemSpec(
-        GRID_SYSTEM, dict(zip(keys, best.tolist())),
-        note="weights chosen on the labelled test clips (an upper bound, not a fair system)"))
-  return results
+    best, _, _ = fusion.grid_search([models[k].scores.scores.normalized for k in keys],
+                                    official.official_score_objective(test_records, protocol=protocol), weights=grid)
+    spec = specs_lib.SystemSpec(GRID_SYSTEM, dict(zip(keys, best.tolist())),
+                                note="weights chosen on the labelled test clips (an upper bound, not a fair system)")
+    grid_result = _fused_result(config, spec, models, test_records, workdir)
+    grid_result.evaluation = official.evaluate_records(test_records, grid_result.fused.scores,
+                                                       grid_result.fused.decisions, protocol=protocol)
+    results[GRID_SYSTEM] = grid_result
+    write_submissions(results, test_records, workdir)
 
 
 def exported_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, models: dict[str, results_lib.ModelResult],
                     needed: set[str]) -> list[export_lib.ExportedModel]:
   """The `needed` models as they were embedded: the same parameters (read by the same function as the
-  embedding step) and the batch size the embeddings were made with."""
+  embedding step; a LoRA model's factors apart from its base, `restore.trained_tree`) and the batch size the
+  embeddings were made with."""
   out = []
   for spec in specs:
     if spec.key not in needed:
       continue
-    network = params = config = None
+    network = params = config = factors = alpha = None
     num_classes = 1
     if spec.embedded:
       d = workdir_lib.model_dir(workdir, spec.key)
       if spec.trained:
-        trained = restore.trained_params(spec.config, d)
+        trained = restore.trained_tree(spec.config, d)
         if trained is None:
           raise ValueError(f"model {spec.key}: no training checkpoint in {d} to export")
-        network, params, _ = trained
+        network, tree, alpha, _ = trained
+        params, factors = tree["model"], tree.get("lora") or None  # LoRA: base + factors, merged on loading
         with open(os.path.join(d, fine_tune.LABEL_SPACE)) as f:
           num_classes = len(json.load(f)["classes"])
       else:
@@ -197,7 +255,8 @@ def exported_models(specs: Sequence[specs_lib.ModelSpec], workdir: str, models: 
       config.embed.autotune = False
     out.append(export_lib.ExportedModel(key=spec.key, name=spec.name, layers=spec.layers, sources=spec.sources,
                                           all_layers=spec.all_layers, config=config, network=network, params=params,
-                                          num_classes=num_classes, scorer=models[spec.key].scorer))
+                                          num_classes=num_classes, scorer=models[spec.key].scorer, lora=factors,
+                                          lora_alpha=alpha))
   return out
 
 
@@ -219,8 +278,60 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     return _run(config, workdir, progress=progress, bars=progress if bars is None else bars)
 
 
+class Warnings:
+  """Prints each warning at once (`warning: ...` on stderr, whatever the progress setting) and keeps it for
+  results.json."""
+
+  def __init__(self):
+    self.lines: list[str] = []
+
+  def __call__(self, line: str) -> None:
+    self.lines.append(line)
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _digest(start: specs_lib.EncoderStart) -> str:
+  """The checkpoint's digest ("" for random weights, or a pre-training export not written yet)."""
+  if start.source == specs_lib.RANDOM or (start.source == specs_lib.PRETRAINING and not os.path.exists(start.path)):
+    return ""
+  try:
+    return converted.checkpoint_digest(start.path)
+  except FileNotFoundError as e:
+    raise ValueError(f"model {start.key} ({start.name}): its {start.encoder} checkpoint {e} (config.{start.field}); "
+                     "give the converted checkpoint's path (README, \"Using it on real data\")") from None
+
+
+def _weights_json(starts: Sequence[specs_lib.EncoderStart], digests: Sequence[str],
+                  pretraining: dict[str, Any] | None) -> dict[str, Any]:
+  """provenance.json's "weights": {model key: {encoder: {"source", "path", "sha256"} or {"source", "seed", "why"}}},
+  and "pretraining" (where the pre-training run started) when there is one. `digests`: of `starts`, as found up
+  front; a pre-training export, written since, is digested now."""
+  out: dict[str, Any] = {}
+  for start, digest in zip(starts, digests):
+    digest = _digest(start) if start.source == specs_lib.PRETRAINING else digest
+    out.setdefault(start.key, {})[start.encoder] = start.to_json_dict(digest)
+  if pretraining is not None:
+    out["pretraining"] = pretraining
+  return out
+
+
+def _pretraining_start(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """Where the pipeline's EAT pre-training starts (its own `model.init_checkpoint`, else `init.eat`, else random)."""
+  if config.get("pretrain") is None:
+    return None
+  path = config.pretrain.model.init_checkpoint or config.init.eat
+  if not path:
+    return {"source": specs_lib.RANDOM, "seed": int(config.pretrain.get("seed", 0)),
+            "why": "pre-training from scratch (pretrain.model.init_checkpoint and init.eat are empty)"}
+  try:
+    return {"source": specs_lib.CHECKPOINT, "path": path, "sha256": converted.checkpoint_digest(path)}
+  except FileNotFoundError as e:
+    field = "pretrain.model.init_checkpoint" if config.pretrain.model.init_checkpoint else "init.eat"
+    raise ValueError(f"the pre-training's starting checkpoint {e} (config.{field})") from None
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:
-  log = Progress(progress)
+  log, warn = Progress(progress), Warnings()
   started, stage_s, t0 = provenance.utc_now(), {}, time.perf_counter()
 
   def stage_done(name: str, since: float) -> float:
@@ -228,43 +339,57 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
     stage_s[name] = now - since
     return now
 
+  # 1. Everything that can be checked before any compute: the models and systems, every encoder's starting weights,
+  # the dataset (names, wav headers, training clips), what can be evaluated and how well each section is normalised.
   root = os.path.abspath(config.data.root)
-  channels = specs_lib.channel_policy(specs_lib.model_specs(config))  # one policy for every model, checked first
-  if config.get("pretrain") is not None:
-    t = time.perf_counter()
-    config = pretrain_eat(config, workdir, log, channels=channels, bars=bars)
-    stage_done("pretrain", t)
-  specs = specs_lib.model_specs(config)
-  system_list = specs_lib.system_specs(config, specs)
+  pretraining = _pretraining_start(config)
+  planned = config
+  if pretraining is not None:  # every EAT model without its own checkpoint starts from the pre-training export
+    planned = ml_collections.ConfigDict(config.to_dict())
+    planned.init.eat = pretrained_eat_dir(workdir)
+  specs = specs_lib.model_specs(planned)
+  channels = specs_lib.channel_policy(specs)  # one policy for every model
+  system_list = specs_lib.system_specs(planned, specs)
+  starts = specs_lib.starting_weights(planned, specs, pretrained_eat=planned.init.eat if pretraining else "")
   log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, channels {channels}, "
       f"workdir {workdir}")
-  # Every name, wav header (its channel count against the policy) and machine folder (training clips in each)
-  # checked before any compute.
+  if pretraining is not None:
+    log("weights", "EAT pre-training starts from " + (
+        f"random weights (seed {pretraining['seed']})" if pretraining["source"] == specs_lib.RANDOM
+        else f"{pretraining['path']} ({pretraining['sha256']})"))
+  digests = [_digest(start) for start in starts]  # a checkpoint that is not there: an error, here
+  for start, digest in zip(starts, digests):
+    log("weights", f"{start.name}: {start.describe(digest)}")
+  # Every name, wav header (its channel count against the policy) and machine folder (training clips in each).
   records = layout.scan_dataset(root, require_train=True, channels=channels)
   train_records = [r for r in records if records_lib.is_bank_clip(r)]
   test_records = [r for r in records if records_lib.is_test_clip(r)]
   if not train_records or not test_records:
     raise ValueError(f"{root}: need train and test clips, found {len(train_records)} train and "
                      f"{len(test_records)} test machine clips")
-  labelled = all(r.label in (records_lib.NORMAL, records_lib.ANOMALY) and r.domain is not None
-                 for r in test_records)
+  protocol, left_out = check_evaluation(test_records, warn)
+  sections = records_lib.group_by_section(test_records)
+  evaluable = len(left_out) < len(sections)
+  if any(s.scorer["normalization"] == "loo" for s in specs):
+    for (machine, section), idx in records_lib.group_by_section(train_records).items():
+      line = scorer_lib.few_clips_warning(machine, section, len(idx))
+      if line:
+        warn(line)
 
+  # 2. The compute and the durable outputs: models, embeddings, scores, fused scores, submissions, the detector.
+  if pretraining is not None:
+    t = time.perf_counter()
+    config = pretrain_eat(config, workdir, log, channels=channels, bars=bars)  # init.eat: the export, as planned
+    stage_done("pretrain", t)
+  config = planned
   t = time.perf_counter()
   actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
   t = stage_done("train+embed", t)
-  models = score_models(specs, workdir, records, log, labelled=labelled)
+  models = score_models(specs, workdir, records, log)
   t = stage_done("score", t)
-  results = fuse_systems(config, system_list, models, test_records, workdir, log, labelled=labelled)
+  results = fuse_systems(config, system_list, models, test_records, workdir, log)
+  write_submissions(results, test_records, workdir)
   t = stage_done("fuse", t)
-  for name, r in results.items():
-    if r.fused is not None:
-      r.submission_dir = workdir_lib.submission_dir(workdir, name)
-      eval_files.write_submission(r.submission_dir, test_records, r.fused.scores, r.fused.decisions)
-  log("write", f"submission folders in {workdir_lib.path(workdir, workdir_lib.SUBMISSIONS)}: "
-      f"{', '.join(n for n, r in results.items() if r.submission_dir)}")
-  tables = results_lib.format_tables(models, results)
-  workdir_lib.write_tables(workdir, tables)
-
   detector_dir = ""
   if config.export:
     system = results.get(config.system)
@@ -275,17 +400,26 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
     log("export", f"detector of {config.system} -> {detector_dir}")
     needed = export_lib.needed_models(system.spec.weights, {s.key: s.sources for s in specs})
     export_lib.export(detector_dir, system=system.spec.name, weights=system.spec.weights,
-                        models=exported_models(specs, workdir, models, needed), thresholds=system.fused.thresholds,
-                        root=root, threshold_method=config.threshold_method,
-                        threshold_quantile=config.threshold_quantile, note=system.spec.note)
+                      models=exported_models(specs, workdir, models, needed), thresholds=system.fused.thresholds,
+                      root=root, threshold_method=config.threshold_method,
+                      threshold_quantile=config.threshold_quantile, note=system.spec.note)
     t = stage_done("export", t)
 
+  # 3. The evaluation (blank rows where a section cannot be evaluated), the tables and the records of the run.
+  evaluate(config, models, results, test_records, workdir, log, protocol=protocol, evaluable=evaluable)
+  log("write", f"submission folders in {workdir_lib.path(workdir, workdir_lib.SUBMISSIONS)}: "
+      f"{', '.join(n for n, r in results.items() if r.submission_dir)}")
+  tables = results_lib.format_tables(models, results, protocol=protocol)
+  workdir_lib.write_tables(workdir, tables)
+  stage_done("evaluate", t)
   result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
                                       models=models, systems=results, actions=actions, tables=tables,
-                                      detector_dir=detector_dir, stage_s=stage_s)
-  workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=labelled))
+                                      detector_dir=detector_dir, stage_s=stage_s, protocol=protocol,
+                                      warnings=warn.lines)
+  workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=evaluable))
   workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
-                               wall_s=time.perf_counter() - t0, stage_s=stage_s)
+                               wall_s=time.perf_counter() - t0, stage_s=stage_s,
+                               weights=_weights_json(starts, digests, pretraining))
   log("done", f"tables in {workdir_lib.path(workdir, workdir_lib.TABLES)}, details in "
       f"{workdir_lib.path(workdir, workdir_lib.RESULTS)}")
   return result

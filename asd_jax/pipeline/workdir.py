@@ -23,14 +23,17 @@ without JAX.
   DIR/submissions/<system>/             anomaly_score_<machine>_section_<ss>_test.csv, decision_result_*.csv
                                         (`evaluation.files`)
   DIR/tables.md                         Tables 1 and 3 as printed
-  DIR/results.json                      {"dataset", "labelled", "actions": {key: {"train", "embed"}},
+  DIR/results.json                      {"dataset", "labelled", "protocol", "warnings", "actions": {key:
+                                         {"train", "embed"}},
                                          "models": {key: {"name", "kind", "reference", "layers", "sources",
                                                           "evaluation"}},
                                          "systems": {name: {"weights", "reduced", "note", "submission",
                                                             "evaluation"}}, "detector"}
-                                        ("evaluation": `Evaluation.to_json_dict()`, null on unlabelled data)
-  DIR/provenance.json                   the config, package versions, times of the last invocation
-                                        (`asd_jax.provenance`)
+                                        ("labelled": some section could be evaluated; "protocol": the year's rules,
+                                        `evaluation.protocol`; "evaluation": `Evaluation.to_json_dict()`, its
+                                        sections that could not be evaluated holding nulls, or null when none could)
+  DIR/provenance.json                   the config, package versions, times of the last invocation, and what
+                                        every encoder of every model started from (`asd_jax.provenance`)
   DIR/detector/                         the exported detector (`asd_jax.detector`)
   DIR/report/                           the report (`asd_jax.report`)
 
@@ -144,7 +147,7 @@ def write_results(workdir: str, results: dict[str, Any]) -> None:
 
 
 def write_provenance(workdir: str, **provenance: Any) -> None:
-  """`DIR/provenance.json` (`asd_jax.provenance.write`: config, started, wall_s, stage_s)."""
+  """`DIR/provenance.json` (`asd_jax.provenance.write`: config, started, wall_s, stage_s, weights)."""
   provenance_lib.write(path(workdir, PROVENANCE), **provenance)
 
 

@@ -22,11 +22,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from asd_jax import atomic
 from asd_jax import provenance as provenance_lib
+from asd_jax.pipeline import specs as specs_lib
 from asd_jax.pipeline import workdir as workdir_lib
 from asd_jax.report import collect
 from asd_jax.report import curves
@@ -89,14 +91,16 @@ def _check_against_results(wd: collect.Collected, key: str, kind: str, section: 
                 == (section.section.machine, section.section.section)), None)
   if saved is None:
     return
-  for field in ("auc_source", "auc_target", "pauc"):
-    if abs(saved[field] - getattr(section.section, field)) > _RESULTS_TOLERANCE:
+  for field in section.values:
+    if saved.get(field) is None or abs(saved[field] - getattr(section.section, field)) > _RESULTS_TOLERANCE:
       notes.append(f"{key} {section.section.machine} section {section.section.section}: {field} recomputed from "
                    f"scores/ is {getattr(section.section, field)!r}, results.json has {saved[field]!r} "
                    "(stale files?)")
 
 
 def _histogram_rows(wd: collect.Collected, s: collect.SectionData) -> list[histograms.ScorerHistograms]:
+  """One row per scorer; one panel per domain, or one of all clips where a test clip's domain is unknown (an
+  evaluation set) or the year has none (2020)."""
   known = s.test_domains >= 0
   domains = [d for d in (0, 1) if np.any(s.test_domains == d) or np.any(s.train_domains == d)] if known.all() \
       else [None]
@@ -114,16 +118,44 @@ def _histogram_rows(wd: collect.Collected, s: collect.SectionData) -> list[histo
 
 
 def _metrics_tables(wd: collect.Collected, values: dict[tuple[str, str, str], dict[str, float]]) -> str:
-  """One table per metric (AUC source, AUC target, pAUC): a row per model or system, a column per section."""
-  sections = [(s.machine, s.section) for s in wd.sections if s.labelled]
+  """One table per metric of the year's protocol (2022+: AUC source, AUC target, pAUC): a row per model or system,
+  a column per section that could be evaluated."""
+  sections = [(s.machine, s.section) for s in wd.sections
+              if any((key, s.machine, s.section) in values for key in (c.key for c in wd.scorers))]
+  if not sections:
+    return "<p>No section could be evaluated (see the notes above).</p>"
   out = []
-  for field, title in (("auc_source", "AUC (source)"), ("auc_target", "AUC (target)"), ("pauc", "pAUC")):
+  for title, field in roc.VALUES[wd.protocol]:
     rows = []
     for scorer in wd.scorers:
       rows.append([scorer.name] + [html.metric_cell(values.get((scorer.key, m, sec), {}).get(field), scorer=scorer.key,
                                                     machine=m, section=sec, metric=field) for m, sec in sections])
-    out.append(f"<h4>{title} (%)</h4>" + html.table(["model / system"] + [f"{m} {sec}" for m, sec in sections], rows))
+    out.append(f"<h4>{title} (%)</h4>" + html.table(["model / system"] + [wd.protocol.unit_name(m, sec)
+                                                                          for m, sec in sections], rows))
   return "".join(out)
+
+
+ENCODER_NAMES = {"beats": "BEATs", "eat": "EAT"}
+
+
+def starting_weights_rows(weights: dict[str, Any], names: dict[str, str]) -> list[tuple[str, str, str]]:
+  """(model, encoder, starting weights) per encoder of provenance.json's "weights" ({model key: {encoder:
+  {"source", "path", "sha256"} or {"source", "seed", "why"}}}, and "pretraining"), in its order; `names`: model
+  key -> table name."""
+  def said(start: dict[str, Any]) -> str:
+    if start.get("source") == specs_lib.RANDOM:
+      return f"random weights (seed {start.get('seed')}; {start.get('why')})"
+    digest = f" ({start['sha256']})" if start.get("sha256") else ""
+    return f"{start.get('source')} {start.get('path')}{digest}"
+
+  rows = []
+  for key, encoders in weights.items():
+    if key == "pretraining":
+      rows.append(("EAT pre-training", "EAT", said(encoders)))
+      continue
+    for encoder, start in encoders.items():
+      rows.append((names.get(key, key), ENCODER_NAMES.get(encoder, encoder), said(start)))
+  return rows
 
 
 def _provenance_section(wd: collect.Collected) -> str:
@@ -139,7 +171,14 @@ def _provenance_section(wd: collect.Collected) -> str:
   actions = wd.results.get("actions", {})
   action_rows = [(key, ", ".join(f"{stage}: {what}" for stage, what in a.items()) or "scored only")
                  for key, a in actions.items()]
-  return ("<h3>Wall time</h3>" + html.key_values(times)
+  weights = info.get("weights")
+  names = {m.key: m.name for m in wd.models}
+  starts = ("<h3>Starting weights</h3><p>Where every encoder of every model started from: a checkpoint (path and "
+            "digest), the pipeline's pre-training export, or random weights, and the setting that asked for "
+            "them.</p>" + html.table(["model", "encoder", "started from"], starting_weights_rows(weights, names))
+            if weights else f"<p class=note>{workdir_lib.PROVENANCE} does not say which weights the encoders "
+            "started from (written by an older version).</p>")
+  return (starts + "<h3>Wall time</h3>" + html.key_values(times)
           + "<p>Stages that reused a trained model or its embeddings say <em>cached</em>; their time is that of "
           "this invocation only (each model's training log is under Training curves).</p>"
           + html.table(["model", "stages"], action_rows)
@@ -252,30 +291,31 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
       projections = [pool.submit(embedding_map.project, job.points.vectors, seed=seed) for job in jobs]
 
     for s in wd.sections:
-      title = f"{s.machine} section {s.section}"
+      title = wd.protocol.unit_name(s.machine, s.section)
       say(f"report  {title}: ROC curves, histograms")
       blocks = []
-      if s.labelled:
+      try:
         rows = {"models": [], "fused systems": []}
         for scorer in wd.scorers:
           rs = roc.roc_set(scorer.name, s.machine, s.section, s.test_labels, s.test_domains,
-                           s.test_scores[scorer.key])
-          values[(scorer.key, s.machine, s.section)] = {
-              "auc_source": rs.section.auc_source, "auc_target": rs.section.auc_target, "pauc": rs.section.pauc}
+                           s.test_scores[scorer.key], protocol=wd.protocol)
+          values[(scorer.key, s.machine, s.section)] = dict(rs.values)
           _check_against_results(wd, scorer.key, scorer.kind, rs, notes)
           rows["models" if scorer.kind == collect.MODEL else "fused systems"].append(rs)
         blocks.append(html.figure(figures.add(
             roc.roc_figure(title, rows), _slug("roc", s.machine, s.section), f"ROC curves, {title}",
-            "ROC curves of each model (top) and fused system (bottom). Legend values: AUC (source), AUC (target) "
-            "and pAUC in percent, the numbers behind Tables 1 and 3.")))
-      else:
-        notes.append(f"{title}: test clips without labels or domains; no ROC curves")
+            "ROC curves of each model (top) and fused system (bottom). Legend values: "
+            f"{', '.join(name for name, _ in roc.VALUES[wd.protocol])} in percent, the numbers behind Tables 1 "
+            "and 3.")))
+      except roc.NotEvaluated as e:
+        notes.append(f"{wd.protocol.unit_name(s.machine, s.section)}: not evaluated ({e}); no ROC curves")
       blocks.append(html.figure(figures.add(
           histograms.section_figure(title, _histogram_rows(wd, s)), _slug("scores", s.machine, s.section),
           f"score histograms, {title}",
           "Anomaly scores of the test clips against the normal training clips' leave-one-out scores (grey), per "
-          "domain; the dashed line is the decision threshold fitted on the training scores (right of it: "
-          "anomalous). Models: normalised scores; systems: their weighted sums.")))
+          "domain where every test clip's domain is known (else all clips in one panel); unlabelled test clips are "
+          "drawn apart from normal and anomalous ones. The dashed line is the decision threshold fitted on the "
+          "training scores (right of it: anomalous). Models: normalised scores; systems: their weighted sums.")))
       section_blocks.append((s, blocks))
 
     curve_blocks = []
@@ -321,14 +361,15 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
     intro += "<div class=note><ul>" + "".join(f"<li>{html.esc(n)}</li>" for n in notes) + "</ul></div>"
   page_sections = [
       ("tables", "Tables", html.markdown_tables(wd.tables_markdown)
-       + "<h3>Per section (%)</h3><p>AUC (source), AUC (target) and pAUC of every section: the values in the "
+       + f"<h3>Per {wd.protocol.unit} (%)</h3><p>{html.esc(', '.join(n for n, _ in roc.VALUES[wd.protocol]))} of "
+       f"every {wd.protocol.unit} that could be evaluated ({html.esc(wd.protocol.title)} rules): the values in the "
        "ROC legends, computed by <code>asd_jax.evaluation.metrics</code>.</p>" + _metrics_tables(wd, values)),
       ("sections", "ROC curves, score histograms" + (" and embedding maps" if maps else "") + " per section",
        "".join(sections_html)),
       ("maps", "Embedding maps", "".join(model_maps) or "<p>No embedding maps (no embeddings in the workdir, or "
        "--noembedding_maps).</p>"),
       ("training", "Training curves", "".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>"),
-      ("provenance", "Provenance: wall time, versions, config", _provenance_section(wd)),
+      ("provenance", "Provenance: starting weights, wall time, versions, config", _provenance_section(wd)),
   ]
   page = html.page("asd_jax report", page_sections, intro=intro)
   index = os.path.join(out_dir, "index.html")

@@ -22,6 +22,7 @@ import numpy as np
 
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import records as records_lib
+from asd_jax.evaluation.protocol import Protocol
 from asd_jax.pipeline import workdir as workdir_lib
 from asd_jax.scoring import features
 from asd_jax.scoring import fusion
@@ -71,7 +72,8 @@ class SectionData:
 
   @property
   def labelled(self) -> bool:
-    return bool(len(self.test_labels)) and bool(np.all(self.test_labels >= 0) and np.all(self.test_domains >= 0))
+    """Every test clip's label known (normal or anomalous)."""
+    return bool(len(self.test_labels)) and bool(np.all(self.test_labels >= 0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +116,15 @@ class Collected:
     """results.json's entry of every model, by key."""
     return self.results.get("models", {})
 
+  @property
+  def protocol(self) -> Protocol:
+    """The year's rules the pipeline evaluated by (results.json; 2022-2026 for a workdir written before it said)."""
+    return protocol_of(self.results)
+
+
+def protocol_of(results: dict[str, Any]) -> Protocol:
+  return Protocol(results.get("protocol", Protocol.DCASE2022.value))
+
 
 def _label(record: records_lib.ClipRecord | None) -> int:
   if record is None or record.label not in (records_lib.NORMAL, records_lib.ANOMALY):
@@ -121,14 +132,22 @@ def _label(record: records_lib.ClipRecord | None) -> int:
   return int(record.label == records_lib.ANOMALY)
 
 
-def _domain(record: records_lib.ClipRecord | None) -> int:
-  if record is None or record.domain not in (records_lib.SOURCE, records_lib.TARGET):
+def _domain(record: records_lib.ClipRecord | None, protocol: Protocol = Protocol.DCASE2022) -> int:
+  """0 source, 1 target, -1 unknown: an evaluation set's hidden domain, or a year without domains (DCASE 2020,
+  whose names the parser reads as source: shown as unknown, not as source)."""
+  if record is None or not protocol.has_domains or record.domain not in (records_lib.SOURCE, records_lib.TARGET):
     return -1
   return int(record.domain == records_lib.TARGET)
 
 
 def _class(record: records_lib.ClipRecord | None) -> str:
-  return "unknown" if record is None else labels_lib.class_of(record).name
+  """The clip's attribute class ("fan/m-n_W"); "<machine>/attributes unknown" for a clip whose name carries none
+  (an evaluation set's test clip, DCASE 2020)."""
+  if record is None:
+    return "unknown"
+  if record.kind == records_lib.KIND_MACHINE and not record.attributes:
+    return f"{record.machine}/attributes unknown"
+  return labels_lib.class_of(record).name
 
 
 def training_logs(path: str, model_keys: Mapping[str, str]) -> list[TrainingLog]:
@@ -159,6 +178,7 @@ def read(path: str) -> Collected:
   """
   path = os.path.abspath(path)
   results = workdir_lib.read_results(path)
+  protocol = protocol_of(results)
   tables = workdir_lib.read_tables(path)
   info = workdir_lib.read_provenance(path)
   notes: list[str] = []
@@ -216,10 +236,10 @@ def read(path: str) -> Collected:
     data = SectionData(
         machine=machine, section=section, test_paths=[r.path for r in chosen],
         test_labels=np.array([_label(r) for r in chosen], np.int64),
-        test_domains=np.array([_domain(r) for r in chosen], np.int64),
+        test_domains=np.array([_domain(r, protocol) for r in chosen], np.int64),
         test_classes=np.array([_class(r) for r in chosen]))
     state = first.sections[(machine, section)]
-    data.train_domains = np.array([_domain(train_records[i]) for i in state.train_clip], np.int64)
+    data.train_domains = np.array([_domain(train_records[i], protocol) for i in state.train_clip], np.int64)
     for key, scorer in scorer_objects.items():
       own = scorer.sections[(machine, section)]
       data.test_scores[key] = normalized[key][idx]
@@ -295,7 +315,8 @@ def embedding_points(wd: Collected, key: str) -> dict[SectionKey, MapArrays]:
     out[(s.machine, s.section)] = MapArrays(
         vectors=np.concatenate([state.bank, test_x]).astype(np.float32),
         role=np.concatenate([np.where(synthetic, 1, 0), np.full(n_test, 2)]).astype(np.int64),
-        domain=np.concatenate([np.asarray(state.bank_domain, np.int64), s.test_domains]),
+        domain=np.concatenate([np.asarray(state.bank_domain, np.int64) if wd.protocol.has_domains
+                               else np.full(n_bank, -1), s.test_domains]),
         label=np.concatenate([np.zeros(n_bank, np.int64), s.test_labels]),
         attribute_class=np.concatenate([np.array([_class(r) for r in bank_records]), s.test_classes]))
   return out

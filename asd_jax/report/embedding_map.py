@@ -39,8 +39,10 @@ class MapPoints:
   Attributes:
     vectors: [n, dim] the scorer's vectors.
     role: [n] TRAIN (normal training clip), SMOTE (synthetic bank entry) or TEST.
-    domain: [n] 0 source / 1 target (SMOTE samples are target).
-    label: [n] 0 normal / 1 anomalous (training clips and SMOTE samples are normal).
+    domain: [n] 0 source / 1 target / -1 unknown (an evaluation set's test clips; every clip of a year without
+      domains); SMOTE samples are target.
+    label: [n] 0 normal / 1 anomalous / -1 unknown (unlabelled test clips); training clips and SMOTE samples are
+      normal.
     attribute_class: [n] str, e.g. "fan/m-n_W" (a SMOTE sample: the class of its nearest target clip).
     section: [n] str, e.g. "fan 00", the point's machine type and section (default: all "").
   """
@@ -153,19 +155,29 @@ def embedding_figure(title: str, xy: np.ndarray, points: MapPoints, *, note: str
   axes = np.asarray(fig.subplots(2, 2) if several else fig.subplots(1, 3)).ravel()
   smote_entry = [("SMOTE sample", style.SMOTE, "x")] if (role == SMOTE).any() else []
 
-  by_domain = np.where(domain == 1, style.TARGET, style.SOURCE).astype(object)
+  # Unknown domains and labels are drawn as unknown (grey, black), never as source or normal; legend entries only
+  # for what is there.
+  by_domain = np.where(domain == 1, style.TARGET, np.where(domain == 0, style.SOURCE, style.GREY)).astype(object)
+  present = lambda r, d: bool(np.any((role == r) & (domain == d)))  # noqa: E731
   _scatter(axes[0], xy, points, by_domain,
-           [("source, training", style.SOURCE, "o"), ("target, training", style.TARGET, "o"),
-            ("source, test", style.SOURCE, "^"), ("target, test", style.TARGET, "^")] + smote_entry)
+           [(f"{name}, {what}", colour, marker) for d, name, colour in ((0, "source", style.SOURCE),
+                                                                        (1, "target", style.TARGET),
+                                                                        (-1, "domain unknown", style.GREY))
+            for r, what, marker in ((TRAIN, "training", "o"), (TEST, "test", "^")) if present(r, d)] + smote_entry)
   axes[0].set_title("by domain")
 
   _categorical(axes[1], xy, points, classes, smote_entry, "classes", short=not several)
   axes[1].set_title("by attribute class (circles: training, triangles: test)")
 
-  by_label = np.where(role == TRAIN, style.TRAIN, np.where(label == 1, style.ANOMALY, style.NORMAL)).astype(object)
-  _scatter(axes[2], xy, points, by_label,
-           [("normal, training", style.TRAIN, "o"), ("normal, test", style.NORMAL, "^"),
-            ("anomalous, test", style.ANOMALY, "^")] + smote_entry)
+  by_label = np.where(role == TRAIN, style.TRAIN, np.where(label == 1, style.ANOMALY, np.where(
+      label == 0, style.NORMAL, style.BLACK))).astype(object)
+  test = role == TEST
+  label_entries = [("normal, training", style.TRAIN, "o")] + [
+      (name, colour, "^") for value, name, colour in ((0, "normal, test", style.NORMAL),
+                                                      (1, "anomalous, test", style.ANOMALY),
+                                                      (-1, "unlabelled, test", style.BLACK))
+      if np.any(test & (label == value))]
+  _scatter(axes[2], xy, points, by_label, label_entries + smote_entry)
   axes[2].set_title("normal / anomalous")
   if several:
     _categorical(axes[3], xy, points, sections, smote_entry, "sections")

@@ -1,9 +1,10 @@
 """Where clips' anomaly scores fall against the section's normal training scores and its decision threshold.
 
 `draw_scores` draws one panel: the normal training clips' (leave-one-out) scores as a grey histogram, the scored
-clips as outlined histograms (normal, anomalous, or unlabelled new recordings) with a tick per clip along the
-bottom (fewer than `MIN_HISTOGRAM` clips: taller ticks only), and the fitted threshold as a dashed line; clips
-right of it are flagged anomalous. `section_figure` puts one row per scorer and one column per domain (the
+clips as outlined histograms (normal, anomalous, or unlabelled: test clips whose names hide the label, or new
+recordings; never counted as normal) with a tick per clip along the bottom (fewer than `MIN_HISTOGRAM` clips:
+taller ticks only), and the fitted threshold as a dashed line; clips right of it are flagged anomalous.
+`section_figure` puts one row per scorer and one column per domain (the
 report); `detect_figure` is one panel for the clips that `detect` scores, which have no labels, and
 `write_detect_figures` writes one per section scored (what `detect --plot_dir` draws).
 """
@@ -27,6 +28,7 @@ MIN_HISTOGRAM = 20  # fewer clips than this are drawn as ticks only: a histogram
 SCORE_LABEL = "anomaly score (normalised)"
 _LABELS = {NORMAL: ("normal test clips", style.NORMAL), ANOMALY: ("anomalous test clips", style.ANOMALY),
            UNKNOWN: ("scored recordings", style.BLACK)}
+UNLABELLED_TEST = "unlabelled test clips"  # the report's name for test clips of unknown label (`unknown_name`)
 
 
 def _bins(*arrays: np.ndarray, count: int = 20) -> np.ndarray:
@@ -42,7 +44,7 @@ def _bins(*arrays: np.ndarray, count: int = 20) -> np.ndarray:
 
 def draw_scores(ax: Axes, train_scores: np.ndarray, threshold: float | None, new_scores: np.ndarray,
                 new_labels: np.ndarray | None = None, *, title: str = "", xlabel: str = SCORE_LABEL,
-                legend: bool = True) -> None:
+                legend: bool = True, unknown_name: str = _LABELS[UNKNOWN][0]) -> None:
   """Draws one score panel on `ax` (density: each group's histogram integrates to 1, so 10 target training
   clips and 1000 source ones are comparable).
 
@@ -51,6 +53,7 @@ def draw_scores(ax: Axes, train_scores: np.ndarray, threshold: float | None, new
     threshold: the decision threshold (score > threshold is anomalous), or None.
     new_scores: [n] the scored clips.
     new_labels: [n] 0 normal / 1 anomalous / -1 unknown, or None (all unknown: new recordings).
+    unknown_name: the legend's name of the clips of unknown label.
   """
   train_scores = np.asarray(train_scores, np.float64)
   new_scores = np.asarray(new_scores, np.float64)
@@ -66,13 +69,14 @@ def draw_scores(ax: Axes, train_scores: np.ndarray, threshold: float | None, new
               alpha=0.55, label="normal training clips")
   groups = [(value, new_scores[labels == value]) for value in (NORMAL, ANOMALY, UNKNOWN)]
   groups = [(value, chosen) for value, chosen in groups if chosen.size]
+  names = {value: unknown_name if value == UNKNOWN else name for value, (name, _) in _LABELS.items()}
   for value, chosen in groups:  # enough clips for a histogram: an outlined one
     if chosen.size >= MIN_HISTOGRAM:
-      name, colour = _LABELS[value]
+      name, colour = names[value], _LABELS[value][1]
       ax.stairs(np.histogram(chosen, bins=bins, density=True)[0], bins, linewidth=1.6, color=colour, label=name)
   top = max(ax.get_ylim()[1], 1e-3)
   for value, chosen in groups:  # every clip also as a tick (a few new recordings: only ticks, taller)
-    name, colour = _LABELS[value]
+    name, colour = names[value], _LABELS[value][1]
     few = chosen.size < MIN_HISTOGRAM
     ax.vlines(chosen, -0.07 * top, (0.35 if few else 0.0) * top, color=colour, linewidth=1.4 if few else 0.8,
               label=name if few else None)
@@ -90,7 +94,8 @@ def draw_scores(ax: Axes, train_scores: np.ndarray, threshold: float | None, new
 
 @dataclasses.dataclass(frozen=True)
 class DomainScores:
-  """One panel's data: training scores [m], test scores [n] and their labels [n] (0 normal, 1 anomalous)."""
+  """One panel's data: training scores [m], test scores [n] and their labels [n] (0 normal, 1 anomalous, -1
+  unknown)."""
 
   train_scores: np.ndarray
   test_scores: np.ndarray
@@ -108,7 +113,8 @@ class ScorerHistograms:
 
 @style.styled
 def section_figure(title: str, rows: Sequence[ScorerHistograms]) -> Figure:
-  """One row per scorer, one column per domain (source, target)."""
+  """One row per scorer, one column per domain (source, target; or "all clips" where domains are unknown). Test
+  clips of unknown label are drawn as `UNLABELLED_TEST`, apart from the normal ones."""
   rows = list(rows)
   if not rows:
     raise ValueError(f"section_figure({title!r}): no scorers to draw")
@@ -127,9 +133,11 @@ def section_figure(title: str, rows: Sequence[ScorerHistograms]) -> Figure:
       labels = np.asarray(d.test_labels)
       counts = (f"{d.train_scores.size} training, {np.sum(labels == NORMAL)} normal, "
                 f"{np.sum(labels == ANOMALY)} anomalous")
+      if np.any(labels == UNKNOWN):
+        counts += f", {np.sum(labels == UNKNOWN)} unlabelled"
       draw_scores(axes[r, c], d.train_scores, row.threshold, d.test_scores, d.test_labels,
                   title=f"{row.name}, {domain}\n{counts}", legend=False,
-                  xlabel=SCORE_LABEL if r == len(rows) - 1 else "")
+                  xlabel=SCORE_LABEL if r == len(rows) - 1 else "", unknown_name=UNLABELLED_TEST)
     low = min(ax.get_xlim()[0] for ax in axes[r])  # one score scale per scorer: the domains side by side
     high = max(ax.get_xlim()[1] for ax in axes[r])
     for ax in axes[r]:
@@ -162,7 +170,7 @@ def detect_figure(title: str, train_scores: np.ndarray, threshold: float, new_sc
   fig = style.figure(7.6, 3.0)
   ax = fig.subplots()
   draw_scores(ax, train_scores, threshold, new_scores, new_labels, legend=False,
-              title=f"{title}: {np.size(new_scores)} recordings, threshold {threshold:.2f}")
+              title=f"{title}: {np.size(new_scores)} recordings, threshold {threshold:.4g}")
   handles, names = ax.get_legend_handles_labels()
   if new_names and len(new_names) <= 12:  # numbered ticks, the names listed in the legend
     top = ax.get_ylim()[1] / 1.05

@@ -1,10 +1,12 @@
-"""ROC curves of one machine type and section: AUC (source), AUC (target) and the pAUC region, per scorer.
+"""ROC curves of one machine type and section, per scorer: the curves behind the numbers of the year's official
+evaluator (`asd_jax.evaluation.metrics`, `protocol`).
 
-The three panels are the three numbers of the official evaluator (`asd_jax.evaluation.metrics`): AUC (source)
-over the source-domain normal clips and all anomalous clips, AUC (target) likewise with the target-domain
-normal clips, and the pAUC over all clips, drawn on its region FPR <= 0.1. The curves come from scikit-learn's
-`roc_curve`; the values in the legends come from `metrics.section_metrics`, the function behind Table 1 and
-Table 3, so they are the same numbers.
+Panels per protocol (`PANELS`): DCASE 2022-2026 AUC (source) over the source-domain normal clips and all anomalous
+clips, AUC (target) likewise with the target-domain normal clips, and the pAUC over all clips, drawn on its region
+FPR <= 0.1; DCASE 2021 the AUC of each domain's own clips (its `source_test/` and `target_test/` folders); DCASE 2020
+the AUC over all clips of the machine ID and its pAUC region. The curves come from scikit-learn's `roc_curve`; the
+values in the legends (`VALUES`) come from `metrics.section_metrics`, the function behind Table 1 and Table 3, so
+they are the same numbers. A section that cannot be evaluated has no `RocSet` (`roc_set` raises `NotEvaluated`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,41 @@ from matplotlib.figure import Figure
 from sklearn import metrics as sk_metrics
 
 from asd_jax.evaluation import metrics
+from asd_jax.evaluation.protocol import Protocol
 from asd_jax.report import style
 
-PANELS = (("source", "AUC (source)\nsource normal + all anomalous"),
-          ("target", "AUC (target)\ntarget normal + all anomalous"),
-          ("all", f"pAUC region (FPR \u2264 {metrics.MAX_FPR:g})\nall clips"))
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+  """One panel: its key in `RocSet.curves`, title, which clips its curve is over, and its FPR range."""
+
+  key: str
+  title: str
+  clips: str  # "source+anomalous", "target+anomalous", "source", "target" or "all"
+  max_fpr: float = 1.0
+
+
+_PAUC_REGION = f"pAUC region (FPR \u2264 {metrics.MAX_FPR:g})"
+PANELS: dict[Protocol, tuple[Panel, ...]] = {
+    Protocol.DCASE2022: (Panel("source", "AUC (source)\nsource normal + all anomalous", "source+anomalous"),
+                         Panel("target", "AUC (target)\ntarget normal + all anomalous", "target+anomalous"),
+                         Panel("all", f"{_PAUC_REGION}\nall clips", "all", metrics.MAX_FPR)),
+    Protocol.DCASE2021: (Panel("source", "AUC (source)\nsource-domain clips", "source"),
+                         Panel("target", "AUC (target)\ntarget-domain clips", "target")),
+    Protocol.DCASE2020: (Panel("all", "AUC\nall clips of the machine ID", "all"),
+                         Panel("pauc", f"{_PAUC_REGION}\nall clips of the machine ID", "all", metrics.MAX_FPR)),
+}
+# The legend's numbers per protocol: (short name, `SectionMetrics` field), what the tables are made of.
+VALUES: dict[Protocol, tuple[tuple[str, str], ...]] = {
+    Protocol.DCASE2022: (("AUC (s)", "auc_source"), ("AUC (t)", "auc_target"), ("pAUC", "pauc")),
+    Protocol.DCASE2021: (("AUC (s)", "auc_source"), ("AUC (t)", "auc_target"), ("pAUC (s)", "pauc_source"),
+                         ("pAUC (t)", "pauc_target")),
+    Protocol.DCASE2020: (("AUC", "auc_all"), ("pAUC", "pauc")),
+}
+
+
+class NotEvaluated(ValueError):
+  """A section the protocol cannot evaluate (unknown labels or domains, one class only, ...); says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,15 +62,17 @@ class RocSet:
 
   Attributes:
     name: legend name (a model or a fused system).
-    curves: {"source" | "target" | "all": (fpr [m], tpr [m])}, from scikit-learn's `roc_curve`.
-    values: {"source": AUC (source), "target": AUC (target), "all": pAUC}, from `metrics.section_metrics`.
+    curves: {panel key: (fpr [m], tpr [m])}, from scikit-learn's `roc_curve` (`PANELS` of the protocol).
+    values: {`SectionMetrics` field: value} of the protocol's `VALUES`, from `metrics.section_metrics`.
     section: the full `metrics.SectionMetrics` the values come from.
+    protocol: the year's rules.
   """
 
   name: str
   curves: dict[str, tuple[np.ndarray, np.ndarray]]
   values: dict[str, float]
   section: metrics.SectionMetrics
+  protocol: Protocol = Protocol.DCASE2022
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,33 +81,52 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
   return fpr, tpr
 
 
-def roc_set(name: str, machine: str, section: str, labels: np.ndarray, domains: np.ndarray,
-            scores: np.ndarray) -> RocSet:
-  """The curves and official values of one scorer in one section.
+def _clips(kind: str, labels: np.ndarray, domains: np.ndarray) -> np.ndarray:
+  if kind == "all":
+    return np.ones(labels.shape, bool)
+  domain = int(kind.split("+")[0] == "target")
+  return (domains == domain) | (labels == 1) if kind.endswith("+anomalous") else domains == domain
+
+
+def roc_set(name: str, machine: str, section: str, labels: np.ndarray, domains: np.ndarray, scores: np.ndarray,
+            protocol: Protocol = Protocol.DCASE2022) -> RocSet:
+  """The curves and official values of one scorer in one section under `protocol`.
 
   Args:
-    labels: [n] 0 normal / 1 anomalous; domains: [n] 0 source / 1 target; scores: [n] anomaly scores.
+    labels: [n] 0 normal / 1 anomalous / -1 unknown; domains: [n] 0 source / 1 target / -1 unknown (not read under
+      DCASE 2020); scores: [n] anomaly scores.
+
+  Raises:
+    NotEvaluated: naming why, for a section the protocol cannot evaluate (as the tables leave it blank).
   """
   labels, domains, scores = np.asarray(labels), np.asarray(domains), np.asarray(scores, np.float64)
-  section_metrics = metrics.section_metrics(machine, section, labels, domains, scores)
-  curves = {"all": roc_points(labels, scores)}
-  for name_, d in (("source", 0), ("target", 1)):
-    keep = (domains == d) | (labels == 1)
-    curves[name_] = roc_points(labels[keep], scores[keep])
-  values = {"source": section_metrics.auc_source, "target": section_metrics.auc_target, "all": section_metrics.pauc}
-  return RocSet(name=name, curves=curves, values=values, section=section_metrics)
+  if (labels < 0).any():
+    raise NotEvaluated(f"{int(np.sum(labels < 0))} of {labels.size} test clips have no label (normal/anomaly)")
+  if protocol.has_domains and (domains < 0).any():
+    raise NotEvaluated(f"{int(np.sum(domains < 0))} of {domains.size} test clips have no domain (source/target)")
+  section_metrics = metrics.section_metrics(machine, section, labels, domains if protocol.has_domains else None,
+                                            scores, protocol=protocol)
+  if section_metrics.problem:
+    raise NotEvaluated(section_metrics.problem)
+  curves = {}
+  for panel in PANELS[protocol]:
+    keep = _clips(panel.clips, labels, domains)
+    curves[panel.key] = roc_points(labels[keep], scores[keep])
+  values = {field: getattr(section_metrics, field) for _, field in VALUES[protocol]}
+  return RocSet(name=name, curves=curves, values=values, section=section_metrics, protocol=protocol)
 
 
-def percent(value: float) -> str:
-  """A metric as the tables print it (`pipeline.format_table1`): percent, two decimals."""
-  return f"{100.0 * value:.2f}"
+def percent(value: float | None) -> str:
+  """A metric as the tables print it (`pipeline.results`): percent, two decimals; None (blank) is "-"."""
+  return metrics.formatter(True)(value)
 
 
 @style.styled
 def roc_figure(title: str, rows: Mapping[str, Sequence[RocSet]]) -> Figure:
-  """One row of three panels (AUC source, AUC target, pAUC region) per group of scorers.
+  """One row of panels (`PANELS` of the scorers' protocol; 2022+: AUC source, AUC target, pAUC region) per group
+  of scorers.
 
-  Each row has one legend, right of it: every scorer with its AUC (source), AUC (target) and pAUC in percent.
+  Each row has one legend, right of it: every scorer with its `VALUES` in percent.
 
   Args:
     title: e.g. "fan section 00".
@@ -82,16 +135,18 @@ def roc_figure(title: str, rows: Mapping[str, Sequence[RocSet]]) -> Figure:
   rows = {k: list(v) for k, v in rows.items() if v}
   if not rows:
     raise ValueError(f"roc_figure({title!r}): no scorers to draw")
-  fig = style.figure(10.0, 2.7 * len(rows))
-  axes = np.asarray(fig.subplots(len(rows), len(PANELS), squeeze=False))
+  protocol = next(iter(rows.values()))[0].protocol
+  panels, values = PANELS[protocol], VALUES[protocol]
+  fig = style.figure(3.3 * len(panels) + 0.1, 2.7 * len(rows))
+  axes = np.asarray(fig.subplots(len(rows), len(panels), squeeze=False))
   for r, (row_label, sets) in enumerate(rows.items()):
     handles = []
-    for c, (panel, panel_title) in enumerate(PANELS):
+    for c, panel in enumerate(panels):
       ax = axes[r, c]
-      limit = metrics.MAX_FPR if panel == "all" else 1.0
+      limit = panel.max_fpr
       ax.plot([0, limit], [0, limit], color=style.GREY, linestyle=":", linewidth=1.0)  # chance
       for i, s in enumerate(sets):
-        fpr, tpr = s.curves[panel]
+        fpr, tpr = s.curves[panel.key]
         colour, dash = style.line_style(i)
         (line,) = ax.plot(fpr, tpr, color=colour, linestyle=dash)
         if c == 0:
@@ -101,9 +156,9 @@ def roc_figure(title: str, rows: Mapping[str, Sequence[RocSet]]) -> Figure:
       ax.set_xlabel("false positive rate")
       ax.set_ylabel(f"{row_label}\ntrue positive rate" if c == 0 else "true positive rate")
       if r == 0:
-        ax.set_title(panel_title)
-    labels = [f"{s.name}  {' / '.join(percent(s.values[p]) for p, _ in PANELS)}" for s in sets]
+        ax.set_title(panel.title)
+    labels = [f"{s.name}  {' / '.join(percent(s.values[field]) for _, field in values)}" for s in sets]
     axes[r, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.03, 1.0),
-                       title="AUC (s) / AUC (t) / pAUC, %", title_fontsize=7.5)
+                       title=" / ".join(name for name, _ in values) + ", %", title_fontsize=7.5)
   fig.suptitle(f"{title}: ROC curves (dotted: chance)")
   return fig

@@ -55,6 +55,26 @@ _FORMAT_VERSION = 2
 EPS32 = float(np.finfo(np.float32).eps)
 STD_FLOOR = 2.0**10 * EPS32
 
+# Below this many normal training clips in a section, its normalisation is warned about (a project choice; the
+# real sets have 1,000 per section, 2020: about 1,000 per machine ID). The leave-one-out std of n distances has a
+# relative standard error of about 1 / sqrt(2 (n - 1)) (normal data): 24 % at n = 10, 71 % at n = 2; and the 90 %
+# decision threshold (`threshold_quantile`) fitted on fewer than 10 scores lies beyond all of them but at most
+# one. With 2 clips both leave-one-out distances are the one distance between them, the std falls to STD_FLOOR
+# and a test clip's score is its distance over 1.2e-4: scores of +-1e4, every clip on one side of the threshold.
+MIN_NORMALIZATION_CLIPS = 10
+
+
+def few_clips_warning(machine: str, section: str, n_clips: int) -> str | None:
+  """The warning for a section whose normalisation rests on `n_clips` < MIN_NORMALIZATION_CLIPS normal training
+  clips (None from MIN_NORMALIZATION_CLIPS on)."""
+  if n_clips >= MIN_NORMALIZATION_CLIPS:
+    return None
+  consequence = ("one distance, twice: the std is its floor and the scores reach +-1e4" if n_clips <= 2
+                 else "its scores and decision threshold are rough")
+  return (f"{machine} section {section}: the score normalisation (leave-one-out mean and std of the training "
+          f"clips' kNN distances) rests on {n_clips} normal training clip(s), fewer than {MIN_NORMALIZATION_CLIPS}: "
+          f"{consequence}")
+
 
 def default_config() -> ml_collections.ConfigDict:
   """Scorer settings; where each default comes from is said per field."""

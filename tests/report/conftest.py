@@ -58,6 +58,7 @@ def _build_run(base: pathlib.Path):
   config.data.root = str(base / "data")
   config.model_keys = "fbeats,fusion"
   config.pretrain = None  # the demo's pre-training stage is tested in tests/pretraining
+  config.init.random_weights = "beats,eat"
   config.models.fusion.sources = "fbeats"
   t = config.models.fbeats.fine_tune
   t.train.epochs = 1

@@ -20,7 +20,7 @@ def test_roc_values_are_the_metrics_modules_and_the_curves_enclose_them():
   labels, domains, scores = _section(rng)
   rs = roc.roc_set("M", "fan", "00", labels, domains, scores)
   expected = metrics.section_metrics("fan", "00", labels, domains, scores)
-  assert rs.values == {"source": expected.auc_source, "target": expected.auc_target, "all": expected.pauc}
+  assert rs.values == {"auc_source": expected.auc_source, "auc_target": expected.auc_target, "pauc": expected.pauc}
   # The drawn curves are the ones the numbers measure: the area under each full curve is its AUC.
   for panel, value in (("source", expected.auc_source), ("target", expected.auc_target)):
     fpr, tpr = rs.curves[panel]
@@ -54,6 +54,40 @@ def test_histograms_draw_labelled_and_new_clips_and_check_lengths(check_png):
   assert [line.get_xdata()[0] for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"] == [1.2]
   with pytest.raises(ValueError, match="2 scores but labels"):
     histograms.detect_figure("x", np.zeros(5), 0.0, np.zeros(2), np.zeros(3))
+
+
+def test_unlabelled_test_clips_and_unknown_domains_are_drawn_as_such_not_as_normal_or_source():
+  """Issue 23: the report mapped unlabelled test clips as "normal, test" and unknown domains as "source"."""
+  rng = np.random.default_rng(5)
+  n = 24
+  role = np.array([embedding_map.TRAIN] * 12 + [embedding_map.TEST] * 12)
+  domain = np.array([0] * 12 + [-1] * 12)  # an evaluation set: its test clips' domains are hidden
+  label = np.array([0] * 12 + [-1] * 12)
+  points = embedding_map.MapPoints(rng.normal(size=(n, 8)), role, domain, label, np.array(["fan/a"] * n))
+  fig = embedding_map.embedding_figure("M", rng.normal(size=(n, 2)), points)
+  by_domain = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  by_label = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+  assert by_domain == ["source, training", "domain unknown, test"]
+  assert by_label == ["normal, training", "unlabelled, test"]
+  row = histograms.ScorerHistograms("M", 1.0, {"all clips": histograms.DomainScores(
+      rng.normal(size=12), rng.normal(size=5), np.array([0, 1, -1, -1, -1]))})
+  fig = histograms.section_figure("fan section 00", [row])
+  assert "unlabelled test clips" in [t.get_text() for t in fig.legends[0].get_texts()]
+  assert fig.axes[0].get_title() == "M, all clips\n12 training, 1 normal, 1 anomalous, 3 unlabelled"
+
+
+def test_the_report_reader_keeps_unknown_labels_domains_and_attributes_unknown():
+  from asd_jax.data import records
+  from asd_jax.evaluation.protocol import Protocol
+  from asd_jax.report import collect
+  hidden = records.ClipRecord(path="fan/test/section_00_0000.wav", machine="fan", section="00", split="test")
+  assert (collect._label(hidden), collect._domain(hidden), collect._class(hidden)) == (-1, -1,
+                                                                                       "fan/attributes unknown")
+  # DCASE 2020 has no domains; its names are parsed as source, and the report shows them as unknown.
+  clip_2020 = records.ClipRecord(path="pump/test/normal_id_00_00000000.wav", machine="pump", section="00",
+                                 split="test", domain="source", label="normal")
+  assert collect._domain(clip_2020, Protocol.DCASE2020) == -1 and collect._domain(clip_2020) == 0
+  assert collect._label(clip_2020) == 0
 
 
 def test_subsample_keeps_small_groups_whole_and_shares_the_cap():

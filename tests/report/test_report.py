@@ -144,7 +144,31 @@ def test_provenance_holds_config_versions_and_wall_time(report_run):
   assert info["config"]["model_keys"] == "fbeats,fusion"
   assert info["versions"]["jax"] and info["versions"]["numpy"] == np.__version__
   assert info["wall_s"] >= sum(info["stage_s"].values()) > 0
-  assert set(info["stage_s"]) == {"train+embed", "score", "fuse", "export"}
+  assert set(info["stage_s"]) == {"train+embed", "score", "fuse", "export", "evaluate"}
+
+
+def test_the_page_states_every_encoder_s_starting_weights(report_run):
+  config, workdir, _, _ = report_run
+  text, _ = _page(workdir)
+  seed = config.models.fbeats.fine_tune.seed  # the run asked for random BEATs and EAT (conftest)
+  assert "<h3>Starting weights</h3>" in text
+  assert f"<tr><td>FBEATs</td><td>BEATs</td><td>random weights (seed {seed}; init.random_weights=beats,eat)</td></tr>" \
+      in text
+  assert text.count("<td>BEATs</td><td>random weights") == 1  # Fusion (concatenation) has no encoder of its own
+
+
+def test_starting_weight_rows_name_checkpoints_with_their_digest_and_the_pre_training():
+  from asd_jax.report import build
+  rows = build.starting_weights_rows(
+      {"feat": {"eat": {"source": "pre-training", "path": "/w/pretrain/encoder", "sha256": "sha256:ab"}},
+       "dual_branch": {"beats": {"source": "checkpoint", "path": "/c/beats", "sha256": "sha256:cd"},
+                       "eat": {"source": "random", "seed": 3, "why": "init.random_weights=eat"}},
+       "pretraining": {"source": "checkpoint", "path": "/c/eat_large", "sha256": "sha256:ef"}},
+      {"feat": "FEAT", "dual_branch": "Dual-Branch"})
+  assert rows == [("FEAT", "EAT", "pre-training /w/pretrain/encoder (sha256:ab)"),
+                  ("Dual-Branch", "BEATs", "checkpoint /c/beats (sha256:cd)"),
+                  ("Dual-Branch", "EAT", "random weights (seed 3; init.random_weights=eat)"),
+                  ("EAT pre-training", "EAT", "checkpoint /c/eat_large (sha256:ef)")]
 
 
 def test_a_folder_that_is_not_a_workdir_is_one_error_line(tmp_path, run_module):

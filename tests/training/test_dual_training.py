@@ -16,8 +16,8 @@ import pytest
 from asd_jax.checkpoints import train_state
 from asd_jax.embedding import extract
 from asd_jax.finetuning import fine_tune
-from asd_jax.finetuning import lora
 from asd_jax.models import dual_branch
+from asd_jax.models import lora_factors
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
 from asd_jax.training import loop
@@ -247,7 +247,7 @@ def test_dual_branch_from_converted_checkpoints_reproduces_the_reference(fixture
   tree, _ = fine_tune.init_trainable(config, network, jax.random.key(0))
   for name, load in (("beats", beats.load), ("eat", eat.load)):
     jax.tree.map(np.testing.assert_array_equal, tree["model"]["encoder"][name], load(fixtures / f"{name}_tiny.pt")[1])
-  params = lora.merge_lora(tree, alpha=config.lora.alpha)
+  params = lora_factors.merge_lora(tree, alpha=config.lora.alpha)
   jax.tree.map(np.testing.assert_array_equal, params, tree["model"])
 
   beats_io, eat_io = np.load(fixtures / "beats_tiny_io.npz"), np.load(fixtures / "eat_tiny_io.npz")

@@ -12,6 +12,7 @@ import optax
 from asd_jax.checkpoints import converted
 from asd_jax.finetuning import lora
 from asd_jax.models import classifier
+from asd_jax.models import lora_factors
 from asd_jax.training import optimizer
 from asd_jax.training import train_step as ts
 from configs import common
@@ -46,7 +47,7 @@ def test_merged_weights_equal_unmerged_lora_branch(tiny_encoder, frontend):
   # Non-zero B so the branch matters.
   factors = jax.tree_util.tree_map_with_path(
       lambda p, x: jax.random.normal(jax.random.key(len(str(p))), x.shape) * 0.3 if p[-1].key == "b" else x, factors)
-  merged = lora.merge_lora({"model": params, "lora": factors}, alpha=ALPHA)
+  merged = lora_factors.merge_lora({"model": params, "lora": factors}, alpha=ALPHA)
   out_merged = model.apply({"params": merged}, wav)["cosine"]
 
   # Unmerged reference: original weights, plus x @ A @ B * alpha / r added to every targeted Dense output.

@@ -25,8 +25,8 @@ from asd_jax.audio import wav
 from asd_jax.checkpoints import train_state
 from asd_jax.data import synth
 from asd_jax.finetuning import fine_tune
-from asd_jax.finetuning import lora
 from asd_jax.finetuning import restore
+from asd_jax.models import lora_factors
 from asd_jax.models import networks
 from asd_jax.training import loop
 from asd_jax.training import train_log
@@ -185,9 +185,9 @@ def test_embed_uses_the_checkpoint_alpha_and_refuses_other_model_settings(datase
   assert source.endswith(f"step {4 * EPOCHS}")
   # W + (8 / 4) A @ B with the trained factors (B has moved away from zero, so alpha matters).
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), jax.device_get(params),
-               lora.merge_lora(trained.params, alpha=8.0))
+               lora_factors.merge_lora(trained.params, alpha=8.0))
   q_kernel = lambda p: p["encoder"]["layers_0"]["self_attn"]["q_proj"]["kernel"]  # noqa: E731
-  assert np.abs(q_kernel(params) - q_kernel(lora.merge_lora(trained.params, alpha=1.0))).max() > 1e-4
+  assert np.abs(q_kernel(params) - q_kernel(lora_factors.merge_lora(trained.params, alpha=1.0))).max() > 1e-4
   other_rank = _config(dataset)
   other_rank.lora.rank = 2
   with pytest.raises(ValueError, match="config.lora.rank: saved 4, now 2"):
