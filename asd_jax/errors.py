@@ -3,7 +3,8 @@
 `innermost(error)` is the error at the bottom of its wrappers: an exception whose only argument is another
 exception (ml_collections raises `AttributeError(KeyError(message))` for a misspelt config field) and, with
 `causes=True`, the `__cause__` / `__context__` chain (Orbax wraps TensorStore's error, and its own text holds
-the whole TensorStore spec). `message(error)` is what the CLIs print of it; `reason(error)` a one-line
+the whole TensorStore spec). A context its raiser suppressed (`raise ... from None`) is not followed: `json`
+raises its `JSONDecodeError` from None over an internal `StopIteration(position)`, which says nothing. `message(error)` is what the CLIs print of it; `reason(error)` a one-line
 `Type: first line` for a message that names its own subject (a checkpoint step, a folder) and says why.
 """
 
@@ -20,7 +21,7 @@ def innermost(error: BaseException, *, causes: bool = False) -> BaseException:
   while True:
     inner = error.args[0] if len(error.args) == 1 and isinstance(error.args[0], BaseException) else None
     if inner is None and causes:
-      inner = error.__cause__ or error.__context__
+      inner = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     if inner is None or id(inner) in seen:
       return error
     error = inner

@@ -20,6 +20,7 @@ touched. Readers (`embed`) use `fall_back=False`: an unreadable latest step is a
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any
 
@@ -32,6 +33,7 @@ from absl import logging
 from asd_jax import errors
 from asd_jax.audio import channels
 
+_JSON_ITEM_FILE = "metadata"  # the file Orbax's JsonCheckpointHandler writes in an item's folder (`data`, `meta`)
 CHECKSUM_KEY = "state_checksum"  # meta entry: {leaf path: checksum} of the saved state
 UNREADABLE_SUFFIX = ".unreadable"  # a damaged step folder is renamed <step>.unreadable (not a step for Orbax)
 
@@ -112,6 +114,20 @@ class Checkpointer:
   def _where(self, step: int) -> str:
     return f"checkpoint step {step} in {self.directory}"
 
+  def _unreadable(self, step: int, error: BaseException, items: tuple[str, ...]) -> str:
+    """`<where> is unreadable (<why>)`; a JSON item (`data`, `meta`) that does not parse is named by its file."""
+    reason = errors.reason(error)
+    if isinstance(errors.innermost(error, causes=True), json.JSONDecodeError):
+      for item in items:
+        path = os.path.join(self.directory, str(step), item, _JSON_ITEM_FILE)
+        try:
+          with open(path, encoding="utf-8") as f:
+            json.load(f)
+        except (OSError, ValueError) as e:
+          reason = f"{path}: {errors.reason(e)}; a truncated or damaged file"
+          break
+    return f"{self._where(step)} is unreadable ({reason})"
+
   def _restore_step(self, abstract_state: Any, step: int) -> tuple[Any, Any, dict[str, Any]]:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -119,8 +135,7 @@ class Checkpointer:
           meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a bare Exception, too)
       errors.quiet_late_callbacks()
-      reason = errors.reason(e)
-      raise UnreadableCheckpointError(f"{self._where(step)} is unreadable ({reason})") from e
+      raise UnreadableCheckpointError(self._unreadable(step, e, ("meta", "data"))) from e
     state, meta = restored.state, dict(restored.meta)
     saved = meta.pop(CHECKSUM_KEY, None)
     if saved is not None:
@@ -196,7 +211,7 @@ class Checkpointer:
         return {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
       except Exception as e:  # noqa: BLE001  (see _restore_step)
         errors.quiet_late_callbacks()
-        reasons.append(f"{self._where(candidate)} is unreadable ({errors.reason(e)})")
+        reasons.append(self._unreadable(candidate, e, ("meta",)))
         if step is None:
           logging.warning("%s; reading the metadata of an older step", reasons[-1])
     raise UnreadableCheckpointError("; ".join(reasons))
