@@ -102,6 +102,10 @@ def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpac
   """`(endless shuffled iterator of this process's batches, number of training clips)` over the
   `training_records` (train + supplementary) of `clips` (default: `records(config, training=True)`)."""
   train = training_records(records(config, training=True) if clips is None else clips)
+  if len(train) < config.train.batch_size:
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} is more than the {len(train)} training clips "
+                     f"(train/ and supplemental/) under {_root(config)}: lower config.train.batch_size to at most "
+                     f"{len(train)}")
   dataset = datasets.training_dataset(train, space, batch_size=shd.local_batch(config.train.batch_size),
                                       seed=config.seed, config=datasets.wav_config(config.data),
                                       worker_count=config.data.num_workers)
@@ -211,10 +215,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, acc
   batches, num_clips = train_batches(config, space, clips)
   mesh = shd.data_mesh()
   shd.check_batch_size(config.train.batch_size, mesh)
-  steps_per_epoch = num_clips // config.train.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"{num_clips} training clips under {config.data.root} is less than one batch of "
-                     f"{config.train.batch_size}")
+  steps_per_epoch = num_clips // config.train.batch_size  # >= 1: train_batches refuses a larger batch
   num_steps = steps_per_epoch * config.train.epochs
 
   meta = {"config": json.loads(config.to_json_best_effort()), "label_space": json.loads(space.to_json()),
