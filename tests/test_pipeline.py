@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from asd_jax.detector import detector as detector_lib
-
 from asd_jax import pipeline
 from asd_jax.data import synth
+from asd_jax.detector import detect
+from asd_jax.detector import detector as detector_lib
 from asd_jax.detector import export as export_lib
 from asd_jax.embedding import store
 from asd_jax.evaluation import official
@@ -443,6 +443,38 @@ def test_a_crashed_export_leaves_the_old_detector_and_a_rerun_succeeds(first_run
   export()
   assert sorted(p.name for p in tmp_path.iterdir()) == ["detector"]
   assert detector_lib.Detector(str(target)).system == "system1"
+
+
+@pytest.mark.parametrize("missing", ["head.npz", "encoders.json", "config.json"])
+def test_a_detector_missing_a_file_is_one_error_naming_it_not_a_problem_of_the_input(first_run, tmp_path, missing):
+  """Issue 26.5: a missing head.npz or encoders.json was a raw [Errno 2]; a missing config.json a problem "with the
+  input" under the recording's name."""
+  _, _, result = first_run
+  copy = tmp_path / "detector"
+  shutil.copytree(result.detector_dir, copy)
+  (copy / "models" / "fbeats" / missing).unlink()
+  clip = result.test_records[0].path
+  with pytest.raises(detector_lib.DetectorError) as error:
+    detect.detect(str(copy), [clip])
+  assert str(error.value) == (
+      f"{copy}: an incomplete detector folder, 1 file(s) missing: {copy / 'models' / 'fbeats' / missing}; export "
+      "the detector again (re-run the pipeline on its workdir, which writes WORKDIR/detector)")
+
+
+def test_a_detector_missing_an_encoder_chunk_says_to_export_it_again(first_run, tmp_path):
+  """Issue 26.5: the converted checkpoint's own remedy, "convert it again", is wrong inside a detector."""
+  _, _, result = first_run
+  copy = tmp_path / "detector"
+  shutil.copytree(result.detector_dir, copy)
+  encoder = copy / "models" / "fbeats" / "encoders" / "beats"
+  chunk = max((p for p in (encoder / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  chunk.unlink()
+  det = detector_lib.Detector(str(copy))  # loads: the encoders are checked (SHA-256) when first used
+  with pytest.raises(detector_lib.DetectorError) as error:
+    det.score([result.test_records[0].path], ["fan"], ["00"])
+  assert str(error.value) == (
+      f"{copy}: model fbeats: checkpoint {encoder}: damaged: {chunk.relative_to(encoder)} is missing; export the "
+      "detector again (re-run the pipeline on its workdir, which writes WORKDIR/detector)")
 
 
 def test_a_reference_row_exports_and_scores_like_the_pipeline_when_a_system_uses_it(first_run, tmp_path):
