@@ -209,8 +209,12 @@ def save_converted(directory: str | os.PathLike, params: Any, model: str, config
                             f"({', '.join(others[:5])}); refusing to replace it")
   temp = pathlib.Path(atomic.staging_dir(str(directory)))
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(temp / PARAMS_DIR, params)
+    try:
+      with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(temp / PARAMS_DIR, params)
+    except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a full disk, say)
+      errors.quiet_late_callbacks()
+      raise OSError(f"cannot write {directory} ({errors.reason(e)}); it is left as it was") from e
     meta = {"model": model, "config": config, FILES_KEY: _file_digests(temp, PARAMS_DIR)}
     atomic.write_text(str(temp / CONFIG_FILE), json.dumps(meta, indent=2) + "\n")
     atomic.publish_dir(str(temp), str(directory))

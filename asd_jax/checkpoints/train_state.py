@@ -42,6 +42,10 @@ class UnreadableCheckpointError(ValueError):
   """A checkpoint step that cannot be restored (missing or damaged files, a wrong checksum)."""
 
 
+class CheckpointWriteError(OSError):
+  """A checkpoint step that could not be written (a full disk, say); the message names its folder."""
+
+
 def _words(x: jax.Array) -> jax.Array:
   """The bits of `x` as uint32 words, flattened."""
   if x.dtype == jnp.bool_:
@@ -95,6 +99,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
+    self._writing: int | None = None  # the step of the save in flight (its failure shows at the next call)
+    self._failed = False  # a failed save was raised (Orbax raises it again when closed)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -102,14 +108,35 @@ class Checkpointer:
   def save(self, step: int, state: Any, iterator_state: Any, meta: dict[str, Any], *, force: bool = False) -> None:
     """Saves (asynchronously) unless a checkpoint for `step` exists; call `wait()` before reading it.
 
-    `meta` is saved with the state's `checksums` added under `CHECKSUM_KEY` (restore checks and removes it)."""
+    `meta` is saved with the state's `checksums` added under `CHECKSUM_KEY` (restore checks and removes it).
+    A save that fails (here, or in the background: then at the next `save` or `wait`) raises
+    `CheckpointWriteError` naming the step's folder and the latest complete step; nothing of it is kept."""
+    self.wait()  # the previous save first (Orbax would wait for it too), so that a failure names its own step
     if step in self._manager.all_steps():
       return
     meta = {**meta, CHECKSUM_KEY: checksums(state)}
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({"iterator": encode_iterator_state(iterator_state)}),
-        meta=ocp.args.JsonSave(meta)), force=force)
+    self._writing = step
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave({"iterator": encode_iterator_state(iterator_state)}),
+          meta=ocp.args.JsonSave(meta)), force=force)
+    except Exception as e:  # noqa: BLE001  (see _write_error)
+      raise self._write_error(e) from e
+
+  def _write_error(self, error: BaseException) -> CheckpointWriteError:
+    """The error of the failed save of `self._writing` (Orbax and TensorStore raise many kinds; Orbax's own
+    tracebacks of it are logged from its threads, `errors.quiet_orbax_error_logs` drops them in the programs)."""
+    step, self._writing, self._failed = self._writing, None, True
+    errors.quiet_late_callbacks()
+    self._manager.reload()
+    latest = self._manager.latest_step()
+    kept = (f"the latest checkpoint is step {latest} in {self.directory}; once the cause (a full disk?) is fixed, "
+            "run again to continue from it" if latest is not None else
+            "no checkpoint was written; once the cause (a full disk?) is fixed, run again to start afresh")
+    return CheckpointWriteError(f"cannot write checkpoint step {step} to {os.path.join(self.directory, str(step))} "
+                                f"({errors.reason(error)}); that step is not saved (Orbax never reads its unfinished "
+                                f"folder): {kept}")
 
   def _where(self, step: int) -> str:
     return f"checkpoint step {step} in {self.directory}"
@@ -217,10 +244,19 @@ class Checkpointer:
     raise UnreadableCheckpointError("; ".join(reasons))
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the save in flight is written; `CheckpointWriteError` if it failed (see `save`)."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001  (see _write_error)
+      raise self._write_error(e) from e
+    self._writing = None
 
   def close(self) -> None:
-    self._manager.close()
+    try:
+      self._manager.close()
+    except Exception as e:  # noqa: BLE001  (see _write_error)
+      if not self._failed:  # else Orbax raises the failure that was raised already
+        raise self._write_error(e) from e
 
 
 # --- Which settings make two runs the same ----------------------------------------------------------------------

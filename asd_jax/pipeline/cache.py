@@ -95,7 +95,7 @@ def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str
   path = os.path.join(model_dir, store.ARRAYS)
   step = None if frozen else loop.latest_step(model_dir)
   config = checked_config(spec.config)
-  current = (os.path.isfile(path) and stamp.get("step") == step
+  current = (store.is_pair(path) and stamp.get("step") == step
              and stamp.get("clips") == clips_digest and stamp.get("all_layers") == spec.all_layers
              and (not frozen or stamp.get("config") == config))
   if current:

@@ -47,7 +47,7 @@ class MetricWriter:
     if not self.enabled:
       return
     row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
+    with atomic.naming(self.path), open(self.path, "a") as f:  # a full disk names the file
       f.write(json.dumps(row) + "\n")
     if self._tb is not None:
       for key, value in row.items():

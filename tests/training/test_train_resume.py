@@ -8,6 +8,7 @@ everything from the config on is the code the CLI runs; the slow one runs the re
 configs/demo.py.
 """
 
+import os
 import pathlib
 import re
 import shutil
@@ -290,3 +291,38 @@ def test_killed_with_sigkill_during_checkpointing_and_resumed_equals_uninterrupt
   _resume_equals(config, tmp_path, straight[1])  # the dead process' lock is taken over; one row per step
   leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.isdigit()]
   assert not leftovers, leftovers
+
+
+def test_a_full_disk_at_a_checkpoint_stops_naming_its_folder_and_a_rerun_resumes(dataset, straight, tmp_path,
+                                                                                   monkeypatch, caplog):
+  """Issue 26.3: a checkpoint save on a full disk was `[Errno 28] No space left on device` under Orbax's tracebacks
+  (one from each of its save threads). Injected at Orbax's own write of the step's JSON items (`epath`), so the
+  failure takes Orbax's path: its background threads, its finalisation, the manager's next save."""
+  import errno  # pylint: disable=import-outside-toplevel
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  from asd_jax import errors  # pylint: disable=import-outside-toplevel
+  config = _config(dataset)
+  config.train.checkpoint_every = 1
+  real_write_text = epath.Path.write_text
+
+  def full_disk(path, *args, **kwargs):
+    if any(part.startswith("3.orbax-checkpoint-tmp") for part in pathlib.Path(path).parts):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_write_text(path, *args, **kwargs)
+
+  monkeypatch.setattr(epath.Path, "write_text", full_disk)
+  errors.quiet_orbax_error_logs()  # as the programs do by default
+  try:
+    with caplog.at_level("INFO"), pytest.raises(train_state.CheckpointWriteError) as error:
+      _train(config, tmp_path)
+  finally:
+    errors.quiet_orbax_error_logs(False)
+    monkeypatch.undo()
+  checkpoints = tmp_path / "checkpoints"
+  assert str(error.value) == (
+      f"cannot write checkpoint step 3 to {checkpoints / '3'} (OSError: [Errno 28] No space left on device); that "
+      f"step is not saved (Orbax never reads its unfinished folder): the latest checkpoint is step 2 in "
+      f"{checkpoints}; once the cause (a full disk?) is fixed, run again to continue from it")
+  assert not [r for r in caplog.records if r.levelname == "ERROR" and f"{os.sep}orbax{os.sep}" in r.pathname]
+  assert _checkpoint_steps(tmp_path) == [1, 2]
+  _resume_equals(config, tmp_path, straight[1])  # nothing half-written is read: the run goes on from step 2
