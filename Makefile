@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work
 
-.PHONY: install demo test test-slow bench side-by-side device-check device-wheels clean
+.PHONY: install demo demo-2026 test test-slow bench side-by-side device-check device-wheels clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ demo: install
 	$(PY) -m asd_jax.pipeline --config=configs/demo_pipeline.py --workdir=$(WORK)/demo --config.data.root=$(WORK)/synth_dcase \
 	    --config.pretrain.data.sources.synth_past.path=$(WORK)/synth_past
 	$(PY) -m asd_jax.report --workdir=$(WORK)/demo
+
+# The demo on synthetic DCASE 2026 data: two-channel near/far clips of the 2026 dev machine types, every model
+# reading them with the channel policy CHANNELS (near, far, mean or cancel; configs/demo_2026.py), one workdir per
+# policy; then the report.
+CHANNELS ?= near
+demo-2026: install
+	test -d $(WORK)/synth_2026 || $(PY) -m asd_jax.data.synth --year 2026 --out $(WORK)/synth_2026 --duration 2 --target_train 10 --test_clips 20
+	$(PY) -m asd_jax.pipeline --config=configs/demo_2026.py --workdir=$(WORK)/demo_2026_$(CHANNELS) \
+	    --config.data.root=$(WORK)/synth_2026 --config.data.channels=$(CHANNELS)
+	$(PY) -m asd_jax.report --workdir=$(WORK)/demo_2026_$(CHANNELS)
 
 test: install
 	# loadscope: each test module on one worker, so its module-scoped fixtures (a pipeline run, a pre-training

@@ -59,7 +59,11 @@ def unit_interval(value: Any) -> str | None:
 
 
 def channel_policy(value: Any) -> str | None:
-  return None if value in channels_lib.POLICIES else f"must be one of {', '.join(channels_lib.POLICIES)}"
+  """A channel policy; "" too, which a pipeline config's `data.channels` takes for "each model's own" (a model
+  config's "" is refused when its clips are first read, `datasets.wav_config`)."""
+  if value == "" or value in channels_lib.POLICIES:
+    return None
+  return f"must be one of {', '.join(channels_lib.POLICIES)} (a pipeline's may be empty: each model's own)"
 
 
 # Field (its last two names) -> rule returning why a value is wrong, or None.

@@ -22,6 +22,15 @@ window; recordings of more than one window also get a table of every window's sc
 writes them as CSV). A recording of exactly one clip length is one window. Shorter recordings are padded to
 one window: below half the clip length with a warning naming them, below a tenth an error naming them.
 
+Channels and formats. A recording is read as the detector's models read their training clips: resampled to
+their rate, and turned into one waveform by their channel policy (`data.channels`, recorded in the detector;
+`asd_jax.audio.channels`): `near` channel 0 (a mono file: its channel), `far` channel 1, `mean` the mean of the
+channels, `cancel` the near channel (0) less what the far one (1) predicts, per frequency. `far` and `cancel`
+need two-channel near/far recordings (DCASE 2026): given a mono or an 8-channel file they are an error naming
+it. A recording whose channel count, sample rate or sample format the training clips did not have (an
+8-channel MIMII clip against a detector trained on mono DCASE clips) is scored, and a `warning:` line after the
+table names it and what differs: its score may not be comparable with the threshold fitted on those clips.
+
 `--plot_dir=DIR` also writes, per section scored, `DIR/scores_<machine>_section_<ss>.png`: where the recordings'
 scores fall against the section's normal training scores (fused with the system's weights, as its threshold
 was fitted on them) and its threshold (`asd_jax.report.histograms.write_detect_figures`; needs matplotlib, the

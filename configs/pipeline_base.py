@@ -29,7 +29,10 @@ not in the default `model_keys` (the demo runs them; they cost a fine-tuning and
 `config.pretrain` (None by default): a pre-training config (configs/pretrain_*.py) run first, in
 DIR/pretrain/, whose exported encoder then initialises every EAT model (`python -m asd_jax.pretrain` does the
 same alone). A corpus source with path "<data.root>" reads the pipeline's dataset (train and supplemental
-clips; test clips are left out).
+clips; test clips are left out), with the models' channel policy unless the source names its own `channels`.
+
+`config.data.channels` (empty: the models' own, "near" in every model config) sets the channel policy of every
+model at once (`--config.data.channels=cancel` on DCASE 2026 near/far data; asd_jax.audio.channels).
 """
 
 import ml_collections
@@ -74,6 +77,10 @@ def get_config(system: str = "system1") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.system = system  # the fixed-weight system exported as the detector
   c.data = ml_collections.ConfigDict(dict(root=""))
+  # The channel policy of every model (asd_jax.audio.channels: near, far, mean, cancel), written into each model's
+  # config; "" keeps the models' own data.channels (configs/common.py: "near"), which must agree
+  # (asd_jax.pipeline.specs). The "<data.root>" source of a pre-training corpus reads with it too.
+  c.data.channels = ""
   c.init = ml_collections.ConfigDict(dict(beats="", eat=""))  # converted pretrained encoders, by encoder name
   c.model_keys = ",".join(MODEL_KEYS + REFERENCE_KEYS)
   c.models = ml_collections.ConfigDict()

@@ -24,7 +24,7 @@ from configs import pipeline_base
     ("model.dropout_rate", 1.0, "must be a number in [0, 1)"),
     ("train.keep_checkpoints", 0, "must be a positive integer"),
     ("embed.batch_size", -1, "must be a positive integer"),
-    ("data.channels", "left", "must be one of near, far, mean, cancel"),
+    ("data.channels", "left", "must be one of near, far, mean, cancel (a pipeline's may be empty: each model's own)"),
 ])
 def test_nonsense_value_is_one_line_naming_the_field(field, value, why):
   config = demo.get_config()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from asd_jax.data import datasets
 from asd_jax.data import records
 from asd_jax.detector import detect
 from asd_jax.detector import detector as detector_lib
@@ -43,7 +44,10 @@ def system_dir(tmp_path_factory):
               "models": [{"key": "m", "name": "M", "layers": "last", "sources": [], "all_layers": False,
                           "num_classes": 1, "weight": 1.0}],
               "weights": {"m": 1.0}, "thresholds": {"fan/00": 1.0, "valve/01": 1.0}, "threshold_method": "gamma",
-              "threshold_quantile": 0.9}
+              "threshold_quantile": 0.9,
+              detector_lib.INPUT: detector_lib.input_record(
+                  datasets.wav_config(config.data),
+                  detector_lib.TrainingFormats({1: len(train)}, {16000: len(train)}, {"PCM_16": len(train)}))}
   (out / detector_lib.MANIFEST).write_text(json.dumps(manifest))
   return out
 

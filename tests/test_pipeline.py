@@ -271,6 +271,16 @@ def test_a_workdir_trained_with_another_config_is_refused(first_run):
     pipeline.run(changed, str(workdir), progress=False)
 
 
+def test_a_workdir_trained_with_another_channel_policy_is_refused(first_run):
+  """`--config.data.channels` reaches every model's config, and a model trained with another policy is refused
+  (its checkpoint recorded the policy), not reused or silently retrained."""
+  config, workdir, _ = first_run
+  changed = tiny_config(config.data.root, "fbeats,lbeats,fusion", fusion_sources="fbeats,lbeats")
+  changed.data.channels = "mean"  # the mono synthetic set reads alike with near and mean: only the record differs
+  with pytest.raises(ValueError, match=r"config.data.channels: saved 'near', now 'mean'"):
+    pipeline.run(changed, str(workdir), progress=False)
+
+
 def test_a_workdir_trained_on_other_clips_is_refused(first_run, dataset):
   config, workdir, result = first_run
   extra = dataset / "fan" / "train" / "section_00_source_train_normal_0999_m-n_W.wav"

@@ -8,7 +8,7 @@ makes it an error), and pads or truncates to a fixed number of samples. Padding 
 (`pad="repeat"`, default: keeps the machine's stationary sound) or appends zeros (`pad="zero"`). Truncation
 keeps the beginning. Unreadable or empty files, and files with NaN or infinite samples (a damaged float wav),
 raise `WavError` naming the file. `read_channels` gives all channels, resampled, for callers that cut a
-recording first (`asd_jax.audio.windows`).
+recording first (`asd_jax.audio.windows`); `file_format` reads only a header (rate, channels, sample format).
 
 Where the policy acts: on exactly the samples the model reads, after resampling and fixing the length, so a
 clip-length window of a recording gets the same waveform whether it is read here or cut by `windows.split`.
@@ -27,6 +27,7 @@ length too, so the dataset scan reports short clips before any compute.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 
@@ -87,6 +88,25 @@ def check_duration(path: str | pathlib.Path, seconds: float, duration_s: float) 
                    "length: padded, it would be 90 % padding (a truncated or damaged recording?)")
   return (f"{path}: {seconds:.3g} s long, less than half the {duration_s:g} s clip length; it is padded "
           "to the clip length")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileFormat:
+  """What an audio file's header says: sample rate (Hz), channel count, sample format (soundfile's subtype, e.g.
+  "PCM_16"; every format is read as float32 in [-1, 1])."""
+
+  sample_rate: int
+  channels: int
+  subtype: str
+
+
+def file_format(path: str | pathlib.Path) -> FileFormat:
+  """The header of `path` (nothing else is read); WavError naming the file when it cannot be read as audio."""
+  try:
+    info = soundfile.info(str(path))
+  except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
+    raise WavError(f"{path}: cannot read as audio: {e}") from e
+  return FileFormat(sample_rate=int(info.samplerate), channels=int(info.channels), subtype=str(info.subtype))
 
 
 _warned_rates: set[int] = set()

@@ -10,7 +10,9 @@ listed in one `InputError`.
 
 `detect` scores them (the maximum over each recording's clip-length windows, see `detector.Detector.score`);
 `format_detections` is the printed table (file, machine, section, score, threshold, decision, windows, peak
-window start, nearest normal training clip, then each window of a long recording); `run` is the program's work:
+window start, nearest normal training clip, then each window of a long recording, then a `warning:` line for
+each recording whose channel count, sample rate or sample format the training clips did not have; a recording
+the detector's channel policy cannot read is an input error, see `detector`); `run` is the program's work:
 the table and the CSV files (`--output`: one row per recording, `--windows_output`: one per window). The score
 histograms per section are the report's (`report.histograms.write_detect_figures`, drawn from the detector `run`
 loaded): the program calls it, so serving a detector needs neither matplotlib nor the report.
@@ -104,16 +106,36 @@ def _decision(value: int) -> str:
   return "anomalous" if value else "normal"
 
 
-def format_detections(detections, clip_seconds: float | None = None) -> str:
+MAX_LISTED = 20  # recordings listed by name under one warning
+
+
+def format_warnings(detections) -> str:
+  """The `warning:` block of the recordings whose format the detector's training clips did not have ("" when
+  none): one line per recording, at most `MAX_LISTED`, then how many more."""
+  unlike = [d for d in detections if d.warning]
+  if not unlike:
+    return ""
+  lines = [f"warning: {len(unlike)} recording(s) unlike the detector's training clips; their scores may not be "
+           "comparable with the thresholds, which were fitted on those clips:"]
+  lines += [f"  {d.path}: {d.warning}" for d in unlike[:MAX_LISTED]]
+  if len(unlike) > MAX_LISTED:
+    lines.append(f"  ... and {len(unlike) - MAX_LISTED} more")
+  return "\n".join(lines)
+
+
+def format_detections(detections, clip_seconds: float | None = None, channels: str = "") -> str:
   """A plain-text table: file, machine, section, score (max over windows), threshold, decision, windows, peak
-  window start, nearest normal clip; then, per recording of several windows, each window's score."""
+  window start, nearest normal clip; then, per recording of several windows, each window's score; then the
+  warnings of recordings unlike the training clips (`format_warnings`). `channels`: the channel policy the
+  recordings were read with, named in the heading."""
   rows = [("file", "machine", "section", "score", "threshold", "decision", "windows", "peak (s)",
            "nearest normal training clip")]
   for d in detections:
     rows.append((d.path, d.machine, d.section, f"{d.score:.4f}", f"{d.threshold:.4f}", _decision(d.decision),
                  str(max(len(d.windows), 1)), f"{d.peak_s:.2f}", d.nearest_train_clip))
   clip = f" of {clip_seconds:g} s" if clip_seconds else ""
-  parts = [f"score: the maximum over each recording's windows{clip} (peak: the most anomalous window's start)",
+  read = f"; read with channel policy {channels!r}" if channels else ""
+  parts = [f"score: the maximum over each recording's windows{clip} (peak: the most anomalous window's start){read}",
            _table(rows)]
   for d in detections:
     if len(d.windows) <= 1:
@@ -123,6 +145,9 @@ def format_detections(detections, clip_seconds: float | None = None) -> str:
     window_rows += [(f"{w.start_s:.2f}", f"{w.start_s + w.length_s:.2f}", f"{w.score:.4f}", _decision(w.decision),
                      w.nearest_train_clip) for w in d.windows]
     parts.append(f"\n{d.path}: {len(d.windows)} windows{dropped}\n" + _table(window_rows))
+  warnings = format_warnings(detections)
+  if warnings:
+    parts.append("\n" + warnings)
   return "\n".join(parts)
 
 
@@ -150,7 +175,7 @@ def run(detector_dir: str, inputs: Sequence[str], *, machine: str = "", section:
     raise InputError(problems)
   detector = detector_lib.Detector(detector_dir)
   detections = detect(detector, paths, machine=machine, section=section)
-  print(format_detections(detections, detector.wav_config.duration_s))
+  print(format_detections(detections, detector.wav_config.duration_s, detector.wav_config.channels))
   if output:
     _write_csv(output, ["file", "machine", "section", "score", "threshold", "decision", "nearest_train_clip",
                         "windows", "peak_s", "dropped_s"],

@@ -3,7 +3,10 @@
 The folder (`asd_jax.detector.export` writes it; nothing of the training data is in it):
 
   <dir>/detector.json                 format, system name, fusion weights per model, per-section decision
-                                      thresholds, threshold settings, the models and their order
+                                      thresholds, threshold settings, the models and their order, and `input`:
+                                      how the models read a recording (channel policy, sample rate, clip
+                                      length) and the file formats of the training clips (channel counts,
+                                      sample rates, sample formats, with how many clips had each)
   <dir>/models/<key>/encoders/<name>/ each encoder of a network model (BEATs or EAT, both for Dual-Branch) as a
                                       converted checkpoint (Orbax + JSON architecture), exactly the parameters the
                                       pipeline embedded with (fine-tuned: LoRA merged, as the pipeline's embedding
@@ -27,10 +30,24 @@ clip long, dropped otherwise), every window is scored as a clip, and the recordi
 its windows (its decision: anomalous when any window is above the section's threshold, i.e. the peak window's
 decision). A recording of one clip length is one window and scores exactly as the pipeline scores the clip.
 The pipeline itself reads only a clip's first clip length (`asd_jax.data.datasets`).
+
+Input formats. A recording is read as the models read their clips: with their channel policy (`data.channels`,
+`asd_jax.audio.channels`; one per detector, as the pipeline reads every clip with one), resampled to their rate.
+Against the training clips' formats recorded in `detector.json`:
+  * a recording the channel policy cannot read (`far` or `cancel`, which need a near/far pair, given a mono or an
+    8-channel file) is an error naming the file: there is no waveform the models were trained on to give them;
+  * a channel count, sample rate or sample format the training clips did not have (an 8-microphone MIMII clip, or
+    a mono one, against a detector trained on mono DCASE 2023 clips with `near`; 48 kHz against 16 kHz) is a
+    warning, `Detection.warning`, which `detect` prints with the scores: the policy still defines the waveform
+    (channel 0, the mean, the resampled signal), and another recorder may hold the same microphone, but it may as
+    well be another microphone or array than the one the thresholds were fitted on, whose scores are then not
+    comparable with them. Sample formats differ least (every one is read as float32 in [-1, 1]), but a change of
+    format often means a change of recording chain.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -46,6 +63,7 @@ from absl import logging
 
 from asd_jax import atomic
 from asd_jax import errors
+from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 from asd_jax.audio import windows as windows_lib
 from asd_jax.checkpoints import converted
@@ -58,8 +76,9 @@ from asd_jax.scoring import fusion
 from asd_jax.scoring import scorer as scorer_lib
 
 FORMAT = "asd_jax.detector"
-VERSION = 3  # 3: config.model.network (was model.encoder)
+VERSION = 4  # 3: config.model.network (was model.encoder); 4: detector.json "input" (policy, training formats)
 MANIFEST = "detector.json"  # written last: a folder without it is not a detector
+INPUT = "input"  # detector.json's record of how recordings are read and of the training clips' formats
 MODELS = "models"
 CONFIG = "config.json"
 ENCODERS = "encoders.json"
@@ -96,6 +115,72 @@ def _read_json(path: str) -> Any:
       return json.load(f)
   except (OSError, ValueError) as e:
     raise DetectorError(f"{path}: unreadable ({errors.reason(e)}); {EXPORT_AGAIN}") from e
+
+
+def _describe(c: datasets.WavConfig) -> str:
+  return f"{c.sample_rate} Hz, {c.duration_s:g} s clips, channel policy {c.channels!r}"
+
+
+def models_wav_config(configs: Mapping[str, ml_collections.ConfigDict], where: str) -> datasets.WavConfig:
+  """The one way the models of a detector read a clip (`datasets.wav_config` of each config's `data`).
+
+  Raises DetectorError (naming `where` and each model's reading) when they differ: a detector reads a
+  recording once for all its models."""
+  found = {key: datasets.wav_config(config.data) for key, config in configs.items()}
+  if len(set(found.values())) != 1:
+    listed = "; ".join(f"{key}: {_describe(c)}" for key, c in found.items())
+    raise DetectorError(f"{where}: its models read clips differently ({listed}); one detector reads a recording "
+                        "one way for all its models: one sample rate, clip length and channel policy")
+  return next(iter(found.values()))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFormats:
+  """The file formats of a detector's training clips (its memory banks' normal clips): how many clips had each
+  channel count, sample rate (Hz) and sample format (soundfile's subtype, e.g. "PCM_16")."""
+
+  channel_counts: dict[int, int]
+  sample_rates: dict[int, int]
+  sample_formats: dict[str, int]
+
+  @classmethod
+  def of(cls, paths: Sequence[str]) -> TrainingFormats:
+    """The formats of the files `paths` (headers only; `wav.WavError` naming an unreadable one)."""
+    formats = [wavlib.file_format(p) for p in paths]
+    tally = lambda values: dict(sorted(collections.Counter(values).items()))  # noqa: E731
+    return cls(channel_counts=tally(f.channels for f in formats), sample_rates=tally(f.sample_rate for f in formats),
+               sample_formats=tally(f.subtype for f in formats))
+
+  def to_json(self) -> dict[str, dict[str, int]]:
+    return {"channel_counts": {str(k): v for k, v in self.channel_counts.items()},
+            "sample_rates": {str(k): v for k, v in self.sample_rates.items()},
+            "sample_formats": dict(self.sample_formats)}
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Mapping[str, int]]) -> TrainingFormats:
+    return cls(channel_counts={int(k): int(v) for k, v in data["channel_counts"].items()},
+               sample_rates={int(k): int(v) for k, v in data["sample_rates"].items()},
+               sample_formats={str(k): int(v) for k, v in data["sample_formats"].items()})
+
+
+def input_record(wav_config: datasets.WavConfig, training: TrainingFormats) -> dict[str, Any]:
+  """detector.json's `input`: how the models read a recording, and the training clips' formats."""
+  return {"channel_policy": wav_config.channels, "sample_rate": wav_config.sample_rate,
+          "clip_seconds": wav_config.duration_s, "training_clips": training.to_json()}
+
+
+def _values(tally: Mapping[Any, int]) -> str:
+  return " or ".join(str(k) for k in tally)
+
+
+def _policy_reads(policy: str, num_channels: int) -> str:
+  """What channel policy `policy` makes of a recording of `num_channels` channels (it can read it)."""
+  if policy == channels_lib.MEAN and num_channels > 1:
+    return f"the mean of its {num_channels} channels"
+  if num_channels == 1:
+    return "its one channel"
+  return {channels_lib.NEAR: "its channel 0", channels_lib.FAR: "its channel 1", channels_lib.MEAN: "its channel",
+          channels_lib.CANCEL: "its channel 0 less what channel 1 predicts"}[policy]
 
 
 def _load_network(folder: str, num_classes: int) -> tuple[ml_collections.ConfigDict, networks.Network, Any]:
@@ -139,7 +224,8 @@ class Detection:
   dataset root) and each weighted model's normalised score in that window.
 
   `windows` holds every window's score in time order (one for a clip of the clip length), `peak_s` the start
-  time of the most anomalous window, `dropped_s` the seconds at the end that are in no window.
+  time of the most anomalous window, `dropped_s` the seconds at the end that are in no window, `warning` what
+  in the recording's format the training clips did not have (`Detector.input_warning`).
   """
 
   path: str
@@ -153,6 +239,7 @@ class Detection:
   windows: tuple[WindowScore, ...] = ()
   peak_s: float = 0.0
   dropped_s: float = 0.0
+  warning: str = ""  # how the recording's format differs from the training clips' ("" when it does not)
 
 
 class Detector:
@@ -172,6 +259,10 @@ class Detector:
                           f"{manifest.get('format')!r} version {manifest.get('version')!r}; export it again "
                           "with this version (re-run the pipeline)")
     self.manifest = manifest
+    try:
+      self.training_formats = TrainingFormats.from_json(manifest[INPUT]["training_clips"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+      raise DetectorError(f"{path}: no readable {INPUT!r} record of the training clips' formats ({e!r})") from e
     self.system = manifest["system"]
     self.models = manifest["models"]
     self.weights = dict(manifest["weights"])
@@ -208,14 +299,48 @@ class Detector:
 
   @property
   def wav_config(self) -> datasets.WavConfig:
-    """How the models read a clip (sample rate, clip length, padding): the same for every network model."""
+    """How the models read a clip (sample rate, clip length, padding, channel policy): the same for every network
+    model, and what detector.json's `input` says (DetectorError otherwise)."""
     if self._wav_config is None:
-      found = {m["key"]: datasets.wav_config(self._config(m["key"]).data) for m in self.models if not m["sources"]}
-      if len(set(found.values())) != 1:
-        raise DetectorError(f"{self.directory}: its models read clips differently ({found}); one detector needs "
-                            "one sample rate and clip length")
-      self._wav_config = next(iter(found.values()))
+      c = models_wav_config({m["key"]: self._config(m["key"]) for m in self.models if not m["sources"]},
+                            self.directory)
+      recorded = self.manifest[INPUT]
+      said = (recorded.get("sample_rate"), recorded.get("clip_seconds"), recorded.get("channel_policy"))
+      if said != (c.sample_rate, c.duration_s, c.channels):
+        raise DetectorError(f"{os.path.join(self.directory, MANIFEST)}: says its models read {said[0]} Hz, "
+                            f"{said[1]} s clips, channel policy {said[2]!r}, but their configs read {_describe(c)}; "
+                            "the folder was changed after it was exported: export it again (re-run the pipeline)")
+      self._wav_config = c
     return self._wav_config
+
+  def _readable_format(self, path: str) -> wavlib.FileFormat:
+    """The header of `path`; `wav.WavError` naming it when the detector's channel policy cannot read it."""
+    fmt = wavlib.file_format(path)
+    policy = self.wav_config.channels
+    if channels_lib.channel_problem(policy, fmt.channels):
+      raise wavlib.WavError(
+          f"{path}: {fmt.channels} channel(s), but this detector reads recordings with channel policy {policy!r}, "
+          "which needs exactly 2 (channel 0 near the machine, channel 1 far); its models were trained on "
+          f"{_values(self.training_formats.channel_counts)}-channel clips read that way and cannot score it")
+    return fmt
+
+  def input_warning(self, path: str) -> str:
+    """"" when the recording `path` has a channel count, sample rate and sample format its training clips had;
+    else what differs (without the path), e.g. "8 channel(s) where the training clips had 1 (channel policy
+    'near' reads its channel 0)". Raises `wav.WavError` naming the file when the channel policy cannot read it
+    (see the module docstring)."""
+    fmt = self._readable_format(path)
+    c, t = self.wav_config, self.training_formats
+    differences = []
+    if fmt.channels not in t.channel_counts:
+      differences.append(f"{fmt.channels} channel(s) where the training clips had {_values(t.channel_counts)} "
+                         f"(channel policy {c.channels!r} reads {_policy_reads(c.channels, fmt.channels)})")
+    if fmt.sample_rate not in t.sample_rates:
+      differences.append(f"{fmt.sample_rate} Hz where the training clips had {_values(t.sample_rates)} Hz "
+                         f"(resampled to the models' {c.sample_rate} Hz)")
+    if fmt.subtype not in t.sample_formats:
+      differences.append(f"sample format {fmt.subtype} where the training clips had {_values(t.sample_formats)}")
+    return "; ".join(differences)
 
   @property
   def clip_samples(self) -> int:
@@ -223,15 +348,18 @@ class Detector:
     return self.wav_config.num_samples
 
   def read(self, path: str) -> windows_lib.Windows:
-    """The windows of the recording `path` (`audio.windows`), as the models read a clip: decoded, mixed to
-    mono and resampled like `wav.load_wav`. A recording shorter than half a clip is padded with a warning
-    naming it; one shorter than a tenth of a clip raises `wav.WavError` naming it (`wav.check_duration`)."""
+    """The windows of the recording `path` (`audio.windows`), as the models read a clip: decoded, resampled,
+    cut, and each window turned into one waveform by the models' channel policy, as `wav.load_wav` reads a
+    clip. Raises `wav.WavError` naming the file when the policy cannot read it (see the module docstring). A
+    recording shorter than half a clip is padded with a warning naming it; one shorter than a tenth of a clip
+    raises `wav.WavError` naming it (`wav.check_duration`)."""
     c = self.wav_config
-    wav = wavlib.load_wav(path, sample_rate=c.sample_rate, duration_s=None, strict=c.strict)
-    warning = wavlib.check_duration(path, wav.shape[0] / c.sample_rate, c.duration_s)
+    self._readable_format(path)
+    data = wavlib.read_channels(path, sample_rate=c.sample_rate, strict=c.strict, channels=c.channels)
+    warning = wavlib.check_duration(path, data.shape[-1] / c.sample_rate, c.duration_s)
     if warning:
       logging.warning("%s", warning)
-    return windows_lib.split(wav, self.clip_samples, c.sample_rate, pad=c.pad)
+    return windows_lib.split(data, self.clip_samples, c.sample_rate, pad=c.pad, channels=c.channels)
 
   def network(self, key: str) -> tuple[ml_collections.ConfigDict, networks.Network, Any]:
     """`(config, network, params)` of model `key` (loaded once)."""
@@ -284,6 +412,7 @@ class Detector:
       self.check_section(machine, section)
     if windows is None:
       windows = [self.read(p) for p in paths]
+    warnings = [self.input_warning(p) for p in paths]
     counts = [len(w.starts_s) for w in windows]
     owner = np.repeat(np.arange(len(paths)), counts)  # [all windows] the recording each window belongs to
     records = [records_lib.ClipRecord(path=paths[i], machine=machines[i], section=sections[i],
@@ -307,5 +436,6 @@ class Detector:
                            threshold=float(self.thresholds[(machines[i], sections[i])]),
                            nearest_train_clip=train_paths[int(result.nearest_train_clip[peak])],
                            model_scores={k: float(v[peak]) for k, v in result.model_scores.items()},
-                           windows=per_window, peak_s=float(w.starts_s[peak - rows[0]]), dropped_s=w.dropped_s))
+                           windows=per_window, peak_s=float(w.starts_s[peak - rows[0]]), dropped_s=w.dropped_s,
+                           warning=warnings[i]))
     return out

@@ -2,7 +2,8 @@
 
 `export` writes everything a fused system needs to score a clip, and nothing of the training data: per model
 its encoders as converted checkpoints (`checkpoints.converted`), its heads, config and fitted scorer, and the
-manifest (weights, per-section thresholds). Only the models the system uses are written (non-zero weight, or a
+manifest (weights, per-section thresholds, and how recordings are read: the models' channel policy, rate and clip
+length, which must be one for all of them, and the file formats of the training clips, read from their headers). Only the models the system uses are written (non-zero weight, or a
 source of a concatenation model with non-zero weight). The folder is built beside its target and swapped in
 whole (`asd_jax.atomic`): a kill leaves the old detector or the new one.
 """
@@ -109,6 +110,10 @@ def export(directory: str, *, system: str, weights: Mapping[str, float], models:
   missing = sorted(needed - set(by_key))
   if missing:
     raise ValueError(f"system {system} needs models {missing}, which were not given")
+  used = [m for m in models if m.key in needed]
+  wav_config = layout.models_wav_config({m.key: m.config for m in used if m.config is not None}, f"system {system}")
+  training_clips = sorted({p for m in used for p in m.scorer.train_paths})  # the memory banks' clips
+  input_record = layout.input_record(wav_config, layout.TrainingFormats.of(training_clips))
   staging = atomic.staging_dir(directory)
   entries = []
   for model in models:
@@ -128,6 +133,7 @@ def export(directory: str, *, system: str, weights: Mapping[str, float], models:
       "weights": {k: float(w) for k, w in weights.items() if k in needed},
       "thresholds": {layout.section_id(*k): float(v) for k, v in sorted(thresholds.items())},
       "threshold_method": threshold_method, "threshold_quantile": threshold_quantile,
+      layout.INPUT: input_record,
   }
   atomic.write_json(os.path.join(staging, layout.MANIFEST), manifest)  # last: a folder without it is not a detector
   atomic.publish_dir(staging, directory)

@@ -20,6 +20,7 @@ from absl import logging
 
 from asd_jax import config_checks
 from asd_jax import workdir_lock
+from asd_jax.data import datasets
 from asd_jax.data import layout
 from asd_jax.embedding import extract
 from asd_jax.embedding import store
@@ -39,7 +40,8 @@ def embed(config: ml_collections.ConfigDict, workdir: str, *, all_layers: bool =
 def _embed(config: ml_collections.ConfigDict, workdir: str, *, all_layers: bool, out: str, progress: bool,
            frozen: bool) -> str:
   root = os.path.abspath(config.data.root) if config.data.root else ""
-  clips = layout.scan_dataset(root)  # first: a missing dataset fails before any compute
+  # First: a missing dataset, or a clip the channel policy cannot read, fails before any compute.
+  clips = layout.scan_dataset(root, channels=datasets.wav_config(config.data).channels)
   if frozen:
     network, params, source = restore.untrained_params(config)
   else:

@@ -93,12 +93,15 @@ def format_table3(results: Sequence[SystemResult], model_names: dict[str, str]) 
 
 
 def format_tables(models: dict[str, ModelResult], results: dict[str, SystemResult]) -> str:
-  """Table 1, Table 3 and (apart) the grid-searched system, as markdown with captions."""
+  """The channel policy the models read clips with, Table 1, Table 3 and (apart) the grid-searched system, as
+  markdown with captions."""
   names = {k: m.spec.name for k, m in models.items()}
   fixed = [r for n, r in results.items() if n != GRID_SYSTEM]
   references = [m.spec.name for m in models.values() if m.spec.reference]
   note = (f"\n\nReference rows, not fused into any system: {', '.join(references)}." if references else "")
-  tables = ("Table 1: harmonic mean of AUC (source), AUC (target) and pAUC per machine type (%)\n\n"
+  policies = sorted({m.spec.channels for m in models.values() if m.spec.channels})  # one (pipeline.specs)
+  channels = f"Every model read the clips with channel policy (data.channels): {', '.join(policies)}.\n\n"
+  tables = (channels + "Table 1: harmonic mean of AUC (source), AUC (target) and pAUC per machine type (%)\n\n"
             + format_table1(list(models.values())) + note
             + "\n\nTable 3: fused systems, harmonic means over all sections (%)\n\n" + format_table3(fixed, names))
   if GRID_SYSTEM in results:
@@ -116,7 +119,7 @@ def summary(result: PipelineResult, *, dataset: str, labelled: bool) -> dict[str
   return {
       "dataset": dataset, "labelled": labelled, "actions": result.actions,
       "models": {k: {"name": m.spec.name, "kind": m.spec.kind, "reference": m.spec.reference,
-                     "layers": m.spec.layers, "sources": list(m.spec.sources),
+                     "layers": m.spec.layers, "sources": list(m.spec.sources), "channels": m.spec.channels,
                      "evaluation": _evaluation_json(m.evaluation)} for k, m in result.models.items()},
       "systems": {n: {"weights": r.spec.weights, "reduced": r.spec.reduced, "note": r.spec.note,
                       "submission": r.submission_dir, "evaluation": _evaluation_json(r.evaluation)}

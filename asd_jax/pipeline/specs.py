@@ -18,6 +18,12 @@ report's model names (`config.system_models`, `configs/systems.py`). A model who
 a reference row of Table 1 (e.g. a frozen encoder): scored and evaluated, never fused, unless a config lists
 it. When a config runs fewer models than a system names (e.g. `--config.model_keys=fbeats,lbeats`), the system
 keeps the weights of the models present, renormalised to sum 1, and is marked reduced.
+
+Channels: every embedded model of a pipeline reads its clips with one channel policy (`asd_jax.audio.channels`).
+`config.data.channels`, when set, is written into every model's config (as `config.data.root` is) and so
+overrides each model's own `data.channels`; when empty, the models keep their own, which must then agree. One
+policy because the pipeline scans the dataset once against it, Table 1 compares models on the same input, and
+a system's detector reads a recording once for all its models (`channel_policy`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 import ml_collections
 
+from asd_jax.audio import channels as channels_lib
 from asd_jax.scoring import features
 
 FINE_TUNED = "fine-tuned"
@@ -73,6 +80,13 @@ class ModelSpec:
     return self.kind in (FINE_TUNED, FROZEN)
 
   @property
+  def channels(self) -> str | None:
+    """The channel policy it reads clips with (None for a concatenation model, which reads none)."""
+    if self.config is None:
+      return None
+    return channels_lib.check_policy(self.config.data.get("channels", channels_lib.LEGACY))
+
+  @property
   def all_layers(self) -> bool:
     """Whether its embeddings carry every layer's output (what it is embedded with)."""
     return self.layers == "all"
@@ -88,11 +102,15 @@ class SystemSpec:
   note: str = ""
 
 
-def _set_root(config: ml_collections.ConfigDict, root: str) -> ml_collections.ConfigDict:
+def _set_data(config: ml_collections.ConfigDict, root: str, channels: str) -> ml_collections.ConfigDict:
+  """A copy of a model's config reading the pipeline's dataset `root`, with the pipeline's channel policy when
+  one is given (`channels`; "" keeps the model's own)."""
   config = ml_collections.ConfigDict(config.to_dict())
   if "data" not in config:
     config.data = ml_collections.ConfigDict()
   config.data.root = root
+  if channels:
+    config.data.channels = channels
   return config
 
 
@@ -114,7 +132,8 @@ def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
   """The models of `config.model_keys`, in that order, with the data root and checkpoints filled in.
 
   Raises ValueError for an unknown key, an entry that is not exactly one kind, a source that is not run before
-  its concatenation model, or a bad `layers` value.
+  its concatenation model, a bad `layers` value, or models that would read clips with different channel
+  policies (see the module docstring).
   """
   keys = [k.strip() for k in str(config.model_keys).split(",") if k.strip()]
   if not keys:
@@ -123,6 +142,9 @@ def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
   if unknown:
     raise ValueError(f"config.model_keys names {unknown}, not in config.models ({sorted(config.models.keys())})")
   root = os.path.abspath(config.data.root) if config.data.root else ""
+  channels = config.data.get("channels", "")
+  if channels:
+    channels_lib.check_policy(channels)
   init = dict(config.get("init", {}) or {})
   base_scorer = config.scorer.to_dict()
   system_names = set(config.system_models)
@@ -152,13 +174,28 @@ def model_specs(config: ml_collections.ConfigDict) -> list[ModelSpec]:
       kind, model_config = CONCATENATION, None
     else:
       kind, model_config = (FINE_TUNED, fine_tune) if fine_tune is not None else (FROZEN, frozen)
-      model_config = _set_root(model_config, root)
+      model_config = _set_data(model_config, root, channels)
       if entry.get("init", True):  # False: keep the model's own (e.g. random-init) encoder
         _set_init_checkpoints(model_config, init)
     name = entry.get("name", key)
     specs.append(ModelSpec(key=key, name=name, kind=kind, config=model_config, sources=sources, layers=layers,
                            scorer=scorer, reference=name not in system_names))
+  channel_policy(specs)
   return specs
+
+
+def channel_policy(specs: Sequence[ModelSpec]) -> str:
+  """The one channel policy the embedded models of `specs` read clips with.
+
+  Raises ValueError naming each model's policy when they differ (see the module docstring)."""
+  found = {s.key: s.channels for s in specs if s.embedded}
+  policies = sorted(set(found.values()))
+  if len(policies) != 1:
+    listed = ", ".join(f"{k}: {v}" for k, v in found.items())
+    raise ValueError(f"the models read clips with different channel policies ({listed}); a pipeline, and the "
+                     "detector it exports, reads every clip with one policy: set --config.data.channels=POLICY "
+                     f"(one of {', '.join(channels_lib.POLICIES)}) for all of them")
+  return policies[0]
 
 
 def system_specs(config: ml_collections.ConfigDict, specs: Sequence[ModelSpec]) -> list[SystemSpec]:

@@ -44,25 +44,31 @@ class Progress:
       print(f"[{time.perf_counter() - self.start:7.1f} s] {stage:<7} {message}", flush=True)
 
 
-def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress, *,
-                 bars: bool) -> ml_collections.ConfigDict:
-  """Pre-trains EAT as `config.pretrain` says (resumable, skipped when done) in DIR/pretrain/; returns a copy of
-  `config` whose `init.eat` is the exported encoder, so every EAT model without an explicit checkpoint (and
-  with `init` left True) starts from it.
-
-  A corpus source whose path is `DATA_ROOT` ("<data.root>") reads the pipeline's dataset (its test clips are
-  left out, as the corpus always does unless a source says `include_test`). Without its own
-  `model.init_checkpoint`, pre-training continues from `config.init.eat` when that is set (the report's recipe:
-  continue the released EAT-large).
-  """
-  from asd_jax.pretraining import pretrain  # only runs that pre-train pay for importing it
-
+def pretrain_config(config: ml_collections.ConfigDict, channels: str) -> ml_collections.ConfigDict:
+  """The pre-training config `config.pretrain` runs with in a pipeline: a corpus source whose path is `DATA_ROOT`
+  ("<data.root>") reads the pipeline's dataset (its test clips left out, as the corpus always does unless a source
+  says `include_test`) with the models' channel policy `channels`, unless the source names its own; without its
+  own `model.init_checkpoint`, pre-training continues from `config.init.eat` when that is set (the report's
+  recipe: continue the released EAT-large)."""
   pre = ml_collections.ConfigDict(config.pretrain.to_dict())
   for source in pre.data.sources.values():
     if source.path == specs_lib.DATA_ROOT:
       source.path = os.path.abspath(config.data.root)
+      if not source.get("channels"):
+        source.channels = channels
   if not pre.model.init_checkpoint and config.init.eat:
     pre.model.init_checkpoint = config.init.eat
+  return pre
+
+
+def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress, *, channels: str,
+                 bars: bool) -> ml_collections.ConfigDict:
+  """Pre-trains EAT as `config.pretrain` says (`pretrain_config`; resumable, skipped when done) in DIR/pretrain/;
+  returns a copy of `config` whose `init.eat` is the exported encoder, so every EAT model without an explicit
+  checkpoint (and with `init` left True) starts from it."""
+  from asd_jax.pretraining import pretrain  # only runs that pre-train pay for importing it
+
+  pre = pretrain_config(config, channels)
   pretrain_dir = workdir_lib.path(workdir, workdir_lib.PRETRAIN)
   what = f"EAT ({pre.model.init_checkpoint or pre.model.preset + ', random init'}), {pre.train.num_steps} updates"
   log("pretrain", f"{what} in {pretrain_dir}")
@@ -223,15 +229,18 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
     return now
 
   root = os.path.abspath(config.data.root)
+  channels = specs_lib.channel_policy(specs_lib.model_specs(config))  # one policy for every model, checked first
   if config.get("pretrain") is not None:
     t = time.perf_counter()
-    config = pretrain_eat(config, workdir, log, bars=bars)
+    config = pretrain_eat(config, workdir, log, channels=channels, bars=bars)
     stage_done("pretrain", t)
   specs = specs_lib.model_specs(config)
   system_list = specs_lib.system_specs(config, specs)
-  log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, workdir {workdir}")
-  # Every name, wav header and machine folder (training clips in each) checked before any compute.
-  records = layout.scan_dataset(root, require_train=True)
+  log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, channels {channels}, "
+      f"workdir {workdir}")
+  # Every name, wav header (its channel count against the policy) and machine folder (training clips in each)
+  # checked before any compute.
+  records = layout.scan_dataset(root, require_train=True, channels=channels)
   train_records = [r for r in records if records_lib.is_bank_clip(r)]
   test_records = [r for r in records if records_lib.is_test_clip(r)]
   if not train_records or not test_records:
