@@ -101,7 +101,8 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
     log("train", f"{spec.name} ({i}/{len(trained)}) in {model_dirs[spec.key]}")
     t0 = time.perf_counter()
     actions[spec.key]["train"] = cache.ensure_trained(spec, model_dirs[spec.key], digests["fine_tuning"],
-                                                      progress=bars)
+                                                      progress=bars,
+                                                      hash_cache=workdir_lib.path(workdir, workdir_lib.HASH_CACHE))
     log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
   for i, spec in enumerate(embedded, 1):
     what = "all layers" if spec.all_layers else "final layer"
@@ -238,9 +239,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
   system_list = specs_lib.system_specs(config, specs)
   log("setup", f"{len(specs)} models ({', '.join(s.name for s in specs)}), dataset {root}, channels {channels}, "
       f"workdir {workdir}")
-  # Every name, wav header (its channel count against the policy) and machine folder (training clips in each)
-  # checked before any compute.
-  records = layout.scan_dataset(root, require_train=True, channels=channels)
+  # Every name, wav header (its channel count against the policy), float clip's samples and machine folder
+  # (training clips in each) checked before any compute.
+  records = layout.scan_dataset(root, require_train=True, channels=channels, finite=True)
   train_records = [r for r in records if records_lib.is_bank_clip(r)]
   test_records = [r for r in records if records_lib.is_test_clip(r)]
   if not train_records or not test_records:

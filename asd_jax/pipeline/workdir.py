@@ -50,6 +50,7 @@ import numpy as np
 
 from asd_jax import atomic
 from asd_jax import provenance as provenance_lib
+from asd_jax.data import digest
 from asd_jax.data import records as records_lib
 from asd_jax.embedding import store
 from asd_jax.scoring import fusion
@@ -61,7 +62,7 @@ SUBMISSIONS = "submissions"
 DETECTOR = "detector"
 PRETRAIN = "pretrain"
 REPORT = "report"
-HASH_CACHE = "clip_hashes.json"
+HASH_CACHE = digest.CACHE_FILE
 TABLES = "tables.md"
 RESULTS = "results.json"
 PROVENANCE = "provenance.json"

@@ -47,3 +47,25 @@ def test_a_full_disk_names_the_log(tmp_path, monkeypatch):
   except OSError as e:
     error = e
   assert str(error) == f"[Errno 28] No space left on device: '{tmp_path / 'metrics.jsonl'}'"
+
+
+def test_an_invocation_killed_twice_at_one_step_leaves_one_compile_row_there(tmp_path):
+  """Issue 23.8: after a kill and a resume from the same checkpoint (or from none), metrics.jsonl held two
+  `step 0 compile_s` rows: the killed invocation's and the resumed one's."""
+  writer = train_log.MetricWriter(tmp_path, tensorboard=False)
+
+  def invocation(start, steps):  # what `loop.fit` writes: its compile row, then a row per step
+    writer.drop_after(start)
+    writer.write(start, {train_log.COMPILE: 1.5, **({"resumed": True} if start else {})})
+    for step in steps:
+      writer.write(step, {"loss": 1.0 / step})
+
+  invocation(0, [1, 2])  # killed before its first checkpoint
+  invocation(0, [1, 2, 3, 4, 5])  # killed after the checkpoint of step 4
+  invocation(4, [5, 6])  # killed before the next one
+  invocation(4, [5, 6, 7, 8])
+  rows = train_log.read_jsonl(tmp_path / "metrics.jsonl")
+  assert [(r["step"], train_log.COMPILE in r) for r in rows] == [
+      (0, True), (1, False), (2, False), (3, False), (4, False), (4, True), (5, False), (6, False), (7, False),
+      (8, False)]
+  assert train_log.COMPILE == "compile_s"
