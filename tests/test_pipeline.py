@@ -234,10 +234,22 @@ def _mtimes(workdir):
   return out
 
 
+def _provenance(workdir):
+  return json.loads((pathlib.Path(workdir) / "provenance.json").read_text())
+
+
 def test_rerun_reuses_trained_models_and_embeddings(first_run):
   config, workdir, result = first_run
   before = _mtimes(workdir)
+  earlier = _provenance(workdir)["invocations"]
   again = pipeline.run(config, str(workdir), progress=False)
+  # Issue 23.8: provenance.json held only the last invocation's wall time; it adds each invocation's.
+  info = _provenance(workdir)
+  assert info["invocations"][:-1] == earlier and earlier[0]["finished"] is not None
+  assert info["invocations"][-1] == {field: info[field] for field in ("started", "finished", "wall_s", "stage_s")}
+  assert info["invocations"][-1]["finished"] is not None
+  assert info["total_wall_s"] == pytest.approx(sum(entry["wall_s"] for entry in info["invocations"]), rel=1e-12)
+  assert info["total_wall_s"] > earlier[0]["wall_s"] > info["wall_s"] > 0  # the rerun trains nothing
   for key in ("fbeats", "lbeats"):
     assert again.actions[key] == {"train": "cached", "embed": "cached"}
   assert again.actions["log_mel"] == {"embed": "cached"}
@@ -261,6 +273,21 @@ def test_embeddings_are_redone_when_the_layer_setting_changes(first_run, tmp_pat
   layers = _embeddings(workdir, "fbeats", result.test_records)["layer_embeddings"]
   assert layers.shape[1] == 2  # the tiny BEATs' two layers, concatenated by the scorer
   assert result.models["fbeats"].scorer.sections[("fan", "00")].bank.shape[1] == 2 * layers.shape[2]
+
+
+def test_an_invocation_that_stops_keeps_its_wall_time_in_the_provenance(dataset, tmp_path):
+  """Issue 23.8: a killed invocation's time was lost (provenance.json was written at the end only); it is written
+  at every progress line, and one that stops (here: a dataset without test clips) stays "finished": null."""
+  root = tmp_path / "data"
+  shutil.copytree(dataset / "fan" / "train", root / "fan" / "train")
+  config = tiny_config(root, "log_mel")
+  for _ in range(2):
+    with pytest.raises(ValueError, match="need train and test clips, found"):
+      pipeline.run(config, str(tmp_path / "work"), progress=False)
+  info = _provenance(tmp_path / "work")
+  assert [entry["finished"] for entry in info["invocations"]] == [None, None] and info["finished"] is None
+  assert all(entry["wall_s"] > 0 and entry["stage_s"] == {} for entry in info["invocations"])
+  assert info["total_wall_s"] == pytest.approx(sum(entry["wall_s"] for entry in info["invocations"]), rel=1e-12)
 
 
 def test_a_workdir_trained_with_another_config_is_refused(first_run):

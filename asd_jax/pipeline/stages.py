@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
 
@@ -33,15 +33,19 @@ GRID_SYSTEM = results_lib.GRID_SYSTEM
 
 
 class Progress:
-  """Prints `[  12.3 s] stage  model: what` lines (flushed), so a long run shows where it is."""
+  """Prints `[  12.3 s] stage  model: what` lines (flushed), so a long run shows where it is, and calls
+  `on_line()` after each (the pipeline records its wall time so far: `provenance.json`)."""
 
-  def __init__(self, enabled: bool = True):
+  def __init__(self, enabled: bool = True, on_line: Callable[[], None] | None = None):
     self.enabled = enabled
+    self.on_line = on_line
     self.start = time.perf_counter()
 
   def __call__(self, stage: str, message: str) -> None:
     if self.enabled:
       print(f"[{time.perf_counter() - self.start:7.1f} s] {stage:<7} {message}", flush=True)
+    if self.on_line is not None:
+      self.on_line()
 
 
 def pretrain_config(config: ml_collections.ConfigDict, channels: str) -> ml_collections.ConfigDict:
@@ -221,8 +225,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:
-  log = Progress(progress)
   started, stage_s, t0 = provenance.utc_now(), {}, time.perf_counter()
+  earlier = workdir_lib.earlier_invocations(workdir)
+
+  def record(finished: bool = False) -> None:
+    """provenance.json with this invocation's time so far: a killed invocation keeps it up to its last line."""
+    workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
+                                 wall_s=time.perf_counter() - t0, stage_s=stage_s, earlier=earlier,
+                                 finished=finished)
+
+  record()
+  log = Progress(progress, on_line=record)
 
   def stage_done(name: str, since: float) -> float:
     now = time.perf_counter()
@@ -285,8 +298,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
                                       models=models, systems=results, actions=actions, tables=tables,
                                       detector_dir=detector_dir, stage_s=stage_s)
   workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=labelled))
-  workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
-                               wall_s=time.perf_counter() - t0, stage_s=stage_s)
   log("done", f"tables in {workdir_lib.path(workdir, workdir_lib.TABLES)}, details in "
       f"{workdir_lib.path(workdir, workdir_lib.RESULTS)}")
+  record(finished=True)
   return result

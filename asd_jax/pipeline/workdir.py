@@ -145,8 +145,13 @@ def write_results(workdir: str, results: dict[str, Any]) -> None:
 
 
 def write_provenance(workdir: str, **provenance: Any) -> None:
-  """`DIR/provenance.json` (`asd_jax.provenance.write`: config, started, wall_s, stage_s)."""
+  """`DIR/provenance.json` (`asd_jax.provenance.write`: config, started, wall_s, stage_s, earlier, finished)."""
   provenance_lib.write(path(workdir, PROVENANCE), **provenance)
+
+
+def earlier_invocations(workdir: str) -> list[dict[str, Any]]:
+  """The invocations `DIR/provenance.json` records (`asd_jax.provenance.earlier_invocations`)."""
+  return provenance_lib.earlier_invocations(path(workdir, PROVENANCE))
 
 
 def write_model_config(model_dir_: str, config: Any) -> None:
