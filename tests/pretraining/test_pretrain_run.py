@@ -29,16 +29,7 @@ STEPS = 6  # 19 clips, 4 per step: the run crosses an epoch boundary (data posit
 STOP = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-  """The runs here compile the same step: XLA's persistent cache (this module only) compiles it once."""
-  from jax.experimental.compilation_cache import compilation_cache
-
-  compilation_cache.reset_cache()
-  compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
-  yield
-  jax.config.update("jax_compilation_cache_dir", None)
-  compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("compile_once")  # the runs here compile the same step once
 
 
 @pytest.fixture(scope="module")
