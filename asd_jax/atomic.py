@@ -2,7 +2,8 @@
 
 A file is written under a temporary name in its own folder (same file system), flushed to disk, then renamed
 over the target with `os.replace`, which POSIX makes atomic: a kill or a full disk mid-write leaves the old
-file (or none) and a stray `.<name>.tmp-<host>-<pid>-*` file, never a truncated target. The temporary names its
+file (or none) and a stray `.<name>.tmp-<host>-<pid>-*` file, never a truncated target. A failed write is
+raised naming its target (`naming`: a full disk's OSError names no file). The temporary names its
 writer, so stale ones can be removed safely (`remove_stale_temporaries`): only those of this host whose process
 no longer exists, never one a live process is writing. (A lock alone would not do: the converters and
 `evaluate --json` write outside any workdir lock, and a pod's hosts share a workdir unlocked.) The next write
@@ -80,7 +81,25 @@ def _move(src: str, dst: str) -> None:
 
 
 @contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+  """Re-raises an OSError that names no file (a write on a full disk: `[Errno 28] No space left on device`) as
+  one of the same errno naming `path`: `[Errno 28] No space left on device: '<path>'`."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is not None or e.errno is None:
+      raise
+    raise OSError(e.errno, e.strerror, os.fspath(path)) from e
+
+
+@contextlib.contextmanager
 def _temporary_beside(path: str, mode: str) -> Iterator[io.IOBase]:
+  with naming(path), _replaced_by_temporary(path, mode) as f:
+    yield f
+
+
+@contextlib.contextmanager
+def _replaced_by_temporary(path: str, mode: str) -> Iterator[io.IOBase]:
   folder = os.path.dirname(os.path.abspath(path)) or "."
   remove_stale_temporaries(folder, target=os.path.basename(path))
   fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(os.path.basename(path)), dir=folder)

@@ -62,10 +62,12 @@ def fail(error: BaseException, what: str = "") -> NoReturn:
 
 def quiet_by_default() -> None:
   """Logs warnings and errors only unless `--verbosity` was given: Orbax logs every checkpoint save at INFO,
-  which would bury a program's own progress lines and bars."""
+  which would bury a program's own progress lines and bars; and a failed save's tracebacks from Orbax's threads
+  are dropped (`errors.quiet_orbax_error_logs`: the program's one `error:` line names the step's folder)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+    errors.quiet_orbax_error_logs()
 
 
 def parse_flags(argv: Sequence[str], renamed_flags: dict[str, str] | None = None) -> list[str]:

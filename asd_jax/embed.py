@@ -33,6 +33,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cli.quiet_by_default()
   print(embed.embed(flags.FLAGS.config, flags.FLAGS.workdir, all_layers=flags.FLAGS.layers == "all",
                       out=flags.FLAGS.out))
 

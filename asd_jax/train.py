@@ -38,6 +38,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cli.quiet_by_default()
   fine_tune.train(flags.FLAGS.config, flags.FLAGS.workdir, dry_run=flags.FLAGS.dry_run, resume=flags.FLAGS.resume,
                   accept_changes=flags.FLAGS.accept_changes)
 

@@ -65,3 +65,17 @@ def torchaudio_source():
   if not path:
     pytest.skip("set ASD_JAX_TORCHAUDIO to a torchaudio 2.11.0 wheel (pip download --no-deps torchaudio==2.11.0)")
   return path
+
+
+@pytest.fixture(scope="module")
+def compile_once(tmp_path_factory):
+  """XLA's persistent compilation cache for one test module whose runs compile the same step: it is compiled
+  once. A module uses it with `pytestmark = pytest.mark.usefixtures("compile_once")`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=import-outside-toplevel
+
+  compilation_cache.reset_cache()
+  compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
+  yield
+  jax.config.update("jax_compilation_cache_dir", None)
+  compilation_cache.reset_cache()

@@ -145,3 +145,44 @@ def test_new_names_pass_the_old_name_check():
   new = ["p", "--config.models.leat.fine_tune.train.epochs=2", "--config.model.network=eat", "--detector=DIR",
          "--config.train.epochs=1"]
   assert not cli._renamed(new, {"system": "detector"})  # pylint: disable=protected-access
+
+
+# The program's main with its one library call replaced by a real Orbax checkpoint save (Orbax logs ~20 INFO lines
+# per save; a real `train` printed ~70 of them among its bar), so the test costs an import, not a compilation.
+_QUIET_PROGRAM = """
+import sys
+import jax.numpy as jnp
+from asd_jax import cli
+from asd_jax.checkpoints import train_state
+from asd_jax.embedding import embed
+from asd_jax.finetuning import fine_tune
+from asd_jax import {program} as program
+
+def save_a_checkpoint(config, workdir, **kwargs):
+  ckpt = train_state.Checkpointer(workdir + "/checkpoints")
+  ckpt.save(1, {{"w": jnp.ones(3)}}, {{}}, {{}})
+  ckpt.wait()
+  ckpt.close()
+  return workdir
+
+fine_tune.train = embed.embed = save_a_checkpoint
+program.define_flags()
+cli.run(program.main)
+"""
+
+
+@pytest.mark.parametrize("program", ["train", "embed"])
+def test_train_and_embed_log_warnings_only_unless_verbosity_is_given(program, tmp_path):
+  """Issue 23.8: `train` and `embed` printed ~70 INFO lines (Orbax, optax); quiet by default, as the pipeline."""
+  args = ["--config=configs/demo.py", f"--workdir={tmp_path}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  command = [sys.executable, "-c", _QUIET_PROGRAM.format(program=program), *args]
+  quiet = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert quiet.returncode == 0, quiet.stderr[-2000:]
+  assert (tmp_path / "checkpoints" / "1").is_dir()  # the save (and its logging) really happened
+  assert [line for line in quiet.stderr.splitlines() if line.startswith("I")] == []
+  if program == "embed":
+    return  # the same Orbax logging: asked for once
+  verbose = subprocess.run(command + ["--verbosity=0"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                           timeout=120)
+  assert verbose.returncode == 0 and "orbax" in verbose.stderr.lower()  # asked for: Orbax's INFO lines are there

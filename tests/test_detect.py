@@ -25,7 +25,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def system_dir(tmp_path_factory):
-  """A detector folder for fan section 00 and valve section 01 with a scorer but no encoder."""
+  """A detector folder for fan section 00 and valve section 01: the log-mel network (no encoder) and a scorer."""
   root = tmp_path_factory.mktemp("detect")
   rng = np.random.default_rng(0)
   train = [records.ClipRecord(path=f"/data/{m}/train/section_{s}_source_train_normal_{i:04d}.wav", machine=m,
@@ -38,6 +38,8 @@ def system_dir(tmp_path_factory):
   config = pipeline_base.log_mel_config()  # only its data section is read here: 0.5 s clips at 16 kHz
   config.data.clip_seconds = 0.5
   (out / "models" / "m" / "config.json").write_text(config.to_json_best_effort())
+  (out / "models" / "m" / "encoders.json").write_text("[]")  # as export writes them for the log-mel network
+  np.savez(out / "models" / "m" / "head.npz")
   manifest = {"format": detector_lib.FORMAT, "version": detector_lib.VERSION, "system": "system1",
               "models": [{"key": "m", "name": "M", "layers": "last", "sources": [], "all_layers": False,
                           "num_classes": 1, "weight": 1.0}],

@@ -22,3 +22,13 @@ def test_reason_is_one_line_and_stops_at_a_cycle():
   first.__cause__, second.__cause__ = second, first
   assert errors.reason(first) == "ValueError: b"
   assert errors.reason(RuntimeError("x\ny See full TensorStore details: {}")) == "RuntimeError: x"
+
+
+def test_a_suppressed_context_is_not_the_reason():
+  import json  # pylint: disable=import-outside-toplevel
+  try:
+    json.loads('{"seed": ')
+  except json.JSONDecodeError as e:
+    truncated = e
+  assert isinstance(truncated.__context__, StopIteration)  # json's internal position, raised `from None`
+  assert errors.reason(truncated) == "JSONDecodeError: Expecting value: line 1 column 10 (char 9)"

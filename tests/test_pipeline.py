@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from asd_jax.detector import detector as detector_lib
-
 from asd_jax import pipeline
 from asd_jax.data import synth
+from asd_jax.detector import detect
+from asd_jax.detector import detector as detector_lib
 from asd_jax.detector import export as export_lib
 from asd_jax.embedding import store
 from asd_jax.evaluation import official
@@ -235,10 +235,22 @@ def _mtimes(workdir):
   return out
 
 
+def _provenance(workdir):
+  return json.loads((pathlib.Path(workdir) / "provenance.json").read_text())
+
+
 def test_rerun_reuses_trained_models_and_embeddings(first_run):
   config, workdir, result = first_run
   before = _mtimes(workdir)
+  earlier = _provenance(workdir)["invocations"]
   again = pipeline.run(config, str(workdir), progress=False)
+  # Issue 23.8: provenance.json held only the last invocation's wall time; it adds each invocation's.
+  info = _provenance(workdir)
+  assert info["invocations"][:-1] == earlier and earlier[0]["finished"] is not None
+  assert info["invocations"][-1] == {field: info[field] for field in ("started", "finished", "wall_s", "stage_s")}
+  assert info["invocations"][-1]["finished"] is not None
+  assert info["total_wall_s"] == pytest.approx(sum(entry["wall_s"] for entry in info["invocations"]), rel=1e-12)
+  assert info["total_wall_s"] > earlier[0]["wall_s"] > info["wall_s"] > 0  # the rerun trains nothing
   for key in ("fbeats", "lbeats"):
     assert again.actions[key] == {"train": "cached", "embed": "cached"}
   assert again.actions["log_mel"] == {"embed": "cached"}
@@ -262,6 +274,21 @@ def test_embeddings_are_redone_when_the_layer_setting_changes(first_run, tmp_pat
   layers = _embeddings(workdir, "fbeats", result.test_records)["layer_embeddings"]
   assert layers.shape[1] == 2  # the tiny BEATs' two layers, concatenated by the scorer
   assert result.models["fbeats"].scorer.sections[("fan", "00")].bank.shape[1] == 2 * layers.shape[2]
+
+
+def test_an_invocation_that_stops_keeps_its_wall_time_in_the_provenance(dataset, tmp_path):
+  """Issue 23.8: a killed invocation's time was lost (provenance.json was written at the end only); it is written
+  at every progress line, and one that stops (here: a dataset without test clips) stays "finished": null."""
+  root = tmp_path / "data"
+  shutil.copytree(dataset / "fan" / "train", root / "fan" / "train")
+  config = tiny_config(root, "log_mel")
+  for _ in range(2):
+    with pytest.raises(ValueError, match="need train and test clips, found"):
+      pipeline.run(config, str(tmp_path / "work"), progress=False)
+  info = _provenance(tmp_path / "work")
+  assert [entry["finished"] for entry in info["invocations"]] == [None, None] and info["finished"] is None
+  assert all(entry["wall_s"] > 0 and entry["stage_s"] == {} for entry in info["invocations"])
+  assert info["total_wall_s"] == pytest.approx(sum(entry["wall_s"] for entry in info["invocations"]), rel=1e-12)
 
 
 def test_a_workdir_trained_with_another_config_is_refused(first_run):
@@ -454,6 +481,38 @@ def test_a_crashed_export_leaves_the_old_detector_and_a_rerun_succeeds(first_run
   export()
   assert sorted(p.name for p in tmp_path.iterdir()) == ["detector"]
   assert detector_lib.Detector(str(target)).system == "system1"
+
+
+@pytest.mark.parametrize("missing", ["head.npz", "encoders.json", "config.json"])
+def test_a_detector_missing_a_file_is_one_error_naming_it_not_a_problem_of_the_input(first_run, tmp_path, missing):
+  """Issue 26.5: a missing head.npz or encoders.json was a raw [Errno 2]; a missing config.json a problem "with the
+  input" under the recording's name."""
+  _, _, result = first_run
+  copy = tmp_path / "detector"
+  shutil.copytree(result.detector_dir, copy)
+  (copy / "models" / "fbeats" / missing).unlink()
+  clip = result.test_records[0].path
+  with pytest.raises(detector_lib.DetectorError) as error:
+    detect.detect(str(copy), [clip])
+  assert str(error.value) == (
+      f"{copy}: an incomplete detector folder, 1 file(s) missing: {copy / 'models' / 'fbeats' / missing}; export "
+      "the detector again (re-run the pipeline on its workdir, which writes WORKDIR/detector)")
+
+
+def test_a_detector_missing_an_encoder_chunk_says_to_export_it_again(first_run, tmp_path):
+  """Issue 26.5: the converted checkpoint's own remedy, "convert it again", is wrong inside a detector."""
+  _, _, result = first_run
+  copy = tmp_path / "detector"
+  shutil.copytree(result.detector_dir, copy)
+  encoder = copy / "models" / "fbeats" / "encoders" / "beats"
+  chunk = max((p for p in (encoder / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  chunk.unlink()
+  det = detector_lib.Detector(str(copy))  # loads: the encoders are checked (SHA-256) when first used
+  with pytest.raises(detector_lib.DetectorError) as error:
+    det.score([result.test_records[0].path], ["fan"], ["00"])
+  assert str(error.value) == (
+      f"{copy}: model fbeats: checkpoint {encoder}: damaged: {chunk.relative_to(encoder)} is missing; export the "
+      "detector again (re-run the pipeline on its workdir, which writes WORKDIR/detector)")
 
 
 def test_a_reference_row_exports_and_scores_like_the_pipeline_when_a_system_uses_it(first_run, tmp_path):

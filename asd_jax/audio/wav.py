@@ -122,12 +122,28 @@ def _read(path: pathlib.Path) -> tuple[np.ndarray, int]:
     raise WavError(f"{path}: cannot read as audio: {e}") from e
   if data.shape[0] == 0:
     raise WavError(f"{path}: empty audio (0 samples)")
+  check_finite(path, data, rate)
+  return data.T, rate
+
+
+# Sample formats that store integers (soundfile subtypes): they cannot hold NaN or inf, so a finiteness check
+# needs no decoding (`may_hold_non_finite`). Every DCASE release is 16-bit PCM.
+INTEGER_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW")
+
+
+def may_hold_non_finite(subtype: str) -> bool:
+  """Whether a file of this soundfile subtype can hold NaN or inf samples (a float wav, or a lossy codec)."""
+  return subtype not in INTEGER_SUBTYPES
+
+
+def check_finite(path: str | pathlib.Path, data: np.ndarray, rate: int) -> None:
+  """Raises `NonFiniteWavError` naming `path`, the count and the first time when `data` [samples, channels] holds
+  NaN or inf samples."""
   finite = np.isfinite(data)
   if not finite.all():
     first = int(np.argmin(finite.all(axis=1)))
-    raise NonFiniteWavError(f"{path}: {int(finite.size - finite.sum())} non-finite sample value(s) (NaN or inf), the first "
-                   f"at {first / rate:.3f} s; the recording is damaged")
-  return data.T, rate
+    raise NonFiniteWavError(f"{path}: {int(finite.size - finite.sum())} non-finite sample value(s) (NaN or inf), "
+                            f"the first at {first / rate:.3f} s; the recording is damaged")
 
 
 def _check_channels(path: pathlib.Path, policy: str, num_channels: int) -> None:

@@ -59,11 +59,13 @@ class CheckpointError(ValueError):
 
 
 class DamagedCheckpointError(CheckpointError):
-  """A checkpoint that cannot be read as what it claims to be (damaged, truncated, incomplete): one line."""
+  """A checkpoint that cannot be read as what it claims to be (damaged, truncated, incomplete): one line,
+  `checkpoint <source>: <problem>[; <remedy>]` (a caller that knows a better remedy uses `problem`)."""
 
-  def __init__(self, source: str, problem: str):
+  def __init__(self, source: str, problem: str, remedy: str = ""):
     super().__init__(source, problems=[problem])
-    ValueError.__init__(self, f"checkpoint {source}: {problem}")
+    self.problem = problem
+    ValueError.__init__(self, f"checkpoint {source}: {problem}" + (f"; {remedy}" if remedy else ""))
 
 
 def _torch_reason(error: BaseException, path: pathlib.Path) -> str:
@@ -236,8 +238,12 @@ def save_converted(directory: str | os.PathLike, params: Any, model: str, config
                             f"({', '.join(others[:5])}); refusing to replace it")
   temp = pathlib.Path(atomic.staging_dir(str(directory)))
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(temp / PARAMS_DIR, params)
+    try:
+      with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(temp / PARAMS_DIR, params)
+    except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a full disk, say)
+      errors.quiet_late_callbacks()
+      raise OSError(f"cannot write {directory} ({errors.reason(e)}); it is left as it was") from e
     meta = {"model": model, "config": config, FILES_KEY: _file_digests(temp, PARAMS_DIR)}
     atomic.write_text(str(temp / CONFIG_FILE), json.dumps(meta, indent=2) + "\n")
     atomic.publish_dir(str(temp), str(directory))
@@ -282,7 +288,7 @@ def _verify_files(directory: pathlib.Path, files: dict[str, Any]) -> None:
       problems.append(f"{name} differs from what was written (SHA-256)")
   if problems:
     more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-    raise DamagedCheckpointError(str(directory), f"damaged: {'; '.join(problems[:3])}{more}; convert it again")
+    raise DamagedCheckpointError(str(directory), f"damaged: {'; '.join(problems[:3])}{more}", "convert it again")
 
 
 def restore_converted(directory: str | os.PathLike, model: str) -> tuple[dict[str, Any], Any]:

@@ -20,6 +20,7 @@ touched. Readers (`embed`) use `fall_back=False`: an unreadable latest step is a
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any
 
@@ -32,12 +33,17 @@ from absl import logging
 from asd_jax import errors
 from asd_jax.audio import channels
 
+_JSON_ITEM_FILE = "metadata"  # the file Orbax's JsonCheckpointHandler writes in an item's folder (`data`, `meta`)
 CHECKSUM_KEY = "state_checksum"  # meta entry: {leaf path: checksum} of the saved state
 UNREADABLE_SUFFIX = ".unreadable"  # a damaged step folder is renamed <step>.unreadable (not a step for Orbax)
 
 
 class UnreadableCheckpointError(ValueError):
   """A checkpoint step that cannot be restored (missing or damaged files, a wrong checksum)."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint step that could not be written (a full disk, say); the message names its folder."""
 
 
 def _words(x: jax.Array) -> jax.Array:
@@ -93,6 +99,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
+    self._writing: int | None = None  # the step of the save in flight (its failure shows at the next call)
+    self._failed = False  # a failed save was raised (Orbax raises it again when closed)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -100,17 +108,52 @@ class Checkpointer:
   def save(self, step: int, state: Any, iterator_state: Any, meta: dict[str, Any], *, force: bool = False) -> None:
     """Saves (asynchronously) unless a checkpoint for `step` exists; call `wait()` before reading it.
 
-    `meta` is saved with the state's `checksums` added under `CHECKSUM_KEY` (restore checks and removes it)."""
+    `meta` is saved with the state's `checksums` added under `CHECKSUM_KEY` (restore checks and removes it).
+    A save that fails (here, or in the background: then at the next `save` or `wait`) raises
+    `CheckpointWriteError` naming the step's folder and the latest complete step; nothing of it is kept."""
+    self.wait()  # the previous save first (Orbax would wait for it too), so that a failure names its own step
     if step in self._manager.all_steps():
       return
     meta = {**meta, CHECKSUM_KEY: checksums(state)}
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({"iterator": encode_iterator_state(iterator_state)}),
-        meta=ocp.args.JsonSave(meta)), force=force)
+    self._writing = step
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave({"iterator": encode_iterator_state(iterator_state)}),
+          meta=ocp.args.JsonSave(meta)), force=force)
+    except Exception as e:  # noqa: BLE001  (see _write_error)
+      raise self._write_error(e) from e
+
+  def _write_error(self, error: BaseException) -> CheckpointWriteError:
+    """The error of the failed save of `self._writing` (Orbax and TensorStore raise many kinds; Orbax's own
+    tracebacks of it are logged from its threads, `errors.quiet_orbax_error_logs` drops them in the programs)."""
+    step, self._writing, self._failed = self._writing, None, True
+    errors.quiet_late_callbacks()
+    self._manager.reload()
+    latest = self._manager.latest_step()
+    kept = (f"the latest checkpoint is step {latest} in {self.directory}; once the cause (a full disk?) is fixed, "
+            "run again to continue from it" if latest is not None else
+            "no checkpoint was written; once the cause (a full disk?) is fixed, run again to start afresh")
+    return CheckpointWriteError(f"cannot write checkpoint step {step} to {os.path.join(self.directory, str(step))} "
+                                f"({errors.reason(error)}); that step is not saved (Orbax never reads its unfinished "
+                                f"folder): {kept}")
 
   def _where(self, step: int) -> str:
     return f"checkpoint step {step} in {self.directory}"
+
+  def _unreadable(self, step: int, error: BaseException, items: tuple[str, ...]) -> str:
+    """`<where> is unreadable (<why>)`; a JSON item (`data`, `meta`) that does not parse is named by its file."""
+    reason = errors.reason(error)
+    if isinstance(errors.innermost(error, causes=True), json.JSONDecodeError):
+      for item in items:
+        path = os.path.join(self.directory, str(step), item, _JSON_ITEM_FILE)
+        try:
+          with open(path, encoding="utf-8") as f:
+            json.load(f)
+        except (OSError, ValueError) as e:
+          reason = f"{path}: {errors.reason(e)}; a truncated or damaged file"
+          break
+    return f"{self._where(step)} is unreadable ({reason})"
 
   def _restore_step(self, abstract_state: Any, step: int) -> tuple[Any, Any, dict[str, Any]]:
     try:
@@ -119,8 +162,7 @@ class Checkpointer:
           meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001  Orbax and TensorStore raise many kinds (a bare Exception, too)
       errors.quiet_late_callbacks()
-      reason = errors.reason(e)
-      raise UnreadableCheckpointError(f"{self._where(step)} is unreadable ({reason})") from e
+      raise UnreadableCheckpointError(self._unreadable(step, e, ("meta", "data"))) from e
     state, meta = restored.state, dict(restored.meta)
     saved = meta.pop(CHECKSUM_KEY, None)
     if saved is not None:
@@ -196,16 +238,25 @@ class Checkpointer:
         return {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
       except Exception as e:  # noqa: BLE001  (see _restore_step)
         errors.quiet_late_callbacks()
-        reasons.append(f"{self._where(candidate)} is unreadable ({errors.reason(e)})")
+        reasons.append(self._unreadable(candidate, e, ("meta",)))
         if step is None:
           logging.warning("%s; reading the metadata of an older step", reasons[-1])
     raise UnreadableCheckpointError("; ".join(reasons))
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the save in flight is written; `CheckpointWriteError` if it failed (see `save`)."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001  (see _write_error)
+      raise self._write_error(e) from e
+    self._writing = None
 
   def close(self) -> None:
-    self._manager.close()
+    try:
+      self._manager.close()
+    except Exception as e:  # noqa: BLE001  (see _write_error)
+      if not self._failed:  # else Orbax raises the failure that was raised already
+        raise self._write_error(e) from e
 
 
 # --- Which settings make two runs the same ----------------------------------------------------------------------

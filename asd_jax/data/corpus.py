@@ -64,7 +64,9 @@ the files, and a bad one raises `CorpusError` naming it when it is read.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -78,6 +80,7 @@ from absl import logging
 from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 from asd_jax.data import corpus_sources as cs
+from asd_jax.data import digest
 from asd_jax.data import shards as shards_lib
 
 CorpusError = cs.CorpusError
@@ -316,6 +319,36 @@ def _direct_sources(data_config: Any) -> tuple[list[list[str]], list[float], lis
     weights.append(files.spec.weight)
     policies.append(files.spec.channels)
   return paths, weights, policies
+
+
+def _source_root(spec: cs.SourceSpec) -> str:
+  """The folder a source's clip names are relative to: its path, or a glob pattern's folder before any wildcard."""
+  if spec.kind != "glob":
+    return spec.path
+  parts = pathlib.PurePath(spec.path).parts
+  fixed = [p for p in itertools.takewhile(lambda part: not any(c in part for c in "*?["), parts)]
+  return str(pathlib.PurePath(*fixed)) if fixed else "."
+
+
+def file_table(data_config: Any, cache_path: str | None, *, save: bool = True) -> tuple[dict[str, str], str]:
+  """`(table, where)`: what a pre-training run records of its data (`asd_jax.data.digest.file_table`, checked on
+  resume by `training.loop.check_same_clips`), and how a message names the corpus.
+
+  Packed (`data.packed`): {shard file: its SHA-256 from the manifest}, the pack's own digest of every byte it
+  wrote (hashing a packed AudioSet again on every start would read hundreds of GB). Direct: {"<source>/<path
+  relative to the source>": content SHA-256} of every file the sources list, before validation (a bad file that
+  is later fixed counts as changed), through the hash cache `cache_path` (see `asd_jax.data.digest`: a first
+  start hashes every file once, later ones stat them).
+  """
+  if data_config.packed:
+    manifest = shards_lib.open_packed(data_config.packed)
+    table = {shard["file"]: shard["sha256"] for source in manifest["sources"] for shard in source["shards"]}
+    return table, f"the packed corpus {data_config.packed}, its shards"
+  paths = {}
+  for files in cs.list_sources(cs.source_specs(data_config)):
+    root = _source_root(files.spec)
+    paths.update({f"{files.spec.name}/{os.path.relpath(p, root)}": p for p in files.paths})
+  return digest.hashed_table(paths, cache_path, save=save), "config.data.sources, by source"
 
 
 def pretraining_batches(data_config: Any, *, batch_size: int, seed: int,

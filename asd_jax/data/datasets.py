@@ -130,7 +130,8 @@ def training_dataset(records: Sequence[rec.ClipRecord], space: labels_lib.LabelS
   """
   ds, load = _base(records, space, config, None, shard_index, shard_count)
   if len(ds) < batch_size:
-    raise ValueError(f"shard has {len(ds)} records, fewer than batch_size {batch_size}")
+    raise ValueError(f"{len(ds)} training clips in this process's shard of {len(records)}, fewer than its batch of "
+                     f"{batch_size} clips: lower the batch size (config.train.batch_size, over all processes)")
   ds = ds.shuffle(seed=seed).repeat(num_epochs).map(load)
   return _finish(ds.batch(batch_size, drop_remainder=True), worker_count)
 

@@ -8,19 +8,26 @@ stat signature (size, mtime, ctime, inode) and rehashes only files whose signatu
 point: the kernel sets it on every write or metadata change and no tool can set it back (`cp -p`, `touch -d`
 or `rsync -t` restore the mtime, not the ctime), so a replaced file is always rehashed. The cost at dev-set size
 is in BENCHMARKS.md.
+
+What a training run records of its data (`file_table`: {name: content SHA-256} of every clip it reads, names
+relative to the dataset root) goes into its checkpoints' metadata, so that a resume can name the clips that
+were added, removed or changed since (`compare`; `training.loop.check_same_clips`). `digest` is the SHA-256
+of such a table (`table_digest`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from asd_jax import atomic
 from asd_jax.data import records as records_lib
 
 _CACHE_VERSION = 1
+CACHE_FILE = "clip_hashes.json"  # the cache's name in a workdir (a training run's, the pipeline's)
 
 
 def _signature(st: os.stat_result) -> list[int]:
@@ -63,12 +70,36 @@ class ContentHashes:
       atomic.write_json(self.cache_path, {"version": _CACHE_VERSION, "files": self.entries}, indent=None)
 
 
+def file_table(paths: Mapping[str, str], hashes: ContentHashes) -> dict[str, str]:
+  """{name: content SHA-256} of the files `paths` ({name: path}), in their order."""
+  return {name: hashes.sha256(path) for name, path in paths.items()}
+
+
+def table_digest(table: Mapping[str, str]) -> str:
+  """SHA-256 over `name <tab> content SHA-256` lines of a `file_table`, in its order."""
+  h = hashlib.sha256()
+  for name, sha256 in table.items():
+    h.update(f"{name}\t{sha256}\n".encode())
+  return h.hexdigest()
+
+
+def relative_paths(records: Iterable[records_lib.ClipRecord], root: str) -> dict[str, str]:
+  """{path relative to `root`: path} of `records`, in their order (the names of a `file_table`)."""
+  return {os.path.relpath(r.path, root): r.path for r in records}
+
+
 def digest(records: Iterable[records_lib.ClipRecord], root: str, hashes: ContentHashes) -> str:
   """SHA-256 over `relative path <tab> content SHA-256` of every clip, in the order given."""
-  h = hashlib.sha256()
-  for r in records:
-    h.update(f"{os.path.relpath(r.path, root)}\t{hashes.sha256(r.path)}\n".encode())
-  return h.hexdigest()
+  return table_digest(file_table(relative_paths(records, root), hashes))
+
+
+def hashed_table(paths: Mapping[str, str], cache_path: str | None, *, save: bool = True) -> dict[str, str]:
+  """`file_table` of `paths` through the hash cache `cache_path` (saved afterwards when `save`)."""
+  hashes = ContentHashes(cache_path)
+  table = file_table(paths, hashes)
+  if save:
+    hashes.save()
+  return table
 
 
 def digests(groups: dict[str, Sequence[records_lib.ClipRecord]], root: str, cache_path: str | None) -> dict[str, str]:
@@ -77,3 +108,31 @@ def digests(groups: dict[str, Sequence[records_lib.ClipRecord]], root: str, cach
   out = {name: digest(records, root, hashes) for name, records in groups.items()}
   hashes.save()
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+  """How a `file_table` differs from an earlier one: names only in the new one, only in the old one, and in both
+  with other content (each sorted)."""
+
+  added: tuple[str, ...]
+  removed: tuple[str, ...]
+  changed: tuple[str, ...]
+
+  def __bool__(self) -> bool:
+    return bool(self.added or self.removed or self.changed)
+
+  def describe(self, limit: int = 10) -> str:
+    """`1 added, 2 removed, 0 changed:` then one line per kind that has names (at most `limit` each)."""
+    lines = [f"{len(self.added)} added, {len(self.removed)} removed, {len(self.changed)} changed in content:"]
+    for kind, names in (("added", self.added), ("removed", self.removed), ("changed", self.changed)):
+      if names:
+        more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+        lines.append(f"  {kind}: {', '.join(names[:limit])}{more}")
+    return "\n".join(lines)
+
+
+def compare(before: Mapping[str, str], now: Mapping[str, str]) -> Changes:
+  """The `Changes` from the `file_table` `before` to `now`."""
+  return Changes(added=tuple(sorted(set(now) - set(before))), removed=tuple(sorted(set(before) - set(now))),
+                 changed=tuple(sorted(n for n in set(before) & set(now) if before[n] != now[n])))

@@ -7,7 +7,8 @@ clips); a machine folder itself is also accepted as a root. Folders without any 
 every wav header is opened (`soundfile.info`: 1-3 s for 7,000 clips on 2 shared CPU cores), so unreadable or empty
 files, too short clips (with
 `clip_seconds`, the rule of `asd_jax.audio.wav.check_duration`), clips whose channel count the channel
-policy cannot read (with `channels`: a mono file for `far` or `cancel`, see `asd_jax.audio.channels`) and
+policy cannot read (with `channels`: a mono file for `far` or `cancel`, see `asd_jax.audio.channels`), NaN or
+inf samples (with `finite`: float files are decoded, integer PCM cannot hold them; cost in BENCHMARKS.md) and
 (with `require_train`) machine folders without training clips are found before any compute. All problems of
 a scan are collected and raised together in one `DatasetError`, so one bad file can never silently shift
 labels; clips short enough to be padded are listed in one warning.
@@ -134,10 +135,12 @@ def _scan_machine(machine_dir: pathlib.Path, attributes: str, problems: list[str
 
 
 def check_audio(records: Sequence[ClipRecord], problems: list[str], clip_seconds: float | None = None,
-                channels: str | None = None) -> list[str]:
-  """Opens every record's wav header: unreadable, empty, (given `clip_seconds`) too short files and (given a
-  channel policy `channels`) files of a channel count it cannot read are appended to `problems`; returns the
-  warnings of clips short enough to be padded (`wav.check_duration`)."""
+                channels: str | None = None, finite: bool = False) -> list[str]:
+  """Opens every record's wav header: unreadable, empty, (given `clip_seconds`) too short files, (given a
+  channel policy `channels`) files of a channel count it cannot read and (with `finite`) files holding NaN or
+  inf samples are appended to `problems`; returns the warnings of clips short enough to be padded
+  (`wav.check_duration`). `finite` decodes only files of a sample format that can hold them (float; integer
+  PCM, every DCASE release, cannot: `wav.may_hold_non_finite`)."""
   if channels is not None:
     channels_lib.check_policy(channels)
   warnings = []
@@ -154,6 +157,12 @@ def check_audio(records: Sequence[ClipRecord], problems: list[str], clip_seconds
     if problem:
       problems.append(f"{r.path}: {problem}")
       continue
+    if finite and wavlib.may_hold_non_finite(info.subtype):
+      try:
+        wavlib.check_finite(r.path, soundfile.read(r.path, dtype="float32", always_2d=True)[0], info.samplerate)
+      except (wavlib.WavError, soundfile.LibsndfileError, RuntimeError, OSError) as e:
+        problems.append(str(e) if str(e).startswith(r.path) else f"{r.path}: cannot read as audio: {e}")
+        continue
     if clip_seconds:
       try:
         warning = wavlib.check_duration(r.path, info.frames / info.samplerate, clip_seconds)
@@ -173,7 +182,7 @@ def _machines_without_training_clips(dirs: Sequence[pathlib.Path], records: Sequ
 
 def scan_dataset(root: str | pathlib.Path, *, attributes: str = "auto", audio: bool = True,
                  clip_seconds: float | None = None, require_train: bool = False,
-                 channels: str | None = None) -> list[ClipRecord]:
+                 channels: str | None = None, finite: bool = False) -> list[ClipRecord]:
   """Scans `root` (all machine types, or one machine folder) -> records sorted by path.
 
   Args:
@@ -186,11 +195,13 @@ def scan_dataset(root: str | pathlib.Path, *, attributes: str = "auto", audio: b
     require_train: every machine folder must hold training clips (`train/`), as training needs.
     channels: the channel policy the wavs will be read with (`asd_jax.audio.channels`): a file whose channel
       count it cannot read is a problem. None: channels are not checked.
+    finite: decode every file of a float sample format and refuse NaN or inf samples (training's scan: a
+      damaged clip would otherwise stop the run when its batch is read, after compiling and training).
 
   Raises:
     DatasetError: listing every unparseable or unreadable file, split mismatch, attribute conflict, too
-      short clip, file of the wrong channel count (with `channels`) and (with `require_train`) machine folder
-      without training clips.
+      short clip, file of the wrong channel count (with `channels`), file with NaN or inf samples (with
+      `finite`) and (with `require_train`) machine folder without training clips.
   """
   if attributes not in ("auto", "require"):
     raise ValueError(f"attributes must be 'auto' or 'require', got {attributes!r}")
@@ -210,7 +221,7 @@ def scan_dataset(root: str | pathlib.Path, *, attributes: str = "auto", audio: b
     problems.extend(_machines_without_training_clips(dirs, found))
   found = sorted(found, key=lambda r: r.path)
   if audio:
-    short = check_audio(found, problems, clip_seconds, channels)
+    short = check_audio(found, problems, clip_seconds, channels, finite)
     if short:
       logging.warning("%d clip(s) of %s shorter than half the %g s clip length are padded:\n  %s%s", len(short),
                       root, clip_seconds, "\n  ".join(short[:20]),

@@ -87,6 +87,8 @@ def check_inputs(detector: detector_lib.Detector, paths: Sequence[str], machine:
       m, s = infer_machine_section(path, detector.machines, machine, section)
       detector.check_section(m, s)
       w = detector.read(path)
+    except detector_lib.DetectorError:  # the detector's own files: not a problem of this recording
+      raise
     except (ValueError, wavlib.WavError) as e:
       problems.append(str(e) if str(e).startswith(path) else f"{path}: {e}")
       continue

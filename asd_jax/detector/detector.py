@@ -58,6 +58,7 @@ import collections
 import dataclasses
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,7 @@ import numpy as np
 from absl import logging
 
 from asd_jax import atomic
+from asd_jax import errors
 from asd_jax.audio import channels as channels_lib
 from asd_jax.audio import wav as wavlib
 from asd_jax.audio import windows as windows_lib
@@ -105,8 +107,24 @@ def section_id(machine: str, section: str) -> str:
   return f"{machine}/{section}"
 
 
+EXPORT_AGAIN = "export the detector again (re-run the pipeline on its workdir, which writes WORKDIR/detector)"
+
+
 class DetectorError(ValueError):
-  """A detector folder that is missing, incomplete or of another format."""
+  """A detector folder that is missing, incomplete, damaged or of another format."""
+
+
+def _model_files(entry: Mapping[str, Any]) -> tuple[str, ...]:
+  """The files of an exported model's folder: a network model's and a concatenation model's (`export`)."""
+  return (SCORER,) if entry["sources"] else (CONFIG, ENCODERS, HEAD, SCORER)
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise DetectorError(f"{path}: unreadable ({errors.reason(e)}); {EXPORT_AGAIN}") from e
 
 
 def _describe(c: datasets.WavConfig) -> str:
@@ -179,10 +197,8 @@ def _load_network(directory: str, key: str, num_classes: int, lora_alpha: float 
                   ) -> tuple[ml_collections.ConfigDict, networks.Network, Any]:
   """`(config, network, params)` of exported model `key`, from the detector folder alone (LoRA factors merged)."""
   folder = model_dir(directory, key)
-  with open(os.path.join(folder, CONFIG)) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with open(os.path.join(folder, ENCODERS)) as f:
-    slots = json.load(f)
+  config = ml_collections.ConfigDict(_read_json(os.path.join(folder, CONFIG)))
+  slots = _read_json(os.path.join(folder, ENCODERS))
   for slot in slots:
     config.model[slot["field"]] = os.path.join(directory, slot["dir"])
   network = networks.build_network(config, num_classes)
@@ -190,8 +206,11 @@ def _load_network(directory: str, key: str, num_classes: int, lora_alpha: float 
   flat = {}
   for path, _, subtree in network.pretrained:
     flat.update({tuple(path) + k: v for k, v in tu.flatten_dict(subtree).items()})
-  with np.load(os.path.join(folder, HEAD), allow_pickle=False) as data:
-    flat.update({tuple(k.split("/")): data[k] for k in data.files})
+  try:
+    with np.load(os.path.join(folder, HEAD), allow_pickle=False) as data:
+      flat.update({tuple(k.split("/")): data[k] for k in data.files})
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise DetectorError(f"{os.path.join(folder, HEAD)}: unreadable ({errors.reason(e)}); {EXPORT_AGAIN}") from e
   converted.check_state_dict({"/".join(k): v for k, v in flat.items()},
                                  {"/".join(k): v.shape for k, v in expected.items()}, source=folder)
   params = tu.unflatten_dict({k: np.asarray(v) for k, v in flat.items()}) if flat else {}
@@ -270,12 +289,14 @@ class Detector:
     self.models = manifest["models"]
     self.weights = dict(manifest["weights"])
     self.thresholds = {tuple(k.split("/", 1)): v for k, v in manifest["thresholds"].items()}
-    self.scorers = {}
-    for m in self.models:
-      scorer_path = os.path.join(model_dir(self.directory, m["key"]), SCORER)
-      if not os.path.isfile(scorer_path):
-        raise DetectorError(f"{self.directory}: model {m['key']} has no {SCORER}")
-      self.scorers[m["key"]] = scorer_lib.Scorer.load(scorer_path)
+    missing = [os.path.join(model_dir(self.directory, m["key"]), name) for m in self.models
+               for name in _model_files(m) if not os.path.isfile(os.path.join(model_dir(self.directory, m["key"]),
+                                                                              name))]
+    if missing:
+      raise DetectorError(f"{self.directory}: an incomplete detector folder, {len(missing)} file(s) missing: "
+                          f"{', '.join(missing)}; {EXPORT_AGAIN}")
+    self.scorers = {m["key"]: scorer_lib.Scorer.load(os.path.join(model_dir(self.directory, m["key"]), SCORER))
+                    for m in self.models}
     # {section: [n_train]} the system's fused normal training scores (leave-one-out, stored in the scorers):
     # what its thresholds were fitted on, and what `detect --plot_dir` draws.
     try:
@@ -300,11 +321,7 @@ class Detector:
     return len(self.scorers[fusion.weighted(self.weights)[0]].sections[(machine, section)].train_clip)
 
   def _config(self, key: str) -> ml_collections.ConfigDict:
-    path = os.path.join(model_dir(self.directory, key), CONFIG)
-    if not os.path.isfile(path):
-      raise DetectorError(f"{self.directory}: model {key} has no {CONFIG}")
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(_read_json(os.path.join(model_dir(self.directory, key), CONFIG)))
 
   @property
   def wav_config(self) -> datasets.WavConfig:
@@ -374,7 +391,11 @@ class Detector:
     """`(config, network, params)` of model `key` (loaded once)."""
     if key not in self._networks:
       entry = next(m for m in self.models if m["key"] == key)
-      self._networks[key] = _load_network(self.directory, key, entry["num_classes"], entry.get("lora_alpha"))
+      try:
+        self._networks[key] = _load_network(self.directory, key, entry["num_classes"], entry.get("lora_alpha"))
+      except converted.CheckpointError as e:  # an exported encoder (missing chunks, other shapes, NaN)
+        problem = f"checkpoint {e.source}: {e.problem}" if isinstance(e, converted.DamagedCheckpointError) else str(e)
+        raise DetectorError(f"{self.directory}: model {key}: {problem}; {EXPORT_AGAIN}") from e
     return self._networks[key]
 
   def check_section(self, machine: str, section: str) -> None:

@@ -13,7 +13,6 @@ whole (`asd_jax.atomic`): a kill leaves the old detector or the new one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -91,14 +90,12 @@ def _write_network(model: ExportedModel, out_dir: str, staging: str, written: se
       written.add(folder)
     flat = {k: v for k, v in flat.items() if k[:len(path)] != path}
     slots.append({"path": list(path), "encoder": name, "field": field, "dir": f"{layout.ENCODERS_DIR}/{folder}"})
-  np.savez(os.path.join(out_dir, layout.HEAD), **{"/".join(k): np.asarray(v) for k, v in flat.items()})
+  atomic.save_npz(os.path.join(out_dir, layout.HEAD), **{"/".join(k): np.asarray(v) for k, v in flat.items()})
   if model.lora:
     factors = tu.flatten_dict(jax.device_get(model.lora))
-    np.savez(os.path.join(out_dir, layout.LORA), **{"/".join(k): np.asarray(v) for k, v in factors.items()})
-  with open(os.path.join(out_dir, layout.ENCODERS), "w") as f:
-    json.dump(slots, f, indent=1)
-  with open(os.path.join(out_dir, layout.CONFIG), "w") as f:
-    f.write(model.config.to_json_best_effort(indent=2))
+    atomic.save_npz(os.path.join(out_dir, layout.LORA), **{"/".join(k): np.asarray(v) for k, v in factors.items()})
+  atomic.write_json(os.path.join(out_dir, layout.ENCODERS), slots)  # (atomic: a full disk names the file)
+  atomic.write_text(os.path.join(out_dir, layout.CONFIG), model.config.to_json_best_effort(indent=2))
 
 
 def export(directory: str, *, system: str, weights: Mapping[str, float], models: Sequence[ExportedModel],
@@ -145,8 +142,7 @@ def export(directory: str, *, system: str, weights: Mapping[str, float], models:
       "threshold_method": threshold_method, "threshold_quantile": threshold_quantile,
       layout.INPUT: input_record,
   }
-  with open(os.path.join(staging, layout.MANIFEST), "w") as f:  # last: a folder without it is not a detector
-    json.dump(manifest, f, indent=1)
+  atomic.write_json(os.path.join(staging, layout.MANIFEST), manifest)  # last: a folder without it is not a detector
   atomic.publish_dir(staging, directory)
   return directory
 

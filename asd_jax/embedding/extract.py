@@ -139,8 +139,8 @@ def embed_batches(forward, params, batches: Iterable[dict[str, np.ndarray]], *, 
       seen[rows] = True
       bar.update(len(keep))
   run_s = time.perf_counter() - start - compile_s
-  logging.info("embedded %d clips in %.1f s after compilation (%.1f clips/s)", int(seen.sum()), run_s,
-               seen.sum() / max(run_s, 1e-9))
+  logging.info("embedded %d clips in %.1f s after compilation (%s)", int(seen.sum()), run_s,
+               autotune.speed(int(seen.sum()), run_s))
   if not seen.all():
     raise ValueError(f"{int((~seen).sum())} of {num_clips} clips got no embedding (first missing index "
                      f"{int(np.flatnonzero(~seen)[0])}): the batch iterator skipped clips")
@@ -155,7 +155,7 @@ def tuned_batch_size(config, forward, params, mesh) -> int:
       autotune.forward_throughput(forward, params, networks.clip_samples(config), mesh),
       autotune.candidate_batch_sizes(mesh.devices.size))
   logging.info("autotuned embedding batch size: %d (clips/s by size: %s)", best,
-               ", ".join(f"{size}: {'OOM' if rate is None else f'{rate:.1f}'}" for size, rate in tried))
+               ", ".join(f"{size}: {'OOM' if rate is None else f'{rate:.3g}'}" for size, rate in tried))
   return best
 
 

@@ -11,13 +11,18 @@ clips in row order. The keys of `embeddings.npz`:
     layers_beats      [clips, Lb, Db]     with all layers: every BEATs layer pooled (beats_pool)
     layers_eat        [clips, Le, De]     with all layers: every EAT layer pooled (eat_pool)
 
-so `embedding == concat(layers_beats[:, -1], layers_eat[:, -1])`. Both files are written atomically (records
-first, the arrays last), and non-finite values are refused before anything is written, naming the clips.
+so `embedding == concat(layers_beats[:, -1], layers_eat[:, -1])`, plus `records_sha256`, the SHA-256 of the
+records file's content (`records_digest`): the two files are one pair, and `read` refuses a pair whose arrays
+were written with other records (a write cut short by a full disk or a kill between the two files: the records
+of a new checkpoint over the arrays of the old one). Both files are written atomically, the arrays first (a
+failed arrays write leaves the old pair whole), and non-finite values are refused before anything is written,
+naming the clips.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import zipfile
@@ -29,6 +34,7 @@ from asd_jax import atomic
 from asd_jax.data import records as records_lib
 
 ARRAYS = "embeddings.npz"
+PAIR_KEY = "records_sha256"  # the key of embeddings.npz holding its records file's digest
 
 
 def records_path(path: str) -> str:
@@ -54,26 +60,60 @@ def write(path: str, outputs: Mapping[str, np.ndarray], clips: Sequence[records_
   """Writes `outputs` (rows in the order of `clips`) to `path` and its records file; returns `path`."""
   check_finite(outputs, clips)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  atomic.write_json(records_path(path), {"source": source, "network": network, "batch_size": batch_size,
-                                         "records": [dataclasses.asdict(c) for c in clips]}, indent=None)
-  atomic.save_npz(path, **{k: np.asarray(v, np.float32) for k, v in outputs.items()})
+  document = {"source": source, "network": network, "batch_size": batch_size,
+              "records": [dataclasses.asdict(c) for c in clips]}
+  atomic.save_npz(path, **{k: np.asarray(v, np.float32) for k, v in outputs.items()},
+                  **{PAIR_KEY: np.array(records_digest(document))})
+  atomic.write_json(records_path(path), document, indent=None)
   return path
 
 
+def records_digest(document: Mapping[str, object]) -> str:
+  """SHA-256 of a records file's content (its JSON with sorted keys): what ties `embeddings.npz` to it."""
+  return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def _read_document(path: str) -> dict:
+  file = records_path(path)
+  try:
+    with open(file) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{file}: not readable as JSON ({e}); re-embed (delete it and {path})") from e
+
+
+def is_pair(path: str) -> bool:
+  """Whether `path` and its records file exist and are one pair (cheap: one small member of the .npz)."""
+  if not (os.path.isfile(path) and os.path.isfile(records_path(path))):
+    return False
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      saved = str(data[PAIR_KEY]) if PAIR_KEY in data.files else None
+    return saved == records_digest(_read_document(path))
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+    return False
+
+
 def read(path: str, records: Sequence[records_lib.ClipRecord]) -> dict[str, np.ndarray]:
-  """The arrays of `path`, rows reordered to `records` (matched by path); ValueError for missing clips."""
-  with open(records_path(path)) as f:
-    paths = [r["path"] for r in json.load(f)["records"]]
-  row = {p: i for i, p in enumerate(paths)}
-  missing = [r.path for r in records if r.path not in row]
-  if missing:
-    raise ValueError(f"{path} lacks {len(missing)} clips, e.g. {missing[:3]}")
-  order = np.array([row[r.path] for r in records], np.int64)
+  """The arrays of `path`, rows reordered to `records` (matched by path); ValueError for missing clips, and
+  for a pair of files that do not belong together (see the module docstring)."""
+  document = _read_document(path)
   try:
     with np.load(path, allow_pickle=False) as data:
       out = {k: data[k] for k in data.files}
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated or damaged (a copy, a full disk)
     raise ValueError(f"{path}: not readable as .npz ({e}); re-embed (delete it and {records_path(path)})") from e
+  saved = str(out.pop(PAIR_KEY)) if PAIR_KEY in out else None
+  if saved != records_digest(document):
+    why = "was written by an older asd_jax, without" if saved is None else "holds another"
+    raise ValueError(f"{path} and {records_path(path)} are not one pair: the arrays file {why} digest of the "
+                     "records they belong to (a write cut short, e.g. by a full disk); re-embed (delete both files)")
+  paths = [r["path"] for r in document["records"]]
+  row = {p: i for i, p in enumerate(paths)}
+  missing = [r.path for r in records if r.path not in row]
+  if missing:
+    raise ValueError(f"{path} lacks {len(missing)} clips, e.g. {missing[:3]}")
+  order = np.array([row[r.path] for r in records], np.int64)
   if any(len(v) != len(paths) for v in out.values()):
     raise ValueError(f"{path} holds {len(next(iter(out.values())))} rows but {records_path(path)} lists "
                      f"{len(paths)} clips: re-embed (delete both files)")

@@ -36,6 +36,7 @@ import ml_collections
 from asd_jax import config_checks
 from asd_jax import workdir_lock
 from asd_jax.data import datasets
+from asd_jax.data import digest
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import layout
 from asd_jax.data import records as rec
@@ -71,14 +72,15 @@ def _root(config: ml_collections.ConfigDict) -> str:
 def records(config: ml_collections.ConfigDict, *, training: bool = False) -> list[rec.ClipRecord]:
   """Every clip under `config.data.root`, sorted by path, after the scan's checks: every wav header readable,
   no clip too short for `config.data.clip_seconds`, every channel count readable with the channel policy
-  (`datasets.wav_config(config.data).channels`) and (`training`) training clips in every machine folder."""
+  (`datasets.wav_config(config.data).channels`) and (`training`) training clips in every machine folder and no
+  NaN or inf sample in any clip (float files decoded: a damaged clip stops training before it starts)."""
   root = _root(config)
   if not root or not os.path.isdir(root):
     raise FileNotFoundError(f"dataset {root or '(none)'}: not a directory (config.data.root={config.data.root!r}); "
                             "make the synthetic data with `python -m asd_jax.data.synth --out DIR` or point it at a "
                             "DCASE dataset")
   return layout.scan_dataset(root, clip_seconds=config.data.clip_seconds, require_train=training,
-                             channels=datasets.wav_config(config.data).channels)
+                             channels=datasets.wav_config(config.data).channels, finite=training)
 
 
 def training_records(clips: list[rec.ClipRecord]) -> list[rec.ClipRecord]:
@@ -102,6 +104,10 @@ def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpac
   """`(endless shuffled iterator of this process's batches, number of training clips)` over the
   `training_records` (train + supplementary) of `clips` (default: `records(config, training=True)`)."""
   train = training_records(records(config, training=True) if clips is None else clips)
+  if len(train) < config.train.batch_size:
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} is more than the {len(train)} training clips "
+                     f"(train/ and supplemental/) under {_root(config)}: lower config.train.batch_size to at most "
+                     f"{len(train)}")
   dataset = datasets.training_dataset(train, space, batch_size=shd.local_batch(config.train.batch_size),
                                       seed=config.seed, config=datasets.wav_config(config.data),
                                       worker_count=config.data.num_workers)
@@ -169,14 +175,17 @@ def setup(config: ml_collections.ConfigDict, network: networks.Network, rng: jax
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = False, resume: bool = True,
-          accept_changes: bool = False, progress: bool = True, stop_after: int | None = None) -> ts.TrainState | None:
+          accept_changes: bool = False, progress: bool = True, stop_after: int | None = None,
+          hash_cache: str | None = None) -> ts.TrainState | None:
   """Runs (or with `dry_run` only describes) the fine-tuning of `config` in `workdir`; returns the state.
 
   Config values that make no sense (`asd_jax.config_checks`) are refused before anything is read, and the
   workdir is locked (`asd_jax.workdir_lock`): a second run on it is refused, naming the process that holds it.
   `accept_changes` continues a run whose latest checkpoint was written with other optimiser settings or epochs
-  (`train_state.ADJUSTABLE_FIELDS`). `stop_after` (tests and benchmarks only) stops after this many steps of this
-  call, with a checkpoint, as if the job had been killed there; calling `train` again resumes it.
+  (`train_state.ADJUSTABLE_FIELDS`). The content digests of the training clips (`asd_jax.data.digest`, cached in
+  `hash_cache`, default `<workdir>/clip_hashes.json`) go into the checkpoints, and a resume onto changed clips is
+  refused, naming them (`loop.check_same_clips`). `stop_after` (tests and benchmarks only) stops after this many
+  steps of this call, with a checkpoint, as if the job had been killed there; calling `train` again resumes it.
   """
   config_checks.check(config)
   workdir = os.path.abspath(workdir)
@@ -187,7 +196,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool = Fa
   # manager cleans up and garbage-collects steps).
   with workdir_lock.hold(workdir, "train", enabled=jax.process_index() == 0):
     return _train(config, workdir, resume=resume, accept_changes=accept_changes, progress=progress,
-                  stop_after=stop_after)
+                  stop_after=stop_after, hash_cache=hash_cache or os.path.join(workdir, digest.CACHE_FILE))
 
 
 def _dry_run(config: ml_collections.ConfigDict) -> None:
@@ -201,9 +210,12 @@ def _dry_run(config: ml_collections.ConfigDict) -> None:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, accept_changes: bool, progress: bool,
-           stop_after: int | None) -> ts.TrainState:
-  # The dataset scan (names, every wav header, clip lengths, training clips per machine) before any compute.
+           stop_after: int | None, hash_cache: str) -> ts.TrainState:
+  # The dataset scan (names, every wav header, clip lengths, float samples, training clips per machine) and the
+  # training clips' content digests, before any compute.
   clips = records(config, training=True)
+  trained_on = digest.hashed_table(digest.relative_paths(training_records(clips), _root(config)), hash_cache,
+                                   save=jax.process_index() == 0)
   space = label_space(config, clips=clips)
   network = networks.build_network(config, space.num_classes)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
@@ -211,15 +223,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, acc
   batches, num_clips = train_batches(config, space, clips)
   mesh = shd.data_mesh()
   shd.check_batch_size(config.train.batch_size, mesh)
-  steps_per_epoch = num_clips // config.train.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"{num_clips} training clips under {config.data.root} is less than one batch of "
-                     f"{config.train.batch_size}")
+  steps_per_epoch = num_clips // config.train.batch_size  # >= 1: train_batches refuses a larger batch
   num_steps = steps_per_epoch * config.train.epochs
 
   meta = {"config": json.loads(config.to_json_best_effort()), "label_space": json.loads(space.to_json()),
           "data_root": os.path.abspath(config.data.root), "network": network.name,
-          "encoder_config": network.architecture, "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
+          "encoder_config": network.architecture, "num_steps": num_steps, "steps_per_epoch": steps_per_epoch,
+          loop.CLIPS_KEY: loop.clips_entry(trained_on, _root(config))}
   # Checked before any compute: a refused resume costs nothing.
   with loop.checkpointer(workdir, meta, RUN_FIELDS, keep=config.train.keep_checkpoints, resume=resume,
                          accept_changes=accept_changes) as ckpt:

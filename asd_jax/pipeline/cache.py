@@ -59,11 +59,13 @@ def check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
                              hint="Use a new --workdir or delete that model folder.")
 
 
-def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str, *, progress: bool = True) -> str:
+def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str, *, progress: bool = True,
+                   hash_cache: str | None = None) -> str:
   """Trains (or resumes) `spec` in `model_dir` unless done; returns "ran" or "cached".
 
   `train_digest` (content digest of the fine-tuning clips) is recorded; a finished model whose training clips
-  differ from the current ones is refused rather than silently reused.
+  differ from the current ones is refused rather than silently reused (an unfinished one is refused by its
+  resume, `fine_tune.train`, which reads the clip hashes from `hash_cache`).
   """
   check_same_model(spec.config, model_dir)
   stamp = workdir_lib.read_stamp(model_dir)
@@ -73,7 +75,7 @@ def ensure_trained(spec: specs_lib.ModelSpec, model_dir: str, train_digest: str,
                        f"{spec.config.data.root} (a clip was added, removed or changed); use a new --workdir "
                        "or delete that folder")
     return "cached"
-  fine_tune.train(spec.config, model_dir, progress=progress)
+  fine_tune.train(spec.config, model_dir, progress=progress, hash_cache=hash_cache)
   step = loop.latest_step(model_dir)
   if step is None:
     raise RuntimeError(f"training {spec.key} in {model_dir} finished without a checkpoint")
@@ -95,7 +97,7 @@ def ensure_embedded(spec: specs_lib.ModelSpec, model_dir: str, clips_digest: str
   path = os.path.join(model_dir, store.ARRAYS)
   step = None if frozen else loop.latest_step(model_dir)
   config = checked_config(spec.config)
-  current = (os.path.isfile(path) and stamp.get("step") == step
+  current = (store.is_pair(path) and stamp.get("step") == step
              and stamp.get("clips") == clips_digest and stamp.get("all_layers") == spec.all_layers
              and (not frozen or stamp.get("config") == config))
   if current:

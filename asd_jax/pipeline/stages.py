@@ -38,15 +38,19 @@ GRID_SYSTEM = results_lib.GRID_SYSTEM
 
 
 class Progress:
-  """Prints `[  12.3 s] stage  model: what` lines (flushed), so a long run shows where it is."""
+  """Prints `[  12.3 s] stage  model: what` lines (flushed), so a long run shows where it is, and calls
+  `on_line()` after each (the pipeline records its wall time so far: `provenance.json`)."""
 
-  def __init__(self, enabled: bool = True):
+  def __init__(self, enabled: bool = True, on_line: Callable[[], None] | None = None):
     self.enabled = enabled
+    self.on_line = on_line
     self.start = time.perf_counter()
 
   def __call__(self, stage: str, message: str) -> None:
     if self.enabled:
       print(f"[{time.perf_counter() - self.start:7.1f} s] {stage:<7} {message}", flush=True)
+    if self.on_line is not None:
+      self.on_line()
 
 
 def pretrain_config(config: ml_collections.ConfigDict, channels: str) -> ml_collections.ConfigDict:
@@ -112,7 +116,8 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
     log("train", f"{spec.name} ({i}/{len(trained)}) in {model_dirs[spec.key]}")
     t0 = time.perf_counter()
     actions[spec.key]["train"] = cache.ensure_trained(spec, model_dirs[spec.key], digests["fine_tuning"],
-                                                      progress=bars)
+                                                      progress=bars,
+                                                      hash_cache=workdir_lib.path(workdir, workdir_lib.HASH_CACHE))
     log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
   for i, spec in enumerate(embedded, 1):
     what = "all layers" if spec.all_layers else "final layer"
@@ -331,8 +336,19 @@ def _pretraining_start(config: ml_collections.ConfigDict) -> dict[str, Any] | No
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bars: bool) -> results_lib.PipelineResult:
-  log, warn = Progress(progress), Warnings()
   started, stage_s, t0 = provenance.utc_now(), {}, time.perf_counter()
+  earlier = workdir_lib.earlier_invocations(workdir)
+
+  weights: dict[str, Any] = {}  # every encoder's starting weights, once checked
+
+  def record(finished: bool = False) -> None:
+    """provenance.json with this invocation's time so far: a killed invocation keeps it up to its last line."""
+    workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
+                                 wall_s=time.perf_counter() - t0, stage_s=stage_s, earlier=earlier,
+                                 finished=finished, weights=weights)
+
+  record()
+  log, warn = Progress(progress, on_line=record), Warnings()
 
   def stage_done(name: str, since: float) -> float:
     now = time.perf_counter()
@@ -358,10 +374,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
         f"random weights (seed {pretraining['seed']})" if pretraining["source"] == specs_lib.RANDOM
         else f"{pretraining['path']} ({pretraining['sha256']})"))
   digests = [_digest(start) for start in starts]  # a checkpoint that is not there: an error, here
+  weights.update(_weights_json(starts, digests, pretraining))
   for start, digest in zip(starts, digests):
     log("weights", f"{start.name}: {start.describe(digest)}")
-  # Every name, wav header (its channel count against the policy) and machine folder (training clips in each).
-  records = layout.scan_dataset(root, require_train=True, channels=channels)
+  # Every name, wav header (its channel count against the policy), float clip's samples and machine folder
+  # (training clips in each) checked before any compute.
+  records = layout.scan_dataset(root, require_train=True, channels=channels, finite=True)
   train_records = [r for r in records if records_lib.is_bank_clip(r)]
   test_records = [r for r in records if records_lib.is_test_clip(r)]
   if not train_records or not test_records:
@@ -417,9 +435,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
                                       detector_dir=detector_dir, stage_s=stage_s, protocol=protocol,
                                       warnings=warn.lines)
   workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=evaluable))
-  workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
-                               wall_s=time.perf_counter() - t0, stage_s=stage_s,
-                               weights=_weights_json(starts, digests, pretraining))
+  weights.update(_weights_json(starts, digests, pretraining))  # a pre-training export is digested now
   log("done", f"tables in {workdir_lib.path(workdir, workdir_lib.TABLES)}, details in "
       f"{workdir_lib.path(workdir, workdir_lib.RESULTS)}")
+  record(finished=True)
   return result

@@ -53,6 +53,7 @@ import numpy as np
 
 from asd_jax import atomic
 from asd_jax import provenance as provenance_lib
+from asd_jax.data import digest
 from asd_jax.data import records as records_lib
 from asd_jax.embedding import store
 from asd_jax.scoring import fusion
@@ -64,7 +65,7 @@ SUBMISSIONS = "submissions"
 DETECTOR = "detector"
 PRETRAIN = "pretrain"
 REPORT = "report"
-HASH_CACHE = "clip_hashes.json"
+HASH_CACHE = digest.CACHE_FILE
 TABLES = "tables.md"
 RESULTS = "results.json"
 PROVENANCE = "provenance.json"
@@ -147,8 +148,14 @@ def write_results(workdir: str, results: dict[str, Any]) -> None:
 
 
 def write_provenance(workdir: str, **provenance: Any) -> None:
-  """`DIR/provenance.json` (`asd_jax.provenance.write`: config, started, wall_s, stage_s, weights)."""
+  """`DIR/provenance.json` (`asd_jax.provenance.write`: config, started, wall_s, stage_s, earlier, finished,
+  weights)."""
   provenance_lib.write(path(workdir, PROVENANCE), **provenance)
+
+
+def earlier_invocations(workdir: str) -> list[dict[str, Any]]:
+  """The invocations `DIR/provenance.json` records (`asd_jax.provenance.earlier_invocations`)."""
+  return provenance_lib.earlier_invocations(path(workdir, PROVENANCE))
 
 
 def write_model_config(model_dir_: str, config: Any) -> None:

@@ -31,6 +31,7 @@ from asd_jax import workdir_lock
 from asd_jax.audio import fbank as fbank_lib
 from asd_jax.audio import padded_fbank
 from asd_jax.checkpoints import train_state
+from asd_jax.data import digest
 from asd_jax.models import eat
 from asd_jax.models import eat_decoder
 from asd_jax.models import networks
@@ -211,8 +212,14 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, *, dry_run: bool =
 
 def _pretrain(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, accept_changes: bool,
               export_only: bool, export_teacher: bool, progress: bool, stop_after: int | None) -> ts.TrainState:
+  from asd_jax.data import corpus  # pylint: disable=g-import-not-at-top  (Grain: only a run that trains needs it)
+
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   meta = run_meta(config)
+  if not export_only:  # the corpus's digests, compared with the checkpoint's on resume (`loop.check_same_clips`)
+    table, where = corpus.file_table(config.data, os.path.join(workdir, digest.CACHE_FILE),
+                                     save=jax.process_index() == 0)
+    meta[loop.CLIPS_KEY] = loop.clips_entry(table, where)
   # Checked before any compute: a refused resume costs nothing.
   with loop.checkpointer(workdir, meta, RUN_FIELDS, keep=config.train.keep_checkpoints,
                          resume=resume or export_only, accept_changes=accept_changes,
@@ -227,8 +234,6 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, 
         print(f"wrote {path}")
       return state
     print(summary(settings, setup) + f"\n  from: {source}")
-    from asd_jax.data import corpus  # the one function of the data layer this trainer uses
-
     shd.check_batch_size(config.train.batch_size, mesh)
     batches, num_clips = corpus.pretraining_batches(config.data, batch_size=config.train.batch_size,
                                                     seed=config.seed)

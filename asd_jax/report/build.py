@@ -164,9 +164,14 @@ def _provenance_section(wd: collect.Collected) -> str:
     return (f"<p class=note>This workdir has no {workdir_lib.PROVENANCE} (written by the pipeline): the config, "
             "versions and wall time of the invocation that wrote it are unknown. The report was made with these "
             "versions:</p>" + html.key_values(provenance_lib.package_versions()))
+  invocations = info.get("invocations", [info])  # a version-1 file: its one invocation
+  interrupted = sum(entry.get("finished") is None for entry in invocations[:-1])
   times = {"started (UTC)": info.get("started"), "finished (UTC)": info.get("finished"),
-           "wall time (s)": f"{info.get('wall_s', 0.0):.1f}",
+           "wall time of this invocation (s)": f"{info.get('wall_s', 0.0):.1f}",
            **{f"  {k} (s)": f"{v:.1f}" for k, v in info.get("stage_s", {}).items()},
+           f"wall time of all {len(invocations)} invocation(s) on this workdir (s)":
+               f"{info.get('total_wall_s', info.get('wall_s', 0.0)):.1f}"
+               + (f" ({interrupted} interrupted, counted up to their last progress line)" if interrupted else ""),
            "platform": info.get("platform"), "devices": info.get("devices")}
   actions = wd.results.get("actions", {})
   action_rows = [(key, ", ".join(f"{stage}: {what}" for stage, what in a.items()) or "scored only")

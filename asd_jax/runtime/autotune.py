@@ -5,6 +5,9 @@ past the memory limit compilation or execution fails. `pick_batch_size` walks ca
 stops at the first that fails with out-of-memory or gains less than `min_gain` over the best so far, and
 returns the best. The measurement (`forward_throughput`) runs the real compiled forward on zero waveforms, so
 it includes the front end and every layer, and not the file decoding.
+
+`speed(count, seconds)` is how every progress bar and log line states a throughput: never `0.0 clips/s`
+(EAT-large trains at 0.04 clips/s on a CPU), and a stage that did no work says so.
 """
 
 from __future__ import annotations
@@ -24,6 +27,19 @@ def is_out_of_memory(error: Exception) -> bool:
   """Whether an XLA error is an allocation failure (the message names RESOURCE_EXHAUSTED / out of memory)."""
   text = str(error)
   return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def speed(count: float, seconds: float, unit: str = "clip") -> str:
+  """A throughput a person can read: "12 clips/s", "3.4 clips/s", below one per second "24.6 s/clip", and
+  "no clips" when `count` is 0 (a stage with nothing to do)."""
+  if count <= 0:
+    return f"no {unit}s"
+  rate = count / max(seconds, 1e-9)
+  if rate >= 10:
+    return f"{rate:.0f} {unit}s/s"
+  if rate >= 1:
+    return f"{rate:.1f} {unit}s/s"
+  return f"{seconds / count:.1f} s/{unit}"
 
 
 def candidate_batch_sizes(num_devices: int, max_batch: int = 512) -> list[int]:
@@ -78,7 +94,7 @@ def forward_throughput(forward: Callable, params, samples: int, mesh, *, repeats
       jax.block_until_ready(compiled(params, wav))
       times.append(time.perf_counter() - start)
     rate = size / statistics.median(times)
-    logging.info("autotune: batch %d -> %.1f clips/s", size, rate)
+    logging.info("autotune: batch %d -> %s", size, speed(size, statistics.median(times)))
     return rate
 
   return measure

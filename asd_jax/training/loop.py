@@ -4,19 +4,22 @@ A run's workdir holds `checkpoints/` (`asd_jax.checkpoints.train_state`), `confi
 (`train_log`). `checkpointer(...)` opens the checkpoints after the checks a resume needs, before any compute:
 `--noresume` refuses a workdir with checkpoints, and the latest checkpoint must have been written with the same
 settings (the run's fields; with `accept_changes`, `train_state.ADJUSTABLE_FIELDS` such as the learning rate
-may differ, and each accepted change is logged and recorded in the checkpoints' metadata). `train(...)` writes
-`config.json` and runs `fit`.
+may differ, and each accepted change is logged and recorded in the checkpoints' metadata) and on the same data:
+a run records the content digest of every clip it reads (`CLIPS_KEY`, `clips_entry`), and a resume onto clips
+added, removed or changed since is refused, naming them (`check_same_clips`). `train(...)` writes `config.json`
+and runs `fit`.
 
 `fit` owns everything that is not pure: it resumes from the latest checkpoint (state and input-iterator
 position), compiles the step once ahead of time (compile time is logged on its own), feeds sharded batches,
-shows a tqdm bar with the loss, chosen metrics, step time and clips/s, appends metrics to `metrics.jsonl`, and saves
-periodic checkpoints. Because the step is pure and its rng is folded with the step counter, a run killed
-after any checkpoint and resumed gives the same parameters as one that never stopped. A resumed run first
-drops the rows of `metrics.jsonl` past the step it resumes from (written after that checkpoint by the run
-that was killed), so every step has one row. A step whose loss, gradients or new state are not finite
-(`train_step.FINITE`, computed inside the step) stops the run with `NonFiniteError` naming the step and the
-last checkpoint, and saying how to go on; that state is never saved, so a divergence never replaces a finite
-checkpoint.
+shows a tqdm bar with the loss, chosen metrics, step time and speed (`autotune.speed`), appends metrics to
+`metrics.jsonl`, and saves periodic checkpoints. Because the step is pure and its rng is folded with the step
+counter, a run killed after any checkpoint and resumed gives the same parameters as one that never stopped. A
+resumed run first drops the rows of `metrics.jsonl` past the step it resumes from (written after that
+checkpoint by the run that was killed) and the compile row of a killed invocation that started there
+(`train_log.MetricWriter.drop_after`), so every step has one row and one compile row at most. A step whose
+loss, gradients or new state are not finite (`train_step.FINITE`, computed inside the step) stops the run with
+`NonFiniteError` naming the step and the last checkpoint, and saying how to go on; that state is never saved,
+so a divergence never replaces a finite checkpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from jax.sharding import Mesh
 
 from asd_jax import atomic
 from asd_jax.checkpoints import train_state
+from asd_jax.data import digest
+from asd_jax.runtime import autotune
 from asd_jax.runtime import prefetch as prefetch_lib
 from asd_jax.runtime import sharding as shd
 from asd_jax.training import train_log
@@ -43,6 +48,34 @@ from asd_jax.training import train_step as ts
 
 CHECKPOINTS = "checkpoints"  # the run's Orbax checkpoints, below its workdir
 CONFIG = "config.json"  # the run's config as it was last run
+CLIPS_KEY = "clips"  # meta entry: the data the run reads, `clips_entry`
+
+
+def clips_entry(table: dict[str, str], where: str) -> dict[str, Any]:
+  """The `CLIPS_KEY` entry of a run reading the files of `table` (`digest.file_table`: {name: content SHA-256},
+  names relative to `where`, the dataset or corpus as a message names it): `{"where", "digest", "files"}`."""
+  return {"where": where, "digest": digest.table_digest(table), "files": table}
+
+
+class DataChangedError(ValueError):
+  """A resume onto other clips than the checkpoint's run read (added, removed or changed in content)."""
+
+
+def check_same_clips(directory: str, step: int, saved: dict[str, Any] | None, now: dict[str, Any] | None) -> None:
+  """Raises `DataChangedError` naming the clips that differ between the `CLIPS_KEY` entries `saved` (the
+  checkpoint's) and `now`; a checkpoint written before runs recorded their clips is resumed with a warning."""
+  if now is None or (saved is not None and saved["digest"] == now["digest"]):
+    return
+  if saved is None:
+    logging.warning("%s: its checkpoints do not record the clips they were trained on (an older asd_jax): a "
+                    "changed dataset cannot be detected", directory)
+    return
+  changes = digest.compare(saved["files"], now["files"])
+  raise DataChangedError(
+      f"checkpoint {directory} (step {step}) was trained on other clips than this run reads ({now['where']}): "
+      f"{changes.describe() if changes else 'the same clips in another order'}\nResuming would continue the run "
+      "on other data (and a changed clip list reorders every batch). Put the clips back as they were, or start "
+      "afresh in a new --workdir.")
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -67,7 +100,8 @@ def checkpointer(workdir: str, meta: dict[str, Any], fields: tuple[str, ...], *,
   """The `Checkpointer` of the run in `workdir`, after the checks a resume needs (closed on exit).
 
   With checkpoints there: refused unless `resume`, and their latest metadata must match `meta` in `fields`
-  (`train_state.check_same_run`); with `accept_changes` the adjustable differences are accepted, logged, and
+  (`train_state.check_same_run`) and in its clips (`check_same_clips`, when `meta` has a `CLIPS_KEY` entry);
+  with `accept_changes` the adjustable differences are accepted, logged, and
   recorded under `train_state.CHANGES_KEY` in `meta` (so the next checkpoints carry them). Without any,
   `refuse_empty` (when set) is raised as FileNotFoundError (a run that only reads its checkpoints).
   """
@@ -81,6 +115,7 @@ def checkpointer(workdir: str, meta: dict[str, Any], fields: tuple[str, ...], *,
       saved = ckpt.restore_meta()
       changes = train_state.check_same_run(ckpt.directory, saved, meta, fields, accept_changes=accept_changes, hint=(
           f"Resume with the saved settings ({os.path.join(workdir, CONFIG)}) or use a new --workdir."))
+      check_same_clips(ckpt.directory, latest, saved.get(CLIPS_KEY), meta.get(CLIPS_KEY))
       history = list(saved.get(train_state.CHANGES_KEY, []))
       if changes:
         for field, (before, after) in changes.items():
@@ -173,7 +208,7 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
   compile_s = time.perf_counter() - t0
   logging.info("train step compiled in %.1f s", compile_s)
   if writer is not None:
-    writer.write(start, {"compile_s": compile_s, **({"resumed": True} if start else {})})
+    writer.write(start, {train_log.COMPILE: compile_s, **({"resumed": True} if start else {})})
 
   def save(step: int) -> None:
     if checkpointer is not None:
@@ -209,7 +244,7 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
         raise refuse(step, metrics)
       shown = {"loss": f"{metrics['loss']:.4f}",
                **{name: f"{metrics[name]:.3f}" for name in shown_metrics if name in metrics},
-               "step_s": f"{step_s:.3f}", "clips/s": f"{clips / step_s:.1f}"}
+               "step_s": f"{step_s:.3f}", "speed": autotune.speed(clips, step_s)}
       bar.set_postfix(shown, refresh=False)
       bar.update(1)
       if writer is not None and (step % log_every == 0 or step == num_steps):

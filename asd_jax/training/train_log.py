@@ -2,8 +2,10 @@
 
 Only process 0 writes. TensorBoard logging uses `tensorboardX` when it is installed (it is not a
 dependency); the JSONL file is always written and is what tests and scripts read. `drop_after(step)` is
-what a resumed run calls first: rows past the step it resumes from (and a line cut short by a kill) are
-dropped, rewriting the file atomically, so every step has exactly one row.
+what a resumed run calls first: rows past the step it resumes from, the compile row (`COMPILE`) an earlier
+invocation wrote at that step (it started there too and was killed before its next checkpoint; the resumed run
+writes its own) and a line cut short by a kill are dropped, rewriting the file atomically, so every step has
+exactly one row of metrics and one compile row at most.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from absl import logging
 from asd_jax import atomic
 
 FILE = "metrics.jsonl"  # below the run's workdir
+COMPILE = "compile_s"  # the key of the row an invocation writes at its first step: seconds to compile the step
 
 
 def _plain(value: Any) -> Any:
@@ -47,7 +50,7 @@ class MetricWriter:
     if not self.enabled:
       return
     row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
+    with atomic.naming(self.path), open(self.path, "a") as f:  # a full disk names the file
       f.write(json.dumps(row) + "\n")
     if self._tb is not None:
       for key, value in row.items():
@@ -55,7 +58,8 @@ class MetricWriter:
           self._tb.add_scalar(key, value, step)
 
   def drop_after(self, step: int) -> int:
-    """Removes the rows with `"step" > step` and unreadable lines (atomically); returns how many went."""
+    """Removes the rows with `"step" > step`, the `COMPILE` row at `step` and unreadable lines (atomically);
+    returns how many went."""
     if not self.enabled or not os.path.isfile(self.path):
       return 0
     with open(self.path) as f:
@@ -66,12 +70,14 @@ class MetricWriter:
         row = json.loads(line)
       except json.JSONDecodeError:  # the last line of a killed run may be cut short
         continue
-      if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+      if isinstance(row, dict) and (int(row.get("step", 0)) < step or
+                                    (int(row.get("step", 0)) == step and COMPILE not in row)):
         kept.append(line if line.endswith("\n") else line + "\n")
     dropped = len(lines) - len(kept)
     if dropped:
       atomic.write_text(self.path, "".join(kept))
-      logging.info("%s: dropped %d row(s) past step %d (written after the checkpoint this run resumes from)",
+      logging.info("%s: dropped %d row(s) past step %d or of its compilation (written after the checkpoint this "
+                   "run resumes from)",
                    self.path, dropped, step)
     return dropped
 

@@ -185,3 +185,27 @@ def test_folder_converted_without_digests_still_loads_with_a_warning(tmp_path, c
     _, restored = converted.restore_converted(tmp_path / "out", "toy")
   assert restored["w"].tolist() == [1.0, 1.0]
   assert any("without file digests" in r.getMessage() for r in caplog.records)
+
+
+def test_a_full_disk_while_converting_names_the_folder_and_leaves_the_old_one(tmp_path, monkeypatch):
+  """Issue 26.3: a disk error names its path (here Orbax's write of the params' metadata, through Orbax's own error
+  path); the converted folder already there is untouched."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "encoder"
+  converted.save_converted(folder, {"w": np.ones(3)}, "eat", {"depth": 1})
+  real_write_text = epath.Path.write_text
+
+  def full_disk(path, *args, **kwargs):
+    if ".staging-" in str(path):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_write_text(path, *args, **kwargs)
+
+  monkeypatch.setattr(epath.Path, "write_text", full_disk)
+  with pytest.raises(OSError) as error:
+    converted.save_converted(folder, {"w": np.zeros(3)}, "eat", {"depth": 1})
+  monkeypatch.undo()
+  assert str(error.value) == f"cannot write {folder} (OSError: [Errno 28] No space left on device); it is left as it was"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]  # no staging folder left
+  np.testing.assert_array_equal(converted.restore_converted(folder, "eat")[1]["w"], np.ones(3))

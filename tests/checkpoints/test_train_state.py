@@ -87,3 +87,26 @@ def test_when_no_step_restores_nothing_is_moved(three_steps):
   assert "nothing was moved or deleted" in str(error.value)
   assert sorted(p.name for p in three_steps.iterdir()) == ["1", "2", "3"]
   ckpt.close()
+
+
+def test_a_truncated_metadata_file_is_named_with_where_its_json_ends(tmp_path):
+  """Issue 26.5: json raises its JSONDecodeError `from None` over an internal StopIteration(position); the message
+  was `StopIteration: <position>`, naming no file."""
+  ckpt = train_state.Checkpointer(tmp_path)
+  ckpt.save(1, _state(1), {"position": 1}, {"run": "a", "config": {"lr": 0.001, "seed": 0}})
+  ckpt.wait()
+  ckpt.close()
+  meta_file = tmp_path / "1" / "meta" / "metadata"
+  text = meta_file.read_text()
+  cut = text.index('"seed": ') + len('"seed": ')  # cut where a value is expected
+  meta_file.write_text(text[:cut])
+  ckpt = train_state.Checkpointer(tmp_path)
+  try:
+    for read in (ckpt.restore_meta, lambda: ckpt.restore(_abstract())):
+      with pytest.raises(train_state.UnreadableCheckpointError) as error:
+        read()
+      assert str(error.value) == (
+          f"checkpoint step 1 in {tmp_path} is unreadable ({meta_file}: JSONDecodeError: Expecting value: line 1 "
+          f"column {cut + 1} (char {cut}); a truncated or damaged file)")
+  finally:
+    ckpt.close()

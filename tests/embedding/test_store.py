@@ -53,3 +53,57 @@ def test_non_finite_embeddings_are_refused_naming_the_clips_and_nothing_is_writt
   assert clips[0].path not in str(info.value)
   assert open(path, "rb").read() == before  # the old file is untouched
   assert sorted(os.listdir(tmp_path)) == [store.ARRAYS, "embeddings_records.json"]  # no temporary left
+
+
+def _full_disk_at(monkeypatch, name):
+  """Every fsync of a temporary of `name` fails as a full disk does (the kernel reports ENOSPC of written data when
+  it is flushed): the write goes through `atomic`'s own error path."""
+  import errno  # pylint: disable=import-outside-toplevel
+  real_fsync = os.fsync
+
+  def fsync(fd):
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{name}.tmp-"):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+
+  monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _old_and_new(tmp_path):
+  clips = _clips(3)
+  old = {"embedding": np.ones((3, 2), np.float32)}
+  path = store.write(str(tmp_path / store.ARRAYS), old, clips, source="step 1", network="beats", batch_size=8)
+  return path, clips, old, {"embedding": np.full((3, 2), 2.0, np.float32)}
+
+
+def test_a_full_disk_while_writing_the_arrays_names_the_file_and_leaves_the_old_pair(tmp_path, monkeypatch):
+  """Issue 26.3: the message was `[Errno 28] No space left on device`, naming no file, and with room for the records
+  but not the arrays the records file was the new step's, the arrays the old step's, and `read` took the pair."""
+  path, clips, old, new = _old_and_new(tmp_path)
+  _full_disk_at(monkeypatch, store.ARRAYS)
+  with pytest.raises(OSError) as error:
+    store.write(path, new, clips, source="step 2", network="beats", batch_size=8)
+  assert str(error.value) == f"[Errno 28] No space left on device: '{path}'"
+  monkeypatch.undo()
+  assert sorted(os.listdir(tmp_path)) == [store.ARRAYS, "embeddings_records.json"]  # no temporary left
+  assert json.loads(open(store.records_path(path)).read())["source"] == "step 1"  # the old pair, whole
+  np.testing.assert_array_equal(store.read(path, clips)["embedding"], old["embedding"])
+
+
+def test_arrays_of_other_records_are_refused_on_read(tmp_path, monkeypatch):
+  """The other order of failure (the arrays written, the records file not): the reader refuses the pair."""
+  path, clips, _, new = _old_and_new(tmp_path)
+  _full_disk_at(monkeypatch, "embeddings_records.json")
+  with pytest.raises(OSError) as error:
+    store.write(path, new, clips, source="step 2", network="beats", batch_size=8)
+  assert str(error.value) == f"[Errno 28] No space left on device: '{store.records_path(path)}'"
+  monkeypatch.undo()
+  assert not store.is_pair(path)
+  with pytest.raises(ValueError) as error:
+    store.read(path, clips)
+  assert str(error.value) == (
+      f"{path} and {store.records_path(path)} are not one pair: the arrays file holds another digest of the records "
+      "they belong to (a write cut short, e.g. by a full disk); re-embed (delete both files)")
+  store.write(path, new, clips, source="step 2", network="beats", batch_size=8)  # room again: a whole new pair
+  assert store.is_pair(path)
+  np.testing.assert_array_equal(store.read(path, clips)["embedding"], new["embedding"])

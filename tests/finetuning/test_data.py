@@ -99,3 +99,17 @@ def test_the_scan_checks_the_channel_policy_before_training(dataset):
     fine_tune.records(config, training=True)
   config.data.channels = "near"
   assert fine_tune.records(config, training=True)
+
+
+def test_a_batch_larger_than_the_training_clips_names_the_field_and_the_dataset(dataset, tmp_path):
+  """Issue 26.5: was `shard has 92 records, fewer than batch_size 1000`, naming neither the dataset nor the field;
+  refused before any compute (no workdir content but its lock and the clip hashes)."""
+  clips = fine_tune.training_records(fine_tune.records(_config(dataset), training=True))
+  config = _config(dataset, batch_size=len(clips) + 1)
+  with pytest.raises(ValueError) as error:
+    fine_tune.train(config, str(tmp_path / "work"), progress=False)
+  assert str(error.value) == (
+      f"config.train.batch_size={len(clips) + 1} is more than the {len(clips)} training clips (train/ and "
+      f"supplemental/) under {dataset['out_dir']}: lower config.train.batch_size to at most {len(clips)}")
+  # No run state: the lock and the clips' hash cache (which a resume's clip check reads, issue 26.2), nothing else.
+  assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [".lock", "clip_hashes.json"]

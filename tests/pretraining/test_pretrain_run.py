@@ -29,16 +29,7 @@ STEPS = 6  # 19 clips, 4 per step: the run crosses an epoch boundary (data posit
 STOP = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-  """The runs here compile the same step: XLA's persistent cache (this module only) compiles it once."""
-  from jax.experimental.compilation_cache import compilation_cache
-
-  compilation_cache.reset_cache()
-  compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
-  yield
-  jax.config.update("jax_compilation_cache_dir", None)
-  compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("compile_once")  # the runs here compile the same step once
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +136,28 @@ def test_a_diverging_run_stops_at_its_first_non_finite_step_and_goes_on_from_the
   assert pretrain.is_complete(calmer, str(tmp_path))
 
 
+def test_a_resume_onto_a_changed_corpus_is_refused_naming_the_clip(dataset, tmp_path):
+  """Issue 26.2 for pre-training: a wav source's clips are named `<source>/<path in the source>` with their content
+  digests; a packed corpus's shards by the pack's own SHA-256 (tests/data/test_shards.py)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import soundfile  # pylint: disable=import-outside-toplevel
+  root = tmp_path / "data"
+  shutil.copytree(dataset, root)
+  config = _config(str(root))
+  work = tmp_path / "work"
+  _pretrain(config, work, stop_after=STOP)
+  changed = sorted((root / "ToyCar" / "train").glob("*.wav"))[1]
+  audio, rate = soundfile.read(str(changed), dtype="int16")
+  soundfile.write(str(changed), audio[::-1].copy(), rate, subtype="PCM_16")  # same size, other content
+  with pytest.raises(loop.DataChangedError) as error:
+    _pretrain(config, work)
+  assert str(error.value) == (
+      f"checkpoint {work / 'checkpoints'} (step {STOP}) was trained on other clips than this run reads "
+      f"(config.data.sources, by source): 0 added, 0 removed, 1 changed in content:\n  changed: "
+      f"dcase0/{changed.relative_to(root)}\nResuming would continue the run on other data (and a changed clip list "
+      "reorders every batch). Put the clips back as they were, or start afresh in a new --workdir.")
+
+
 def test_exported_student_is_what_fine_tuning_configs_load(dataset, straight):
   workdir, state = straight
   config, params = eat.load(workdir / pretrain.ENCODER_DIR)
@@ -220,14 +233,15 @@ def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, 
   pipeline.pretrain = pre
   lines = []
   log = lambda stage, message: lines.append((stage, message))  # noqa: E731
-  resolved = stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
+  channels = specs_lib.channel_policy(specs_lib.model_specs(pipeline))  # as the pipeline's run passes it
+  resolved = stages.pretrain_eat(pipeline, str(tmp_path), log, channels=channels, bars=False)
   encoder = tmp_path / "pretrain" / pretrain.ENCODER_DIR
   assert resolved.init.eat == str(encoder) and pipeline.init.eat == ""  # the caller's config is not changed
   _, params = eat.load(encoder)
   _, straight_params = eat.load(straight[0] / pretrain.ENCODER_DIR)  # source named "dcase0" there: same clips
   jax.tree.map(np.testing.assert_array_equal, params, straight_params)
   assert lines[-1][1].startswith("ran")
-  assert stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False).init.eat == str(encoder)
+  assert stages.pretrain_eat(pipeline, str(tmp_path), log, channels=channels, bars=False).init.eat == str(encoder)
   assert lines[-1][1].startswith("cached")
   resolved.model_keys = "feat,leat,dual_branch,feat_random,frozen_eat,frozen_eat_random"
   specs = {s.key: s for s in specs_lib.model_specs(resolved)}
@@ -238,4 +252,4 @@ def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, 
     assert specs[key].config.model.init_checkpoint == "", key
   pipeline.pretrain.optim.learning_rate = 2e-3  # a finished run with other settings is refused, not reused
   with pytest.raises(ValueError, match="config.optim.learning_rate"):
-    stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
+    stages.pretrain_eat(pipeline, str(tmp_path), log, channels=channels, bars=False)

@@ -145,6 +145,10 @@ def test_provenance_holds_config_versions_and_wall_time(report_run):
   assert info["versions"]["jax"] and info["versions"]["numpy"] == np.__version__
   assert info["wall_s"] >= sum(info["stage_s"].values()) > 0
   assert set(info["stage_s"]) == {"train+embed", "score", "fuse", "export", "evaluate"}
+  text, _ = _page(workdir)  # this invocation's time and all invocations' (issue 23.8)
+  assert f"wall time of this invocation (s)</td><td>{info['wall_s']:.1f}" in text
+  assert (f"wall time of all {len(info['invocations'])} invocation(s) on this workdir (s)</td>"
+          f"<td>{info['total_wall_s']:.1f}") in text
 
 
 def test_the_page_states_every_encoder_s_starting_weights(report_run):

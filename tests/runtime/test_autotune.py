@@ -58,3 +58,13 @@ def test_measures_a_real_compiled_forward():
   best, tried = autotune.pick_batch_size(autotune.forward_throughput(forward, params, 64, mesh, repeats=1),
                                          autotune.candidate_batch_sizes(mesh.devices.size, 8))
   assert best in (2, 4, 8) and all(rate > 0 for _, rate in tried)
+
+
+def test_speed_never_reads_zero():
+  """Issue 23.8: EAT-large's bar showed `clips/s=0.0` (2 clips in a 50 s step); a stage with nothing to do said
+  `0.0 clips/s` too."""
+  assert autotune.speed(2, 50.0) == "25.0 s/clip"
+  assert autotune.speed(1, 0.35) == "2.9 clips/s"
+  assert autotune.speed(64, 2.0) == "32 clips/s"
+  assert autotune.speed(0, 3.0) == "no clips"
+  assert autotune.speed(0, 0.0, unit="step") == "no steps"

@@ -8,6 +8,7 @@ everything from the config on is the code the CLI runs; the slow one runs the re
 configs/demo.py.
 """
 
+import os
 import pathlib
 import re
 import shutil
@@ -23,6 +24,7 @@ import soundfile
 
 from asd_jax.audio import wav
 from asd_jax.checkpoints import train_state
+from asd_jax.data import layout
 from asd_jax.data import synth
 from asd_jax.finetuning import fine_tune
 from asd_jax.finetuning import restore
@@ -35,6 +37,9 @@ from configs import demo
 TINY = "tiny_attention"
 EPOCHS = 2
 STOP = 3  # steps of the first call: mid-way through the first epoch
+
+
+pytestmark = pytest.mark.usefixtures("compile_once")  # the runs here compile the same step once
 
 
 @pytest.fixture(scope="module")
@@ -209,21 +214,93 @@ def _checkpoint_steps(workdir):
   return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
-def test_a_nan_wav_stops_training_naming_the_file(dataset, tiny_registered, tmp_path):
-  source = pathlib.Path(dataset)
+def _copy_of(dataset, tmp_path):
   root = tmp_path / "data"
-  shutil.copytree(source, root)
-  config = _config(str(root))
-  # A clip of the first batch, so the run stops before compiling its step (any later batch stops it the same way).
+  shutil.copytree(dataset, root)
+  return root
+
+
+def _clip_order(config):
+  """The training clips in the order the run reads them (epoch 0)."""
   clips = fine_tune.records(config, training=True)
-  first, _ = fine_tune.train_batches(config, fine_tune.label_space(config, clips=clips), clips)
-  damaged = pathlib.Path(fine_tune.training_records(clips)[int(next(first)["index"][0])].path)
-  audio, rate = soundfile.read(str(damaged), dtype="float32")
+  batches, num_clips = fine_tune.train_batches(config, fine_tune.label_space(config, clips=clips), clips)
+  train = fine_tune.training_records(clips)
+  return [pathlib.Path(train[int(i)].path) for _ in range(num_clips // 4) for i in next(batches)["index"]]
+
+
+def _nan_at_half_a_second(clip):
+  audio, rate = soundfile.read(str(clip), dtype="float32")
   audio[rate // 2] = np.nan  # one sample of a float wav
-  soundfile.write(str(damaged), audio, rate, subtype="FLOAT")
-  with pytest.raises(wav.WavError, match=f"{damaged}: 1 non-finite sample value"):
+  soundfile.write(str(clip), audio, rate, subtype="FLOAT")
+
+
+def test_a_nan_sample_in_a_late_batch_is_refused_before_any_compute(dataset, tiny_registered, tmp_path):
+  """Issue 26.4: a NaN sample was found when its batch was read, after compiling and training the steps before it;
+  training's scan decodes the float clips (integer PCM cannot hold NaN) and refuses it up front."""
+  root = _copy_of(dataset, tmp_path)
+  config = _config(str(root))
+  damaged = _clip_order(config)[-1]  # in the last batch of the first epoch
+  _nan_at_half_a_second(damaged)
+  with pytest.raises(layout.DatasetError) as error:
     _train(config, tmp_path / "work")
-  assert not (tmp_path / "work" / "checkpoints").exists() or not _checkpoint_steps(tmp_path / "work")
+  assert str(error.value) == (f"1 problem(s) in dataset {root}:\n  {damaged}: 1 non-finite sample value(s) (NaN or "
+                              "inf), the first at 0.500 s; the recording is damaged")
+  assert [p.name for p in (tmp_path / "work").iterdir()] == [".lock"]  # nothing of a run: no state to resume
+
+
+def test_a_clip_damaged_during_a_run_stops_it_and_leaves_only_its_finite_checkpoints(dataset, straight, tmp_path,
+                                                                                    monkeypatch):
+  """A clip damaged after the scan stops the run when its batch is read (step 4). What it leaves: the checkpoints
+  of the steps before (finite, trained before the clip changed) and their rows. The next run refuses the damaged
+  clip up front, and once the clip is whole again resumes from step 2 to the uninterrupted run's end state."""
+  root = _copy_of(dataset, tmp_path)
+  config = _config(str(root))
+  config.train.checkpoint_every = 2
+  damaged = _clip_order(config)[-1]  # read at step 4
+  original = damaged.read_bytes()
+  real_batches = fine_tune.train_batches
+
+  def damaged_after_the_scan(*args, **kwargs):
+    _nan_at_half_a_second(damaged)
+    return real_batches(*args, **kwargs)
+
+  monkeypatch.setattr(fine_tune, "train_batches", damaged_after_the_scan)
+  with pytest.raises(wav.NonFiniteWavError, match=f"^{damaged}: 1 non-finite sample value"):
+    _train(config, tmp_path / "work")
+  monkeypatch.undo()
+  work = tmp_path / "work"
+  assert _checkpoint_steps(work) == [2]
+  assert [r["step"] for r in train_log.read_jsonl(work / "metrics.jsonl") if "loss" in r] == [1, 2, 3]
+  with pytest.raises(layout.DatasetError, match=f"{damaged}: 1 non-finite sample value"):
+    _train(config, work)
+  damaged.write_bytes(original)  # the clip as it was: the same content, so the same data
+  _resume_equals(config, work, straight[1])
+
+
+def test_a_resume_onto_changed_clips_is_refused_naming_them(dataset, straight, tmp_path):
+  """Issue 26.2: a resume went on silently with clips added, removed or changed since its checkpoint."""
+  root = _copy_of(dataset, tmp_path)
+  config = _config(str(root))
+  _stop_early(config, tmp_path / "work", straight[1])
+  train_dir = root / "ToyCar" / "train"
+  removed, changed = sorted(train_dir.glob("*.wav"))[:2]
+  added = train_dir / re.sub(r"_normal_\d{4}_", "_normal_0999_", removed.name)
+  originals = {p: p.read_bytes() for p in (removed, changed)}
+  removed.rename(added)  # one clip out, one in: the same count, so the same steps and label space
+  audio, rate = soundfile.read(str(changed), dtype="int16")
+  soundfile.write(str(changed), audio[::-1].copy(), rate, subtype="PCM_16")  # same size, other content
+  with pytest.raises(loop.DataChangedError) as error:
+    _train(config, tmp_path / "work")
+  name = lambda p: str(p.relative_to(root))  # noqa: E731
+  assert str(error.value) == (
+      f"checkpoint {tmp_path / 'work' / 'checkpoints'} (step {STOP}) was trained on other clips than this run reads "
+      f"({root}): 1 added, 1 removed, 1 changed in content:\n  added: {name(added)}\n  removed: {name(removed)}\n  "
+      f"changed: {name(changed)}\nResuming would continue the run on other data (and a changed clip list reorders "
+      "every batch). Put the clips back as they were, or start afresh in a new --workdir.")
+  added.unlink()
+  for path, content in originals.items():
+    path.write_bytes(content)
+  _resume_equals(config, tmp_path / "work", straight[1])  # the same clips again: resumed as if never touched
 
 
 def test_a_diverging_run_stops_naming_the_step_and_never_saves_it(dataset, tiny_registered, tmp_path):
@@ -290,3 +367,38 @@ def test_killed_with_sigkill_during_checkpointing_and_resumed_equals_uninterrupt
   _resume_equals(config, tmp_path, straight[1])  # the dead process' lock is taken over; one row per step
   leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.isdigit()]
   assert not leftovers, leftovers
+
+
+def test_a_full_disk_at_a_checkpoint_stops_naming_its_folder_and_a_rerun_resumes(dataset, straight, tmp_path,
+                                                                                   monkeypatch, caplog):
+  """Issue 26.3: a checkpoint save on a full disk was `[Errno 28] No space left on device` under Orbax's tracebacks
+  (one from each of its save threads). Injected at Orbax's own write of the step's JSON items (`epath`), so the
+  failure takes Orbax's path: its background threads, its finalisation, the manager's next save."""
+  import errno  # pylint: disable=import-outside-toplevel
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  from asd_jax import errors  # pylint: disable=import-outside-toplevel
+  config = _config(dataset)
+  config.train.checkpoint_every = 1
+  real_write_text = epath.Path.write_text
+
+  def full_disk(path, *args, **kwargs):
+    if any(part.startswith("3.orbax-checkpoint-tmp") for part in pathlib.Path(path).parts):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_write_text(path, *args, **kwargs)
+
+  monkeypatch.setattr(epath.Path, "write_text", full_disk)
+  errors.quiet_orbax_error_logs()  # as the programs do by default
+  try:
+    with caplog.at_level("INFO"), pytest.raises(train_state.CheckpointWriteError) as error:
+      _train(config, tmp_path)
+  finally:
+    errors.quiet_orbax_error_logs(False)
+    monkeypatch.undo()
+  checkpoints = tmp_path / "checkpoints"
+  assert str(error.value) == (
+      f"cannot write checkpoint step 3 to {checkpoints / '3'} (OSError: [Errno 28] No space left on device); that "
+      f"step is not saved (Orbax never reads its unfinished folder): the latest checkpoint is step 2 in "
+      f"{checkpoints}; once the cause (a full disk?) is fixed, run again to continue from it")
+  assert not [r for r in caplog.records if r.levelname == "ERROR" and f"{os.sep}orbax{os.sep}" in r.pathname]
+  assert _checkpoint_steps(tmp_path) == [1, 2]
+  _resume_equals(config, tmp_path, straight[1])  # nothing half-written is read: the run goes on from step 2
