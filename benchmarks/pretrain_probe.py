@@ -1,0 +1,167 @@
+r"""What pre-training gives a frozen encoder: pre-train with a few seeds, then probe the encoders on held-out clips.
+
+  python -m benchmarks.pretrain_probe --data_root=work/synth_dcase --workdir=/tmp/pretrain_probe \
+      --config=configs/pretrain_demo.py --config.data.sources.synth_past.path=work/synth_past [--seeds=1,2,3]
+  python -m benchmarks.pretrain_probe --data_root=work/synth_dcase --workdir=DIR --encoders=NAME:PATH,...
+
+For each seed: pre-trains `--config` (seed set to it; skipped when `<workdir>/seed<k>` holds a finished run)
+with the teacher exported, writes the run's initial encoder (upstream's initialisation as the trainer draws it:
+student = teacher at update 0) to `seed<k>/init`, and embeds the dataset with each frozen encoder (the demo's
+frozen EAT config, `configs/demo_pipeline.shrink_frozen`, mean-pooled per layer):
+  random   the pipeline's "EAT (frozen, random init)": the Flax module's own initialisation (seed k);
+  init     the pre-training run's initial encoder (what pre-training starts from);
+  student  the exported encoder (what the pipeline fine-tunes and embeds as "EAT (frozen, pre-trained)");
+  teacher  the final EMA teacher.
+Then `asd_jax.pretraining.probe` on each (fit on `train/`, scored on normal `test/` clips), the teacher's and
+student's relative change from `init` (`asd_jax.pretraining.health.relative_change`) and the run's curves
+(first and last logged loss_regression, target_var, pred_var, ema_decay, model_norm, ema_norm). Prints one table
+row per seed and encoder and the mean +- std over seeds; writes `<workdir>/probe_<pool>.json`.
+`--encoders=NAME:PATH,...` probes given converted EAT checkpoints instead (no pre-training; PATH "random"
+is the random init).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+ENCODERS = ("random", "init", "student", "teacher")
+CURVES = ("loss_regression", "loss_cls", "target_var", "pred_var", "ema_decay", "model_norm", "ema_norm")
+
+
+def define_flags() -> None:
+  config_flags.DEFINE_config_file("config", "configs/pretrain_demo.py", "Pre-training config.")
+  flags.DEFINE_string("data_root", "work/synth_dcase", "Labelled DCASE-layout dataset to probe on.")
+  flags.DEFINE_string("workdir", None, "Runs, embeddings and probe.json go here.")
+  flags.DEFINE_list("seeds", ["1", "2", "3"], "Pre-training seeds.")
+  flags.DEFINE_list("encoders", [], "NAME:PATH of converted EAT checkpoints to probe instead of pre-training.")
+  flags.DEFINE_list("probe", list(ENCODERS), "Which of random, init, student, teacher to embed and probe.")
+  flags.DEFINE_enum("pool", "mean", ["mean", "cls"], "Token pooling of the embeddings (the pipeline's: mean).")
+  flags.DEFINE_float("C", 1.0, "Inverse L2 strength of the linear probe.")
+  flags.mark_flag_as_required("workdir")
+
+
+def frozen_config(data_root: str, checkpoint: str, seed: int, pool: str = "mean"):
+  from configs import demo_pipeline
+  from configs import feat
+
+  c = demo_pipeline.shrink_frozen(feat.get_config())
+  c.data.root = data_root
+  c.model.preset = "tiny"
+  c.model.init_checkpoint = checkpoint
+  c.seed = seed
+  c.model.pool = pool
+  return c
+
+
+def embed(data_root: str, checkpoint: str, seed: int, out: str, pool: str = "mean"):
+  """The dataset's embeddings with a frozen EAT (`checkpoint` "" = random init), cached in `out`."""
+  from asd_jax.data import layout
+  from asd_jax.embedding import store
+  from asd_jax.embedding import workdir as embed_workdir
+
+  records = layout.scan_dataset(os.path.abspath(data_root))
+  if not os.path.exists(out):
+    embed_workdir.embed(frozen_config(data_root, checkpoint, seed, pool), os.path.dirname(out), out=out,
+                        progress=False, frozen=True)
+  return store.read(out, records), records
+
+
+def curves(run_dir: str) -> dict[str, list[float]]:
+  from asd_jax.training import train_log
+
+  rows = [r for r in train_log.read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+  return {k: [rows[0][k], rows[-1][k]] for k in CURVES if k in rows[0]}
+
+
+def pretrain_seed(config, seed: int, run_dir: str) -> dict:
+  """Pre-trains (unless done) and exports init, student and teacher; returns changes, curves and times."""
+  import jax
+  import ml_collections
+
+  from asd_jax.models import eat
+  from asd_jax.pretraining import health
+  from asd_jax.pretraining import trainer
+
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = seed
+  info = {"seed": seed}
+  if not trainer.is_complete(c, run_dir):
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.pretrain(c, run_dir, export_teacher=True, progress=False)
+    info.update(pretrain_wall_s=time.perf_counter() - t0, pretrain_cpu_s=time.process_time() - c0)
+  init_dir = os.path.join(run_dir, "init")
+  if not os.path.isdir(init_dir):
+    init_rng, _ = jax.random.split(jax.random.key(seed))  # as trainer._run draws it
+    settings, student, _, _, _ = trainer.initial_model(c, init_rng)
+    eat.save_converted(init_dir, settings.encoder, jax.device_get(student))
+  params = {name: eat.load(os.path.join(run_dir, d))[1]
+            for name, d in (("init", "init"), ("student", trainer.ENCODER_DIR), ("teacher", trainer.TEACHER_DIR))}
+  info["teacher_change"] = health.relative_change(params["init"], params["teacher"])
+  info["student_change"] = health.relative_change(params["init"], params["student"])
+  info["start_weight"] = health.start_weight(c.train.num_steps, c.ema.decay, c.ema.end_decay, c.ema.anneal_end_step)
+  info["curves"] = curves(run_dir)
+  return info
+
+
+def main(argv):
+  del argv
+  from asd_jax import cli
+  from asd_jax.pretraining import probe
+  from asd_jax.pretraining import trainer
+
+  cli.quiet_by_default()
+  workdir = os.path.abspath(FLAGS.workdir)
+  os.makedirs(workdir, exist_ok=True)
+  results = []
+  if FLAGS.encoders:
+    for entry in FLAGS.encoders:
+      name, _, path = entry.partition(":")
+      arrays, records = embed(FLAGS.data_root, "" if path == "random" else path, 1,
+                              os.path.join(workdir, f"emb_{name}_{FLAGS.pool}", "embeddings.npz"), FLAGS.pool)
+      results.append({"encoder": name, "probe": probe.probe_embeddings(arrays, records, C=FLAGS.C)})
+  for seed in map(int, [] if FLAGS.encoders else FLAGS.seeds):
+    run_dir = os.path.join(workdir, f"seed{seed}")
+    info = pretrain_seed(FLAGS.config, seed, run_dir)
+    print(json.dumps(info), flush=True)
+    for name in FLAGS.probe:
+      checkpoint = "" if name == "random" else os.path.join(
+          run_dir, {"init": "init", "student": trainer.ENCODER_DIR, "teacher": trainer.TEACHER_DIR}[name])
+      arrays, records = embed(FLAGS.data_root, checkpoint, seed,
+                              os.path.join(run_dir, f"emb_{name}" + ("" if FLAGS.pool == "mean" else "_cls"),
+                                           "embeddings.npz"), FLAGS.pool)
+      results.append({"encoder": name, "seed": seed, "run": info,
+                      "probe": probe.probe_embeddings(arrays, records, C=FLAGS.C)})
+  with open(os.path.join(workdir, f"probe_{FLAGS.pool}.json"), "w") as f:
+    json.dump({"config": FLAGS.config.to_dict(), "results": results}, f, indent=1, default=str)
+  print(table(results))
+
+
+def table(results: list[dict]) -> str:
+  """Per encoder: accuracy of each task x probe on the final layer and the best single layer, mean +- std."""
+  cols = [(task, p) for task in ("machine", "attribute") for p in ("knn", "linear")]
+  lines = ["| encoder | feature | " + " | ".join(f"{t} {p}" for t, p in cols) + " | seeds |",
+           "|---|---|" + "---|" * (len(cols) + 1)]
+  names = list(dict.fromkeys(r["encoder"] for r in results))
+  for name in names:
+    rows = [r for r in results if r["encoder"] == name]
+    for feature in rows[0]["probe"]:
+      cells = []
+      for task, p in cols:
+        vals = np.array([100 * r["probe"][feature][task][p] for r in rows if task in r["probe"][feature]])
+        cells.append(f"{vals.mean():.1f} +- {vals.std(ddof=1) if len(vals) > 1 else 0:.1f}" if len(vals) else "-")
+      lines.append(f"| {name} | {feature} | " + " | ".join(cells) + f" | {len(rows)} |")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.getcwd())
+  define_flags()
+  app.run(main)
