@@ -17,7 +17,7 @@ student's relative change from `init` (`asd_jax.pretraining.health.relative_chan
 (first and last logged loss_regression, target_var, pred_var, ema_decay, model_norm, ema_norm). Prints one table
 row per seed and encoder and the mean +- std over seeds; writes `<workdir>/probe_<pool>.json`.
 `--encoders=NAME:PATH,...` probes given converted EAT checkpoints instead (no pre-training; PATH "random"
-is the random init).
+is the random init, "logmel" the pipeline's log-mel mean/std row).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def define_flags() -> None:
   flags.DEFINE_list("encoders", [], "NAME:PATH of converted EAT checkpoints to probe instead of pre-training.")
   flags.DEFINE_list("probe", list(ENCODERS), "Which of random, init, student, teacher to embed and probe.")
   flags.DEFINE_enum("pool", "mean", ["mean", "cls"], "Token pooling of the embeddings (the pipeline's: mean).")
+  flags.DEFINE_bool("every_checkpoint", False, "Also probe student and teacher at every kept checkpoint (set "
+                    "--config.train.checkpoint_every and --config.train.keep_checkpoints).")
   flags.DEFINE_float("C", 1.0, "Inverse L2 strength of the linear probe.")
   flags.mark_flag_as_required("workdir")
 
@@ -51,7 +53,12 @@ def define_flags() -> None:
 def frozen_config(data_root: str, checkpoint: str, seed: int, pool: str = "mean"):
   from configs import demo_pipeline
   from configs import feat
+  from configs import pipeline_base
 
+  if checkpoint == "logmel":  # the pipeline's non-learned reference row: log-mel mean and std over time
+    c = demo_pipeline.shrink_frozen(pipeline_base.log_mel_config())
+    c.data.root = data_root
+    return c
   c = demo_pipeline.shrink_frozen(feat.get_config())
   c.data.root = data_root
   c.model.preset = "tiny"
@@ -111,6 +118,35 @@ def pretrain_seed(config, seed: int, run_dir: str) -> dict:
   return info
 
 
+def export_checkpoints(config, seed: int, run_dir: str) -> list[int]:
+  """Exports student and teacher of every kept checkpoint step below the last to `run_dir/step<s>/`."""
+  import jax
+  import ml_collections
+
+  from asd_jax.runtime import sharding as shd
+  from asd_jax.pretraining import trainer
+  from asd_jax.training import checkpoints
+
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = seed
+  ckpt = checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"), keep=c.train.keep_checkpoints)
+  steps = []
+  try:
+    for step in sorted(ckpt._manager.all_steps()):  # noqa: SLF001  (a benchmark reading its own run)
+      out = os.path.join(run_dir, f"step{step}")
+      if step >= c.train.num_steps:
+        continue
+      steps.append(step)
+      if os.path.isdir(os.path.join(out, trainer.TEACHER_DIR)):
+        continue
+      settings, state, _, _, _ = trainer.build(c, jax.random.split(jax.random.key(seed))[0], abstract=True)
+      state, _, _ = ckpt.restore(checkpoints.abstract_like(state, shd.replicated(shd.data_mesh())), step)
+      trainer.export(state, settings, out, teacher=True)
+  finally:
+    ckpt.close()
+  return steps
+
+
 def main(argv):
   del argv
   from asd_jax import cli
@@ -139,6 +175,13 @@ def main(argv):
                                            "embeddings.npz"), FLAGS.pool)
       results.append({"encoder": name, "seed": seed, "run": info,
                       "probe": probe.probe_embeddings(arrays, records, C=FLAGS.C)})
+    if FLAGS.every_checkpoint:
+      for step in export_checkpoints(FLAGS.config, seed, run_dir):
+        for name, d in (("student", trainer.ENCODER_DIR), ("teacher", trainer.TEACHER_DIR)):
+          out = os.path.join(run_dir, f"step{step}", f"emb_{name}_{FLAGS.pool}", "embeddings.npz")
+          arrays, records = embed(FLAGS.data_root, os.path.join(run_dir, f"step{step}", d), seed, out, FLAGS.pool)
+          results.append({"encoder": f"{name}@{step}", "seed": seed,
+                          "probe": probe.probe_embeddings(arrays, records, C=FLAGS.C)})
   with open(os.path.join(workdir, f"probe_{FLAGS.pool}.json"), "w") as f:
     json.dump({"config": FLAGS.config.to_dict(), "results": results}, f, indent=1, default=str)
   print(table(results))
