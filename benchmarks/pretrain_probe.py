@@ -201,6 +201,20 @@ def table(results: list[dict]) -> str:
         vals = np.array([100 * r["probe"][feature][task][p] for r in rows if task in r["probe"][feature]])
         cells.append(f"{vals.mean():.1f} +- {vals.std(ddof=1) if len(vals) > 1 else 0:.1f}" if len(vals) else "-")
       lines.append(f"| {name} | {feature} | " + " | ".join(cells) + f" | {len(rows)} |")
+  # Paired by seed: each pre-trained encoder minus the random-init ones of its own seed.
+  by_key = {(r["encoder"], r.get("seed")): r for r in results}
+  for name in (n for n in names if n.split("@")[0] in ("student", "teacher")):
+    for base in ("random", "init"):
+      seeds = [r.get("seed") for r in results if r["encoder"] == name and (base, r.get("seed")) in by_key]
+      if not seeds:
+        continue
+      for feature in by_key[(name, seeds[0])]["probe"]:
+        cells = []
+        for task, p in cols:
+          d = np.array([100 * (by_key[(name, s)]["probe"][feature][task][p] - by_key[(base, s)]["probe"][feature][task][p])
+                        for s in seeds if task in by_key[(name, s)]["probe"][feature]])
+          cells.append(f"{d.mean():+.1f} +- {d.std(ddof=1) if len(d) > 1 else 0:.1f}" if len(d) else "-")
+        lines.append(f"| {name} - {base} | {feature} | " + " | ".join(cells) + f" | {len(seeds)} |")
   return "\n".join(lines)
 
 
