@@ -14,7 +14,8 @@ Tasks (labels parsed from the clips' names, `ClipRecord`):
 Probes (each a number in [0, 1], the fraction of held-out clips whose label is predicted):
   knn        cosine 1-nearest-neighbour among the fitting clips (the similarity the anomaly scores use);
   linear     multinomial logistic regression (scikit-learn, L2, `C`) on features standardised with the
-             fitting clips' mean and std.
+             fitting clips' mean and std. `C = 1` is scikit-learn's default, left untuned (project choice:
+             choosing it on the held-out clips would fit the probe to them).
 NumPy and scikit-learn only: no JAX (the embeddings come from `asd_jax.embedding.store`).
 """
 
