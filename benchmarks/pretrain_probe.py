@@ -72,11 +72,11 @@ def embed(data_root: str, checkpoint: str, seed: int, out: str, pool: str = "mea
   """The dataset's embeddings with a frozen EAT (`checkpoint` "" = random init), cached in `out`."""
   from asd_jax.data import layout
   from asd_jax.embedding import store
-  from asd_jax.embedding import workdir as embed_workdir
+  from asd_jax.embedding import embed as embed_lib
 
   records = layout.scan_dataset(os.path.abspath(data_root))
   if not os.path.exists(out):
-    embed_workdir.embed(frozen_config(data_root, checkpoint, seed, pool), os.path.dirname(out), out=out,
+    embed_lib.embed(frozen_config(data_root, checkpoint, seed, pool), os.path.dirname(out), out=out,
                         progress=False, frozen=True)
   return store.read(out, records), records
 
@@ -95,22 +95,22 @@ def pretrain_seed(config, seed: int, run_dir: str) -> dict:
 
   from asd_jax.models import eat
   from asd_jax.pretraining import health
-  from asd_jax.pretraining import trainer
+  from asd_jax.pretraining import pretrain as pretrain_lib
 
   c = ml_collections.ConfigDict(config.to_dict())
   c.seed = seed
   info = {"seed": seed}
-  if not trainer.is_complete(c, run_dir):
+  if not pretrain_lib.is_complete(c, run_dir):
     t0, c0 = time.perf_counter(), time.process_time()
-    trainer.pretrain(c, run_dir, export_teacher=True, progress=False)
+    pretrain_lib.pretrain(c, run_dir, export_teacher=True, progress=False)
     info.update(pretrain_wall_s=time.perf_counter() - t0, pretrain_cpu_s=time.process_time() - c0)
   init_dir = os.path.join(run_dir, "init")
   if not os.path.isdir(init_dir):
-    init_rng, _ = jax.random.split(jax.random.key(seed))  # as trainer._run draws it
-    settings, student, _, _, _ = trainer.initial_model(c, init_rng)
+    init_rng, _ = jax.random.split(jax.random.key(seed))  # as pretrain_lib._pretrain draws it
+    settings, student, _, _, _ = pretrain_lib.initial_model(c, init_rng)
     eat.save_converted(init_dir, settings.encoder, jax.device_get(student))
   params = {name: eat.load(os.path.join(run_dir, d))[1]
-            for name, d in (("init", "init"), ("student", trainer.ENCODER_DIR), ("teacher", trainer.TEACHER_DIR))}
+            for name, d in (("init", "init"), ("student", pretrain_lib.ENCODER_DIR), ("teacher", pretrain_lib.TEACHER_DIR))}
   info["teacher_change"] = health.relative_change(params["init"], params["teacher"])
   info["student_change"] = health.relative_change(params["init"], params["student"])
   info["start_weight"] = health.start_weight(c.train.num_steps, c.ema.decay, c.ema.end_decay, c.ema.anneal_end_step)
@@ -123,13 +123,14 @@ def export_checkpoints(config, seed: int, run_dir: str) -> list[int]:
   import jax
   import ml_collections
 
+  from asd_jax.checkpoints import train_state
+  from asd_jax.pretraining import pretrain as pretrain_lib
   from asd_jax.runtime import sharding as shd
-  from asd_jax.pretraining import trainer
-  from asd_jax.training import checkpoints
+  from asd_jax.training import loop
 
   c = ml_collections.ConfigDict(config.to_dict())
   c.seed = seed
-  ckpt = checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"), keep=c.train.keep_checkpoints)
+  ckpt = train_state.Checkpointer(loop.checkpoint_dir(run_dir), keep=c.train.keep_checkpoints)
   steps = []
   try:
     for step in sorted(ckpt._manager.all_steps()):  # noqa: SLF001  (a benchmark reading its own run)
@@ -137,11 +138,11 @@ def export_checkpoints(config, seed: int, run_dir: str) -> list[int]:
       if step >= c.train.num_steps:
         continue
       steps.append(step)
-      if os.path.isdir(os.path.join(out, trainer.TEACHER_DIR)):
+      if os.path.isdir(os.path.join(out, pretrain_lib.TEACHER_DIR)):
         continue
-      settings, state, _, _, _ = trainer.build(c, jax.random.split(jax.random.key(seed))[0], abstract=True)
-      state, _, _ = ckpt.restore(checkpoints.abstract_like(state, shd.replicated(shd.data_mesh())), step)
-      trainer.export(state, settings, out, teacher=True)
+      settings, setup, _ = pretrain_lib.build(c, jax.random.split(jax.random.key(seed))[0], abstract=True)
+      state, _, _ = ckpt.restore(train_state.abstract_like(setup.state, shd.replicated(shd.data_mesh())), step)
+      pretrain_lib.export(state, settings, out, teacher=True)
   finally:
     ckpt.close()
   return steps
@@ -151,7 +152,7 @@ def main(argv):
   del argv
   from asd_jax import cli
   from asd_jax.pretraining import probe
-  from asd_jax.pretraining import trainer
+  from asd_jax.pretraining import pretrain as pretrain_lib
 
   cli.quiet_by_default()
   workdir = os.path.abspath(FLAGS.workdir)
@@ -169,7 +170,7 @@ def main(argv):
     print(json.dumps(info), flush=True)
     for name in FLAGS.probe:
       checkpoint = "" if name == "random" else os.path.join(
-          run_dir, {"init": "init", "student": trainer.ENCODER_DIR, "teacher": trainer.TEACHER_DIR}[name])
+          run_dir, {"init": "init", "student": pretrain_lib.ENCODER_DIR, "teacher": pretrain_lib.TEACHER_DIR}[name])
       arrays, records = embed(FLAGS.data_root, checkpoint, seed,
                               os.path.join(run_dir, f"emb_{name}" + ("" if FLAGS.pool == "mean" else "_cls"),
                                            "embeddings.npz"), FLAGS.pool)
@@ -177,7 +178,7 @@ def main(argv):
                       "probe": probe.probe_embeddings(arrays, records, C=FLAGS.C)})
     if FLAGS.every_checkpoint:
       for step in export_checkpoints(FLAGS.config, seed, run_dir):
-        for name, d in (("student", trainer.ENCODER_DIR), ("teacher", trainer.TEACHER_DIR)):
+        for name, d in (("student", pretrain_lib.ENCODER_DIR), ("teacher", pretrain_lib.TEACHER_DIR)):
           out = os.path.join(run_dir, f"step{step}", f"emb_{name}_{FLAGS.pool}", "embeddings.npz")
           arrays, records = embed(FLAGS.data_root, os.path.join(run_dir, f"step{step}", d), seed, out, FLAGS.pool)
           results.append({"encoder": f"{name}@{step}", "seed": seed,

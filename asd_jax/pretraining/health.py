@@ -20,8 +20,8 @@ BENCHMARKS.md "EAT pre-training at demo scale"): with upstream's schedule over 2
 better or, at a too-high learning rate, for worse). 1 % is 2.5 times the first and 8 times below the second.
 A moved teacher is necessary, not sufficient: the probe says whether what it learned helps.
 The start and end trees: for a run from scratch the start is the trainer's initialisation of its seed
-(`trainer.initial_model`), for a continued one the checkpoint's teacher; the end is the exported teacher
-(`pretrain --export_teacher`) or the checkpoint's `extra["teacher"]`.
+(`asd_jax.pretraining.pretrain.initial_model`), for a continued one the checkpoint's teacher; the end is the
+exported teacher (`pretrain --export_teacher`) or the state's `extra["teacher"]`.
 NumPy only.
 """
 
