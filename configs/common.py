@@ -110,6 +110,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.distributed = False  # jax.distributed.initialize() for multi-host runs
   c.train.donate = True  # the step updates the train state in place (its input buffers are donated)
+  # Held-out normal clips (asd_jax.training.holdout): this fraction of each class's fine-tuning clips is never
+  # trained on; the run logs its eval-mode accuracy on them (`heldout_accuracy`) beside the accuracy on the
+  # training clips (`train_accuracy`). Project: 0, the report trains on every clip; the demo holds some out.
+  c.train.holdout_fraction = 0.0
+  c.train.eval_every = 0  # steps between those evaluations; 0 = after the last step only
+  c.train.eval_clips = 512  # training clips in `train_accuracy` at most (a fixed subset; 0 = all)
 
   c.embed = ml_collections.ConfigDict()
   c.embed.batch_size = 16
