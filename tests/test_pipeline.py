@@ -48,7 +48,7 @@ def tiny_config(root, model_keys, *, fusion_sources=None):
   c.pretrain = None  # the pre-training stage has its own test (tests/pretraining/test_pretrain_run.py)
   if fusion_sources:
     c.models.fusion.sources = fusion_sources
-  for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch"):
+  for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch", "feat_random"):
     t = c.models[key].fine_tune
     t.train.epochs = 1
     t.train.batch_size = 4
@@ -509,3 +509,28 @@ def test_multi_layer_vectors_of_a_two_encoder_model():
   np.testing.assert_allclose(got, by_hand, rtol=64 * U64, atol=64 * U64)  # float64 normalisations, both ways
   with pytest.raises(ValueError, match="per-layer embeddings"):
     features.model_vectors("dual", {"dual": {"embedding": np.zeros((5, 10))}}, layers="all")
+
+
+def test_warnings_name_the_models_that_read_less_than_the_clips_or_ended_near_chance(dataset, tmp_path):
+  from asd_jax.data import layout
+  from asd_jax.pipeline import stages
+  config = tiny_config(dataset, "fbeats,lbeats,fusion,log_mel", fusion_sources="fbeats,lbeats")
+  specs = specs_lib.model_specs(config)
+  assert stages.clip_length_warnings(specs, layout.scan_dataset(dataset)) == []  # 2 s clips, 2 s read
+  longer = tmp_path / "data"
+  synth.generate(longer, scale=0.01, duration=3.0, machines=("fan",))
+  records = layout.scan_dataset(longer)
+  (warning,) = stages.clip_length_warnings(specs, records)
+  # Fusion has no embeddings of its own; every other model reads 2 s of the 3 s clips.
+  assert warning.startswith(f"FBEATs, LBEATs, log-mel mean/std (not learned): only the first 2 s of each clip is "
+                            f"read, but {len(records)} of {len(records)} clips are longer (up to 3 s)")
+  model_dir = tmp_path / "fbeats"
+  model_dir.mkdir()
+  rows = [{"step": 200, "loss": 10.0, "train_accuracy": 0.15, "heldout_accuracy": 0.1, "num_classes": 34,
+           "chance_accuracy": 0.124}]
+  (model_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (near_chance,) = stages.training_warnings(specs[0], str(model_dir))
+  assert near_chance.startswith("FBEATs: training accuracy 0.150 is near chance (0.124 for 34 classes)")
+  assert stages.training_summary(str(model_dir)) == (", loss 10.000, training accuracy 0.150, held-out "
+                                                     "accuracy 0.100")
+  assert stages.training_warnings(specs[0], str(tmp_path)) == () and stages.training_summary(str(tmp_path)) == ""

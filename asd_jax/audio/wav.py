@@ -109,6 +109,16 @@ def file_format(path: str | pathlib.Path) -> FileFormat:
   return FileFormat(sample_rate=int(info.samplerate), channels=int(info.channels), subtype=str(info.subtype))
 
 
+def duration_s(path: str | pathlib.Path) -> float:
+  """The length of `path` in seconds from its header (nothing else is read); WavError naming the file when it
+  cannot be read as audio."""
+  try:
+    info = soundfile.info(str(path))
+  except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
+    raise WavError(f"{path}: cannot read as audio: {e}") from e
+  return float(info.frames) / float(info.samplerate)
+
+
 _warned_rates: set[int] = set()
 _warned_short: set[str] = set()
 _MAX_SHORT_WARNINGS = 20  # per process; the dataset scan lists every short clip of a dataset at once

@@ -99,12 +99,12 @@ def check_metrics(rows: Sequence[Mapping[str, Any]], *, model: str = "model") ->
 def clip_length_warning(durations_s: Sequence[float], clip_seconds: float, *, model: str = "model") -> str | None:
   """A warning when clips are longer than the `clip_seconds` a config reads (only their start is used).
 
-  `durations_s`: every clip's length in seconds. None when no clip is longer than `clip_seconds` (plus a 50 ms
-  rounding tolerance).
+  `durations_s`: every clip's length in seconds; `model`: the name(s) the warning starts with. None when no clip
+  is longer than `clip_seconds` (plus a 50 ms rounding tolerance).
   """
   longer = [d for d in durations_s if d > clip_seconds + LONGER_TOLERANCE_S]
   if not longer:
     return None
-  return (f"{model} reads the first {clip_seconds:g} s of each clip, but {len(longer)} of {len(durations_s)} "
-          f"clips are longer (up to {max(longer):.3g} s): the rest of each recording is never used; set "
-          "config.data.clip_seconds to the clips' length")
+  return (f"{model}: only the first {clip_seconds:g} s of each clip is read, but {len(longer)} of "
+          f"{len(durations_s)} clips are longer (up to {max(longer):.3g} s): the rest of each recording is never "
+          "used; set config.data.clip_seconds to the clips' length")

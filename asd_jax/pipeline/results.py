@@ -46,6 +46,7 @@ class PipelineResult:
   tables: str
   detector_dir: str = ""
   stage_s: dict[str, float] = dataclasses.field(default_factory=dict)  # wall seconds per stage, in run order
+  warnings: list[str] = dataclasses.field(default_factory=list)  # training-health warnings, in order (`stages`)
 
 
 def format_stage_times(stage_s: dict[str, float]) -> str:
@@ -125,4 +126,5 @@ def summary(result: PipelineResult, *, dataset: str, labelled: bool) -> dict[str
                       "submission": r.submission_dir, "evaluation": _evaluation_json(r.evaluation)}
                   for n, r in result.systems.items()},
       "detector": result.detector_dir,
+      "warnings": list(result.warnings),
   }

@@ -1,5 +1,11 @@
 """The pipeline's stages, in order: train, embed, score, fuse, write, export (see the package docstring); every
-file they write or read goes through `workdir` (the workdir's layout)."""
+file they write or read goes through `workdir` (the workdir's layout).
+
+Training health (issue 22): after pre-training and after each fine-tuning run the stages read the run's
+`metrics.jsonl` and warn, naming the model, when the pre-training teacher hardly moved
+(`pretraining.health.teacher_warning`) or a fine-tuned model ended near chance (`finetuning.health`); before
+training they warn naming the models that read only the start of longer clips. Every warning is printed as a
+`warning` line and kept in `results.json` ("warnings"), which the report shows."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import ml_collections
 from asd_jax import config_checks
 from asd_jax import provenance
 from asd_jax import workdir_lock
+from asd_jax.audio import wav as wav_lib
 from asd_jax.data import digest as digest_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
@@ -20,6 +27,7 @@ from asd_jax.detector import export as export_lib
 from asd_jax.evaluation import files as eval_files
 from asd_jax.evaluation import official
 from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import health as finetuning_health
 from asd_jax.finetuning import restore
 from asd_jax.pipeline import cache
 from asd_jax.pipeline import results as results_lib
@@ -38,10 +46,16 @@ class Progress:
   def __init__(self, enabled: bool = True):
     self.enabled = enabled
     self.start = time.perf_counter()
+    self.warnings: list[str] = []  # every `warn` of the run, in order (results.json's "warnings")
 
   def __call__(self, stage: str, message: str) -> None:
     if self.enabled:
       print(f"[{time.perf_counter() - self.start:7.1f} s] {stage:<7} {message}", flush=True)
+
+  def warn(self, message: str) -> None:
+    """Prints `message` as a `warning` line (even when not `enabled`: warnings are never silent) and keeps it."""
+    self.warnings.append(message)
+    print(f"[{time.perf_counter() - self.start:7.1f} s] {'warning':<7} {message}", flush=True)
 
 
 def pretrain_config(config: ml_collections.ConfigDict, channels: str) -> ml_collections.ConfigDict:
@@ -79,9 +93,62 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
     pretrain.pretrain(pre, pretrain_dir, progress=bars)
     action = "ran"
   log("pretrain", f"{action} ({time.perf_counter() - t0:.1f} s)")
+  warning = teacher_warning(pretrain_dir)
+  if warning:
+    log.warn(warning)
   config = ml_collections.ConfigDict(config.to_dict())
   config.init.eat = os.path.join(pretrain_dir, pretrain.ENCODER_DIR)
   return config
+
+
+def teacher_warning(pretrain_dir: str, model: str = "EAT pre-training") -> str | None:
+  """`pretraining.health.teacher_warning` of the run's `teacher_change` (the last row of its `metrics.jsonl` that
+  has one, written at its last step); None when the teacher moved enough or the log has no such row."""
+  from asd_jax.pretraining import health as pretraining_health
+
+  log_file = os.path.join(pretrain_dir, workdir_lib.TRAINING_LOG)
+  rows = workdir_lib.read_jsonl(log_file) if os.path.isfile(log_file) else []
+  changes = [r[pretraining_health.TEACHER_CHANGE] for r in rows if pretraining_health.TEACHER_CHANGE in r]
+  return pretraining_health.teacher_warning(float(changes[-1]), model=model) if changes else None
+
+
+def training_summary(model_dir_: str) -> str:
+  """`, loss L, training accuracy A, held-out accuracy H` from the end of a model's `metrics.jsonl` ("" if none)."""
+  log_file = os.path.join(model_dir_, workdir_lib.TRAINING_LOG)
+  rows = workdir_lib.read_jsonl(log_file) if os.path.isfile(log_file) else []
+  losses = [r["loss"] for r in rows if "loss" in r]
+  final = [r for r in rows if "train_accuracy" in r]
+  parts = [f"loss {losses[-1]:.3f}"] if losses else []
+  if final:
+    parts.append(f"training accuracy {final[-1]['train_accuracy']:.3f}")
+    if "heldout_accuracy" in final[-1]:
+      parts.append(f"held-out accuracy {final[-1]['heldout_accuracy']:.3f}")
+  return ", " + ", ".join(parts) if parts else ""
+
+
+def training_warnings(spec: specs_lib.ModelSpec, model_dir_: str) -> tuple[str, ...]:
+  """`finetuning.health.check_metrics` on the model's `metrics.jsonl`: why its training looks unhealthy, if it
+  does."""
+  log_file = os.path.join(model_dir_, workdir_lib.TRAINING_LOG)
+  if not os.path.isfile(log_file):
+    return ()
+  result = finetuning_health.check_metrics(workdir_lib.read_jsonl(log_file), model=spec.name)
+  return () if result is None else result.warnings
+
+
+def clip_length_warnings(specs: Sequence[specs_lib.ModelSpec], records: Sequence[records_lib.ClipRecord]
+                         ) -> list[str]:
+  """One `finetuning.health.clip_length_warning` per clip length the embedded models read, naming the models."""
+  by_length: dict[float, list[str]] = {}
+  for spec in specs:
+    if spec.embedded and "clip_seconds" in spec.config.get("data", {}):
+      by_length.setdefault(float(spec.config.data.clip_seconds), []).append(spec.name)
+  if not by_length:
+    return []
+  durations = [wav_lib.duration_s(r.path) for r in records]
+  warnings = [finetuning_health.clip_length_warning(durations, seconds, model=", ".join(names))
+              for seconds, names in sorted(by_length.items())]
+  return [w for w in warnings if w]
 
 
 def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
@@ -102,7 +169,10 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
     t0 = time.perf_counter()
     actions[spec.key]["train"] = cache.ensure_trained(spec, model_dirs[spec.key], digests["fine_tuning"],
                                                       progress=bars)
-    log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
+    log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)"
+        f"{training_summary(model_dirs[spec.key])}")
+    for warning in training_warnings(spec, model_dirs[spec.key]):
+      log.warn(warning)
   for i, spec in enumerate(embedded, 1):
     what = "all layers" if spec.all_layers else "final layer"
     log("embed", f"{spec.name} ({i}/{len(embedded)}), {what}{', no training' if not spec.trained else ''}")
@@ -249,6 +319,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
   labelled = all(r.label in (records_lib.NORMAL, records_lib.ANOMALY) and r.domain is not None
                  for r in test_records)
 
+  for warning in clip_length_warnings(specs, records):
+    log.warn(warning)
   t = time.perf_counter()
   actions = train_and_embed(specs, workdir, records, root, log, bars=bars)
   t = stage_done("train+embed", t)
@@ -282,7 +354,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
 
   result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
                                       models=models, systems=results, actions=actions, tables=tables,
-                                      detector_dir=detector_dir, stage_s=stage_s)
+                                      detector_dir=detector_dir, stage_s=stage_s, warnings=list(log.warnings))
   workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=labelled))
   workdir_lib.write_provenance(workdir, config=json.loads(config.to_json_best_effort()), started=started,
                                wall_s=time.perf_counter() - t0, stage_s=stage_s)

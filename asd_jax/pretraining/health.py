@@ -13,6 +13,9 @@ imitate a random encoder, and the exported encoder is no better than random feat
   start: a schedule with `w` near 1 cannot move the teacher, whatever the learning rate.
 - `teacher_warning(change)`: a message when the change is below `MIN_TEACHER_CHANGE`, else None.
 
+A pre-training run logs its teacher's relative change from its start as `teacher_change` in the last row of its
+`metrics.jsonl` (`asd_jax.pretraining.pretrain`); the pipeline warns from it and the report shows the warning.
+
 The threshold, `MIN_TEACHER_CHANGE = 0.01`, is the project's choice from the demo's measurements (issue 22,
 BENCHMARKS.md "EAT pre-training at demo scale"): with upstream's schedule over 200 updates the teacher moved
 0.39-0.40 % (3 seeds) and probed exactly like the initial network (within 0.2 points on all four probes of
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 MIN_TEACHER_CHANGE = 0.01
+TEACHER_CHANGE = "teacher_change"  # the metric a pre-training run logs at its last step (`pretrain.pretrain`)
 SKIPPED = ("positions",)  # untrained buffers the teacher copies from the student (`ema.COPIED`)
 
 

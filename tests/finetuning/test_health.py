@@ -57,7 +57,7 @@ def test_rejects_a_non_finite_training_accuracy():
 def test_clip_length_warning():
   # The demo reads 2 s; a DCASE dataset of 10 s clips loses 8 s of every clip.
   message = health.clip_length_warning([10.0, 10.0, 12.0], 2.0, model="LEAT")
-  assert message.startswith("LEAT reads the first 2 s of each clip, but 3 of 3 clips are longer (up to 12 s)")
+  assert message.startswith("LEAT: only the first 2 s of each clip is read, but 3 of 3 clips are longer (up to 12 s)")
   assert health.clip_length_warning([2.0, 2.0, 1.5], 2.0) is None  # short clips are padded, not cut
   assert health.clip_length_warning([2.04], 2.0) is None  # within the rounding tolerance
   assert "1 of 2 clips" in health.clip_length_warning([2.0, 2.5], 2.0)
