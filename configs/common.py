@@ -82,6 +82,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.scale = arcface.DEFAULT_SCALE  # project: 30 (the report gives no ArcFace scale)
   c.loss.margin = arcface.DEFAULT_MARGIN  # project: 0.2 (the report gives no ArcFace margin)
 
+  # Fine-tuning augmentation of the single-encoder classifiers (asd_jax.models.classifier.classification_loss).
+  # Project: off; the report names none. EAT's own fine-tuning recipe uses mixup and SpecAugment-style masks.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.mixup_prob = 0.0  # probability that a clip is mixed with its partner (waveforms, lam ~ U(0, 1))
+  c.augment.time_masks = 0  # bands of fbank frames hidden per clip (asd_jax.audio.augment.mask_bands)
+  c.augment.time_width = 0  # their widest, in frames (10 ms)
+  c.augment.freq_masks = 0  # bands of mel bins hidden per clip
+  c.augment.freq_width = 0  # their widest, in mel bins (of 128)
+
   c.lora = ml_collections.ConfigDict()
   c.lora.enabled = False
   c.lora.rank = 64  # report: r=64

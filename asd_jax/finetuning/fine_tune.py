@@ -59,8 +59,8 @@ MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "conf
 # reuse; everything under config.model is compared, its fast-path switches included.
 RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds",
                              "config.data.channels", "config.lora", "config.optim", "config.train.batch_size",
-                             "config.train.epochs", "config.train.holdout_fraction", "data_root", "label_space",
-                             "num_steps")
+                             "config.train.epochs", "config.train.holdout_fraction", "config.augment", "data_root",
+                             "label_space", "num_steps")
 
 
 # --- The data ---------------------------------------------------------------------------------------------------

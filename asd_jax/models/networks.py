@@ -228,6 +228,15 @@ def classifier_scores(model: classifier.Classifier, params: Params, extra: Param
   return model.apply({"params": params}, wav, train=False)["cosine"]
 
 
+def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`classification_loss`'s augmentation arguments from `config.augment` (none in configs without it)."""
+  aug = config.get("augment")
+  if aug is None:
+    return {}
+  masks = {k: int(aug[k]) for k in ("time_masks", "time_width", "freq_masks", "freq_width")}
+  return {"mixup_prob": float(aug.mixup_prob), "masks": masks}
+
+
 def classifier_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
   """A `Classifier` trained with ArcFace; `config.model.init_checkpoint` (if set) gives its encoder's weights."""
   arch, encoder_params = encoder_architecture(config.model.network, config.model.preset, config.model.init_checkpoint)
@@ -244,7 +253,7 @@ def classifier_network_of(config: ml_collections.ConfigDict, model: classifier.C
       module=model,
       init=functools.partial(classifier_init, model, clip_samples(config)),
       loss=functools.partial(classifier.classification_loss, model=model, scale=config.loss.scale,
-                             margin=config.loss.margin),
+                             margin=config.loss.margin, **augment_options(config)),
       outputs=functools.partial(classifier_outputs, model),
       pretrained=() if encoder_params is None else ((("encoder",), source, encoder_params),),
       architecture=None if arch is None else describe(arch),

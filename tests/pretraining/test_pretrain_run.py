@@ -253,12 +253,12 @@ def test_the_pipeline_warns_when_the_teacher_cannot_move(dataset, tmp_path):
   pre.train.num_steps = 2
   pipeline.pretrain = pre
   log = _Recorder()
-  stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
+  stages.pretrain_eat(pipeline, str(tmp_path), log, channels="mean", bars=False)
   rows = train_log.read_jsonl(tmp_path / "pretrain" / "metrics.jsonl")
   assert rows[-1]["teacher_change"] == 0.0
   (warning,) = log.warnings
   assert warning.startswith("EAT pre-training: the EMA teacher moved by 0 % of its norm (below 1 %)")
-  stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
+  stages.pretrain_eat(pipeline, str(tmp_path), log, channels="mean", bars=False)
   assert log.lines[-1][1].startswith("cached") and len(log.warnings) == 2  # a cached run warns again
 
 
@@ -276,14 +276,14 @@ def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, 
   pipeline.pretrain = pre
   log = _Recorder()
   lines = log.lines
-  resolved = stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
+  resolved = stages.pretrain_eat(pipeline, str(tmp_path), log, channels="mean", bars=False)
   encoder = tmp_path / "pretrain" / pretrain.ENCODER_DIR
   assert resolved.init.eat == str(encoder) and pipeline.init.eat == ""  # the caller's config is not changed
   _, params = eat.load(encoder)
   _, straight_params = eat.load(straight[0] / pretrain.ENCODER_DIR)  # source named "dcase0" there: same clips
   jax.tree.map(np.testing.assert_array_equal, params, straight_params)
   assert lines[-1][1].startswith("ran")
-  assert stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False).init.eat == str(encoder)
+  assert stages.pretrain_eat(pipeline, str(tmp_path), log, channels="mean", bars=False).init.eat == str(encoder)
   assert lines[-1][1].startswith("cached")
   resolved.model_keys = "feat,leat,dual_branch,feat_random,frozen_eat,frozen_eat_random"
   specs = {s.key: s for s in specs_lib.model_specs(resolved)}
@@ -294,4 +294,4 @@ def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, 
     assert specs[key].config.model.init_checkpoint == "", key
   pipeline.pretrain.optim.learning_rate = 2e-3  # a finished run with other settings is refused, not reused
   with pytest.raises(ValueError, match="config.optim.learning_rate"):
-    stages.pretrain_eat(pipeline, str(tmp_path), log, bars=False)
+    stages.pretrain_eat(pipeline, str(tmp_path), log, channels="mean", bars=False)
