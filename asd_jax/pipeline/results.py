@@ -58,8 +58,10 @@ def format_stage_times(stage_s: dict[str, float]) -> str:
   return "\n".join(lines)
 
 
-def _pct(v: float) -> str:
-  return f"{100.0 * v:.2f}"
+def _pct(v: float | None) -> str:
+  """A fraction as a percentage; "n/a" for a value that could not be computed (a machine type or section without
+  both normal and anomalous clips of a domain, as in a small sample of real clips)."""
+  return "n/a" if v is None else f"{100.0 * v:.2f}"
 
 
 def format_table1(models: Sequence[ModelResult]) -> str:
