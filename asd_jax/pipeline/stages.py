@@ -229,7 +229,11 @@ def fuse_systems(config: ml_collections.ConfigDict, system_list: Sequence[specs_
     results[spec.name] = fused_result(spec) if any(spec.weights.values()) else results_lib.SystemResult(
         spec, None, None)
   keys = [k for k, m in models.items() if not m.spec.reference]
-  if labelled and config.grid_step and keys:
+  sections = {(r.machine, r.section) for r in test_records}
+  if labelled and config.grid_step and keys and len(official.unevaluable_sections(test_records)) == len(sections):
+    # A sample too small to evaluate (e.g. 2 test clips a section): no official score to search on.
+    log("fuse", f"{GRID_SYSTEM}: skipped, no section of the test clips can be evaluated")
+  elif labelled and config.grid_step and keys:
     grid = fusion.simplex_grid(len(keys), config.grid_step)
     log("fuse", f"{GRID_SYSTEM}: searching {len(grid)} weight vectors (step {config.grid_step}) on the labelled "
         "test clips")
