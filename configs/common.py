@@ -119,7 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.distributed = False  # jax.distributed.initialize() for multi-host runs
   c.train.donate = True  # the step updates the train state in place (its input buffers are donated)
-  # Held-out normal clips (asd_jax.training.holdout): this fraction of each class's fine-tuning clips is never
+  # Held-out normal clips (asd_jax.finetuning.holdout): this fraction of each class's fine-tuning clips is never
   # trained on; the run logs its eval-mode accuracy on them (`heldout_accuracy`) beside the accuracy on the
   # training clips (`train_accuracy`). Project: 0, the report trains on every clip; the demo holds some out.
   c.train.holdout_fraction = 0.0
