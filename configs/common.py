@@ -82,6 +82,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.scale = arcface.DEFAULT_SCALE  # project: 30 (the report gives no ArcFace scale)
   c.loss.margin = arcface.DEFAULT_MARGIN  # project: 0.2 (the report gives no ArcFace margin)
 
+  # Fine-tuning augmentation of the single-encoder classifiers (asd_jax.models.classifier.classification_loss).
+  # Project: off; the report names none. EAT's own fine-tuning recipe uses mixup and SpecAugment-style masks.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.mixup_prob = 0.0  # probability that a clip is mixed with its partner (waveforms, lam ~ U(0, 1))
+  c.augment.time_masks = 0  # bands of fbank frames hidden per clip (asd_jax.audio.augment.mask_bands)
+  c.augment.time_width = 0  # their widest, in frames (10 ms)
+  c.augment.freq_masks = 0  # bands of mel bins hidden per clip
+  c.augment.freq_width = 0  # their widest, in mel bins (of 128)
+
   c.lora = ml_collections.ConfigDict()
   c.lora.enabled = False
   c.lora.rank = 64  # report: r=64
@@ -110,6 +119,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.distributed = False  # jax.distributed.initialize() for multi-host runs
   c.train.donate = True  # the step updates the train state in place (its input buffers are donated)
+  # Held-out normal clips (asd_jax.finetuning.holdout): this fraction of each class's fine-tuning clips is never
+  # trained on; the run logs its eval-mode accuracy on them (`heldout_accuracy`) beside the accuracy on the
+  # training clips (`train_accuracy`). Project: 0, the report trains on every clip; the demo holds some out.
+  c.train.holdout_fraction = 0.0
+  c.train.eval_every = 0  # steps between those evaluations; 0 = after the last step only
+  c.train.eval_clips = 512  # training clips in `train_accuracy` at most (a fixed subset; 0 = all)
 
   c.embed = ml_collections.ConfigDict()
   c.embed.batch_size = 16

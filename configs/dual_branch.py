@@ -7,10 +7,10 @@ and the epochs). Pass both converted checkpoints:
       --config.model.beats_checkpoint=/abs/path/beats_iter3_plus --config.model.eat_checkpoint=/abs/path/eat_large
 
 The fields of common.py that only a single encoder has (`model.preset`, `model.init_checkpoint`, `model.pool`,
-`model.dropout_rate`, ArcFace's `loss.scale`/`loss.margin`) are removed, so setting one is an error. Each
-branch has `<branch>_preset` (architecture without a checkpoint), `<branch>_checkpoint` and `<branch>_pool`.
-Fields under `loss` map one to one onto `asd_jax.models.dual_branch.DualBranchLossConfig` (`num_classes` is
-the training label space's).
+`model.dropout_rate`, ArcFace's `loss.scale`/`loss.margin`, the classifier's `augment`) are removed, so setting
+one is an error. Each branch has `<branch>_preset` (architecture without a checkpoint), `<branch>_checkpoint`
+and `<branch>_pool`. Fields under `loss` map one to one onto `asd_jax.models.dual_branch.DualBranchLossConfig`
+(`num_classes` is the training label space's).
 """
 
 import ml_collections
@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   with c.unlocked():  # new fields; the config is locked again afterwards
     for single_encoder_field in ("preset", "init_checkpoint", "pool", "dropout_rate"):
       del c.model[single_encoder_field]
+    del c.augment  # the dual-branch loss has its own mixup (loss.mixup_prob)
     c.model.beats_preset = "base"  # BEATs iter3+ layout
     c.model.beats_checkpoint = ""  # converted (or released .pt) BEATs; sets the architecture
     c.model.beats_pool = "mean"

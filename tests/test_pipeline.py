@@ -49,7 +49,7 @@ def tiny_config(root, model_keys, *, fusion_sources=None):
   c.init.random_weights = "beats,eat"  # tiny encoders, no pre-training: every one from random weights
   if fusion_sources:
     c.models.fusion.sources = fusion_sources
-  for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch"):
+  for key in ("fbeats", "lbeats", "feat", "leat", "dual_branch", "feat_random"):
     t = c.models[key].fine_tune
     t.train.epochs = 1
     t.train.batch_size = 4
@@ -570,3 +570,69 @@ def test_multi_layer_vectors_of_a_two_encoder_model():
   np.testing.assert_allclose(got, by_hand, rtol=64 * U64, atol=64 * U64)  # float64 normalisations, both ways
   with pytest.raises(ValueError, match="per-layer embeddings"):
     features.model_vectors("dual", {"dual": {"embedding": np.zeros((5, 10))}}, layers="all")
+
+
+def test_warnings_name_the_models_that_read_less_than_the_clips_or_ended_near_chance(dataset, tmp_path):
+  from asd_jax.data import layout
+  from asd_jax.pipeline import stages
+  config = tiny_config(dataset, "fbeats,lbeats,fusion,log_mel", fusion_sources="fbeats,lbeats")
+  specs = specs_lib.model_specs(config)
+  assert stages.clip_length_warnings(specs, layout.scan_dataset(dataset)) == []  # 2 s clips, 2 s read
+  longer = tmp_path / "data"
+  synth.generate(longer, scale=0.01, duration=3.0, machines=("fan",))
+  records = layout.scan_dataset(longer)
+  (warning,) = stages.clip_length_warnings(specs, records)
+  # Fusion has no embeddings of its own; every other model reads 2 s of the 3 s clips.
+  assert warning.startswith(f"FBEATs, LBEATs, log-mel mean/std (not learned): only the first 2 s of each clip is "
+                            f"read, but {len(records)} of {len(records)} clips are longer (up to 3 s)")
+  model_dir = tmp_path / "fbeats"
+  model_dir.mkdir()
+  rows = [{"step": 200, "loss": 10.0, "train_accuracy": 0.15, "heldout_accuracy": 0.1, "num_classes": 34,
+           "chance_accuracy": 0.124}]
+  (model_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (near_chance,) = stages.training_warnings(specs[0], str(model_dir))
+  assert near_chance.startswith("FBEATs: training accuracy 0.150 is near chance (0.124 for 34 classes)")
+  assert stages.training_summary(str(model_dir)) == (", loss 10.000, training accuracy 0.150, held-out "
+                                                     "accuracy 0.100")
+  assert stages.training_warnings(specs[0], str(tmp_path)) == () and stages.training_summary(str(tmp_path)) == ""
+
+
+REAL_2023 = REPO_ROOT / "tests" / "real" / "dcase2023_dev"
+
+
+@pytest.mark.slow  # two tiny fine-tuning runs and 28 real clips of 10-12 s: about a minute on 2 idle cores
+def test_the_pipeline_and_detect_run_end_to_end_on_real_dcase_2023_clips(tmp_path):
+  """The committed real DCASE 2023 dev sample (tests/real: 7 machine types, 2 training and 2 test clips each, 10-12 s,
+  real names): the pipeline trains, scores, fuses and exports (every section has too few test clips to evaluate:
+  the tables say n/a, nothing fails), warns that every model reads only the first 2 s of the clips, and `detect`
+  on the real test clips scores each in 2 s windows, the first window being the clip the pipeline scored."""
+  config = tiny_config(REAL_2023, "fbeats,lbeats,fusion,log_mel", fusion_sources="fbeats,lbeats")
+  result = pipeline.run(config, str(tmp_path / "work"), progress=False)
+  assert len(result.train_records) == 14 and len(result.test_records) == 14
+  longer = [w for w in result.warnings if "only the first 2 s of each clip is read" in w]
+  assert len(longer) == 1 and longer[0].startswith("FBEATs, LBEATs, log-mel mean/std (not learned):")
+  assert "28 of 28 clips are longer (up to 12 s)" in longer[0]
+  assert "n/a" in result.tables
+  fused = result.systems["system1"].fused
+  assert fused is not None and np.all(np.isfinite(fused.scores))
+  windows_csv = tmp_path / "windows.csv"
+  proc = subprocess.run([sys.executable, "-m", "asd_jax.detect", f"--detector={result.detector_dir}",
+                         f"--output={tmp_path / 'scores.csv'}", f"--windows_output={windows_csv}",
+                         *[r.path for r in result.test_records]], cwd=REPO_ROOT, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+  assert proc.returncode == 0, proc.stderr
+  rows = [line.split(",") for line in (tmp_path / "scores.csv").read_text().splitlines()[1:]]
+  assert [row[0] for row in rows] == [r.path for r in result.test_records]
+  by_clip = {}
+  for row in [line.split(",") for line in windows_csv.read_text().splitlines()[1:]]:
+    by_clip.setdefault(row[0], []).append(row)
+  dims = _dims(result)
+  for row, record, score in zip(rows, result.test_records, fused.scores):
+    seconds = soundfile.info(record.path).duration
+    windows = by_clip[record.path]
+    assert int(row[7]) == len(windows) == int(seconds // 2)  # 10 s: 5 windows of 2 s, 12 s: 6
+    first = [w for w in windows if float(w[4]) == 0.0]
+    assert len(first) == 1
+    bound = _fused_bound(result, "system1", record, dims)
+    assert abs(float(first[0][6]) - score) <= bound + 4 * U64 * abs(score)
+    assert float(row[3]) == max(float(w[6]) for w in windows)  # the recording's score: the most anomalous window

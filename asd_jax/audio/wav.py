@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+from typing import Any
 
 import numpy as np
 import scipy.signal
@@ -100,13 +101,25 @@ class FileFormat:
   subtype: str
 
 
-def file_format(path: str | pathlib.Path) -> FileFormat:
-  """The header of `path` (nothing else is read); WavError naming the file when it cannot be read as audio."""
+def _header(path: str | pathlib.Path) -> Any:
+  """soundfile's header of `path`; WavError naming the file when it cannot be read as audio."""
   try:
-    info = soundfile.info(str(path))
+    return soundfile.info(str(path))
   except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
     raise WavError(f"{path}: cannot read as audio: {e}") from e
+
+
+def file_format(path: str | pathlib.Path) -> FileFormat:
+  """The header of `path` (nothing else is read); WavError naming the file when it cannot be read as audio."""
+  info = _header(path)
   return FileFormat(sample_rate=int(info.samplerate), channels=int(info.channels), subtype=str(info.subtype))
+
+
+def duration_s(path: str | pathlib.Path) -> float:
+  """The length of `path` in seconds from its header (nothing else is read); WavError naming the file when it
+  cannot be read as audio."""
+  info = _header(path)
+  return float(info.frames) / float(info.samplerate)
 
 
 _warned_rates: set[int] = set()

@@ -275,8 +275,11 @@ ADJUSTABLE_FIELDS = ("config.optim.learning_rate", "config.optim.warmup_steps", 
                      "config.train.num_steps", "num_steps")
 CHANGES_KEY = "changes"  # meta entry: [{"step": int, "fields": {field: [saved, now]}}], each accepted change
 # What a field absent from a saved checkpoint meant when it was written (the field came later): the channel
-# policy did not exist and every reader took the channel mean (asd_jax.audio.channels.LEGACY).
-LEGACY_VALUES = {"config.data.channels": channels.LEGACY}
+# policy did not exist and every reader took the channel mean (asd_jax.audio.channels.LEGACY); fine-tuning held
+# no clip out and augmented nothing (configs/common.py's defaults).
+LEGACY_VALUES = {"config.data.channels": channels.LEGACY, "config.train.holdout_fraction": 0.0,
+                 "config.augment": {"mixup_prob": 0.0, "time_masks": 0, "time_width": 0, "freq_masks": 0,
+                                    "freq_width": 0}}
 
 
 def config_fields(fields: tuple[str, ...]) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ from asd_jax.data import digest
 from asd_jax.data import labels as labels_lib
 from asd_jax.data import layout
 from asd_jax.data import records as rec
+from asd_jax.finetuning import holdout
 from asd_jax.finetuning import lora
 from asd_jax.models import networks
 from asd_jax.runtime import sharding as shd
@@ -59,7 +60,8 @@ MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "conf
 # reuse; everything under config.model is compared, its fast-path switches included.
 RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds",
                              "config.data.channels", "config.lora", "config.optim", "config.train.batch_size",
-                             "config.train.epochs", "data_root", "label_space", "num_steps")
+                             "config.train.epochs", "config.train.holdout_fraction", "config.augment", "data_root",
+                             "label_space", "num_steps")
 
 
 # --- The data ---------------------------------------------------------------------------------------------------
@@ -220,7 +222,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, acc
   network = networks.build_network(config, space.num_classes)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
 
-  batches, num_clips = train_batches(config, space, clips)
+  fit_clips, heldout_clips = holdout.split(training_records(clips), space, config.train.holdout_fraction)
+  batches, num_clips = train_batches(config, space, fit_clips)
   mesh = shd.data_mesh()
   shd.check_batch_size(config.train.batch_size, mesh)
   steps_per_epoch = num_clips // config.train.batch_size  # >= 1: train_batches refuses a larger batch
@@ -242,4 +245,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, acc
                       rng=step_rng, checkpoint_every=config.train.checkpoint_every, meta=meta,
                       log_every=config.train.log_every, steps_per_epoch=steps_per_epoch, progress=progress,
                       stop_after=stop_after, shown_metrics=network.progress_metrics, donate=config.train.donate,
-                      prefetch=config.data.prefetch)
+                      prefetch=config.data.prefetch,
+                      evaluate=evaluation(config, network, space, fit_clips, heldout_clips, num_steps),
+                      evaluate_every=config.train.eval_every)
+
+
+def evaluation(config: ml_collections.ConfigDict, network: networks.Network, space: labels_lib.LabelSpace,
+               fit_clips: list[rec.ClipRecord], heldout_clips: list[rec.ClipRecord], num_steps: int):
+  """The loop's `evaluate`: eval-mode accuracy on the training clips (`train_accuracy`, at most
+  `config.train.eval_clips` of them) and on the held-out ones (`heldout_accuracy`, when
+  `config.train.holdout_fraction` holds any out); after the last step also `num_classes`, `chance_accuracy`
+  (the largest class's share of the training clips) and `heldout_clips`, what `finetuning.health` reads."""
+  evaluator = holdout.Evaluator(config, network, {
+      "train": holdout.subset(fit_clips, config.train.eval_clips), "heldout": heldout_clips}, space)
+  final = {"num_classes": space.num_classes, "heldout_clips": len(heldout_clips),
+           "chance_accuracy": holdout.chance_accuracy(space.labels(fit_clips))}
+
+  def evaluate(state):
+    values = evaluator(lora.merge_lora(state.params, alpha=config.lora.alpha), state.extra)
+    return {**values, **final} if int(state.step) >= num_steps else values
+
+  return evaluate

@@ -184,11 +184,19 @@ def loss_fn(params: Params, extra: Params, batch: Mapping[str, Any], rng: jax.Ar
 
   loss = config.main_weight * main_loss + config.featex_weight * featex_loss
   new_extra = dict(extra, main_scale=main_scale, featex_scale=featex_scale)
-  metrics = {"loss": loss, "main_loss": main_loss, "featex_loss": featex_loss,
+  metrics = {"loss": loss, "main_loss": main_loss, "featex_loss": featex_loss, "accuracy": main_metrics["accuracy"],
              "main_scale": main_scale, "featex_scale": featex_scale,
              "main_median_angle": main_metrics["median_angle"],
              "featex_median_angle": featex_metrics["median_angle"]}
   return loss, (metrics, new_extra)
+
+
+def class_log_probabilities(model: DualBranch, params: Params, extra: Params, beats_fbank: jax.Array,
+                            eat_fbank: jax.Array, *, num_subclusters: int) -> jax.Array:
+  """Eval-mode log class probabilities `[B, C]` of the main head (fixed centres, the last adapted scale): what
+  the training accuracy measures, without mixup or feature exchange."""
+  cosines = scadacos.cosine_similarity(embed(model, params, beats_fbank, eat_fbank), extra["main_centres"])
+  return scadacos.log_class_probabilities(cosines, extra["main_scale"], num_subclusters)
 
 
 def embed(model: DualBranch, params: Params, beats_fbank: jax.Array, eat_fbank: jax.Array,

@@ -181,6 +181,9 @@ class Network:
     lora_scopes: model subtrees that must each receive LoRA factors when LoRA is on (every encoder).
     architecture: JSON-able description of the encoder(s), stored in checkpoint metadata and detectors.
     progress_metrics: metric names shown in the progress bar next to the loss.
+    class_scores: `(params, extra, wav [batch, samples]) -> [batch, classes]`, eval-mode scores whose argmax
+      is the predicted class (held-out accuracy, `asd_jax.finetuning.holdout`); None for a network that is not
+      trained.
   """
 
   name: str
@@ -192,6 +195,7 @@ class Network:
   lora_scopes: tuple[tuple[str, ...], ...] = (("encoder",),)
   architecture: Any = None
   progress_metrics: tuple[str, ...] = ()
+  class_scores: Callable[[Params, Params, jax.Array], jax.Array] | None = None
 
 
 # Single encoder + ArcFace: "beats", "eat".
@@ -218,6 +222,21 @@ def classifier_outputs(model: classifier.Classifier, params: Params, wav: jax.Ar
   return out
 
 
+def classifier_scores(model: classifier.Classifier, params: Params, extra: Params, wav: jax.Array) -> jax.Array:
+  """Eval-mode class cosines `[B, classes]` of a `Classifier` (its ArcFace head without the margin)."""
+  del extra
+  return model.apply({"params": params}, wav, train=False)["cosine"]
+
+
+def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`classification_loss`'s augmentation arguments from `config.augment` (none in configs without it)."""
+  aug = config.get("augment")
+  if aug is None:
+    return {}
+  masks = {k: int(aug[k]) for k in ("time_masks", "time_width", "freq_masks", "freq_width")}
+  return {"mixup_prob": float(aug.mixup_prob), "masks": masks}
+
+
 def classifier_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
   """A `Classifier` trained with ArcFace; `config.model.init_checkpoint` (if set) gives its encoder's weights."""
   arch, encoder_params = encoder_architecture(config.model.network, config.model.preset, config.model.init_checkpoint)
@@ -234,11 +253,12 @@ def classifier_network_of(config: ml_collections.ConfigDict, model: classifier.C
       module=model,
       init=functools.partial(classifier_init, model, clip_samples(config)),
       loss=functools.partial(classifier.classification_loss, model=model, scale=config.loss.scale,
-                             margin=config.loss.margin),
+                             margin=config.loss.margin, **augment_options(config)),
       outputs=functools.partial(classifier_outputs, model),
       pretrained=() if encoder_params is None else ((("encoder",), source, encoder_params),),
       architecture=None if arch is None else describe(arch),
-      progress_metrics=("accuracy",))
+      progress_metrics=("accuracy",),
+      class_scores=functools.partial(classifier_scores, model))
 
 
 # Dual branch: BEATs + EAT, featex + SCAdaCos.
@@ -287,6 +307,13 @@ def dual_loss_config(config: ml_collections.ConfigDict, num_classes: int) -> dua
   return dual_branch.DualBranchLossConfig(num_classes=num_classes, **fields)
 
 
+def dual_scores(model: dual_branch.DualBranch, frontend: Callable, num_subclusters: int, params: Params,
+                extra: Params, wav: jax.Array) -> jax.Array:
+  """Eval-mode log class probabilities `[B, classes]` of the dual-branch model's main head."""
+  return dual_branch.class_log_probabilities(model, params, extra, *frontend({"wav": wav}),
+                                             num_subclusters=num_subclusters)
+
+
 def dual_network_of(config: ml_collections.ConfigDict, model: dual_branch.DualBranch,
                     loss_config: dual_branch.DualBranchLossConfig, frontend: Callable, *,
                     pretrained: tuple = (), architecture: Any = None) -> Network:
@@ -297,7 +324,8 @@ def dual_network_of(config: ml_collections.ConfigDict, model: dual_branch.DualBr
                  loss=functools.partial(dual_loss, model=model, config=loss_config, frontend=frontend),
                  outputs=functools.partial(dual_outputs, model, frontend), pretrained=pretrained,
                  lora_scopes=tuple(("encoder", name) for name in DUAL_BRANCH_ENCODERS), architecture=architecture,
-                 progress_metrics=("main_loss", "featex_loss"))
+                 progress_metrics=("accuracy", "main_loss", "featex_loss"),
+                 class_scores=functools.partial(dual_scores, model, frontend, loss_config.num_subclusters))
 
 
 def dual_branch_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:

@@ -125,7 +125,8 @@ def scadacos_loss(embeddings: jax.Array, labels: jax.Array, centres: jax.Array, 
 
   Returns:
     `(loss, new_scale, metrics)`: the loss uses `new_scale` (as the reference does) with the scale held
-    constant for the gradient; `metrics` has `scale` and `median_angle` (radians; NaN without adaptation).
+    constant for the gradient; `metrics` has `scale`, `median_angle` (radians; NaN without adaptation) and
+    `accuracy` (mean label weight of each sample's most probable class: plain accuracy for one-hot labels).
   """
   num_classes = labels.shape[-1]
   if centres.shape[-1] != num_classes * num_subclusters:
@@ -140,9 +141,14 @@ def scadacos_loss(embeddings: jax.Array, labels: jax.Array, centres: jax.Array, 
     median_angle = jnp.array(jnp.nan, jnp.float32)
   log_probs = log_class_probabilities(cosines, jax.lax.stop_gradient(scale), num_subclusters)
   per_sample = -jnp.sum(labels.astype(jnp.float32) * log_probs, axis=-1)
+  # Accuracy under soft labels: the label weight of the predicted class (1/0 for one-hot labels; lam or 1 - lam
+  # for a mixed-up pair whose predicted class is one of the two).
+  hit = jnp.take_along_axis(labels.astype(jnp.float32), jnp.argmax(log_probs, axis=-1)[:, None], axis=-1)[:, 0]
   if weights is None:
     loss = jnp.mean(per_sample)
+    accuracy = jnp.mean(hit)
   else:
     w = weights.astype(jnp.float32)
     loss = jnp.sum(w * per_sample) / jnp.maximum(jnp.sum(w), 1.0)
-  return loss, scale, {"scale": scale, "median_angle": median_angle}
+    accuracy = jnp.sum(w * hit) / jnp.maximum(jnp.sum(w), 1.0)
+  return loss, scale, {"scale": scale, "median_angle": median_angle, "accuracy": jax.lax.stop_gradient(accuracy)}

@@ -18,6 +18,10 @@ For the dataset under `config.data.root` (a DCASE 2025 Task 2 layout; the synthe
   6. write  DCASE submission folders DIR/submissions/<system>/;
   7. export the detector of `config.system` to DIR/detector/ (`asd_jax.detector`), which
             `python -m asd_jax.detect --detector DIR/detector clip.wav` uses without the training data.
+Training health: the run prints each fine-tuned model's end loss, training and held-out accuracy, and a `warning`
+line naming a model that ended near chance, a pre-training whose EMA teacher hardly moved, and the models that
+read only the start of longer clips; results.json keeps the warnings ("warnings") and the report shows them.
+With no evaluable section (a handful of real clips) the tables say n/a and the grid search is skipped.
 
 Modules: `specs` (the config's models and systems), `workdir` (the workdir's layout: every path, writer and
 reader of its files, the one module that knows them), `cache` (stamps, reuse checks), `stages` (the steps

@@ -49,7 +49,7 @@ class PipelineResult:
   detector_dir: str = ""
   stage_s: dict[str, float] = dataclasses.field(default_factory=dict)  # wall seconds per stage, in run order
   protocol: Protocol = Protocol.DCASE2022  # the year's rules the test clips were evaluated by
-  warnings: list[str] = dataclasses.field(default_factory=list)  # each printed once, when found
+  warnings: list[str] = dataclasses.field(default_factory=list)  # each printed once, when found (`stages`)
 
 
 def format_stage_times(stage_s: dict[str, float]) -> str:

@@ -1,5 +1,11 @@
 """The pipeline's stages, in order: train, embed, score, fuse, write, export (see the package docstring); every
-file they write or read goes through `workdir` (the workdir's layout)."""
+file they write or read goes through `workdir` (the workdir's layout).
+
+Training health (issue 22): after pre-training and after each fine-tuning run the stages read the run's
+`metrics.jsonl` and warn, naming the model, when the pre-training teacher hardly moved
+(`pretraining.health.teacher_warning`) or a fine-tuned model ended near chance (`finetuning.health`); before
+training they warn naming the models that read only the start of longer clips. Every warning is printed as a
+`warning` line and kept in `results.json` ("warnings"), which the report shows."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from asd_jax import config_checks
 from asd_jax import provenance
 from asd_jax import workdir_lock
 from asd_jax.checkpoints import converted
+from asd_jax.audio import wav as wav_lib
 from asd_jax.data import digest as digest_lib
 from asd_jax.data import layout
 from asd_jax.data import records as records_lib
@@ -25,6 +32,7 @@ from asd_jax.evaluation import metrics
 from asd_jax.evaluation import official
 from asd_jax.evaluation import protocol as protocol_lib
 from asd_jax.finetuning import fine_tune
+from asd_jax.finetuning import health as finetuning_health
 from asd_jax.finetuning import restore
 from asd_jax.pipeline import cache
 from asd_jax.pipeline import results as results_lib
@@ -45,12 +53,18 @@ class Progress:
     self.enabled = enabled
     self.on_line = on_line
     self.start = time.perf_counter()
+    self.warnings: list[str] = []  # every `warn` of the run, in order (results.json's "warnings")
 
   def __call__(self, stage: str, message: str) -> None:
     if self.enabled:
       print(f"[{time.perf_counter() - self.start:7.1f} s] {stage:<7} {message}", flush=True)
     if self.on_line is not None:
       self.on_line()
+
+  def warn(self, message: str) -> None:
+    """Prints `message` as a `warning` line (even when not `enabled`: warnings are never silent) and keeps it."""
+    self.warnings.append(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def pretrain_config(config: ml_collections.ConfigDict, channels: str) -> ml_collections.ConfigDict:
@@ -88,6 +102,9 @@ def pretrain_eat(config: ml_collections.ConfigDict, workdir: str, log: Progress,
     pretrain.pretrain(pre, pretrain_dir, progress=bars)
     action = "ran"
   log("pretrain", f"{action} ({time.perf_counter() - t0:.1f} s)")
+  warning = teacher_warning(pretrain_dir)
+  if warning:
+    log.warn(warning)
   config = ml_collections.ConfigDict(config.to_dict())
   config.init.eat = pretrained_eat_dir(workdir)
   return config
@@ -97,6 +114,56 @@ def pretrained_eat_dir(workdir: str) -> str:
   """`DIR/pretrain/encoder`: the EAT the pipeline's pre-training exports."""
   from asd_jax.pretraining import pretrain  # only runs that pre-train pay for importing it
   return os.path.join(workdir_lib.path(workdir, workdir_lib.PRETRAIN), pretrain.ENCODER_DIR)
+
+
+def teacher_warning(pretrain_dir: str, model: str = "EAT pre-training") -> str | None:
+  """`pretraining.health.teacher_warning` of the run's `teacher_change` (the last row of its `metrics.jsonl` that
+  has one, written at its last step); None when the teacher moved enough or the log has no such row."""
+  from asd_jax.pretraining import health as pretraining_health
+
+  log_file = os.path.join(pretrain_dir, workdir_lib.TRAINING_LOG)
+  rows = workdir_lib.read_jsonl(log_file) if os.path.isfile(log_file) else []
+  changes = [r[pretraining_health.TEACHER_CHANGE] for r in rows if pretraining_health.TEACHER_CHANGE in r]
+  return pretraining_health.teacher_warning(float(changes[-1]), model=model) if changes else None
+
+
+def training_summary(model_dir_: str) -> str:
+  """`, loss L, training accuracy A, held-out accuracy H` from the end of a model's `metrics.jsonl` ("" if none)."""
+  log_file = os.path.join(model_dir_, workdir_lib.TRAINING_LOG)
+  rows = workdir_lib.read_jsonl(log_file) if os.path.isfile(log_file) else []
+  losses = [r["loss"] for r in rows if "loss" in r]
+  final = [r for r in rows if "train_accuracy" in r]
+  parts = [f"loss {losses[-1]:.3f}"] if losses else []
+  if final:
+    parts.append(f"training accuracy {final[-1]['train_accuracy']:.3f}")
+    if "heldout_accuracy" in final[-1]:
+      parts.append(f"held-out accuracy {final[-1]['heldout_accuracy']:.3f}")
+  return ", " + ", ".join(parts) if parts else ""
+
+
+def training_warnings(spec: specs_lib.ModelSpec, model_dir_: str) -> tuple[str, ...]:
+  """`finetuning.health.check_metrics` on the model's `metrics.jsonl`: why its training looks unhealthy, if it
+  does."""
+  log_file = os.path.join(model_dir_, workdir_lib.TRAINING_LOG)
+  if not os.path.isfile(log_file):
+    return ()
+  result = finetuning_health.check_metrics(workdir_lib.read_jsonl(log_file), model=spec.name)
+  return () if result is None else result.warnings
+
+
+def clip_length_warnings(specs: Sequence[specs_lib.ModelSpec], records: Sequence[records_lib.ClipRecord]
+                         ) -> list[str]:
+  """One `finetuning.health.clip_length_warning` per clip length the embedded models read, naming the models."""
+  by_length: dict[float, list[str]] = {}
+  for spec in specs:
+    if spec.embedded and "clip_seconds" in spec.config.get("data", {}):
+      by_length.setdefault(float(spec.config.data.clip_seconds), []).append(spec.name)
+  if not by_length:
+    return []
+  durations = [wav_lib.duration_s(r.path) for r in records]
+  warnings = [finetuning_health.clip_length_warning(durations, seconds, model=", ".join(names))
+              for seconds, names in sorted(by_length.items())]
+  return [w for w in warnings if w]
 
 
 def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records: Sequence[records_lib.ClipRecord],
@@ -118,7 +185,10 @@ def train_and_embed(specs: Sequence[specs_lib.ModelSpec], workdir: str, records:
     actions[spec.key]["train"] = cache.ensure_trained(spec, model_dirs[spec.key], digests["fine_tuning"],
                                                       progress=bars,
                                                       hash_cache=workdir_lib.path(workdir, workdir_lib.HASH_CACHE))
-    log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)")
+    log("train", f"{spec.name}: {actions[spec.key]['train']} ({time.perf_counter() - t0:.1f} s)"
+        f"{training_summary(model_dirs[spec.key])}")
+    for warning in training_warnings(spec, model_dirs[spec.key]):
+      log.warn(warning)
   for i, spec in enumerate(embedded, 1):
     what = "all layers" if spec.all_layers else "final layer"
     log("embed", f"{spec.name} ({i}/{len(embedded)}), {what}{', no training' if not spec.trained else ''}")
@@ -217,7 +287,11 @@ def evaluate(config: ml_collections.ConfigDict, models: dict[str, results_lib.Mo
     if r.fused is not None:
       r.evaluation = official.evaluate_records(test_records, r.fused.scores, r.fused.decisions, protocol=protocol)
   keys = [k for k, m in models.items() if not m.spec.reference]
-  if config.grid_step and keys:
+  if config.grid_step and keys and len(official.unevaluable_sections(test_records, protocol=protocol)) == len(
+      {(r.machine, r.section) for r in test_records}):
+    # A sample too small to evaluate (e.g. 2 test clips a section): no official score to search on.
+    log("fuse", f"{GRID_SYSTEM}: skipped, no section of the test clips can be evaluated")
+  elif config.grid_step and keys:
     grid = fusion.simplex_grid(len(keys), config.grid_step)
     log("fuse", f"{GRID_SYSTEM}: searching {len(grid)} weight vectors (step {config.grid_step}) on the labelled "
         "test clips")
@@ -283,18 +357,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     return _run(config, workdir, progress=progress, bars=progress if bars is None else bars)
 
 
-class Warnings:
-  """Prints each warning at once (`warning: ...` on stderr, whatever the progress setting) and keeps it for
-  results.json."""
-
-  def __init__(self):
-    self.lines: list[str] = []
-
-  def __call__(self, line: str) -> None:
-    self.lines.append(line)
-    print(f"warning: {line}", file=sys.stderr, flush=True)
-
-
 def _digest(start: specs_lib.EncoderStart) -> str:
   """The checkpoint's digest ("" for random weights, or a pre-training export not written yet)."""
   if start.source == specs_lib.RANDOM or (start.source == specs_lib.PRETRAINING and not os.path.exists(start.path)):
@@ -348,7 +410,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
                                  finished=finished, weights=weights)
 
   record()
-  log, warn = Progress(progress, on_line=record), Warnings()
+  log = Progress(progress, on_line=record)
+  warn = log.warn
 
   def stage_done(name: str, since: float) -> float:
     now = time.perf_counter()
@@ -394,6 +457,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
       if line:
         warn(line)
 
+  for warning in clip_length_warnings(specs, records):
+    warn(warning)
+
   # 2. The compute and the durable outputs: models, embeddings, scores, fused scores, submissions, the detector.
   if pretraining is not None:
     t = time.perf_counter()
@@ -433,7 +499,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool, bar
   result = results_lib.PipelineResult(workdir=workdir, test_records=test_records, train_records=train_records,
                                       models=models, systems=results, actions=actions, tables=tables,
                                       detector_dir=detector_dir, stage_s=stage_s, protocol=protocol,
-                                      warnings=warn.lines)
+                                      warnings=list(log.warnings))
   workdir_lib.write_results(workdir, results_lib.summary(result, dataset=root, labelled=evaluable))
   weights.update(_weights_json(starts, digests, pretraining))  # a pre-training export is digested now
   log("done", f"tables in {workdir_lib.path(workdir, workdir_lib.TABLES)}, details in "

@@ -10,7 +10,9 @@ EAT loss and its EMA teacher of `asd_jax.pretraining.loss`, data-parallel over t
 non-finite step stops the run naming it, and nothing of it is saved). At the end (or with `export_only`) the
 student encoder is written as a converted EAT checkpoint, `<workdir>/encoder`, which `eat.load` and the
 fine-tuning configs read (`--config.model.init_checkpoint=<workdir>/encoder`); `export_teacher` also writes
-the teacher to `<workdir>/teacher`.
+the teacher to `<workdir>/teacher`. The last step's row of `metrics.jsonl` also has `teacher_change`, the
+teacher's relative change from its start (`asd_jax.pretraining.health`: a teacher that did not move gave the
+initial network's targets for the whole run; the pipeline warns from it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from asd_jax.models import eat_decoder
 from asd_jax.models import networks
 from asd_jax.pretraining import config as config_lib
 from asd_jax.pretraining import ema as ema_lib
+from asd_jax.pretraining import health
 from asd_jax.pretraining import loss as loss_lib
 from asd_jax.pretraining import masking
 from asd_jax.runtime import sharding as shd
@@ -239,12 +242,19 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, 
                                                     seed=config.seed)
     meta["num_clips"] = num_clips
     loop.write_config(workdir, config)
+    # The starting teacher, on the host (the step donates the state's buffers): the last step logs how far the
+    # teacher moved from it (a resumed run rebuilds the same start from the seed or checkpoint).
+    start_teacher = jax.device_get(setup.state.extra["teacher"])
+
+    def teacher_change(state: ts.TrainState) -> dict[str, float]:
+      return {health.TEACHER_CHANGE: health.relative_change(start_teacher, jax.device_get(state.extra["teacher"]))}
+
     state = loop.train(setup, batches, workdir=workdir, checkpointer=ckpt, num_steps=config.train.num_steps,
                        mesh=mesh, rng=step_rng, checkpoint_every=config.train.checkpoint_every, meta=meta,
                        log_every=config.train.log_every,
                        steps_per_epoch=max(num_clips // config.train.batch_size, 1), progress=progress,
                        stop_after=stop_after, shown_metrics=PROGRESS_METRICS, donate=config.train.donate,
-                       prefetch=config.data.prefetch)
+                       prefetch=config.data.prefetch, evaluate=teacher_change)
     if int(state.step) >= config.train.num_steps:
       for path in export(state, settings, workdir, teacher=export_teacher):
         print(f"wrote {path}")

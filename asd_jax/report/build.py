@@ -158,6 +158,16 @@ def starting_weights_rows(weights: dict[str, Any], names: dict[str, str]) -> lis
   return rows
 
 
+def _health_warnings(wd: collect.Collected) -> str:
+  """The pipeline's training-health warnings (results.json "warnings", `asd_jax.pipeline.stages`) as a list, or
+  "" when it gave none."""
+  warnings = wd.results.get("warnings") or []
+  if not warnings:
+    return ""
+  return ("<div class=note><p><b>Training health: the pipeline warned</b></p><ul>"
+          + "".join(f"<li>{html.esc(w)}</li>" for w in warnings) + "</ul></div>")
+
+
 def _provenance_section(wd: collect.Collected) -> str:
   info = wd.provenance
   if info is None:
@@ -362,6 +372,8 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
              for s in wd.systems]
   intro = (f"<p>Workdir <code>{html.esc(wd.path)}</code>, dataset <code>{html.esc(wd.results.get('dataset', ''))}"
            f"</code>. Fused systems: {html.esc('; '.join(systems) or 'none')}.</p>")
+  health = _health_warnings(wd)
+  intro += health
   if notes:
     intro += "<div class=note><ul>" + "".join(f"<li>{html.esc(n)}</li>" for n in notes) + "</ul></div>"
   page_sections = [
@@ -373,7 +385,7 @@ def write_report(path: str, out_dir: str | None = None, *, max_points: int = emb
        "".join(sections_html)),
       ("maps", "Embedding maps", "".join(model_maps) or "<p>No embedding maps (no embeddings in the workdir, or "
        "--noembedding_maps).</p>"),
-      ("training", "Training curves", "".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>"),
+      ("training", "Training curves", health + ("".join(curve_blocks) or "<p>No metrics.jsonl in this workdir.</p>")),
       ("provenance", "Provenance: starting weights, wall time, versions, config", _provenance_section(wd)),
   ]
   page = html.page("asd_jax report", page_sections, intro=intro)

@@ -22,7 +22,8 @@ from asd_jax.report import style
 SKIPPED = ("step", "epoch", "compile_s")
 # Readable names of the keys the fine-tuning loops write (`training.train_step`, `models.dual_branch`).
 KNOWN_NAMES = {
-    "loss": "total loss", "accuracy": "batch accuracy", "grad_norm": "gradient norm",
+    "loss": "total loss", "accuracy": "batch accuracy (train mode)", "grad_norm": "gradient norm",
+    "train_accuracy": "training clips (eval mode)", "heldout_accuracy": "held-out clips (eval mode)",
     "main_loss": "main SCAdaCos loss", "featex_loss": "featex SCAdaCos loss",
     "main_scale": "main head", "featex_scale": "featex head", "scale": "SCAdaCos",
     "main_median_angle": "main head", "featex_median_angle": "featex head", "median_angle": "SCAdaCos",
@@ -43,7 +44,7 @@ class Panel:
 # (family, test on the key, title, y label, log scale); the first family that matches takes the key.
 _FAMILIES = (
     ("loss", lambda k: k == "loss" or k.endswith("_loss") or k.startswith("loss_"), "losses", "loss", False),
-    ("accuracy", lambda k: "accuracy" in k, "training accuracy", "accuracy (fraction of the batch)", False),
+    ("accuracy", lambda k: "accuracy" in k, "classification accuracy", "accuracy (fraction of the clips)", False),
     ("scale", lambda k: k == "scale" or k.endswith("_scale"), "SCAdaCos scale s", "scale s (logit multiplier)",
      False),
     ("angle", lambda k: "angle" in k, "median angle to the target sub-clusters",

@@ -167,7 +167,9 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
         checkpoint_every: int = 0, meta: dict[str, Any] | None = None,
         writer: train_log.MetricWriter | None = None, log_every: int = 10, steps_per_epoch: int | None = None,
         progress: bool = True, stop_after: int | None = None,
-        shown_metrics: tuple[str, ...] = ("accuracy",), donate: bool = True, prefetch: int = 2) -> ts.TrainState:
+        shown_metrics: tuple[str, ...] = ("accuracy",), donate: bool = True, prefetch: int = 2,
+        evaluate: Callable[[ts.TrainState], dict[str, Any]] | None = None, evaluate_every: int = 0
+        ) -> ts.TrainState:
   """Trains `state` until `state.step == num_steps` and returns it (replicated over `mesh`).
 
   Args:
@@ -184,6 +186,10 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
     donate: let the step reuse the state's buffers for the new state (same results, one copy less).
     prefetch: batches read and put on the devices ahead of the step by a background thread (0 = none);
       checkpoints still record the position of the batch the last step used.
+    evaluate: `state -> {name: value}` run every `evaluate_every` steps (0: only after the last step) and after
+      the last step, its values written with the step's metrics (e.g. held-out accuracy,
+      `asd_jax.finetuning.holdout`); it must not change the state. The last step's row is written before the final
+      checkpoint, so a run that has its final checkpoint has its final evaluation.
   """
   state = shd.replicate(state, mesh)
   rng = shd.replicate(rng, mesh)
@@ -247,8 +253,11 @@ def fit(state: ts.TrainState, train_step: Callable, batches: CheckpointableItera
                "step_s": f"{step_s:.3f}", "speed": autotune.speed(clips, step_s)}
       bar.set_postfix(shown, refresh=False)
       bar.update(1)
-      if writer is not None and (step % log_every == 0 or step == num_steps):
-        row = {**metrics, "step_s": step_s, "clips_per_s": clips / step_s}
+      evaluated = {}
+      if evaluate is not None and (step == num_steps or (evaluate_every and step % evaluate_every == 0)):
+        evaluated = evaluate(state)
+      if writer is not None and (step % log_every == 0 or step == num_steps or evaluated):
+        row = {**metrics, "step_s": step_s, "clips_per_s": clips / step_s, **evaluated}
         if steps_per_epoch:
           row["epoch"] = step / steps_per_epoch
         writer.write(step, row)

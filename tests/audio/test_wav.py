@@ -156,3 +156,12 @@ def test_short_clips_warn_and_too_short_clips_are_errors(tmp_path, caplog):
   assert wavlib.check_duration("x.wav", 0.5, 1.0) is None
   # Without a clip length (duration_s=None) any length is read as it is.
   assert wavlib.load_wav(tmp_path / "one_sample.wav", duration_s=None).shape == (1,)
+
+
+def test_duration_s_reads_the_header_and_names_a_bad_file(tmp_path):
+  path = tmp_path / "clip.wav"
+  soundfile.write(path, np.zeros((16_000 * 3 + 8_000, 2), np.float32), 16_000, subtype="PCM_16")
+  assert wavlib.duration_s(path) == 3.5  # 56,000 frames at 16 kHz, whatever the channel count
+  (tmp_path / "bad.wav").write_bytes(b"not audio")
+  with pytest.raises(wavlib.WavError, match="bad.wav: cannot read as audio"):
+    wavlib.duration_s(tmp_path / "bad.wav")

@@ -110,3 +110,19 @@ def test_a_truncated_metadata_file_is_named_with_where_its_json_ends(tmp_path):
           f"column {cut + 1} (char {cut}); a truncated or damaged file)")
   finally:
     ckpt.close()
+
+
+def test_a_checkpoint_from_before_the_hold_out_and_augmentation_fields_is_the_same_run_with_their_defaults():
+  """Fine-tuning checkpoints written before `train.holdout_fraction` and `augment` existed trained on every clip
+  without augmentation: they match a config with the defaults (configs/common.py), and differ from any other."""
+  from configs import common
+
+  config = common.get_config()
+  now = {"config": json.loads(config.to_json_best_effort())}
+  saved = json.loads(json.dumps(now))
+  del saved["config"]["train"]["holdout_fraction"], saved["config"]["augment"]
+  assert train_state.check_same_run("ckpt", saved, now, ("config.train.holdout_fraction", "config.augment")) == {}
+  config.augment.mixup_prob = 0.5
+  other = {"config": json.loads(config.to_json_best_effort())}
+  with pytest.raises(ValueError, match=r"config.augment.mixup_prob: saved 0.0, now 0.5"):
+    train_state.check_same_run("ckpt", saved, other, ("config.train.holdout_fraction", "config.augment"))

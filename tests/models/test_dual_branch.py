@@ -139,6 +139,16 @@ def test_loss_without_mixup_equals_heads_composed_by_hand(featex_prob):
   np.testing.assert_allclose(new_extra["main_scale"], main_scale, rtol=1e-6)
   np.testing.assert_allclose(new_extra["featex_scale"], ssl_scale, rtol=1e-6)
   assert new_extra["main_centres"] is extra["main_centres"]
+  # Training accuracy: the main head's most probable class (sub-cluster probabilities summed per class) against
+  # the labels, nothing mixed up here.
+  cos = np.asarray(scadacos.cosine_similarity(fused, extra["main_centres"])).reshape(4, NUM_CLASSES, NUM_SUBCLUSTERS)
+  predicted = np.argmax(np.exp(float(main_scale) * cos).sum(-1), axis=-1)
+  np.testing.assert_allclose(metrics["accuracy"], np.mean(predicted == np.array([0, 2, 1, 1])), rtol=1e-6)
+  # Eval-mode class scores (what held-out accuracy uses) rank the classes the same way, with the adapted scale.
+  scores = dual_branch.class_log_probabilities(model, params, new_extra, beats_fbank, eat_fbank,
+                                               num_subclusters=NUM_SUBCLUSTERS)
+  want = np.log(np.exp(float(main_scale) * cos).sum(-1)) - np.log(np.exp(float(main_scale) * cos).sum((1, 2)))[:, None]
+  np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-5)
 
 
 def test_padded_samples_do_not_count():

@@ -92,6 +92,27 @@ def test_matches_loop_reference_with_mixed_labels(num_classes, num_subclusters, 
   np.testing.assert_allclose(new_scale, want_scale, rtol=1e-5)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
   np.testing.assert_allclose(metrics["median_angle"], want_median, rtol=1e-5)
+  # Accuracy under mixed labels: the label weight of the class with the largest summed probability, which for a
+  # positive scale is the class whose sub-clusters' exp(s * cos) sum is largest.
+  xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+  cos = (xn @ (centres / np.linalg.norm(centres, axis=0))).reshape(batch, num_classes, num_subclusters)
+  predicted = np.argmax(np.exp(want_scale * cos).sum(-1), axis=-1)
+  np.testing.assert_allclose(metrics["accuracy"], np.mean(labels[np.arange(batch), predicted]), rtol=1e-6)
+
+
+def test_accuracy_of_one_hot_labels_is_the_fraction_right():
+  # The hand-computed case above: each sample sits on a centre of its own class (cosine 1); swapping the
+  # labels makes both wrong; padding the second sample out leaves one right sample.
+  centres = np.array([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -1.0]], np.float32)
+  x = np.array([[2.0, 0.0], [-0.5, 0.0]], np.float32)
+  right = np.eye(2, dtype=np.float32)
+  assert float(scadacos.scadacos_loss(x, right, centres, 2.0, num_subclusters=2)[2]["accuracy"]) == 1.0
+  assert float(scadacos.scadacos_loss(x, right[::-1], centres, 2.0, num_subclusters=2)[2]["accuracy"]) == 0.0
+  mixed = np.array([[0.5, 0.5], [0.0, 1.0]], np.float32)  # sample 0 predicted class 0, which has weight 0.5
+  assert float(scadacos.scadacos_loss(x, mixed, centres, 2.0, num_subclusters=2)[2]["accuracy"]) == 0.75
+  weights = np.array([1.0, 0.0], np.float32)
+  assert float(scadacos.scadacos_loss(x, right[[0, 0]], centres, 2.0, num_subclusters=2,
+                                      weights=weights)[2]["accuracy"]) == 1.0
 
 
 def test_small_target_angle_uses_its_cosine():

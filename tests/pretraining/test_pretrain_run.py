@@ -97,8 +97,10 @@ def test_a_diverging_run_stops_at_its_first_non_finite_step_and_goes_on_from_the
   diverging = _config(dataset)
   diverging.train.keep_checkpoints = 1
   diverging.optim.learning_rate = 1e30  # positive, so allowed; the parameters overflow within two steps
-  with pytest.raises(ValueError, match=r"config.optim.learning_rate: saved 0.001, now 1e\+30\nEach of these may "
-                     r"change on a resume: run again with --accept_changes"):
+  saved_rate = config.optim.learning_rate  # configs/pretrain_demo.py's
+  want = (f"config.optim.learning_rate: saved {saved_rate!r}, now 1e+30\nEach of these may change on a resume: run "
+          "again with --accept_changes")
+  with pytest.raises(ValueError, match=re.escape(want)):
     _pretrain(diverging, tmp_path)
   with pytest.raises(loop.NonFiniteError) as error:
     _pretrain(diverging, tmp_path, accept_changes=True)
@@ -128,7 +130,7 @@ def test_a_diverging_run_stops_at_its_first_non_finite_step_and_goes_on_from_the
   ckpt = train_state.Checkpointer(tmp_path / "checkpoints")
   try:
     assert ckpt.restore_meta()[train_state.CHANGES_KEY] == [
-        {"step": STOP + 1, "fields": {"config.optim.learning_rate": [0.001, 0.0005]}}]
+        {"step": STOP + 1, "fields": {"config.optim.learning_rate": [saved_rate, 0.0005]}}]
   finally:
     ckpt.close()
   _, exported = eat.load(tmp_path / pretrain.ENCODER_DIR)
@@ -219,6 +221,62 @@ def test_continues_from_a_release_or_an_encoder(dataset, straight, fixtures):
   jax.tree.map(np.testing.assert_array_equal, state.params["student"], straight[1].params["student"])
 
 
+class _Recorder:
+  """Stands in for `stages.Progress`: keeps the `(stage, message)` lines and the warnings."""
+
+  def __init__(self):
+    self.lines, self.warnings = [], []
+
+  def __call__(self, stage, message):
+    self.lines.append((stage, message))
+
+  def warn(self, message):
+    self.warnings.append(message)
+
+
+def _relative_change_by_hand(start, end):
+  """||end - start|| / ||start|| over every leaf but the copied position table, in float64."""
+  pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for (path, a), (_, b) in zip(
+      jax.tree_util.tree_leaves_with_path(start), jax.tree_util.tree_leaves_with_path(end))
+      if "positions" not in jax.tree_util.keystr(path)]
+  return np.sqrt(sum(np.sum((b - a) ** 2) for a, b in pairs) / sum(np.sum(a ** 2) for a, _ in pairs))
+
+
+def test_the_last_row_logs_how_far_the_teacher_moved(dataset, straight):
+  """`teacher_change` at the last step: the teacher's relative change from the run's initial encoder (teacher =
+  student at update 0), computed here by hand from the trainer's initialisation of the seed."""
+  config = _config(dataset)
+  _, start, _, _, _ = pretrain.initial_model(config, jax.random.split(jax.random.key(config.seed))[0])
+  rows = train_log.read_jsonl(straight[0] / "metrics.jsonl")
+  assert [r["step"] for r in rows if "teacher_change" in r] == [STEPS]
+  want = _relative_change_by_hand(jax.device_get(start), straight[1].extra["teacher"])
+  assert want > 0
+  np.testing.assert_allclose(rows[-1]["teacher_change"], want, rtol=1e-9)
+
+
+def test_the_pipeline_warns_when_the_teacher_cannot_move(dataset, tmp_path):
+  """EMA decay 1.0: the teacher keeps its start exactly; the pipeline's pre-training stage warns, naming it."""
+  from asd_jax.pipeline import stages
+  from asd_jax.pipeline import specs as specs_lib
+  from configs import pipeline_base
+
+  pipeline = pipeline_base.get_config("system1")
+  pipeline.data.root = dataset
+  pre = _config(dataset)
+  pre.data.sources = {"mine": {"path": specs_lib.DATA_ROOT, "kind": "dcase", "weight": 1.0}}
+  pre.ema.decay = pre.ema.end_decay = 1.0
+  pre.train.num_steps = 2
+  pipeline.pretrain = pre
+  log = _Recorder()
+  stages.pretrain_eat(pipeline, str(tmp_path), log, channels="mean", bars=False)
+  rows = train_log.read_jsonl(tmp_path / "pretrain" / "metrics.jsonl")
+  assert rows[-1]["teacher_change"] == 0.0
+  (warning,) = log.warnings
+  assert warning.startswith("EAT pre-training: the EMA teacher moved by 0 % of its norm (below 1 %)")
+  stages.pretrain_eat(pipeline, str(tmp_path), log, channels="mean", bars=False)
+  assert log.lines[-1][1].startswith("cached") and len(log.warnings) == 2  # a cached run warns again
+
+
 def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, straight, tmp_path):
   """`pipeline.stages.pretrain_eat`: "<data.root>" reads the pipeline's dataset, the run equals the trainer's
   own (same config, same data), a second call reuses it, and only EAT models with `init` take its encoder."""
@@ -231,8 +289,8 @@ def test_the_pipeline_pretrains_once_and_starts_the_eat_models_from_it(dataset, 
   pre = _config(dataset)
   pre.data.sources = {"mine": {"path": specs_lib.DATA_ROOT, "kind": "dcase", "weight": 1.0}}
   pipeline.pretrain = pre
-  lines = []
-  log = lambda stage, message: lines.append((stage, message))  # noqa: E731
+  log = _Recorder()
+  lines = log.lines
   channels = specs_lib.channel_policy(specs_lib.model_specs(pipeline))  # as the pipeline's run passes it
   resolved = stages.pretrain_eat(pipeline, str(tmp_path), log, channels=channels, bars=False)
   encoder = tmp_path / "pretrain" / pretrain.ENCODER_DIR

@@ -64,6 +64,7 @@ def _build_run(base: pathlib.Path):
   t.train.epochs = 1
   t.train.batch_size = 4
   t.train.log_every = 1  # a few rows in metrics.jsonl, so there are curves
+  t.optim.learning_rate = 1e-12  # a model that cannot learn: the pipeline warns that it ended near chance
   t.embed.batch_size = 8
   workdir = base / "work"
   result = pipeline.run(config, str(workdir), progress=False)

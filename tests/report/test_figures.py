@@ -148,14 +148,16 @@ def test_curve_series_take_every_numeric_key_and_group_them(check_png):
   rows += [{"step": s, "loss": 1.0 / s, "main_loss": 0.5 / s, "main_scale": 10.0 + s, "featex_scale": 9.0,
             "accuracy": 0.1, "step_s": 0.2, "epoch": s / 5, "note": "text", "flag": True,
             "d2v_regression_loss": 2.0 / s, "target_var": 0.3, "bad": float("nan")} for s in (10, 20, 30)]
-  rows.append({"step": 40, "only_once": 1.0})
+  rows[2].update(train_accuracy=0.5, heldout_accuracy=0.4)  # the evaluations of `fine_tune`, every few steps
+  rows.append({"step": 40, "only_once": 1.0, "train_accuracy": 0.9, "heldout_accuracy": 0.8, "num_classes": 34})
   data = curves.series(rows)
-  assert sorted(data) == ["accuracy", "d2v_regression_loss", "featex_scale", "loss", "main_loss", "main_scale",
-                          "step_s", "target_var"]
+  assert sorted(data) == ["accuracy", "d2v_regression_loss", "featex_scale", "heldout_accuracy", "loss", "main_loss",
+                          "main_scale", "step_s", "target_var", "train_accuracy"]
   np.testing.assert_array_equal(data["loss"][0], [10.0, 20.0, 30.0])
   by_title = {p.title: p.keys for p in curves.panels(list(data))}
   assert by_title["losses"] == ("loss", "main_loss", "d2v_regression_loss")
   assert by_title["SCAdaCos scale s"] == ("main_scale", "featex_scale")
+  assert by_title["classification accuracy"] == ("accuracy", "train_accuracy", "heldout_accuracy")
   assert by_title["target_var"] == ("target_var",)  # unknown: a panel of its own, under its own name
   check_png(style.png_bytes(curves.curves_figure("run", data)))
   with pytest.raises(ValueError, match="no numeric series"):

@@ -231,3 +231,19 @@ def test_detect_cli_plot_dir_writes_a_histogram_per_section(report_run, tmp_path
   for p in plots.iterdir():
     check_png(p.read_bytes(), p.name)
     assert f"histogram: {p}" in proc.stdout
+
+
+def test_the_pipeline_warns_that_a_model_that_cannot_learn_ended_near_chance_and_the_page_shows_it(report_run):
+  """FBEATs trains at a learning rate of 1e-12 (conftest): its parameters stay the random ones, so its accuracy is
+  that of a random classifier, at most chance in expectation. The pipeline names it in a warning, results.json
+  keeps the warning, and the report shows it."""
+  _, workdir, result, _ = report_run
+  rows = [json.loads(line) for line in (workdir / "models" / "fbeats" / "metrics.jsonl").read_text().splitlines()]
+  final = [r for r in rows if "num_classes" in r][-1]
+  threshold = final["chance_accuracy"] + 0.1 * (1 - final["chance_accuracy"])  # finetuning.health.NEAR_CHANCE
+  assert final["train_accuracy"] < threshold
+  (warning,) = result.warnings
+  assert warning.startswith(f"FBEATs: training accuracy {final['train_accuracy']:.3f} is near chance")
+  assert json.loads((workdir / "results.json").read_text())["warnings"] == [warning]
+  page, _ = _page(workdir)
+  assert html.escape(warning, quote=True) in page and "Training health" in page

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from asd_jax.models import encoder_output as eo
+from asd_jax.models import networks
+
+TINY = "tiny_attention"  # the encoder family and network name `tiny_registered` registers
 
 
 class TinyAttention(nn.Module):
@@ -81,6 +84,30 @@ def tiny_encoder():
 @pytest.fixture(scope="session")
 def frontend():
   return tiny_frontend
+
+
+def tiny_entry(tiny_encoder, frontend) -> networks.Encoder:
+  """The tiny encoder as an encoder family of `networks.ENCODERS` (trained as a classifier, like BEATs or EAT)."""
+
+  def build(arch, dtype, **options):
+    del dtype, options
+    return tiny_encoder(**arch)
+
+  def tiny_fbank(wav, target_length=None):
+    del target_length
+    return frontend(wav)
+
+  return networks.Encoder(build=build, presets={"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
+                          frontend=tiny_fbank, load=None)
+
+
+@pytest.fixture(scope="module")
+def tiny_registered(tiny_encoder, frontend):
+  """Registers the tiny encoder under `TINY` in `networks.ENCODERS` and `networks.NETWORKS` (a classifier)."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(networks.ENCODERS, TINY, tiny_entry(tiny_encoder, frontend))
+    patch.setitem(networks.NETWORKS, TINY, networks.classifier_network)
+    yield TINY
 
 
 class ArrayBatches:

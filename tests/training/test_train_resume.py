@@ -3,7 +3,7 @@ synthetic wavs, the Grain iterator (its state saved in and restored from the Orb
 checkpoints and metadata. A resume (or an embedding) with other settings than the checkpoint's is refused,
 naming each field.
 
-The fast tests register a tiny attention encoder (conftest) under its own name in the encoder registry, so
+The fast tests register a tiny attention encoder (conftest's `tiny_registered`) under its own name in the encoder registry, so
 everything from the config on is the code the CLI runs; the slow one runs the real tiny BEATs of
 configs/demo.py.
 """
@@ -29,12 +29,11 @@ from asd_jax.data import synth
 from asd_jax.finetuning import fine_tune
 from asd_jax.finetuning import restore
 from asd_jax.models import lora_factors
-from asd_jax.models import networks
 from asd_jax.training import loop
 from asd_jax.training import train_log
 from configs import demo
 
-TINY = "tiny_attention"
+TINY = "tiny_attention"  # conftest.TINY, what its `tiny_registered` registers
 EPOCHS = 2
 STOP = 3  # steps of the first call: mid-way through the first epoch
 
@@ -48,29 +47,6 @@ def dataset(tmp_path_factory):
   root = tmp_path_factory.mktemp("synth")
   synth.generate(root, scale=0.01, seed=0, machines=["ToyCar"], duration=2.0)
   return str(root)
-
-
-def tiny_entry(tiny_encoder, frontend) -> networks.Encoder:
-  """The tiny encoder as an encoder family of `networks.ENCODERS` (trained as a classifier, like BEATs or EAT)."""
-
-  def build(arch, dtype, **options):
-    del dtype, options
-    return tiny_encoder(**arch)
-
-  def tiny_fbank(wav, target_length=None):
-    del target_length
-    return frontend(wav)
-
-  return networks.Encoder(build=build, presets={"tiny": dict(dim=16, heads=2, layers=1, dropout=0.1)},
-                          frontend=tiny_fbank, load=None)
-
-
-@pytest.fixture(scope="module")
-def tiny_registered(tiny_encoder, frontend):
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setitem(networks.ENCODERS, TINY, tiny_entry(tiny_encoder, frontend))
-    patch.setitem(networks.NETWORKS, TINY, networks.classifier_network)
-    yield
 
 
 def _config(root, network=TINY):

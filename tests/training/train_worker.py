@@ -37,8 +37,8 @@ def main(dataset: str, workdir: str) -> None:
 
   fixtures = load("training_conftest")
   tests = load("training_test_train_resume")
-  networks.ENCODERS[tests.TINY] = tests.tiny_entry(fixtures.TinyEncoder, fixtures.tiny_frontend)
-  networks.NETWORKS[tests.TINY] = networks.classifier_network
+  networks.ENCODERS[fixtures.TINY] = fixtures.tiny_entry(fixtures.TinyEncoder, fixtures.tiny_frontend)
+  networks.NETWORKS[fixtures.TINY] = networks.classifier_network
   write = train_log.MetricWriter.write
 
   def write_and_pause(self, step, row):
