@@ -44,7 +44,7 @@ Sound model (all vectorised NumPy, 16 kHz):
   * background: coloured broadband noise (1/f^alpha) plus structured factory noise (hum lines,
     random bursts). The target domain uses other noise (colour, level, hum) and other
     operating points (its own attribute values), i.e. a domain shift;
-  * anomalies, one per anomalous clip, strength ~ U(0.1, 1): `impulses` (bearing-fault-like
+  * anomalies, one per anomalous clip, strength ~ U(0.1, 1) (`--strength=LO,HI` draws U(LO, HI)): `impulses` (bearing-fault-like
     decaying resonances at a fault rate), `harmonic_shift` (detuned series / extra
     non-integer partial), `modulation` (amplitude modulation), `rubbing` (band-passed noise
     bursts locked to the rotation). Weak ones are hard to hear, so a mean-log-mel + kNN
@@ -304,7 +304,8 @@ def counts(scale: float) -> dict[str, int]:
           "test_per_domain_label": max(5, round(50 * scale)), "supplemental": max(3, round(100 * scale))}
 
 
-def _plans(seed: int, spec: MachineSpec, c: dict[str, int]) -> list[_Plan]:
+def _plans(seed: int, spec: MachineSpec, c: dict[str, int],
+           strength: tuple[float, float] = (0.1, 1.0)) -> list[_Plan]:
   plans = [_Plan(rec.SPLIT_TRAIN, rec.SOURCE, rec.NORMAL, i, rec.KIND_MACHINE) for i in range(c["source_train"])]
   plans += [_Plan(rec.SPLIT_TRAIN, rec.TARGET, rec.NORMAL, i, rec.KIND_MACHINE) for i in range(c["target_train"])]
   for domain in (rec.SOURCE, rec.TARGET):
@@ -313,7 +314,7 @@ def _plans(seed: int, spec: MachineSpec, c: dict[str, int]) -> list[_Plan]:
     for i in range(m):  # the dev set numbers normal and anomalous clips from 0000 each
       r = _clip_rng(seed, spec.name, f"anomaly/{domain}/{i}")
       plans.append(_Plan(rec.SPLIT_TEST, domain, rec.ANOMALY, i, rec.KIND_MACHINE,
-                         str(r.choice(spec.anomalies)), float(r.uniform(0.1, 1.0))))
+                         str(r.choice(spec.anomalies)), float(r.uniform(*strength))))
   s = c["supplemental"]
   plans += [_Plan(rec.SPLIT_SUPPLEMENTAL, rec.SOURCE, None, i, rec.KIND_CLEAN) for i in range(s)]
   plans += [_Plan(rec.SPLIT_SUPPLEMENTAL, (rec.SOURCE, rec.TARGET)[i % 2], None, i, rec.KIND_NOISE)
@@ -339,13 +340,14 @@ def _link_or_copy(src: pathlib.Path, dst: pathlib.Path) -> None:
 def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
              machines: Sequence[str] = DEFAULT_MACHINES, duration: float = 10.0,
              reveal_attributes: bool = False, target_train: int | None = None,
-             test_clips: int | None = None) -> dict:
+             test_clips: int | None = None, strength: tuple[float, float] = (0.1, 1.0)) -> dict:
   """Writes the synthetic dataset into `out_dir` (must be empty or absent) -> summary dict.
 
   `target_train` overrides the scaled count of target-domain training clips (the real dev set has 10 per
   machine type whatever the source count); `test_clips` the test clips per domain and label (the real dev set
   has 50; more test clips make the metrics less noisy without changing what is trained on). The other clips
-  do not change (every clip has its own seed).
+  do not change (every clip has its own seed). `strength` = (lo, hi): each anomaly's strength ~ U(lo, hi)
+  (0 < lo <= hi; the anomaly kinds and every other clip stay as with the default).
 
   Returns:
     {"out_dir", "seed", "scale", "duration", "counts", "machines": {machine: {"clips": {key: n},
@@ -358,6 +360,11 @@ def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
     raise ValueError(f"unknown machine type(s) {unknown}; known: {sorted(MACHINES)}")
   if out.exists() and any(out.iterdir()):
     raise FileExistsError(f"{out}: output folder exists and is not empty")
+  if len(strength) != 2:
+    raise ValueError(f"strength must be LO,HI (two numbers), got {strength}")
+  lo, hi = (float(x) for x in strength)
+  if not 0 < lo <= hi:
+    raise ValueError(f"strength must be LO,HI with 0 < LO <= HI, got {strength}")
   if duration <= 0:
     raise ValueError(f"duration must be > 0 seconds, got {duration}")
   n = int(round(duration * SAMPLE_RATE))
@@ -371,7 +378,7 @@ def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
       raise ValueError(f"test_clips must be >= 1, got {test_clips}")
     c["test_per_domain_label"] = int(test_clips)
   written: list[rec.ClipRecord] = []
-  summary = {"out_dir": str(out), "seed": seed, "scale": scale, "duration": duration,
+  summary = {"out_dir": str(out), "seed": seed, "scale": scale, "duration": duration, "strength": [lo, hi],
              "counts": c, "machines": {}}
   for machine in machines:
     spec = MACHINES[machine]
@@ -381,7 +388,7 @@ def generate(out_dir: str | pathlib.Path, *, scale: float = 0.03, seed: int = 0,
     csv_rows, machine_records = [], []
     tally = collections.Counter()
     combos_seen = collections.defaultdict(set)
-    for p in _plans(seed, spec, c):
+    for p in _plans(seed, spec, c, (lo, hi)):
       rng = _clip_rng(seed, machine, "attrs/" + p.identity)
       pool = spec.target if p.domain == rec.TARGET else spec.source
       attrs = pool[rng.integers(len(pool))] if p.kind != rec.KIND_NOISE else ()
@@ -464,7 +471,7 @@ def main(argv):
     return
   summary = generate(f.out, scale=f.scale, seed=f.seed, machines=f.machines, duration=f.duration,
                      reveal_attributes=f.reveal_attributes, target_train=f.target_train,
-                     test_clips=f.test_clips)
+                     test_clips=f.test_clips, strength=tuple(float(x) for x in f.strength))
   print(format_summary(summary))
 
 
@@ -482,6 +489,7 @@ def define_flags() -> None:
                        "at least 3; the real dev set has 10)")
   flags.DEFINE_integer("test_clips", None, "test clips per machine type, domain and label (default: scaled, at "
                        "least 5; the real dev set has 50)")
+  flags.DEFINE_list("strength", ["0.1", "1.0"], "LO,HI: each anomaly's strength ~ U(LO, HI)")
   flags.DEFINE_bool("reveal_attributes", False,
                     "write the attributes of bearing/ToyTrain/slider (hidden in the real 2025 dev set)")
 

@@ -157,3 +157,23 @@ def test_supplementary_clips_have_the_real_2025_names(made):
                    "section_00_noise_source_0002_noAttribute.wav", "section_00_noise_target_0001_noAttribute.wav"]
   kinds = {pathlib.Path(r.path).name.split("_")[2]: r.kind for r in summary["records"] if r.split == "supplemental"}
   assert kinds == {"machine": "clean", "noise": "noise"}
+
+
+def test_strength_override_changes_only_the_anomalies(made, tmp_path):
+  root, _ = made
+  weak = synth.generate(tmp_path / "weak", scale=0.01, seed=7, machines=("bearing",), duration=0.2,
+                        strength=(0.05, 0.05))
+  assert weak["strength"] == [0.05, 0.05]
+  changed = 0
+  for r in layout.select(layout.scan_dataset(root), machine="bearing"):
+    twin = tmp_path / "weak" / "bearing" / pathlib.Path(r.path).parent.name / pathlib.Path(r.path).name
+    a, b = wavlib.load_wav(twin, duration_s=None), wavlib.load_wav(r.path, duration_s=None)
+    if r.label == "anomaly":  # default strengths ~ U(0.1, 1) are all > 0.05: every anomaly differs
+      changed += not np.array_equal(a, b)
+    else:
+      np.testing.assert_array_equal(a, b)
+  assert changed == len(layout.select(weak["records"], machine="bearing", label="anomaly")) > 0
+  for bad in ((0.0, 0.5), (0.6, 0.5), (0.5,)):
+    with pytest.raises(ValueError, match="strength must be"):
+      synth.generate(tmp_path / f"bad{len(bad)}{bad[0]}", scale=0.01, machines=("bearing",), duration=0.2,
+                     strength=bad)
