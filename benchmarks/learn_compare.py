@@ -29,7 +29,7 @@ What it reads of the pipeline (its only dependence on pipeline internals): the c
 `models.<key>.frozen`, `<model config>.seed`, `<model config>.data.clip_seconds`, `pretrain`, `init.eat`,
 `model_keys`, `export`, `data.root`; and the workdir files `DIR/results.json` (`models.<key>.evaluation.
 official_score`, `systems.<name>.evaluation.official_score`) and `DIR/models/<key>/metrics.jsonl` (rows with
-`loss`, `train_accuracy`, `heldout_accuracy`).
+`loss`, `train_accuracy`, `heldout_accuracy`); it waits while `DIR/.lock` (the pipeline's workdir lock) exists.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 AB_KEYS = ("feat", "frozen_eat", "feat_random", "frozen_eat_random", "log_mel")
 SYSTEMS = ("system1", "system2", "system3", "system4")
+# Keys whose models start from the pre-trained EAT (`init.eat`); without any, no pre-training is run.
+PRETRAINED_KEYS = ("feat", "leat", "dual_branch", "fusion", "frozen_eat")
 # (label, minuend, subtrahend): the differences the tables print, when both rows were run.
 DIFFERENCES = (
     ("(a) FEAT - frozen EAT", "feat", "frozen_eat"),
@@ -79,16 +81,24 @@ def parse_sets(entries) -> list[tuple[str, str, float]]:
   return out
 
 
-def run_command(cmd: list[str], log_path: str) -> dict:
-  """Runs `cmd` (output to `log_path`); returns its wall and CPU seconds (user + sys of the child) and load."""
+def run_command(cmd: list[str], log_path: str, lock: str = "") -> dict:
+  """Runs `cmd` (output to `log_path`); returns its wall and CPU seconds (user + sys of the child) and load.
+  A pipeline refused because another run holds its workdir is retried when that one has finished."""
   if FLAGS.nice:
     cmd = ["nice", "-n", FLAGS.nice] + cmd
-  before = resource.getrusage(resource.RUSAGE_CHILDREN)
-  load0, t0 = os.getloadavg()[0], time.perf_counter()
-  with open(log_path, "w") as log:
-    log.write(" ".join(cmd) + "\n")
-    log.flush()
-    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+  while True:
+    while lock and os.path.exists(lock):  # another run of this workdir (cheaper to wait here than to retry)
+      time.sleep(15)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load0, t0 = os.getloadavg()[0], time.perf_counter()
+    with open(log_path, "w") as log:
+      log.write(" ".join(cmd) + "\n")
+      log.flush()
+      rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    with open(log_path, errors="replace") as log:
+      if not (rc and "is in use by process" in log.read()):
+        break
+    time.sleep(15)
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   info = {"cmd": " ".join(cmd), "rc": rc, "wall_s": time.perf_counter() - t0, "load_start": load0,
           "load_end": os.getloadavg()[0],
@@ -132,8 +142,10 @@ def get_config(base: str = "configs/demo_pipeline.py"):
 def pipeline_command(set_root: str, clip_seconds: float, seed: int, encoder: str, workdir: str) -> list[str]:
   config = get_config(FLAGS.config)
   cmd = [sys.executable, "-m", "asd_jax.pipeline", f"--config=benchmarks/learn_compare.py:{FLAGS.config}",
-         f"--workdir={workdir}", f"--config.data.root={set_root}", f"--config.init.eat={os.path.abspath(encoder)}",
+         f"--workdir={workdir}", f"--config.data.root={set_root}",
          f"--config.model_keys={','.join(FLAGS.model_keys)}", "--config.export=False", "--bars=False"]
+  if encoder:
+    cmd.append(f"--config.init.eat={os.path.abspath(encoder)}")
   for key in FLAGS.model_keys:
     entry = config.models[key]
     field = next((f for f in ("fine_tune", "train", "frozen") if entry.get(f) is not None), None)
@@ -240,7 +252,11 @@ def main(argv):
       f.write(json.dumps(info) + "\n")
 
   encoders = {}
+  needs_encoder = any(k in PRETRAINED_KEYS for k in FLAGS.model_keys)
   for seed in seeds:
+    if not needs_encoder:
+      encoders[seed] = ""
+      continue
     encoders[seed], info = pretrain(seed)
     if info:
       info.update(pretrain_seed=seed)
@@ -253,7 +269,8 @@ def main(argv):
       if not FLAGS.report_only:
         os.makedirs(workdir, exist_ok=True)
         info = run_command(pipeline_command(root, clip_seconds, seed, encoders[seed], workdir),
-                           os.path.join(workdir, "learn_compare.log"))
+                           os.path.join(workdir, f"learn_compare_{'_'.join(FLAGS.model_keys)}.log"),
+                           lock=os.path.join(workdir, ".lock"))
         info.update(set=name, seed=seed, model_keys=FLAGS.model_keys)
         record(info)
         print(f"{name} seed {seed}: {info['wall_s']:.0f} s wall, {info['cpu_s']:.0f} CPU s, load "
