@@ -29,7 +29,7 @@ What it reads of the pipeline (its only dependence on pipeline internals): the c
 `models.<key>.frozen`, `<model config>.seed`, `<model config>.data.clip_seconds`, `pretrain`, `init.eat`,
 `model_keys`, `export`, `data.root`; and the workdir files `DIR/results.json` (`models.<key>.evaluation.
 official_score`, `systems.<name>.evaluation.official_score`) and `DIR/models/<key>/metrics.jsonl` (rows with
-`loss`, `train_accuracy`, `heldout_accuracy`); it waits while `DIR/.lock` (the pipeline's workdir lock) exists.
+`loss`, `train_accuracy`, `heldout_accuracy`); it waits while `DIR/.lock` (the pipeline's workdir lock) names a live process.
 """
 
 from __future__ import annotations
@@ -81,13 +81,26 @@ def parse_sets(entries) -> list[tuple[str, str, float]]:
   return out
 
 
+def lock_holder(lock: str) -> int | None:
+  """The live PID named in a pipeline workdir's lock file ("process <pid> on <host> ..."; empty when free)."""
+  try:
+    with open(lock) as f:
+      words = f.read().split()
+    pid = int(words[1]) if len(words) > 1 and words[0] == "process" else None
+    if pid is not None:
+      os.kill(pid, 0)
+    return pid
+  except (OSError, ValueError):
+    return None
+
+
 def run_command(cmd: list[str], log_path: str, lock: str = "") -> dict:
   """Runs `cmd` (output to `log_path`); returns its wall and CPU seconds (user + sys of the child) and load.
   A pipeline refused because another run holds its workdir is retried when that one has finished."""
   if FLAGS.nice:
     cmd = ["nice", "-n", FLAGS.nice] + cmd
   while True:
-    while lock and os.path.exists(lock):  # another run of this workdir (cheaper to wait here than to retry)
+    while lock and lock_holder(lock):  # another run of this workdir (cheaper to wait here than to retry)
       time.sleep(15)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0, t0 = os.getloadavg()[0], time.perf_counter()
