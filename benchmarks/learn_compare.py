@@ -27,7 +27,8 @@ every command with its CPU and wall seconds and load averages to `<workdir>/comm
 What it reads of the pipeline (its only dependence on pipeline internals): the config fields
 `models.<key>.train` (main since renamed it `models.<key>.fine_tune`: the script uses whichever the config has),
 `models.<key>.frozen`, `<model config>.seed`, `<model config>.data.clip_seconds`, `pretrain`, `init.eat`,
-`model_keys`, `export`, `data.root`; and the workdir files `DIR/results.json` (`models.<key>.evaluation.
+`model_keys`, `export`, `data.root`; and the workdir files `DIR/results.json` (copied to `DIR/results_<keys>.json` after each run and merged, since
+each pipeline run rewrites it with its own models only; `models.<key>.evaluation.
 official_score`, `systems.<name>.evaluation.official_score`) and `DIR/models/<key>/metrics.jsonl` (rows with
 `loss`, `train_accuracy`, `heldout_accuracy`); it waits while `DIR/.lock` (the pipeline's workdir lock) names a live process.
 """
@@ -37,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -183,12 +185,26 @@ def end_values(model_dir: str) -> dict | None:
           "heldout_accuracy": acc[-1].get("heldout_accuracy") if acc else None}
 
 
-def read_run(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "results.json")
-  if not os.path.isfile(path):
+def read_results(workdir: str) -> dict | None:
+  """`DIR/results.json` merged with the copies this script keeps of earlier runs of other model keys in the same
+  workdir (`results_<keys>.json`; the pipeline's results.json holds only its last run's models), newest last."""
+  import glob
+  paths = sorted(glob.glob(os.path.join(workdir, "results*.json")), key=os.path.getmtime)
+  if not paths:
     return None
-  with open(path) as f:
-    res = json.load(f)
+  res = {"models": {}, "systems": {}}
+  for path in paths:
+    with open(path) as f:
+      r = json.load(f)
+    res["models"].update(r["models"])
+    res["systems"].update({n: s for n, s in r.get("systems", {}).items() if not s.get("reduced")})
+  return res
+
+
+def read_run(workdir: str) -> dict | None:
+  res = read_results(workdir)
+  if res is None:
+    return None
   scores = {k: 100 * m["evaluation"]["official_score"] for k, m in res["models"].items() if m.get("evaluation")}
   names = {k: m["name"] for k, m in res["models"].items()}
   for name, s in res.get("systems", {}).items():
@@ -285,6 +301,8 @@ def main(argv):
                            os.path.join(workdir, f"learn_compare_{'_'.join(FLAGS.model_keys)}.log"),
                            lock=os.path.join(workdir, ".lock"))
         info.update(set=name, seed=seed, model_keys=FLAGS.model_keys)
+        shutil.copyfile(os.path.join(workdir, "results.json"),
+                        os.path.join(workdir, f"results_{'_'.join(FLAGS.model_keys)}.json"))
         record(info)
         print(f"{name} seed {seed}: {info['wall_s']:.0f} s wall, {info['cpu_s']:.0f} CPU s, load "
               f"{info['load_start']:.1f} -> {info['load_end']:.1f}", flush=True)
