@@ -76,6 +76,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "model.dropout_rate": open_fraction,
     "loss.scale": positive,
     "loss.margin": non_negative,
+    "loss.num_subclusters": positive_int,
     "lora.rank": positive_int,
     "lora.alpha": positive,
     "optim.learning_rate": positive,

@@ -70,6 +70,11 @@ def define_flags() -> None:
   flags.DEFINE_string("pretrain_past", "work/synth_past", "The pre-training corpus' earlier years.")
   flags.DEFINE_bool("report_only", False, "Only read the runs already done and print the tables.")
   flags.DEFINE_string("nice", "10", "niceness of the child commands ('' for none).")
+  flags.DEFINE_multi_string("pipeline_flag", [], "A further flag of every pipeline command, e.g. "
+                            "--pipeline_flag=--config.models.feat.fine_tune.augment.mixup_prob=0.5 (repeatable): "
+                            "one variant of a recipe, measured in its own --workdir.")
+  flags.DEFINE_string("pretrain_workdir", "", "Take the pre-trained encoders from this learn_compare workdir's "
+                      "pretrain/ (another variant's) instead of --workdir's; none is pre-trained here.")
   flags.mark_flag_as_required("workdir")
 
 
@@ -124,7 +129,8 @@ def run_command(cmd: list[str], log_path: str, lock: str = "") -> dict:
 
 
 def pretrain_dir(seed: int) -> str:
-  return os.path.join(FLAGS.workdir, "pretrain", f"s{seed}")  # one benchmarks.pretrain_probe workdir per seed
+  """One benchmarks.pretrain_probe workdir per seed (another variant's with --pretrain_workdir)."""
+  return os.path.join(FLAGS.pretrain_workdir or FLAGS.workdir, "pretrain", f"s{seed}")
 
 
 def pretrain(seed: int) -> tuple[str, dict | None]:
@@ -133,6 +139,8 @@ def pretrain(seed: int) -> tuple[str, dict | None]:
   encoder = os.path.join(out, f"seed{seed}", "encoder")
   if FLAGS.report_only or os.path.isfile(os.path.join(out, "probe_mean.json")):
     return encoder, None
+  if FLAGS.pretrain_workdir:
+    raise FileNotFoundError(f"--pretrain_workdir: no finished pre-training of seed {seed} in {out}")
   os.makedirs(out, exist_ok=True)
   cmd = [sys.executable, "-m", "benchmarks.pretrain_probe", "--config=configs/pretrain_demo.py",
          f"--workdir={out}", f"--data_root={FLAGS.pretrain_root}", f"--seeds={seed}", "--probe=init",
@@ -168,7 +176,7 @@ def pipeline_command(set_root: str, clip_seconds: float, seed: int, encoder: str
       continue
     cmd.append(f"--config.models.{key}.{field}.data.clip_seconds={clip_seconds:g}")
     cmd.append(f"--config.models.{key}.{field}.seed={seed}")
-  return cmd
+  return cmd + list(FLAGS.pipeline_flag)
 
 
 def end_values(model_dir: str) -> dict | None:

@@ -81,6 +81,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.scale = arcface.DEFAULT_SCALE  # project: 30 (the report gives no ArcFace scale)
   c.loss.margin = arcface.DEFAULT_MARGIN  # project: 0.2 (the report gives no ArcFace margin)
+  # ArcFace centres per class (sub-centre ArcFace, asd_jax.models.arcface). Project: 1, plain ArcFace as the
+  # report's single-encoder models; its Dual-Branch uses sub-clusters (SCAdaCos, configs/dual_branch.py).
+  c.loss.num_subclusters = 1
 
   # Fine-tuning augmentation of the single-encoder classifiers (asd_jax.models.classifier.classification_loss).
   # Project: off; the report names none. EAT's own fine-tuning recipe uses mixup and SpecAugment-style masks.

@@ -7,6 +7,12 @@ cross-entropy. The DCASE 2025 BEATs+EAT report fine-tunes with ArcFace but gives
 s=30, m=0.2 are this project's choice: with a few dozen classes s=30 keeps the softmax sharp enough that the
 margin matters (ArcFace's own s=64 is for thousands of identities), and m=0.2 (about 11.5 degrees) is smaller
 than face recognition's 0.5 because machine/attribute classes overlap far more than identities.
+
+Sub-centres (Deng et al., "Sub-center ArcFace", ECCV 2020): with `num_subclusters` K > 1 each class has K
+centres and a clip's cosine to a class is its largest cosine to any of them, so a class may hold several modes
+(recording conditions, unlabelled variants) without pulling them into one; the loss is unchanged. It is the
+single-encoder counterpart of the dual-branch model's SCAdaCos sub-clusters (`asd_jax.models.scadacos`), which
+use a soft maximum and an adaptive scale instead. K = 1 is plain ArcFace.
 """
 
 from __future__ import annotations
@@ -33,18 +39,26 @@ class ArcFaceHead(nn.Module):
 
   Attributes:
     num_classes: size of the label space.
-    dtype: compute dtype; the class centres (`kernel: [dim, classes]`) are float32 parameters and the
+    num_subclusters: K centres per class (column `c * K + k` of the kernel); a class's cosine is the largest
+      of its K.
+    dtype: compute dtype; the class centres (`kernel: [dim, classes * K]`) are float32 parameters and the
       cosines are computed in float32 (they feed a scaled softmax, where bfloat16 rounding is visible).
   """
 
   num_classes: int
+  num_subclusters: int = 1
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, embedding: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (embedding.shape[-1], self.num_classes),
-                        jnp.float32)
-    return l2_normalize(embedding.astype(jnp.float32)) @ l2_normalize(kernel, axis=0)
+    if self.num_subclusters < 1:
+      raise ValueError(f"ArcFaceHead: num_subclusters must be >= 1, got {self.num_subclusters}")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (embedding.shape[-1], self.num_classes * self.num_subclusters), jnp.float32)
+    cosine = l2_normalize(embedding.astype(jnp.float32)) @ l2_normalize(kernel, axis=0)
+    if self.num_subclusters == 1:
+      return cosine
+    return jnp.max(cosine.reshape(*cosine.shape[:-1], self.num_classes, self.num_subclusters), axis=-1)
 
 
 def arcface_logits(cosine: jax.Array, labels: jax.Array, *, scale: float = DEFAULT_SCALE,

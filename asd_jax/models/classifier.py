@@ -33,6 +33,7 @@ class Classifier(nn.Module):
       the model takes waveforms, otherwise fbanks.
     dropout_rate: dropout on the pooled embedding before the head (training only).
     pool: token pooling, `encoder_output.POOL_MEAN` or `POOL_CLS`.
+    num_subclusters: ArcFace centres per class (`arcface.ArcFaceHead`; 1 = plain ArcFace).
   """
 
   encoder: nn.Module
@@ -40,6 +41,7 @@ class Classifier(nn.Module):
   frontend: Callable[[jax.Array], jax.Array] | None = None
   dropout_rate: float = 0.1
   pool: str = eo.POOL_MEAN
+  num_subclusters: int = 1
 
   @nn.compact
   def __call__(self, inputs: jax.Array, padding_mask: jax.Array | None = None, *, train: bool = False,
@@ -50,7 +52,8 @@ class Classifier(nn.Module):
     encoded = self.encoder(fbank, padding_mask, train=train)
     embedding = eo.pool_tokens(encoded.features, encoded.token_mask, encoded.num_prefix_tokens, self.pool)
     dropped = nn.Dropout(self.dropout_rate, deterministic=not train)(embedding)
-    out = {"embedding": embedding, "cosine": arcface.ArcFaceHead(self.num_classes, name="head")(dropped)}
+    out = {"embedding": embedding, "cosine": arcface.ArcFaceHead(self.num_classes, self.num_subclusters,
+                                                                                  name="head")(dropped)}
     if all_layers:
       out["layer_embeddings"] = eo.pool_layers(encoded, self.pool)
     return out

@@ -201,12 +201,15 @@ class Network:
 # Single encoder + ArcFace: "beats", "eat".
 
 
-def build_classifier(model_cfg: ml_collections.ConfigDict, arch: Any, num_classes: int) -> classifier.Classifier:
-  """The `Classifier` of encoder `model_cfg.network` with architecture `arch`."""
+def build_classifier(model_cfg: ml_collections.ConfigDict, arch: Any, num_classes: int, *,
+                     num_subclusters: int = 1) -> classifier.Classifier:
+  """The `Classifier` of encoder `model_cfg.network` with architecture `arch` and `num_subclusters` ArcFace
+  centres per class."""
   entry = encoder(model_cfg.network)
   return classifier.Classifier(encoder=entry.build(arch, compute_dtype(model_cfg.dtype), **encoder_options(model_cfg)),
                                num_classes=num_classes, frontend=encoder_frontend(model_cfg.network, model_cfg),
-                               dropout_rate=model_cfg.dropout_rate, pool=model_cfg.pool or entry.pool)
+                               dropout_rate=model_cfg.dropout_rate, pool=model_cfg.pool or entry.pool,
+                               num_subclusters=num_subclusters)
 
 
 def classifier_init(model: classifier.Classifier, samples: int, rng: jax.Array) -> tuple[Params, Params]:
@@ -240,7 +243,8 @@ def augment_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def classifier_network(config: ml_collections.ConfigDict, num_classes: int) -> Network:
   """A `Classifier` trained with ArcFace; `config.model.init_checkpoint` (if set) gives its encoder's weights."""
   arch, encoder_params = encoder_architecture(config.model.network, config.model.preset, config.model.init_checkpoint)
-  return classifier_network_of(config, build_classifier(config.model, arch, num_classes), encoder_params=encoder_params,
+  model = build_classifier(config.model, arch, num_classes, num_subclusters=int(config.loss.get("num_subclusters", 1)))
+  return classifier_network_of(config, model, encoder_params=encoder_params,
                                arch=arch)
 
 

@@ -43,3 +43,18 @@ def test_every_network_name_builds_and_old_or_unknown_names_are_one_clear_error(
   old["model"]["encoder"] = old["model"].pop("network")  # a config.json written before the rename
   with pytest.raises(ValueError, match="config.model.encoder='whisper': that field is now config.model.network"):
     networks.build_network(ml_collections.ConfigDict(old), 3)
+
+
+def test_loss_num_subclusters_gives_the_classifier_k_centres_per_class():
+  import jax
+  config = common.get_config()
+  config.model.preset, config.data.clip_seconds, config.model.network = "tiny", 0.5, "eat"
+  config.loss.num_subclusters = 3
+  network = networks.build_network(config, 5)
+  params, extra = network.init(jax.random.key(0))
+  dim = params["head"]["kernel"].shape[0]
+  assert params["head"]["kernel"].shape == (dim, 15)
+  wav = np.random.default_rng(1).normal(scale=0.1, size=(2, 8000)).astype(np.float32)
+  assert network.class_scores(params, extra, wav).shape == (2, 5)  # one cosine per class
+  loss, _ = network.loss(params, extra, {"wav": wav, "label": np.array([0, 4])}, jax.random.key(2))
+  assert np.isfinite(float(loss))

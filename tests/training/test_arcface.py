@@ -56,3 +56,32 @@ def test_head_outputs_cosines():
   w = np.asarray(params["params"]["kernel"])
   xn = np.asarray(x) / np.linalg.norm(np.asarray(x), axis=1, keepdims=True)
   np.testing.assert_allclose(np.asarray(cos), xn @ (w / np.linalg.norm(w, axis=0)), rtol=1e-5, atol=1e-6)
+
+
+def test_subcentre_head_takes_each_class_best_centre():
+  # K = 3 centres per class, column c * K + k: a clip's cosine to class c is its best of columns 3c..3c+2,
+  # computed here from the kernel with NumPy.
+  head = arcface.ArcFaceHead(num_classes=4, num_subclusters=3)
+  x = jax.random.normal(jax.random.key(0), (5, 6))
+  params = head.init(jax.random.key(1), x)
+  w = np.asarray(params["params"]["kernel"], np.float64)
+  assert w.shape == (6, 12)
+  xn = np.asarray(x, np.float64) / np.linalg.norm(np.asarray(x, np.float64), axis=1, keepdims=True)
+  all_cos = xn @ (w / np.linalg.norm(w, axis=0))
+  expected = np.stack([all_cos[:, 3 * c:3 * c + 3].max(axis=1) for c in range(4)], axis=1)
+  # float32 dot products of unit vectors of length 6: each cosine within a few eps32 of the float64 value.
+  np.testing.assert_allclose(np.asarray(head.apply(params, x)), expected, rtol=0, atol=8 * np.finfo(np.float32).eps)
+
+
+def test_one_subcentre_is_plain_arcface_with_the_same_parameters():
+  x = jax.random.normal(jax.random.key(2), (3, 5))
+  plain = arcface.ArcFaceHead(num_classes=4)
+  params = plain.init(jax.random.key(3), x)
+  one = arcface.ArcFaceHead(num_classes=4, num_subclusters=1)
+  assert jax.tree.map(np.shape, one.init(jax.random.key(3), x)) == jax.tree.map(np.shape, params)
+  np.testing.assert_array_equal(np.asarray(one.apply(params, x)), np.asarray(plain.apply(params, x)))
+
+
+def test_subcentre_count_below_one_is_refused():
+  with np.testing.assert_raises_regex(ValueError, "num_subclusters must be >= 1"):
+    arcface.ArcFaceHead(num_classes=2, num_subclusters=0).init(jax.random.key(0), jnp.ones((1, 3)))
