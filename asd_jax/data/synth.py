@@ -304,6 +304,14 @@ def counts(scale: float) -> dict[str, int]:
           "test_per_domain_label": max(5, round(50 * scale)), "supplemental": max(3, round(100 * scale))}
 
 
+def anomaly_of(seed: int, machine: str, domain: str, number: int,
+               strength: tuple[float, float] = (0.1, 1.0)) -> tuple[str, float]:
+  """(kind, strength) of test anomaly `number` of `machine`'s `domain` in the set written with `seed` and
+  `strength` (the same draws `generate` makes), e.g. to score each anomaly kind apart."""
+  r = _clip_rng(seed, machine, f"anomaly/{domain}/{number}")
+  return str(r.choice(MACHINES[machine].anomalies)), float(r.uniform(*strength))
+
+
 def _plans(seed: int, spec: MachineSpec, c: dict[str, int],
            strength: tuple[float, float] = (0.1, 1.0)) -> list[_Plan]:
   plans = [_Plan(rec.SPLIT_TRAIN, rec.SOURCE, rec.NORMAL, i, rec.KIND_MACHINE) for i in range(c["source_train"])]
@@ -312,9 +320,8 @@ def _plans(seed: int, spec: MachineSpec, c: dict[str, int],
     m = c["test_per_domain_label"]
     plans += [_Plan(rec.SPLIT_TEST, domain, rec.NORMAL, i, rec.KIND_MACHINE) for i in range(m)]
     for i in range(m):  # the dev set numbers normal and anomalous clips from 0000 each
-      r = _clip_rng(seed, spec.name, f"anomaly/{domain}/{i}")
       plans.append(_Plan(rec.SPLIT_TEST, domain, rec.ANOMALY, i, rec.KIND_MACHINE,
-                         str(r.choice(spec.anomalies)), float(r.uniform(*strength))))
+                         *anomaly_of(seed, spec.name, domain, i, strength)))
   s = c["supplemental"]
   plans += [_Plan(rec.SPLIT_SUPPLEMENTAL, rec.SOURCE, None, i, rec.KIND_CLEAN) for i in range(s)]
   plans += [_Plan(rec.SPLIT_SUPPLEMENTAL, (rec.SOURCE, rec.TARGET)[i % 2], None, i, rec.KIND_NOISE)
