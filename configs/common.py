@@ -59,6 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.clip_seconds = 10.0  # clips are cut/padded to this length (report: 10 s; DCASE 2026: see above)
   c.data.strict = False  # a wav at another sample rate: error (True) or resampled to sample_rate (False)
   c.data.channels = channels.DEFAULT  # project: "near" (see above); "far", "mean", "cancel" (asd_jax.audio.channels)
+  # Fine-tune on the DCASE 2025 supplementary recordings too (clean machine and noise only, a class each per machine
+  # type; asd_jax.data.labels). Project: True, every clip the dev set gives for training. On the synthetic sets,
+  # whose noise-only clips are alike for every machine type, False scored higher (BENCHMARKS.md, issue 22).
+  c.data.supplemental = True
   c.data.num_workers = 0  # Grain worker processes
   c.data.prefetch = 2  # batches loaded and put on the devices ahead of use by a background thread; 0 = off
 

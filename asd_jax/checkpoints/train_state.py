@@ -276,10 +276,13 @@ ADJUSTABLE_FIELDS = ("config.optim.learning_rate", "config.optim.warmup_steps", 
 CHANGES_KEY = "changes"  # meta entry: [{"step": int, "fields": {field: [saved, now]}}], each accepted change
 # What a field absent from a saved checkpoint meant when it was written (the field came later): the channel
 # policy did not exist and every reader took the channel mean (asd_jax.audio.channels.LEGACY); fine-tuning held
-# no clip out and augmented nothing (configs/common.py's defaults).
+# no clip out and augmented nothing (configs/common.py's defaults); the single-encoder ArcFace head had one
+# centre per class, and every run trained on the supplementary recordings too. A leaf (`config.loss.
+# num_subclusters`) counts too when it is compared as part of a wider field (`config.loss`).
 LEGACY_VALUES = {"config.data.channels": channels.LEGACY, "config.train.holdout_fraction": 0.0,
                  "config.augment": {"mixup_prob": 0.0, "time_masks": 0, "time_width": 0, "freq_masks": 0,
-                                    "freq_width": 0}}
+                                    "freq_width": 0},
+                 "config.loss.num_subclusters": 1, "config.data.supplemental": True}
 
 
 def config_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -344,6 +347,9 @@ def check_same_run(directory: str, saved_meta: dict[str, Any], meta: dict[str, A
       value = LEGACY_VALUES[field]
     saved.update(_flatten(field, value))
     now.update(_flatten(field, _lookup(meta, field)))
+  for leaf, value in LEGACY_VALUES.items():  # a later field inside a saved dict that was compared whole
+    if leaf in now and leaf not in saved and any(leaf.startswith(f + ".") for f in fields):
+      saved[leaf] = value
   differing = [f for f in sorted(set(saved) | set(now)) if saved.get(f, _ABSENT) != now.get(f, _ABSENT)]
   adjustable = [f for f in differing if f in ADJUSTABLE_FIELDS]
   refused = [f for f in differing if f not in ADJUSTABLE_FIELDS or not accept_changes]

@@ -66,10 +66,10 @@ class ClipRecord:
 # Which clips play which part; the one definition, used by fine-tuning, scoring and the pipeline.
 
 
-def is_fine_tuning_clip(record: ClipRecord) -> bool:
-  """Clips a classifier is fine-tuned on: every `train/` clip and the supplementary recordings (clean machine
-  and noise only, classes of their own)."""
-  return record.split in (SPLIT_TRAIN, SPLIT_SUPPLEMENTAL)
+def is_fine_tuning_clip(record: ClipRecord, *, supplemental: bool = True) -> bool:
+  """Clips a classifier is fine-tuned on: every `train/` clip and (`supplemental`) the supplementary recordings
+  (clean machine and noise only, classes of their own)."""
+  return record.split == SPLIT_TRAIN or (supplemental and record.split == SPLIT_SUPPLEMENTAL)
 
 
 def is_bank_clip(record: ClipRecord) -> bool:

@@ -59,9 +59,9 @@ MODEL_FIELDS = ("config.model", "config.lora.enabled", "config.lora.rank", "conf
 # settings. Fields left out (data workers, logging, checkpoint cadence, the embedding settings) never refuse a
 # reuse; everything under config.model is compared, its fast-path switches included.
 RUN_FIELDS = MODEL_FIELDS + ("config.seed", "config.data.sample_rate", "config.data.clip_seconds",
-                             "config.data.channels", "config.lora", "config.optim", "config.train.batch_size",
-                             "config.train.epochs", "config.train.holdout_fraction", "config.augment", "data_root",
-                             "label_space", "num_steps")
+                             "config.data.channels", "config.data.supplemental", "config.lora", "config.optim",
+                             "config.train.batch_size", "config.train.epochs", "config.train.holdout_fraction",
+                             "config.augment", "data_root", "label_space", "num_steps")
 
 
 # --- The data ---------------------------------------------------------------------------------------------------
@@ -85,9 +85,11 @@ def records(config: ml_collections.ConfigDict, *, training: bool = False) -> lis
                              channels=datasets.wav_config(config.data).channels, finite=training)
 
 
-def training_records(clips: list[rec.ClipRecord]) -> list[rec.ClipRecord]:
-  """The clips a classifier trains on (`records.is_fine_tuning_clip`), in the order given."""
-  return [r for r in clips if rec.is_fine_tuning_clip(r)]
+def training_records(clips: list[rec.ClipRecord], config: ml_collections.ConfigDict) -> list[rec.ClipRecord]:
+  """The clips a classifier trains on (`records.is_fine_tuning_clip`, the supplementary recordings with
+  `config.data.supplemental`), in the order given."""
+  supplemental = bool(config.data.get("supplemental", True))
+  return [r for r in clips if rec.is_fine_tuning_clip(r, supplemental=supplemental)]
 
 
 def label_space(config: ml_collections.ConfigDict, *, required: bool = True,
@@ -98,14 +100,14 @@ def label_space(config: ml_collections.ConfigDict, *, required: bool = True,
   if not required and (not root or not os.path.isdir(root)):
     return None
   clips = records(config, training=True) if clips is None else clips
-  return labels_lib.LabelSpace.from_records(training_records(clips))
+  return labels_lib.LabelSpace.from_records(training_records(clips, config))
 
 
 def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace,
                   clips: list[rec.ClipRecord] | None = None):
   """`(endless shuffled iterator of this process's batches, number of training clips)` over the
   `training_records` (train + supplementary) of `clips` (default: `records(config, training=True)`)."""
-  train = training_records(records(config, training=True) if clips is None else clips)
+  train = training_records(records(config, training=True) if clips is None else clips, config)
   if len(train) < config.train.batch_size:
     raise ValueError(f"config.train.batch_size={config.train.batch_size} is more than the {len(train)} training clips "
                      f"(train/ and supplemental/) under {_root(config)}: lower config.train.batch_size to at most "
@@ -216,13 +218,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, acc
   # The dataset scan (names, every wav header, clip lengths, float samples, training clips per machine) and the
   # training clips' content digests, before any compute.
   clips = records(config, training=True)
-  trained_on = digest.hashed_table(digest.relative_paths(training_records(clips), _root(config)), hash_cache,
+  trained_on = digest.hashed_table(digest.relative_paths(training_records(clips, config), _root(config)), hash_cache,
                                    save=jax.process_index() == 0)
   space = label_space(config, clips=clips)
   network = networks.build_network(config, space.num_classes)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
 
-  fit_clips, heldout_clips = holdout.split(training_records(clips), space, config.train.holdout_fraction)
+  fit_clips, heldout_clips = holdout.split(training_records(clips, config), space, config.train.holdout_fraction)
   batches, num_clips = train_batches(config, space, fit_clips)
   mesh = shd.data_mesh()
   shd.check_batch_size(config.train.batch_size, mesh)

@@ -126,3 +126,23 @@ def test_a_checkpoint_from_before_the_hold_out_and_augmentation_fields_is_the_sa
   other = {"config": json.loads(config.to_json_best_effort())}
   with pytest.raises(ValueError, match=r"config.augment.mixup_prob: saved 0.0, now 0.5"):
     train_state.check_same_run("ckpt", saved, other, ("config.train.holdout_fraction", "config.augment"))
+
+
+def test_a_checkpoint_from_before_sub_centres_and_the_supplemental_switch_matches_their_defaults():
+  """`loss.num_subclusters` came inside the compared `config.loss`, `data.supplemental` as a field of its own:
+  a checkpoint without either trained one ArcFace centre per class, on the supplementary clips too."""
+  from configs import common
+
+  config = common.get_config()
+  now = {"config": json.loads(config.to_json_best_effort())}
+  saved = json.loads(json.dumps(now))
+  del saved["config"]["loss"]["num_subclusters"], saved["config"]["data"]["supplemental"]
+  fields = ("config.loss", "config.data.supplemental")
+  assert train_state.check_same_run("ckpt", saved, now, fields) == {}
+  config.loss.num_subclusters = 4
+  config.data.supplemental = False
+  other = {"config": json.loads(config.to_json_best_effort())}
+  with pytest.raises(ValueError) as error:
+    train_state.check_same_run("ckpt", saved, other, fields)
+  assert "config.loss.num_subclusters: saved 1, now 4" in str(error.value)
+  assert "config.data.supplemental: saved True, now False" in str(error.value)

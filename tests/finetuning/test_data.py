@@ -49,7 +49,7 @@ def test_label_space_has_the_train_and_supplementary_classes(dataset):
 def test_training_batches_include_the_supplementary_clips_with_their_own_labels(dataset):
   config = _config(dataset)
   space = fine_tune.label_space(config)
-  clips = fine_tune.training_records(fine_tune.records(config))
+  clips = fine_tune.training_records(fine_tune.records(config), config)
   by_split = collections.Counter(r.split for r in clips)
   written = collections.Counter(r.split for r in dataset["records"])
   assert by_split == {rec.SPLIT_TRAIN: written[rec.SPLIT_TRAIN],
@@ -104,7 +104,7 @@ def test_the_scan_checks_the_channel_policy_before_training(dataset):
 def test_a_batch_larger_than_the_training_clips_names_the_field_and_the_dataset(dataset, tmp_path):
   """Issue 26.5: was `shard has 92 records, fewer than batch_size 1000`, naming neither the dataset nor the field;
   refused before any compute (no workdir content but its lock and the clip hashes)."""
-  clips = fine_tune.training_records(fine_tune.records(_config(dataset), training=True))
+  clips = fine_tune.training_records(fine_tune.records(_config(dataset), training=True), _config(dataset))
   config = _config(dataset, batch_size=len(clips) + 1)
   with pytest.raises(ValueError) as error:
     fine_tune.train(config, str(tmp_path / "work"), progress=False)
@@ -113,3 +113,15 @@ def test_a_batch_larger_than_the_training_clips_names_the_field_and_the_dataset(
       f"supplemental/) under {dataset['out_dir']}: lower config.train.batch_size to at most {len(clips)}")
   # No run state: the lock and the clips' hash cache (which a resume's clip check reads, issue 26.2), nothing else.
   assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [".lock", "clip_hashes.json"]
+
+
+def test_supplemental_false_trains_on_the_train_clips_only_without_their_classes(dataset):
+  config = _config(dataset)
+  config.data.supplemental = False
+  clips = fine_tune.training_records(fine_tune.records(config), config)
+  want = [r for r in dataset["records"] if r.split == "train"]
+  assert sorted(r.path for r in clips) == sorted(r.path for r in want)
+  names = fine_tune.label_space(config).names
+  assert not [n for n in names if n.endswith(("/clean", "/noise"))]
+  assert set(names) == {n for m in dataset["machines"].values() for n in m["classes"]
+                        if not n.endswith(("/clean", "/noise"))}

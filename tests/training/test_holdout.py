@@ -109,7 +109,7 @@ def _by_hand(model, params, clips, space):
 
 def test_evaluator_equals_the_classifier_applied_by_hand(dataset, tiny_registered):
   config = _config(dataset, tiny_registered)
-  clips = fine_tune.training_records(fine_tune.records(config, training=True))
+  clips = fine_tune.training_records(fine_tune.records(config, training=True), config)
   space = labels_lib.LabelSpace.from_records(clips)
   network = networks.build_network(config, space.num_classes)
   assert isinstance(network.module, classifier.Classifier)
@@ -130,7 +130,7 @@ def test_training_never_sees_held_out_clips_and_logs_their_accuracy(dataset, tin
   config = _config(dataset, tiny_registered)
   clips = fine_tune.records(config, training=True)
   space = fine_tune.label_space(config, clips=clips)
-  fit, held = holdout.split(fine_tune.training_records(clips), space, 0.2)
+  fit, held = holdout.split(fine_tune.training_records(clips, config), space, 0.2)
   assert held
   given, original = [], fine_tune.train_batches
 

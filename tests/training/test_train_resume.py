@@ -200,7 +200,7 @@ def _clip_order(config):
   """The training clips in the order the run reads them (epoch 0)."""
   clips = fine_tune.records(config, training=True)
   batches, num_clips = fine_tune.train_batches(config, fine_tune.label_space(config, clips=clips), clips)
-  train = fine_tune.training_records(clips)
+  train = fine_tune.training_records(clips, config)
   return [pathlib.Path(train[int(i)].path) for _ in range(num_clips // 4) for i in next(batches)["index"]]
 
 
