@@ -106,11 +106,12 @@ def label_space(config: ml_collections.ConfigDict, *, required: bool = True,
 def train_batches(config: ml_collections.ConfigDict, space: labels_lib.LabelSpace,
                   clips: list[rec.ClipRecord] | None = None):
   """`(endless shuffled iterator of this process's batches, number of training clips)` over the
-  `training_records` (train + supplementary) of `clips` (default: `records(config, training=True)`)."""
+  `training_records` of `clips` (default: `records(config, training=True)`)."""
   train = training_records(records(config, training=True) if clips is None else clips, config)
   if len(train) < config.train.batch_size:
+    folders = "train/ and supplemental/" if config.data.get("supplemental", True) else "train/"
     raise ValueError(f"config.train.batch_size={config.train.batch_size} is more than the {len(train)} training clips "
-                     f"(train/ and supplemental/) under {_root(config)}: lower config.train.batch_size to at most "
+                     f"({folders}) under {_root(config)}: lower config.train.batch_size to at most "
                      f"{len(train)}")
   dataset = datasets.training_dataset(train, space, batch_size=shd.local_batch(config.train.batch_size),
                                       seed=config.seed, config=datasets.wav_config(config.data),
@@ -218,13 +219,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool, acc
   # The dataset scan (names, every wav header, clip lengths, float samples, training clips per machine) and the
   # training clips' content digests, before any compute.
   clips = records(config, training=True)
-  trained_on = digest.hashed_table(digest.relative_paths(training_records(clips, config), _root(config)), hash_cache,
+  train_clips = training_records(clips, config)
+  trained_on = digest.hashed_table(digest.relative_paths(train_clips, _root(config)), hash_cache,
                                    save=jax.process_index() == 0)
   space = label_space(config, clips=clips)
   network = networks.build_network(config, space.num_classes)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
 
-  fit_clips, heldout_clips = holdout.split(training_records(clips, config), space, config.train.holdout_fraction)
+  fit_clips, heldout_clips = holdout.split(train_clips, space, config.train.holdout_fraction)
   batches, num_clips = train_batches(config, space, fit_clips)
   mesh = shd.data_mesh()
   shd.check_batch_size(config.train.batch_size, mesh)

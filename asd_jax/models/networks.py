@@ -244,8 +244,7 @@ def classifier_network(config: ml_collections.ConfigDict, num_classes: int) -> N
   """A `Classifier` trained with ArcFace; `config.model.init_checkpoint` (if set) gives its encoder's weights."""
   arch, encoder_params = encoder_architecture(config.model.network, config.model.preset, config.model.init_checkpoint)
   model = build_classifier(config.model, arch, num_classes, num_subclusters=int(config.loss.get("num_subclusters", 1)))
-  return classifier_network_of(config, model, encoder_params=encoder_params,
-                               arch=arch)
+  return classifier_network_of(config, model, encoder_params=encoder_params, arch=arch)
 
 
 def classifier_network_of(config: ml_collections.ConfigDict, model: classifier.Classifier, *,
